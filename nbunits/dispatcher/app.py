@@ -1,0 +1,93 @@
+"""The aiohttp application: thin handlers, one error middleware.
+
+The dispatcher is unprivileged and internet-facing. It checks what it can on its
+own (names, the course's existence), asks nbunits-helper to do the privileged
+part, and redirects the browser to the student's notebook unit behind nginx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ..config import Settings
+from ..errors import NbunitsError
+from ..helper import request_provision
+from ..names import check_course, check_notebook, check_student_id
+from .pages import error_page
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+
+# How the helper's error codes read over HTTP.
+STATUS_FOR_CODE = {
+    "bad_course": 400,
+    "bad_student": 400,
+    "bad_notebook": 400,
+    "bad_request": 400,
+    "unknown_course": 404,
+    "unknown_notebook": 404,
+    "student_collision": 409,
+    "bad_home": 409,
+    "broken_notebook": 500,
+    "bad_course_config": 500,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NbunitsError as exc:
+        status = STATUS_FOR_CODE.get(exc.code, 500)
+        logger.warning("%s %s: %s", request.method, request.path, exc.message,
+                       extra={"ERROR_CODE": exc.code})
+        return error_page(status, exc.message, exc.hint)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_page(exc.status, exc.reason)
+        raise
+    except (ConnectionError, FileNotFoundError) as exc:
+        logger.error("cannot reach nbunits-helper: %s", exc)
+        return error_page(503, "The notebook service is not available right now.",
+                          "Please try again in a minute.")
+    except Exception:
+        logger.exception("unexpected error for %s", request.path)
+        return error_page(500, "Something went wrong on our side.", "Please try again later.")
+
+
+async def open_exercise(request: web.Request) -> web.StreamResponse:
+    """GET /ipythonExercice/<course>/<notebook path>/<student id> (FUN's xblock URL)."""
+    settings = request.app[SETTINGS]
+    course = check_course(request.match_info["course"])
+    notebook, _, student = request.match_info["tail"].rpartition("/")
+    check_student_id(student)
+    check_notebook(notebook)
+    if not settings.course_file(course).is_file():
+        raise NbunitsError("unknown_course", f"unknown course {course!r}")
+
+    reply = await request_provision(settings.helper_socket, course, student, notebook)
+    if not reply.get("ok"):
+        raise NbunitsError(reply.get("code", "internal"), reply.get("message", "error"),
+                           hint=reply.get("hint"))
+    logger.info("opening %s", notebook, extra={"COURSE": course, "STUDENT": reply["user"]})
+    location = quote(reply["url"]) + "?token=" + quote(reply["token"], safe="")
+    raise web.HTTPFound(location)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise)
+    app.router.add_get("/_nbunits/health", health)
+    return app

@@ -1,0 +1,132 @@
+"""The one place that turns (course, student, notebook) into names and paths.
+
+Everything that reaches a unit name, a user name or a file path is validated here
+first; nothing else in nbunits concatenates such names. Anything that does not fit
+raises `InvalidName`, before any side effect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .errors import NbunitsError
+
+# Course names appear in URLs, unit names, slice names and paths. Lower-case
+# letters, digits, '_' and '-' only; ':' is kept out because the proxy template
+# uses it as a separator, so no course can collide with another's proxy units.
+COURSE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
+RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
+
+# edX anonymous ids are 32 hex characters; LTI user ids are opaque strings. We
+# accept a conservative printable set: the id is never used verbatim in a name.
+STUDENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}")
+
+# The Linux user name: "nb" + 16 base32 characters of a hash of the id. 80 bits
+# keep accidental collisions out of reach for any course's population, and the
+# recorded id (see users.py) turns a collision into an error, not a shared home.
+USER_RE = re.compile(r"nb[a-z2-7]{16}")
+
+NOTEBOOK_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 ._+=,()-]{0,127}")
+MAX_NOTEBOOK_DEPTH = 8
+
+
+class InvalidName(NbunitsError):
+    """A course, student or notebook name that cannot be mapped safely."""
+
+
+def check_course(course: str) -> str:
+    if not COURSE_RE.fullmatch(course) or course in RESERVED_COURSES:
+        raise InvalidName(
+            "bad_course",
+            f"invalid course name {course!r}",
+            hint="use 1-32 characters: lower-case letters, digits, '_' or '-'",
+        )
+    return course
+
+
+def check_student_id(student_id: str) -> str:
+    if not STUDENT_ID_RE.fullmatch(student_id):
+        raise InvalidName(
+            "bad_student",
+            "invalid student id",
+            hint="an id is 1-255 characters: letters, digits and ._@+=-",
+        )
+    return student_id
+
+
+def user_for(student_id: str) -> str:
+    """The Linux user name of a student: deterministic, valid for useradd."""
+    check_student_id(student_id)
+    digest = hashlib.blake2b(student_id.encode(), digest_size=10).digest()
+    return "nb" + base64.b32encode(digest).decode().lower()
+
+
+def check_user(user: str) -> str:
+    if not USER_RE.fullmatch(user):
+        raise InvalidName("bad_student", f"invalid student user name {user!r}")
+    return user
+
+
+def check_notebook(path: str) -> PurePosixPath:
+    """A notebook path relative to the course: no '..', no absolute, no oddities.
+
+    Symlinks are checked where the file system is read (notebooks.py).
+    """
+    parts = path.split("/")
+    if (
+        not path.endswith(".ipynb")
+        or len(parts) > MAX_NOTEBOOK_DEPTH
+        or not all(NOTEBOOK_PART_RE.fullmatch(p) for p in parts)
+        or any(p.strip(".") == "" or p != p.strip() for p in parts)
+    ):
+        raise InvalidName(
+            "bad_notebook",
+            f"invalid notebook path {path!r}",
+            hint="a relative path to a .ipynb file inside the course",
+        )
+    return PurePosixPath(*parts)
+
+
+def escape_slice_component(text: str) -> str:
+    """systemd-escape for a slice name component ('-' means nesting there)."""
+    return "".join(c if c.isalnum() or c in "_." else f"\\x{ord(c):02x}" for c in text)
+
+
+@dataclass(frozen=True)
+class StudentUnits:
+    """Names of one (course, student) pair's units and sockets."""
+
+    course: str
+    user: str
+
+    def __post_init__(self) -> None:
+        check_course(self.course)
+        check_user(self.user)
+
+    @property
+    def socket(self) -> str:
+        return f"nbunits-{self.course}@{self.user}.socket"
+
+    @property
+    def container(self) -> str:
+        return f"nbunits-{self.course}@{self.user}.service"
+
+    @property
+    def proxy(self) -> str:
+        return f"nbunits-{self.course}:proxy@{self.user}.service"
+
+    @property
+    def container_name(self) -> str:
+        return f"nbunits-{self.course}-{self.user}"
+
+    @property
+    def url_prefix(self) -> str:
+        return f"/nb/{self.course}/{self.user}/"
+
+
+def course_slice(course: str) -> str:
+    return f"nbunits-{escape_slice_component(check_course(course))}.slice"

@@ -1,0 +1,149 @@
+"""Master notebooks and students' copies of them.
+
+Masters live in a root-owned folder per course. A student's copy is written by
+root into a home the student controls, so every step walks the tree with
+directory file descriptors and O_NOFOLLOW: a symlink planted by the student can
+never redirect a write, and an existing copy is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import nbformat
+
+from .errors import NbunitsError
+from .names import check_notebook
+
+MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
+
+
+class NotebookError(NbunitsError):
+    pass
+
+
+def master_path(source: Path, notebook: str) -> Path:
+    """The master's path, refusing anything that leaves the course folder."""
+    relative = check_notebook(notebook)
+    root = source.resolve()
+    path = root.joinpath(*relative.parts)
+    try:
+        resolved = path.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotebookError("unknown_notebook", f"no notebook {notebook!r} in this course") from None
+    if resolved != path or not resolved.is_relative_to(root):
+        # A symlink anywhere on the way: refuse rather than reason about where it goes.
+        raise NotebookError("bad_notebook", f"notebook path {notebook!r} leaves the course")
+    if not resolved.is_file():
+        raise NotebookError("unknown_notebook", f"no notebook {notebook!r} in this course")
+    return resolved
+
+
+def read_master(source: Path, notebook: str) -> bytes:
+    """The master's bytes, after checking that nbformat accepts them."""
+    path = master_path(source, notebook)
+    data = path.read_bytes()
+    validate(data, notebook)
+    return data
+
+
+def validate(data: bytes, name: str) -> nbformat.NotebookNode:
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise NotebookError("broken_notebook", f"notebook {name} is larger than 32 MiB")
+    try:
+        text = data.decode("utf-8")
+        json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are
+        raise NotebookError("broken_notebook", f"notebook {name} is not valid JSON: {exc}") from exc
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # nbformat raises many kinds for many kinds of breakage
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotebookError("broken_notebook",
+                            f"notebook {name} is not a valid notebook: {reason}") from exc
+    return nb
+
+
+def find_masters(source: Path) -> Iterator[str]:
+    """Relative paths of the .ipynb files under a course folder (no hidden dirs)."""
+    for path in sorted(source.rglob("*.ipynb")):
+        relative = path.relative_to(source)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        yield relative.as_posix()
+
+
+def install_copy(home: Path, relative: PurePosixPath, data: bytes, uid: int, gid: int) -> bool:
+    """Write `data` at home/relative, owned by uid:gid, unless a file is there.
+
+    Returns True if a copy was written. The file appears whole or not at all
+    (written to a temporary name, then linked into place, which fails if the
+    name exists: a concurrent or earlier copy is never overwritten).
+    """
+    with _open_dir(home) as home_fd, _make_dirs(home_fd, relative.parts[:-1], uid, gid) as dir_fd:
+        name = relative.parts[-1]
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            return False
+        except FileNotFoundError:
+            pass
+        tmp = f".{name}.nbunits-{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fchown(f.fileno(), uid, gid)
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+
+
+@contextlib.contextmanager
+def _open_dir(path: Path) -> Iterator[int]:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _make_dirs(parent_fd: int, parts: tuple[str, ...], uid: int, gid: int) -> Iterator[int]:
+    """Open (creating as uid:gid where missing) the directory parts below parent_fd."""
+    fd = os.dup(parent_fd)
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                os.chown(part, uid, gid, dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                pass
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                dir_fd=fd)
+            except OSError as exc:
+                raise NotebookError("bad_home",
+                                    f"cannot use {part!r} in the student's home: {exc.strerror}") from exc
+            if stat.S_ISDIR(os.fstat(child).st_mode) is False:
+                os.close(child)
+                raise NotebookError("bad_home", f"{part!r} in the student's home is not a folder")
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from nbunits.config import ConfigError, CourseConfig, Settings, course_from_toml, load_course
+from nbunits.systemd import generate, render_course
+
+
+def make_course(tmp_path: Path, text: str) -> Settings:
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state")
+    settings.courses_conf_dir.mkdir(parents=True)
+    (settings.courses_conf_dir / "demo.toml").write_text(text)
+    return settings
+
+
+def test_course_settings_round_trip(tmp_path):
+    config = CourseConfig(name="demo", source=Path("/srv/demo"), memory_max="2G", network="slirp4netns")
+    settings = make_course(tmp_path, config.to_toml())
+    assert load_course(settings, "demo") == config
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[course]\nsource = "/x"\nmemory_max = "lots"\n', "memory_max"),
+    ('[course]\nsource = "/x"\nnetwork = "host"\n', "network"),
+    ('[course]\nsource = "/x"\ncolour = "red"\n', "unknown settings"),
+    ('[course]\nmemory_max = "1G"\n', "source"),
+    ('[course]\nsource = "/x"\nproxy_idle_timeout = -1\n', "proxy_idle_timeout"),
+])
+def test_bad_course_settings_are_named(tmp_path, text, words):
+    settings = make_course(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_course(settings, "demo")
+    assert words in str(info.value)
+
+
+def test_unknown_course(tmp_path):
+    settings = make_course(tmp_path, '[course]\nsource = "/x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_course(settings, "other")
+    assert info.value.code == "unknown_course"
+
+
+def test_rendered_units_carry_the_settings_and_no_placeholder():
+    config = CourseConfig(name="python3-s2", source=Path("/srv"), memory_max="3G", tasks_max=99,
+                          proxy_idle_timeout=33)
+    units = render_course(config)
+    assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
+                          "nbunits-python3-s2:proxy@.service", "nbunits-python3\\x2ds2.slice"}
+    service = units["nbunits-python3-s2@.service"]
+    assert "MemoryMax=3G" in service and "TasksMax=99" in service
+    assert "Slice=nbunits-python3\\x2ds2.slice" in service
+    assert "--exit-idle-time=33s" in units["nbunits-python3-s2:proxy@.service"]
+    assert not any("@" + key in text for text in units.values()
+                   for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
+
+
+def test_generator_skips_a_broken_course_and_enables_provisioned_sockets(tmp_path):
+    settings = make_course(tmp_path, '[course]\nsource = "/x"\n')
+    (settings.courses_conf_dir / "broken.toml").write_text("[course\n")
+    tokens = settings.tokens_dir / "demo"
+    tokens.mkdir(parents=True)
+    (tokens / "nbaaaaaaaaaaaaaaaa.env").write_text("JUPYTER_TOKEN=x\n")
+    (tokens / "junk.env").write_text("")
+    out = tmp_path / "out"
+    out.mkdir()
+    problems = generate(settings, out)
+    assert len(problems) == 1 and "broken.toml" in problems[0]
+    assert (out / "nbunits-demo@.service").is_file()
+    wants = sorted(p.name for p in (out / "sockets.target.wants").iterdir())
+    assert wants == ["nbunits-demo@nbaaaaaaaaaaaaaaaa.socket"]

@@ -1,0 +1,62 @@
+import pytest
+
+from nbunits.names import (InvalidName, StudentUnits, check_course, check_notebook,
+                           check_student_id, course_slice, user_for)
+
+
+EDX_ID = "0123456789abcdef0123456789abcdef"
+
+
+def test_user_names_are_deterministic_valid_and_distinct():
+    user = user_for(EDX_ID)
+    assert user == user_for(EDX_ID)
+    assert user.startswith("nb") and len(user) == 18 and user.islower()
+    assert user != user_for(EDX_ID.upper())
+    long_id = "x" * 255
+    assert len(user_for(long_id)) == 18
+    users = {user_for(f"student-{i}") for i in range(20000)}
+    assert len(users) == 20000
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a/b", "../x", "x\x00", "é", "-abc", "a" * 256,
+                                 "a;rm -rf", "a\nb"])
+def test_bad_student_ids_are_refused(bad):
+    with pytest.raises(InvalidName):
+        check_student_id(bad)
+    with pytest.raises(InvalidName):
+        user_for(bad)
+
+
+@pytest.mark.parametrize("good", ["demo", "python3-s2", "a", "x_1"])
+def test_good_courses(good):
+    assert check_course(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "Demo", "a:b", "a@b", "-a", "a-", "a" * 33, "helper",
+                                 "../x", "a.b", "a b"])
+def test_bad_courses_are_refused(bad):
+    with pytest.raises(InvalidName):
+        check_course(bad)
+
+
+@pytest.mark.parametrize("good", ["welcome.ipynb", "week1/loops.ipynb", "w 1/Exo (2).ipynb"])
+def test_good_notebook_paths(good):
+    assert str(check_notebook(good)) == good
+
+
+@pytest.mark.parametrize("bad", ["../x.ipynb", "/etc/x.ipynb", "a/../b.ipynb", "a//b.ipynb",
+                                 "x.txt", ".hidden.ipynb", "a/./b.ipynb", "", ".ipynb",
+                                 "a\x00.ipynb", "a\\b.ipynb", " a.ipynb", "/".join("a" * 9) + ".ipynb"])
+def test_bad_notebook_paths_are_refused(bad):
+    with pytest.raises(InvalidName):
+        check_notebook(bad)
+
+
+def test_unit_names():
+    units = StudentUnits("python3-s2", user_for(EDX_ID))
+    assert units.socket == f"nbunits-python3-s2@{units.user}.socket"
+    assert units.container == f"nbunits-python3-s2@{units.user}.service"
+    assert units.proxy == f"nbunits-python3-s2:proxy@{units.user}.service"
+    assert course_slice("python3-s2") == "nbunits-python3\\x2ds2.slice"
+    with pytest.raises(InvalidName):
+        StudentUnits("demo", "root")
