@@ -1,0 +1,103 @@
+"""What a browser does with a student's notebook, over HTTP and websockets.
+
+Shared by the integration tests and the benchmarks: open the edX link, follow the
+redirect, start a kernel, run code over the kernel websocket, save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class Opened:
+    prefix: str  # /nb/<course>/<user>/
+    user: str
+    token: str
+    notebook: str
+    page_status: int
+    page: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+
+async def open_exercise(session: aiohttp.ClientSession, course: str, notebook: str,
+                        student: str) -> Opened:
+    """GET the edX link, check the redirect, then load the page it points to."""
+    async with session.get(f"/ipythonExercice/{course}/{notebook}/{student}",
+                           allow_redirects=False) as resp:
+        body = await resp.text()
+        assert resp.status == 302, f"dispatcher said {resp.status}: {body[:500]}"
+        location = resp.headers["Location"]
+    url = urlsplit(location)
+    parts = url.path.split("/")
+    assert parts[1] == "nb" and parts[2] == course, location
+    prefix = "/".join(parts[:4]) + "/"
+    token = parse_qs(url.query)["token"][0]
+    async with session.get(location) as resp:
+        page = await resp.text()
+        status = resp.status
+    return Opened(prefix, parts[3], token, notebook, status, page)
+
+
+async def start_kernel(session: aiohttp.ClientSession, opened: Opened) -> str:
+    async with session.post(f"{opened.prefix}api/kernels", headers=opened.headers,
+                            json={"name": "python3"}) as resp:
+        assert resp.status == 201, f"POST api/kernels: {resp.status} {await resp.text()}"
+        return str((await resp.json())["id"])
+
+
+async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str, code: str,
+                  timeout: float = 60) -> str:
+    """Run `code` in the kernel over its websocket; the text/plain result."""
+    url = f"{opened.prefix}api/kernels/{kernel_id}/channels"
+    msg_id = uuid.uuid4().hex
+    request = {
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }
+    async with session.ws_connect(url, headers=opened.headers) as ws:
+        await ws.send_str(json.dumps(request))
+        return await asyncio.wait_for(_result_of(ws, msg_id), timeout)
+
+
+async def _result_of(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> str:
+    async for message in ws:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            raise AssertionError(f"unexpected websocket message {message.type}")
+        reply = json.loads(message.data)
+        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind = reply["msg_type"]
+        if kind == "execute_result":
+            return str(reply["content"]["data"]["text/plain"])
+        if kind == "error":
+            raise AssertionError(f"kernel error: {reply['content']}")
+    raise AssertionError("websocket closed before a result")
+
+
+async def save_notebook(session: aiohttp.ClientSession, opened: Opened, marker: str) -> dict:
+    """Load the notebook through the contents API, add a cell, save it back."""
+    url = f"{opened.prefix}api/contents/{opened.notebook}"
+    async with session.get(url, headers=opened.headers) as resp:
+        assert resp.status == 200, await resp.text()
+        model = await resp.json()
+    content = model["content"]
+    content["cells"].append({"cell_type": "code", "source": marker, "metadata": {},
+                             "outputs": [], "execution_count": None,
+                             "id": uuid.uuid4().hex[:8]})
+    async with session.put(url, headers=opened.headers,
+                           json={"type": "notebook", "format": "json", "content": content}) as resp:
+        assert resp.status == 200, f"save: {resp.status} {await resp.text()}"
+        return dict(await resp.json())

@@ -1,0 +1,98 @@
+"""One booted systemd with nbunits installed, shared by the integration tests.
+
+The box is a throwaway systemd-nspawn container over an overlay of this machine's
+root (tests/harness.py). Inside: the product venv at /opt/nbunits/venv (built on
+the machine by scripts/setup), the shared image store, real nginx listening on a
+unix socket that the tests reach from outside, and the demo course.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.harness import Bind, SystemdBox
+
+REPO = Path(__file__).resolve().parents[2]
+WORK = Path("/var/tmp/nbunits-test")
+IMAGE_STORE = Path("/var/lib/nbunits/images")
+VENV = Path("/opt/nbunits/venv")
+SHARED_IN_BOX = "/srv/nbunits-test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+def _require_setup() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (they boot a systemd container)")
+    missing = [str(p) for p in (VENV / "bin" / "nbunits", IMAGE_STORE) if not p.exists()]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run scripts/setup first")
+
+
+class Nbunits:
+    """The box, plus what tests ask of it."""
+
+    def __init__(self, box: SystemdBox, home: Path, shared: Path) -> None:
+        self.box = box
+        self.home = home  # the host folder mounted as /home in the box
+        self.nginx_socket = shared / "nginx.sock"
+
+    def nbunits(self, *args: str, check: bool = True):
+        return self.box.run(str(VENV / "bin" / "nbunits"), *args, check=check)
+
+    def users(self) -> set[str]:
+        out = self.box.run("getent", "passwd").stdout
+        return {line.split(":")[0] for line in out.splitlines() if line.startswith("nb")} - {"nbunits"}
+
+    def uid(self, user: str) -> int:
+        return int(self.box.run("id", "-u", user).stdout)
+
+    def student_units(self) -> list[str]:
+        out = self.box.systemctl("list-units", "--all", "--plain", "--no-legend",
+                                 "nbunits-*@*").stdout
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.box.systemctl("show", unit, *(f"--property={p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def nb() -> Iterator[Nbunits]:
+    _require_setup()
+    shutil.rmtree(WORK, ignore_errors=True)
+    home, shared = WORK / "home", WORK / "shared"
+    home.mkdir(parents=True)
+    shared.mkdir()
+    binds = [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
+             Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    with SystemdBox("nbunits-test", binds=binds, private_network=True) as box:
+        box.boot()
+        nb = Nbunits(box, home, shared)
+        nb.nbunits("install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
+        nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
+        yield nb
+        failed = box.failed_units()
+        if failed:
+            print("failed units at the end:", failed)
+            print(box.journal(*failed))
+
+
+def client(nb: Nbunits) -> aiohttp.ClientSession:
+    """An aiohttp session to nginx in the box, as a browser on the server's own site.
+
+    Create it inside the coroutine that uses it (tests call asyncio.run()).
+    """
+    return aiohttp.ClientSession("http://localhost",
+                                 connector=aiohttp.UnixConnector(path=str(nb.nginx_socket)),
+                                 timeout=aiohttp.ClientTimeout(total=180))

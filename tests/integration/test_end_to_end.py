@@ -1,0 +1,67 @@
+"""The whole path on a real systemd: an edX link opens the student's own notebook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+from nbunits.names import user_for
+from tests.browser import execute, open_exercise, save_notebook, start_kernel
+
+from .conftest import Nbunits, client
+
+NOTEBOOK = "week1/python-basics.ipynb"
+
+
+def test_edx_link_opens_a_working_notebook_owned_by_the_student(nb: Nbunits) -> None:
+    student = secrets.token_hex(16)  # what edX sends: 32 hex characters
+    marker = f"# saved by the e2e test {secrets.token_hex(4)}"
+
+    async def scenario() -> tuple[str, str]:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "demo", NOTEBOOK, student)
+            assert opened.page_status == 200, opened.page[:500]
+            assert opened.user == user_for(student)
+            assert "jupyter-config-data" in opened.page  # the notebook UI, not an error page
+            kernel = await start_kernel(session, opened)
+            result = await execute(session, opened, kernel, "6*7")
+            saved = await save_notebook(session, opened, marker)
+            assert saved["path"] == NOTEBOOK
+            return opened.user, result
+
+    user, result = asyncio.run(scenario())
+    assert result == "42"
+
+    # The save landed in the student's home, owned by the student's own uid.
+    copy = nb.home / user / "demo" / NOTEBOOK
+    assert copy.stat().st_uid == nb.uid(user)
+    cells = json.loads(copy.read_text())["cells"]
+    assert "".join(cells[-1]["source"]) == marker
+    assert (nb.home / user).stat().st_mode & 0o777 == 0o700
+
+    # The units that served it, and the id recorded for admins.
+    assert nb.show(f"nbunits-demo@{user}.service", "ActiveState")["ActiveState"] == "active"
+    assert nb.show(f"nbunits-demo@{user}.socket", "ActiveState")["ActiveState"] == "active"
+    found = nb.nbunits("student", "find", student).stdout
+    assert found.startswith(user)
+
+
+def test_reload_reuses_the_running_container_and_keeps_the_copy(nb: Nbunits) -> None:
+    student = secrets.token_hex(16)
+
+    async def open_twice() -> tuple[str, str, str]:
+        async with client(nb) as session:
+            first = await open_exercise(session, "demo", "welcome.ipynb", student)
+            unit = f"nbunits-demo@{first.user}.service"
+            before = nb.show(unit, "InvocationID")["InvocationID"]
+            await save_notebook(session, first, "# my edit")
+            again = await open_exercise(session, "demo", "welcome.ipynb", student)
+            assert again.page_status == 200
+            after = nb.show(unit, "InvocationID")["InvocationID"]
+            return first.user, before, after
+
+    user, before, after = asyncio.run(open_twice())
+    assert before == after, "a page reload started a new container"
+    copy = json.loads((nb.home / user / "demo" / "welcome.ipynb").read_text())
+    assert "".join(copy["cells"][-1]["source"]) == "# my edit", "an existing copy was overwritten"
