@@ -15,9 +15,9 @@ from pathlib import PurePosixPath
 
 from .errors import NbunitsError
 
-# Course names appear in URLs, unit names, slice names and paths. Lower-case
-# letters, digits, '_' and '-' only; ':' is kept out because the proxy template
-# uses it as a separator, so no course can collide with another's proxy units.
+# Course names appear in URLs, unit names, slice names and paths: lower-case
+# letters, digits, '_' and '-'. A course may not end in "-proxy", so that no
+# course's units can be mistaken for another's proxy units (nbunits-C-proxy@).
 COURSE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
 
@@ -39,11 +39,13 @@ class InvalidName(NbunitsError):
 
 
 def check_course(course: str) -> str:
-    if not COURSE_RE.fullmatch(course) or course in RESERVED_COURSES:
+    if (not COURSE_RE.fullmatch(course) or course in RESERVED_COURSES
+            or course.endswith("-proxy")):
         raise InvalidName(
             "bad_course",
             f"invalid course name {course!r}",
-            hint="use 1-32 characters: lower-case letters, digits, '_' or '-'",
+            hint="use 1-32 characters: lower-case letters, digits, '_' or '-' "
+                 "(not ending in -proxy)",
         )
     return course
 
@@ -117,7 +119,7 @@ class StudentUnits:
 
     @property
     def proxy(self) -> str:
-        return f"nbunits-{self.course}:proxy@{self.user}.service"
+        return f"nbunits-{self.course}-proxy@{self.user}.service"
 
     @property
     def container_name(self) -> str:

@@ -1,8 +1,10 @@
 """Serve the demo course from a throwaway systemd, and print where to open it.
 
 This machine's PID 1 is not systemd, so the demo boots one with systemd-nspawn over
-an overlay of this machine's root (tests/harness.py), sharing this machine's
-network: nginx inside listens on 127.0.0.1:PORT. Students' homes persist in
+an overlay of this machine's root (tests/harness.py), with a network of its own
+(with the machine's network, nspawn keeps /proc/sys read-only and podman cannot
+set up a container's network namespace). nginx inside listens on a unix socket
+in a shared folder; this script forwards 127.0.0.1:PORT to it. Students' homes persist in
 /var/lib/nbunits-demo/home between runs. On a server whose PID 1 is systemd, run
 `nbunits install --listen 80` and `nbunits course add` instead.
 """
@@ -10,8 +12,10 @@ network: nginx inside listens on 127.0.0.1:PORT. Students' homes persist in
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +29,44 @@ IMAGE_STORE = Path("/var/lib/nbunits/images")
 NBUNITS = "/opt/nbunits/venv/bin/nbunits"
 
 
+class Forwarder:
+    """127.0.0.1:PORT -> nginx's unix socket in the box, in a background thread."""
+
+    def __init__(self, port: int, socket_path: Path) -> None:
+        self.port, self.socket_path = port, socket_path
+
+    def start(self) -> None:
+        ready = threading.Event()
+        threading.Thread(target=asyncio.run, args=(self._serve(ready),), daemon=True).start()
+        if not ready.wait(10):
+            sys.exit(f"cannot listen on 127.0.0.1:{self.port}")
+
+    async def _serve(self, ready: threading.Event) -> None:
+        server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _forward(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            box_r, box_w = await asyncio.open_unix_connection(str(self.socket_path))
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(self._pipe(client_r, box_w), self._pipe(box_r, client_w))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
@@ -32,17 +74,19 @@ def main() -> int:
                         help="open the demo link once and exit (what CI runs)")
     args = parser.parse_args()
 
-    home = STATE / "home"
+    home, shared = STATE / "home", STATE / "shared"
     home.mkdir(parents=True, exist_ok=True)
-    binds = [Bind(home, "/home"), Bind(IMAGE_STORE, str(IMAGE_STORE)),
-             Bind(REPO, "/opt/nbunits/src", readonly=True)]
-    with SystemdBox("nbunits-demo", binds=binds, private_network=False) as box:
+    shared.mkdir(parents=True, exist_ok=True)
+    binds = [Bind(home, "/home"), Bind(shared, "/srv/nbunits-demo"),
+             Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    with SystemdBox("nbunits-demo", binds=binds, private_network=True) as box:
         print("==> booting a throwaway systemd", flush=True)
         box.boot()
-        box.run(NBUNITS, "install", "--listen", f"127.0.0.1:{args.port}")
+        box.run(NBUNITS, "install", "--listen", "unix:/srv/nbunits-demo/nginx.sock")
         box.run(NBUNITS, "course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
-        base = f"http://127.0.0.1:{args.port}"
-        link = f"{base}/ipythonExercice/demo/welcome.ipynb/demo-student-1"
+        link = f"http://127.0.0.1:{args.port}/ipythonExercice/demo/welcome.ipynb/demo-student-1"
+        forwarder = Forwarder(args.port, shared / "nginx.sock")
+        forwarder.start()
         if args.check:
             with urllib.request.urlopen(link, timeout=120) as resp:
                 print(f"demo check: {resp.status} {resp.url.split('?')[0]}")

@@ -45,11 +45,11 @@ def test_rendered_units_carry_the_settings_and_no_placeholder():
                           proxy_idle_timeout=33)
     units = render_course(config)
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
-                          "nbunits-python3-s2:proxy@.service", "nbunits-python3\\x2ds2.slice"}
+                          "nbunits-python3-s2-proxy@.service", "nbunits-python3\\x2ds2.slice"}
     service = units["nbunits-python3-s2@.service"]
     assert "MemoryMax=3G" in service and "TasksMax=99" in service
     assert "Slice=nbunits-python3\\x2ds2.slice" in service
-    assert "--exit-idle-time=33s" in units["nbunits-python3-s2:proxy@.service"]
+    assert "--exit-idle-time=33s" in units["nbunits-python3-s2-proxy@.service"]
     assert not any("@" + key in text for text in units.values()
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
 

@@ -33,7 +33,7 @@ def test_good_courses(good):
 
 
 @pytest.mark.parametrize("bad", ["", "Demo", "a:b", "a@b", "-a", "a-", "a" * 33, "helper",
-                                 "../x", "a.b", "a b"])
+                                 "../x", "a.b", "a b", "demo-proxy"])
 def test_bad_courses_are_refused(bad):
     with pytest.raises(InvalidName):
         check_course(bad)
@@ -56,7 +56,7 @@ def test_unit_names():
     units = StudentUnits("python3-s2", user_for(EDX_ID))
     assert units.socket == f"nbunits-python3-s2@{units.user}.socket"
     assert units.container == f"nbunits-python3-s2@{units.user}.service"
-    assert units.proxy == f"nbunits-python3-s2:proxy@{units.user}.service"
+    assert units.proxy == f"nbunits-python3-s2-proxy@{units.user}.service"
     assert course_slice("python3-s2") == "nbunits-python3\\x2ds2.slice"
     with pytest.raises(InvalidName):
         StudentUnits("demo", "root")
