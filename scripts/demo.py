@@ -70,16 +70,18 @@ class Forwarder:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--state", type=Path, default=STATE,
+                        help=f"where students' homes persist (default {STATE})")
     parser.add_argument("--check", action="store_true",
                         help="open the demo link once and exit (what CI runs)")
     args = parser.parse_args()
 
-    home, shared = STATE / "home", STATE / "shared"
+    home, shared = args.state / "home", args.state / "shared"
     home.mkdir(parents=True, exist_ok=True)
     shared.mkdir(parents=True, exist_ok=True)
     binds = [Bind(home, "/home"), Bind(shared, "/srv/nbunits-demo"),
              Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
-    with SystemdBox("nbunits-demo", binds=binds, private_network=True) as box:
+    with SystemdBox(f"nbunits-demo-{args.port}", binds=binds, private_network=True) as box:
         print("==> booting a throwaway systemd", flush=True)
         box.boot()
         box.run(NBUNITS, "install", "--listen", "unix:/srv/nbunits-demo/nginx.sock")

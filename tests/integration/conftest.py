@@ -19,7 +19,8 @@ import pytest
 from tests.harness import Bind, SystemdBox
 
 REPO = Path(__file__).resolve().parents[2]
-WORK = Path("/var/tmp/nbunits-test")
+# Per process, so that several test runs (developers, helpers) can share a machine.
+WORK = Path(f"/var/tmp/nbunits-test-{os.getpid()}")
 IMAGE_STORE = Path("/var/lib/nbunits/images")
 VENV = Path("/opt/nbunits/venv")
 SHARED_IN_BOX = "/srv/nbunits-test"
@@ -76,7 +77,7 @@ def nb() -> Iterator[Nbunits]:
     shared.mkdir()
     binds = [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
              Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
-    with SystemdBox("nbunits-test", binds=binds, private_network=True) as box:
+    with SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
         box.boot()
         nb = Nbunits(box, home, shared)
         nb.nbunits("install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
@@ -86,6 +87,7 @@ def nb() -> Iterator[Nbunits]:
         if failed:
             print("failed units at the end:", failed)
             print(box.journal(*failed))
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def client(nb: Nbunits) -> aiohttp.ClientSession:
