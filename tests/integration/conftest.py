@@ -68,6 +68,20 @@ class Nbunits:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def use_checkout(box: SystemdBox) -> None:
+    """Run this checkout's code in the box, like an editable install.
+
+    The venv's dependencies stay; its copy of nbunits is hidden (inside the box only:
+    an overlay whiteout) and a .pth points at the bound checkout. So the tests never
+    reinstall /opt/nbunits/venv under another test run sharing this machine.
+    """
+    site = VENV / "lib" / "python3.11" / "site-packages"
+    box.run("rm", "-rf", str(site / "nbunits"))
+    box.write_file(str(site / "nbunits-checkout.pth"), "/opt/nbunits/src\n")
+    where = box.run(str(VENV / "bin" / "python3"), "-c", "import nbunits; print(nbunits.__file__)")
+    assert where.stdout.strip() == "/opt/nbunits/src/nbunits/__init__.py", where.stdout
+
+
 @pytest.fixture(scope="session")
 def nb() -> Iterator[Nbunits]:
     _require_setup()
@@ -79,6 +93,7 @@ def nb() -> Iterator[Nbunits]:
              Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
     with SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
         box.boot()
+        use_checkout(box)
         nb = Nbunits(box, home, shared)
         nb.nbunits("install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
         nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
