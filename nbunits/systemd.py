@@ -30,8 +30,9 @@ def static_units() -> Iterator[Traversable]:
     return (f for f in unit_files().iterdir() if f.is_file())
 
 
-def course_placeholders(course: CourseConfig) -> dict[str, str]:
+def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, str]:
     return {
+        "IMAGE_STORE": str(settings.image_store),
         "COURSE": course.name,
         "SLICE": course_slice(course.name),
         "IMAGE": course.image,
@@ -40,6 +41,9 @@ def course_placeholders(course: CourseConfig) -> dict[str, str]:
         "JUPYTER_IDLE_TIMEOUT": str(course.jupyter_idle_timeout),
         "KERNEL_IDLE_TIMEOUT": str(course.kernel_idle_timeout),
         "MAX_LIFETIME": str(course.max_lifetime),
+        "MAX_LIFETIME_BACKSTOP": str(course.max_lifetime + 120),
+        # Jupyter checks for idle kernels this often; a tenth of the timeout is close enough.
+        "CULL_INTERVAL": str(max(1, min(60, course.kernel_idle_timeout // 10))),
         "MEMORY_MAX": course.memory_max,
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
@@ -53,9 +57,9 @@ def fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def render_course(course: CourseConfig) -> dict[str, str]:
+def render_course(course: CourseConfig, settings: Settings) -> dict[str, str]:
     """{unit file name: text} for one course."""
-    values = course_placeholders(course)
+    values = course_placeholders(course, settings)
     return {fill(t.name, values): fill(t.read_text(), values)
             for t in (unit_files() / "course").iterdir() if t.is_file()}
 
@@ -77,7 +81,7 @@ def generate(settings: Settings, out: Path) -> list[str]:
         except NbunitsError as exc:
             problems.append(str(exc))
             continue
-        for filename, text in render_course(course).items():
+        for filename, text in render_course(course, settings).items():
             (out / filename).write_text(text)
         wants = out / "sockets.target.wants"
         for user in provisioned_students(settings, name):

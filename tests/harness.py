@@ -268,13 +268,16 @@ class SystemdBox:
     """
 
     def __init__(self, name: str, binds: Sequence[Bind] = (), private_network: bool = True,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, disk: Path | None = None) -> None:
         if not _NAME_RE.fullmatch(name):
             raise ValueError(f"box name must be a hostname label (letters, digits, '-'): {name!r}")
         self.name = name
         self.binds = tuple(binds)
         self.private_network = private_network
         self.workdir = Path(workdir) if workdir is not None else DEFAULT_BASE / name
+        # With a disk, the overlay's upper layer lives there (not on the tmpfs) and outlives
+        # the box: a new box on the same disk is the same machine after a reboot.
+        self.disk = Path(disk) if disk is not None else None
         self.log_path = self.workdir / "nspawn.log"
         self.leader_pid: int = 0
         self.nspawn_pid: int = 0
@@ -487,10 +490,13 @@ class SystemdBox:
         atexit.register(self.shutdown)
         self._save_state()
         _run_host(["mount", "-t", "tmpfs", "-o", "mode=0755", f"nbunits-harness-{self.name}", str(self._fs)])
-        upper, work = self._fs / "upper", self._fs / "work"
+        layers = self.disk if self.disk is not None else self._fs
+        upper, work = layers / "upper", layers / "work"
+        first_boot = not upper.exists()
         for directory in (upper, work, self._merged):
-            directory.mkdir()
-        self._lay_upper(upper)
+            directory.mkdir(parents=True, exist_ok=directory != self._merged)
+        if first_boot:
+            self._lay_upper(upper)
         _run_host(["mount", "-t", "overlay", "-o", f"lowerdir=/,upperdir={upper},workdir={work}",
                    f"nbunits-harness-{self.name}", str(self._merged)])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from html import escape
 
 from aiohttp import web
@@ -27,3 +28,63 @@ def error_page(status: int, message: str, hint: str | None = None) -> web.Respon
     hint_html = f'<p class="hint">{escape(hint)}</p>' if hint else ""
     body = _PAGE.format(title=escape(title), message=escape(message), hint=hint_html)
     return web.Response(status=status, text=body, content_type="text/html")
+
+
+_STARTING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Starting your notebook</title>
+<noscript><meta http-equiv="refresh" content="0;url={target}"></noscript>
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}
+li.done{{color:#2a7}} li.now{{font-weight:bold}}</style></head>
+<body><h1>Starting your notebook</h1>
+<ol><li class="done">Your own copy of <code>{notebook}</code> is ready.</li>
+<li class="now" id="step">Starting your notebook server&hellip; <span id="secs"></span></li>
+<li>Opening the notebook.</li></ol>
+<p id="note">This usually takes a second or two.</p>
+<script>
+const target = {target_js}, probe = {probe_js}, t0 = Date.now();
+const secs = document.getElementById("secs"), note = document.getElementById("note");
+setInterval(() => {{
+  const s = Math.round((Date.now() - t0) / 1000);
+  secs.textContent = s + " s";
+  if (s >= 10) note.textContent = "Many students are starting at once: yours is on its way.";
+}}, 500);
+(async () => {{
+  for (let i = 0; i < 180; i++) {{
+    try {{
+      const r = await fetch(probe, {{cache: "no-store", credentials: "same-origin"}});
+      if (r.status < 500) {{ location.replace(target); return; }}
+    }} catch (e) {{}}
+    await new Promise(done => setTimeout(done, 1000));
+  }}
+  note.textContent = "Your notebook server did not start. Please reload this page in a minute.";
+}})();
+</script></body></html>
+"""
+
+
+def starting_page(target: str, probe: str, notebook: str) -> web.Response:
+    """Shown while a student's server starts; it opens the notebook once it answers."""
+    body = _STARTING.format(target=escape(target), notebook=escape(notebook),
+                            target_js=_js(target), probe_js=_js(probe))
+    return web.Response(text=body, content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
+
+
+_WAKING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Restarting your notebook</title>
+<meta http-equiv="refresh" content="3">
+<style>body{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}</style></head>
+<body><h1>Restarting your notebook server</h1>
+<p>Your notebook server did not start just now. This page tries again by itself;
+your saved work is safe.</p></body></html>
+"""
+
+
+def waking_page() -> web.Response:
+    return web.Response(status=503, text=_WAKING, content_type="text/html",
+                        headers={"Retry-After": "2", "Cache-Control": "no-store"})
+
+
+def _js(text: str) -> str:
+    """A JSON string literal that is also safe inside a <script> element."""
+    return json.dumps(text).replace("<", "\\u003c")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,31 @@ class Nbunits:
         out = self.box.systemctl("list-units", "--all", "--plain", "--no-legend",
                                  "nbunits-*@*").stdout
         return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    def add_course(self, name: str, **settings: int | str) -> None:
+        """Publish the demo notebooks as another course, with some settings changed
+        by editing its course file and reloading, as an admin would."""
+        self.nbunits("course", "add", name, "--dir", "/opt/nbunits/src/examples/demo")
+        path = f"/etc/nbunits/courses/{name}.toml"
+        lines = self.box.read_file(path).splitlines()
+        for key, value in settings.items():
+            text = f'"{value}"' if isinstance(value, str) else str(value)
+            lines = [line for line in lines if not line.startswith(f"{key} =")]
+            lines.append(f"{key} = {text}")
+        self.box.write_file(path, "\n".join(lines) + "\n")
+        self.box.systemctl("daemon-reload")
+
+    def processes_of(self, user: str) -> list[str]:
+        out = self.box.run("ps", "-u", user, "-o", "pid=,comm=", check=False).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def wait_for(self, unit: str, states: set[str], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.show(unit, "ActiveState")["ActiveState"]
+            if state in states or time.monotonic() > deadline:
+                return state
+            time.sleep(0.5)
 
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.box.systemctl("show", unit, *(f"--property={p}" for p in props)).stdout

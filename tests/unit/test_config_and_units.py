@@ -43,12 +43,13 @@ def test_unknown_course(tmp_path):
 def test_rendered_units_carry_the_settings_and_no_placeholder():
     config = CourseConfig(name="python3-s2", source=Path("/srv"), memory_max="3G", tasks_max=99,
                           proxy_idle_timeout=33)
-    units = render_course(config)
+    units = render_course(config, Settings())
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
                           "nbunits-python3-s2-proxy@.service", "nbunits-python3\\x2ds2.slice"}
     service = units["nbunits-python3-s2@.service"]
     assert "MemoryMax=3G" in service and "TasksMax=99" in service
     assert "Slice=nbunits-python3\\x2ds2.slice" in service
+    assert "additionalimagestore=/var/lib/nbunits/images" in service
     assert "--exit-idle-time=33s" in units["nbunits-python3-s2-proxy@.service"]
     assert not any("@" + key in text for text in units.values()
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))

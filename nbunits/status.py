@@ -1,0 +1,122 @@
+"""What runs, from systemd's own data: `nbunits status` and `nbunits logs`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from .config import Settings
+from .names import USER_RE, StudentUnits, check_course, check_user, user_for
+from .run import run
+
+# Course names never end in "-proxy" (names.py), so proxies cannot be mistaken for these.
+_UNIT_RE = re.compile(r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*)@(?P<user>nb[a-z2-7]{16})\.(?P<kind>socket|service)")
+_PROPS = ("Id", "ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent")
+
+
+@dataclass(frozen=True)
+class StudentState:
+    course: str
+    student: str
+    state: str  # running, starting, stopping, idle, stopped, failed
+    since: str
+    memory: int | None  # bytes, while running and where cgroups report it
+
+    def row(self) -> list[str]:
+        return [self.course, self.student, self.state, self.since or "-", _size(self.memory)]
+
+
+def student_states(settings: Settings, course: str | None = None) -> list[StudentState]:
+    pattern = f"nbunits-{check_course(course) if course else '*'}@*"
+    listed = run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--full",
+                  f"{pattern}.socket", f"{pattern}.service"]).stdout
+    names = [m.group(0) for line in listed.splitlines()
+             if (m := _UNIT_RE.fullmatch(line.split()[0] if line.split() else ""))]
+    units = _show(names)
+    pairs = {(m["course"], m["user"]) for n in names if (m := _UNIT_RE.fullmatch(n))}
+    pairs |= _provisioned(settings, course)
+    return [_state_of(StudentUnits(c, u), units) for c, u in sorted(pairs)]
+
+
+def _show(names: list[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    out = run(["systemctl", "show", "--property=" + ",".join(_PROPS), *names]).stdout
+    units = {}
+    for block in out.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        units[props.get("Id", "")] = props
+    return units
+
+
+def _provisioned(settings: Settings, course: str | None) -> set[tuple[str, str]]:
+    """Students with a token but no loaded unit (stopped and collected by systemd)."""
+    try:
+        folders = [settings.tokens_dir / course] if course else list(settings.tokens_dir.iterdir())
+        return {(f.name, p.stem) for f in folders if f.is_dir()
+                for p in f.glob("*.env") if USER_RE.fullmatch(p.stem)}
+    except PermissionError:
+        return set()
+
+
+def _state_of(units: StudentUnits, shown: dict[str, dict[str, str]]) -> StudentState:
+    container = shown.get(units.container, {})
+    socket = shown.get(units.socket, {})
+    active = container.get("ActiveState", "inactive")
+    if active in ("active", "activating", "deactivating", "failed"):
+        state = {"active": "running", "activating": "starting", "deactivating": "stopping",
+                 "failed": f"failed ({container.get('Result', '?')})"}[active]
+        decided_by = container
+    elif socket.get("ActiveState") == "active":
+        state, decided_by = "idle", socket
+    elif socket.get("ActiveState") == "failed":
+        state, decided_by = f"failed ({socket.get('Result', '?')})", socket
+    else:
+        state, decided_by = "stopped", socket
+    memory = container.get("MemoryCurrent", "")
+    return StudentState(units.course, units.user, state,
+                        decided_by.get("StateChangeTimestamp", ""),
+                        int(memory) if active == "active" and memory.isdigit() else None)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024  # type: ignore[assignment]
+    return "-"
+
+
+def format_table(states: list[StudentState]) -> str:
+    rows = [["COURSE", "STUDENT", "STATE", "SINCE", "MEMORY"], *(s.row() for s in states)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    counts: dict[str, int] = {}
+    for s in states:
+        key = s.state.split(" ")[0]
+        counts[key] = counts.get(key, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no students"
+    return "\n".join(lines + [f"\n{len(states)} student(s): {summary}"])
+
+
+def as_dicts(states: list[StudentState]) -> list[dict[str, object]]:
+    return [asdict(s) for s in states]
+
+
+def resolve_student(student: str) -> str:
+    """A student given as a Linux user (nb...) or as their edX id."""
+    return check_user(student) if USER_RE.fullmatch(student) else user_for(student)
+
+
+def journalctl_args(course: str, user: str, extra: list[str]) -> list[str]:
+    """journalctl for everything about one student: their units, and the dispatcher's
+    and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed)."""
+    units = StudentUnits(check_course(course), user)
+    matches: list[str] = []
+    for unit in (units.socket, units.proxy, units.container):
+        matches += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "+"]
+    matches += [f"COURSE={course}", f"STUDENT={user}"]
+    return ["journalctl", "--output=short-iso", *extra, *matches]
+

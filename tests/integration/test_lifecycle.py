@@ -1,0 +1,199 @@
+"""systemd owns the lifecycle: idle stop (three layers), restart, recovery, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import aiohttp
+
+from tests.browser import Opened, execute, open_exercise, save_notebook, start_kernel
+
+from .conftest import Nbunits, client
+
+NOTEBOOK = "welcome.ipynb"
+
+
+async def _open_with_kernel(nb: Nbunits, course: str, student: str
+                            ) -> tuple[aiohttp.ClientSession, Opened, str]:
+    session = client(nb)
+    opened = await open_exercise(session, course, NOTEBOOK, student)
+    assert opened.page_status == 200
+    kernel = await start_kernel(session, opened)
+    assert await execute(session, opened, kernel, "1+1") == "2"
+    return session, opened, kernel
+
+
+def _assert_stopped_cleanly(nb: Nbunits, course: str, user: str) -> None:
+    """Nothing of the student runs (no conmon, no pause process, no kernel); the socket listens."""
+    assert nb.show(f"nbunits-{course}@{user}.service", "ActiveState")["ActiveState"] == "inactive"
+    assert nb.show(f"nbunits-{course}@{user}.socket", "ActiveState")["ActiveState"] == "active"
+    assert nb.processes_of(user) == []
+
+
+def test_idle_stop_layer1_the_proxy_exits_and_the_container_follows(nb: Nbunits) -> None:
+    nb.add_course("idle1", proxy_idle_timeout=3)
+    student = secrets.token_hex(16)
+
+    async def use_then_leave() -> str:
+        session, opened, _ = await _open_with_kernel(nb, "idle1", student)
+        await save_notebook(session, opened, "# kept across idle stops")
+        await session.close()  # the tab is closed: no connection left
+        return opened.user
+
+    user = asyncio.run(use_then_leave())
+    assert nb.wait_for(f"nbunits-idle1@{user}.service", {"inactive"}, timeout=30) == "inactive"
+    _assert_stopped_cleanly(nb, "idle1", user)
+
+    async def come_back() -> str:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "idle1", NOTEBOOK, student)
+            async with session.get(f"{opened.prefix}api/contents/{NOTEBOOK}",
+                                   headers=opened.headers) as resp:
+                return str(await resp.json())
+
+    assert "# kept across idle stops" in asyncio.run(come_back())
+
+
+def test_idle_stop_layer2_jupyter_culls_and_shuts_down_despite_an_open_tab(nb: Nbunits) -> None:
+    nb.add_course("idle2", proxy_idle_timeout=3600, kernel_idle_timeout=3, jupyter_idle_timeout=5)
+    student = secrets.token_hex(16)
+
+    async def open_tab_forever() -> str:
+        session, opened, kernel = await _open_with_kernel(nb, "idle2", student)
+        # An open notebook tab: its kernel websocket stays connected.
+        ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
+                                      headers=opened.headers)
+        unit = f"nbunits-idle2@{opened.user}.service"
+        # Jupyter checks for no activity once a minute.
+        state = await asyncio.to_thread(nb.wait_for, unit, {"inactive", "failed"}, 150)
+        assert state == "inactive", state
+        await ws.close()
+        await session.close()
+        return opened.user
+
+    user = asyncio.run(open_tab_forever())
+    assert nb.show(f"nbunits-idle2@{user}.service", "Result")["Result"] == "success"
+    _assert_stopped_cleanly(nb, "idle2", user)
+
+
+def test_idle_stop_layer3_maximum_lifetime_is_a_clean_stop(nb: Nbunits) -> None:
+    nb.add_course("idle3", proxy_idle_timeout=3600, max_lifetime=12)
+    student = secrets.token_hex(16)
+
+    async def keep_busy() -> str:
+        session, opened, kernel = await _open_with_kernel(nb, "idle3", student)
+        ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
+                                      headers=opened.headers)
+        unit = f"nbunits-idle3@{opened.user}.service"
+        state = await asyncio.to_thread(nb.wait_for, unit, {"inactive", "failed"}, 60)
+        assert state == "inactive", state
+        await ws.close()
+        await session.close()
+        return opened.user
+
+    user = asyncio.run(keep_busy())
+    assert nb.show(f"nbunits-idle3@{user}.service", "Result")["Result"] == "success"
+    _assert_stopped_cleanly(nb, "idle3", user)
+
+
+def test_a_killed_container_serves_the_next_request(nb: Nbunits) -> None:
+    student = secrets.token_hex(16)
+
+    async def scenario() -> None:
+        session, opened, _ = await _open_with_kernel(nb, "demo", student)
+        unit = f"nbunits-demo@{opened.user}.service"
+        before = nb.show(unit, "InvocationID")["InvocationID"]
+        nb.box.systemctl("kill", "--signal=KILL", unit)
+        async with session.get(f"{opened.prefix}api/status", headers=opened.headers) as resp:
+            assert resp.status == 200
+        assert nb.show(unit, "InvocationID")["InvocationID"] != before
+        kernel = await start_kernel(session, opened)
+        assert await execute(session, opened, kernel, "2+3") == "5"
+        await session.close()
+
+    asyncio.run(scenario())
+
+
+def test_many_stop_start_cycles_never_leave_a_502(nb: Nbunits) -> None:
+    """More cycles than the start limit allows: the fallback heals it, nginx never 502s."""
+    student = secrets.token_hex(16)
+
+    async def scenario() -> list[int]:
+        statuses = []
+        async with client(nb) as session:
+            opened = await open_exercise(session, "demo", NOTEBOOK, student)
+            unit = f"nbunits-demo@{opened.user}.service"
+            for _ in range(25):
+                nb.box.systemctl("stop", unit)
+                for _attempt in range(30):
+                    async with session.get(f"{opened.prefix}api/status",
+                                           headers=opened.headers) as resp:
+                        statuses.append(resp.status)
+                        if resp.status == 200:
+                            break
+                        assert resp.status == 503 and resp.headers.get("Retry-After")
+                    await asyncio.sleep(1)
+                assert statuses[-1] == 200, statuses
+        return statuses
+
+    statuses = asyncio.run(scenario())
+    assert 502 not in statuses and 504 not in statuses
+    assert not [u for u in nb.box.failed_units() if "nbunits-demo" in u]
+
+
+def test_dispatcher_crash_interrupts_no_student(nb: Nbunits) -> None:
+    student = secrets.token_hex(16)
+
+    async def scenario() -> None:
+        session, opened, kernel = await _open_with_kernel(nb, "demo", student)
+        unit = f"nbunits-demo@{opened.user}.service"
+        before = nb.show(unit, "InvocationID")["InvocationID"]
+        nb.box.systemctl("kill", "--signal=KILL", "nbunits-dispatcher.service")
+        assert await execute(session, opened, kernel, "40+2") == "42"
+        assert nb.show(unit, "InvocationID")["InvocationID"] == before
+        # It comes back by itself (socket activation): a new student gets in.
+        other = await open_exercise(session, "demo", NOTEBOOK, secrets.token_hex(16))
+        assert other.page_status == 200
+        await session.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cold_start_shows_a_starting_page_to_browsers(nb: Nbunits) -> None:
+    student = secrets.token_hex(16)
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            html = {"Accept": "text/html,application/xhtml+xml"}
+            async with session.get(f"/ipythonExercice/demo/{NOTEBOOK}/{student}",
+                                   headers=html, allow_redirects=False) as resp:
+                page = await resp.text()
+                assert resp.status == 200 and "Starting your notebook" in page
+            probe = page.split('probe = "')[1].split('"')[0]
+            target = page.split('const target = "')[1].split('"')[0]
+            async with session.get(probe) as resp:  # what the page's script does
+                assert resp.status == 200
+            async with session.get(target.replace("\\u0026", "&"), headers=html) as resp:
+                assert resp.status == 200 and "jupyter-config-data" in await resp.text()
+
+    asyncio.run(scenario())
+
+
+def test_limits_and_slices_are_set_from_the_course(nb: Nbunits) -> None:
+    nb.add_course("limits", memory_max="512M", cpu_quota="50%", tasks_max=64,
+                  course_memory_max="2G")
+    student = secrets.token_hex(16)
+
+    async def scenario() -> str:
+        async with client(nb) as session:
+            return (await open_exercise(session, "limits", NOTEBOOK, student)).user
+
+    user = asyncio.run(scenario())
+    props = nb.show(f"nbunits-limits@{user}.service", "MemoryMax", "CPUQuotaPerSecUSec",
+                    "TasksMax", "Slice", "OOMPolicy", "User", "Restart")
+    assert props == {"MemoryMax": str(512 * 1024 * 1024), "CPUQuotaPerSecUSec": "500ms",
+                     "TasksMax": "64", "Slice": "nbunits-limits.slice", "OOMPolicy": "continue",
+                     "User": user, "Restart": "on-failure"}
+    assert nb.show("nbunits-limits.slice", "MemoryMax")["MemoryMax"] == str(2 * 1024**3)
+    assert nb.show("nbunits-limits.slice", "Slice")["Slice"] == "nbunits.slice"
