@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
-from .config import CourseConfig, Settings, list_courses, load_course, load_settings
+from . import copies, courses
+from .config import Settings, list_courses, load_course, load_settings
+from .courses import write_file
 from .errors import NbunitsError
-from .names import check_course, user_for
-from .notebooks import NotebookError, find_masters, validate
+from .names import check_notebook, user_for
+from .notebooks import as_text, find_masters, read_copy
 from .run import is_root, run
+from .status import (
+    as_dicts,
+    format_table,
+    journalctl_args,
+    resolve_student,
+    student_states,
+)
 from .systemd import daemon_reload, fill, static_units, systemctl
 from .users import lookup
 
@@ -42,16 +51,6 @@ def step(message: str) -> None:
 
 def data_file(*parts: str) -> str:
     return (resources.files("nbunits") / "data").joinpath(*parts).read_text()
-
-
-def write_file(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace a file atomically (readers never see half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 # --- install ---------------------------------------------------------------
@@ -104,64 +103,43 @@ def install_nginx(listen: Sequence[str]) -> None:
 
 # --- courses ---------------------------------------------------------------
 
+def course_options(args: argparse.Namespace) -> dict[str, object]:
+    """The course settings given on the command line (--image, --memory-max...)."""
+    return {f.name: getattr(args, f.name) for f in courses.SETTABLE
+            if getattr(args, f.name, None) is not None}
+
+
 def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
-    name = check_course(args.name)
-    source = Path(args.dir).resolve()
-    if not source.is_dir():
-        die(f"{args.dir} is not a folder")
-    if settings.course_file(name).exists():
-        die(f"course {name} exists already", hint=f"nbunits course show {name}")
-    # Checks the settings before anything is written.
-    settings_kwargs = {k: v for k, v in (("image", args.image),) if v}
-    CourseConfig(name=name, source=settings.masters_dir / name, **settings_kwargs)
-
-    step(f"checking the notebooks in {source}")
-    broken = check_masters(source)
-    target = settings.masters_dir / name
-    step(f"publishing into {target}")
-    publish(source, target, skip=broken)
-    config = CourseConfig(name=name, source=target, **settings_kwargs)
-    write_file(settings.course_file(name), config.to_toml())
-    step("systemctl daemon-reload (renders the course's units)")
-    daemon_reload()
-    published = [nb for nb in find_masters(target)]
-    print(f"course {name}: {len(published)} notebook(s) published"
-          + (f", {len(broken)} skipped" if broken else ""))
+    published = courses.add(settings, args.name, git_url=args.git or "",
+                            git_branch=args.branch or "", directory=args.dir or "",
+                            options=course_options(args), say=step)
     for notebook in published:
-        print(f"  /ipythonExercice/{name}/{notebook}/<student id>")
+        print(f"  /ipythonExercice/{args.name}/{notebook}/<student id>")
 
 
-def check_masters(source: Path) -> set[str]:
-    broken = set()
-    for notebook in find_masters(source):
-        try:
-            validate((source / notebook).read_bytes(), notebook)
-        except NotebookError as exc:
-            print(f"  skipped: {exc.message}", file=sys.stderr)
-            broken.add(notebook)
-    return broken
+def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    courses.update(settings, args.name, git_url=args.git or "", git_branch=args.branch,
+                   directory=args.dir or "", options=course_options(args), say=step)
 
 
-def publish(source: Path, target: Path, skip: set[str]) -> None:
-    """Copy the course folder (root-owned, world-readable), swapping it in whole."""
-    staging = target.with_name(f".{target.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, symlinks=False,
-                    ignore=shutil.ignore_patterns(".git", ".*"))
-    for notebook in skip:
-        (staging / notebook).unlink()
-    for path in [staging, *staging.rglob("*")]:
-        os.chown(path, 0, 0, follow_symlinks=False)
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old)
-    else:
-        staging.rename(target)
+def cmd_course_remove(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    courses.remove(settings, args.name, purge=args.purge, say=step)
+
+
+def cmd_course_stats(settings: Settings, args: argparse.Namespace) -> None:
+    usage = courses.usage(settings, args.name, days=args.days)
+    print(f"course {usage.course}")
+    print(f"  students provisioned: {usage.provisioned}")
+    print(f"  running now:          {usage.running}")
+    print(f"  notebook copies:      {usage.copies}")
+    print(f"  starts per day (last {args.days} days):")
+    for day, count in usage.starts_per_day.items():
+        print(f"    {day}  {count}")
+    if not usage.starts_per_day:
+        print("    none")
 
 
 def cmd_course_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -169,7 +147,8 @@ def cmd_course_list(settings: Settings, args: argparse.Namespace) -> None:
         try:
             course = load_course(settings, name)
             count = sum(1 for _ in find_masters(course.source))
-            print(f"{name}\t{count} notebook(s)\t{course.source}")
+            origin = course.git_url or course.origin_dir or "-"
+            print(f"{name}\t{count} notebook(s)\t{course.image}\t{origin}")
         except NbunitsError as exc:
             print(f"{name}\tBROKEN: {exc}")
 
@@ -192,13 +171,66 @@ def cmd_student_find(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{user}\t{state}")
 
 
+def student_copies(settings: Settings, course: str, student: str) -> copies.Copies:
+    config = load_course(settings, course)
+    user = resolve_student(student)
+    found = courses.local_student(settings, user)
+    if found is None:
+        raise NbunitsError("unknown_student", f"no student user {user}",
+                           hint="nbunits student find ID gives the user of an edX id")
+    return copies.for_student(settings, config, found)
+
+
+def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    theirs = student_copies(settings, args.course, args.student)
+    kept = copies.reset(theirs, str(check_notebook(args.notebook)), datetime.now())
+    where = theirs.home / args.course
+    print(f"{where / args.notebook}: a fresh copy of the current master")
+    print(f"  the old copy is kept as {where / kept}" if kept else "  (there was nothing to keep)")
+    if resolve_student(args.student) in courses.active_users(args.course):
+        print("  the student's Jupyter is running: they should reload the notebook's tab")
+
+
+def cmd_student_show(settings: Settings, args: argparse.Namespace) -> None:
+    theirs = student_copies(settings, args.course, args.student)
+    if not args.notebook:
+        for notebook, state in copies.status(theirs).items():
+            print(f"{notebook}\t{state}")
+        return
+    data = read_copy(theirs.home, theirs.rel(check_notebook(args.notebook)))
+    if data is None:
+        die(f"{resolve_student(args.student)} has no copy of {args.notebook}")
+    print(as_text(data), end="")
+
+
+# --- status and logs -----------------------------------------------------
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
+    states = student_states(settings, args.course)
+    if args.json:
+        print(json.dumps(as_dicts(states), indent=2))
+    else:
+        print(format_table(states))
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
+    argv = journalctl_args(args.course, resolve_student(args.student),
+                           (["--follow"] if args.follow else [])
+                           + (["--lines", str(args.lines)] if args.lines else [])
+                           + (["--since", args.since] if args.since else []))
+    os.execvp(argv[0], argv)
+
+
 # --- images ----------------------------------------------------------------
 
 def cmd_image_build(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     script = resources.files("nbunits") / "data" / "images" / "build"
     env = {**os.environ, "NBUNITS_IMAGE_STORE": str(settings.image_store)}
-    argv = ["bash", str(script), *(["--force"] if args.force else [])]
+    image = load_course(settings, args.course).image if args.course else args.image
+    argv = ["bash", str(script), *(["--force"] if args.force else []),
+            *(["--image", image] if image else [])]
     os.execvpe("bash", argv, env)
 
 
@@ -207,6 +239,14 @@ def cmd_image_build(settings: Settings, args: argparse.Namespace) -> None:
 def require_root() -> None:
     if not is_root():
         die("this command changes the system and must run as root", hint="use sudo")
+
+
+def add_course_settings(parser: argparse.ArgumentParser) -> None:
+    for field in courses.SETTABLE:
+        kind = int if field.type in (int, "int") else str
+        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind,
+                            metavar=field.name.split("_")[-1].upper(),
+                            help=f"course setting {field.name} (default {field.default})".replace("%", "%%"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,25 +265,70 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also enable an nginx site listening on ADDR (e.g. 80, 127.0.0.1:8080)")
     p.add_argument("--no-nginx", action="store_true", help="leave nginx alone")
 
-    course = sub.add_parser("course", help="publish and inspect courses").add_subparsers(
+    course = sub.add_parser("course", help="publish, update and inspect courses").add_subparsers(
         dest="course_command", required=True)
-    p = add(course, "add", cmd_course_add, "publish a course from a folder of notebooks")
+    p = add(course, "add", cmd_course_add, "publish a course from a git repository or a folder")
     p.add_argument("name")
-    p.add_argument("--dir", required=True, help="folder with the master notebooks")
-    p.add_argument("--image", help="container image (default localhost/nbunits/jupyter:latest)")
+    origin = p.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--git", metavar="URL", help="git repository with the master notebooks")
+    origin.add_argument("--dir", help="folder with the master notebooks")
+    p.add_argument("--branch", help="git branch or tag (default: the remote's default)")
+    add_course_settings(p)
+    p = add(course, "update", cmd_course_update,
+            "pull the course's new version, republish it and update students' unmodified copies")
+    p.add_argument("name")
+    origin = p.add_mutually_exclusive_group()
+    origin.add_argument("--git", metavar="URL", help="switch to this git repository")
+    origin.add_argument("--dir", help="switch to this folder")
+    p.add_argument("--branch", help="switch to this git branch or tag")
+    add_course_settings(p)
+    p = add(course, "remove", cmd_course_remove,
+            "remove a course (students' copies are kept unless --purge)")
+    p.add_argument("name")
+    p.add_argument("--purge", action="store_true",
+                   help="also delete every student's copies of this course")
     add(course, "list", cmd_course_list, "list the courses")
     p = add(course, "show", cmd_course_show, "show a course's settings and notebooks")
     p.add_argument("name")
+    p = add(course, "stats", cmd_course_stats,
+            "usage: students provisioned, running now, starts per day")
+    p.add_argument("name")
+    p.add_argument("--days", type=int, default=14, help="how far back to count starts")
 
-    student = sub.add_parser("student", help="find students").add_subparsers(
+    student = sub.add_parser("student", help="find students, show and reset their copies").add_subparsers(
         dest="student_command", required=True)
     p = add(student, "find", cmd_student_find, "the Linux user of an edX student id")
     p.add_argument("id")
+    p = add(student, "reset", cmd_student_reset,
+            "give a student a fresh copy of a notebook (the old copy is kept, renamed)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
+    p.add_argument("notebook", help="path in the course, e.g. week1/loops.ipynb")
+    p = add(student, "show", cmd_student_show,
+            "a student's copies and their state, or one copy as text (read-only)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
+    p.add_argument("notebook", nargs="?", help="print this copy's cells and outputs")
+
+    p = add(sub, "status", cmd_status,
+            "students' notebook servers: state, since when, memory (from systemd)")
+    p.add_argument("--course", help="only this course")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add(sub, "logs", cmd_logs,
+            "one student's logs: their units, Jupyter, and the dispatcher's lines (journalctl)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-n", "--lines", type=int, help="only the last N lines")
+    p.add_argument("--since", help="e.g. '1 hour ago', 'today'")
 
     image = sub.add_parser("image", help="build images").add_subparsers(
         dest="image_command", required=True)
     p = add(image, "build", cmd_image_build, "build the Jupyter image into the shared store")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--image", help="image name (default localhost/nbunits/jupyter:latest)")
+    which.add_argument("--course", help="build the image this course names")
     return parser
 
 

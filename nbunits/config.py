@@ -52,6 +52,14 @@ class Settings:
         return self.state_dir / "students"
 
     @property
+    def copies_dir(self) -> Path:
+        return self.state_dir / "copies"
+
+    @property
+    def git_dir(self) -> Path:
+        return self.state_dir / "git"
+
+    @property
     def helper_socket(self) -> Path:
         return self.run_dir / "helper.sock"
 
@@ -60,6 +68,10 @@ class Settings:
 
     def token_file(self, units: StudentUnits) -> Path:
         return self.tokens_dir / units.course / f"{units.user}.env"
+
+    def copies_file(self, units: StudentUnits) -> Path:
+        """The manifest of a student's copies: which master each was made from."""
+        return self.copies_dir / units.course / f"{units.user}.json"
 
     def front_socket(self, units: StudentUnits) -> Path:
         return self.run_dir / "front" / units.course / f"{units.user}.sock"
@@ -104,6 +116,11 @@ class CourseConfig:
     tasks_max: int = 512
     course_memory_max: str = "infinity"
     network: str = "none"
+    # Where the masters come from, for `nbunits course update`: a git URL (and
+    # branch; empty: the remote's default) or a folder.
+    git_url: str = ""
+    git_branch: str = ""
+    origin_dir: str = ""
 
     def __post_init__(self) -> None:
         check_course(self.name)
@@ -118,6 +135,10 @@ class CourseConfig:
             problems.append(f"network={self.network!r} (one of {', '.join(NETWORKS)})")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", self.image):
             problems.append(f"image={self.image!r}")
+        if self.git_url.startswith("-") or any(c.isspace() for c in self.git_url):
+            problems.append(f"git_url={self.git_url!r}")
+        if self.git_branch and not re.fullmatch(r"[A-Za-z0-9._/][A-Za-z0-9._/-]*", self.git_branch):
+            problems.append(f"git_branch={self.git_branch!r}")
         for key in ("proxy_idle_timeout", "jupyter_idle_timeout", "kernel_idle_timeout",
                     "max_lifetime", "tasks_max"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:

@@ -4,8 +4,12 @@ A socket-activated root service listening on /run/nbunits/helper.sock (group
 nbunits, 0660: only the dispatcher's user reaches it). The protocol is one JSON
 object per line each way:
 
-    -> {"course": "demo", "student": "<edX id>", "notebook": "w1/intro.ipynb"}
-    <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../notebooks/...", "token": "..."}
+    -> {"action": "open", "course": "demo", "student": "<edX id>", "notebook": "w1/a.ipynb"}
+    <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../notebooks/...", "token": "...",
+        "copied": false, "running": true}
+    -> {..., "reset": "1"}: the same, with a fresh copy of the notebook (the old one kept)
+    -> {"action": "wake", "course": "demo", "user": "nb..."}
+    <- {"ok": true}
     <- {"ok": false, "code": "unknown_course", "message": "...", "hint": "..."}
 """
 
@@ -15,12 +19,13 @@ import asyncio
 import json
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
 from .errors import NbunitsError
-from .provision import provision
+from .provision import provision, wake
 from .service import listen_socket, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -28,20 +33,44 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 
 
+def _fields(request: dict[str, Any], *names: str) -> list[str]:
+    values = [request.get(name) for name in names]
+    if not all(isinstance(v, str) for v in values):
+        raise NbunitsError("bad_request", f"malformed request: needs {', '.join(names)}")
+    return values  # type: ignore[return-value]
+
+
+async def _open(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("reset", "") not in ("", "1"):
+        raise NbunitsError("bad_request", "malformed request: reset is \"1\" or absent")
+    course, student, notebook = _fields(request, "course", "student", "notebook")
+    done = await provision(settings, course, student, notebook, reset=request.get("reset") == "1")
+    return {"user": done.user, "url": done.url, "token": done.token, "copied": done.copied,
+            "running": done.running}
+
+
+async def _wake(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    await wake(settings, *_fields(request, "course", "user"))
+    return {}
+
+
+ACTIONS: dict[str, Callable[[Settings, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "open": _open,
+    "wake": _wake,
+}
+
+
 async def handle_request(settings: Settings, request: Any) -> dict[str, Any]:
-    if not isinstance(request, dict) or not all(
-        isinstance(request.get(k), str) for k in ("course", "student", "notebook")
-    ):
-        return {"ok": False, "code": "bad_request", "message": "malformed request"}
     try:
-        done = await provision(settings, request["course"], request["student"], request["notebook"])
+        if not isinstance(request, dict) or request.get("action", "open") not in ACTIONS:
+            raise NbunitsError("bad_request", "malformed request")
+        reply = await ACTIONS[request.get("action", "open")](settings, request)
     except NbunitsError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message, "hint": exc.hint}
     except Exception:
-        logger.exception("provisioning failed", extra={"COURSE": request["course"][:64]})
+        logger.exception("helper request failed")
         return {"ok": False, "code": "internal", "message": "internal error, see the journal"}
-    return {"ok": True, "user": done.user, "url": done.url, "token": done.token,
-            "copied": done.copied}
+    return {"ok": True, **reply}
 
 
 async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
@@ -59,18 +88,19 @@ async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
         writer.close()
 
 
-async def request_provision(path: Path, course: str, student: str, notebook: str,
-                            timeout: float = 120) -> dict[str, Any]:
-    """The client side, used by the dispatcher."""
+async def ask(path: Path, request: dict[str, str], timeout: float = 120) -> dict[str, Any]:
+    """The client side, used by the dispatcher: one request, one reply."""
     reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REQUEST_BYTES)
     try:
-        payload = {"course": course, "student": student, "notebook": notebook}
-        writer.write(json.dumps(payload).encode() + b"\n")
+        writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
     finally:
         writer.close()
     reply: dict[str, Any] = json.loads(line)
+    if not reply.get("ok"):
+        raise NbunitsError(reply.get("code", "internal"), reply.get("message", "error"),
+                           hint=reply.get("hint"))
     return reply
 
 

@@ -9,6 +9,7 @@ never redirect a write, and an existing copy is never overwritten.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -94,15 +95,8 @@ def install_copy(home: Path, relative: PurePosixPath, data: bytes, uid: int, gid
             return False
         except FileNotFoundError:
             pass
-        tmp = f".{name}.nbunits-{secrets.token_hex(6)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=dir_fd)
+        tmp = _write_temp(dir_fd, name, data, uid, gid)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchown(f.fileno(), uid, gid)
-                os.fsync(f.fileno())
             try:
                 os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
             except FileExistsError:
@@ -111,6 +105,149 @@ def install_copy(home: Path, relative: PurePosixPath, data: bytes, uid: int, gid
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
+
+
+def normalize(data: bytes, name: str) -> bytes:
+    """The master as nbformat writes it: current v4 minor, every cell with an id.
+
+    Missing ids are derived from the path and the cell's position, so publishing
+    the same notebook twice gives the same bytes.
+    """
+    nb = validate(data, name)
+    nb.nbformat, nb.nbformat_minor = 4, nbformat.v4.nbformat_minor
+    seen: set[str] = set()
+    for index, cell in enumerate(nb.cells):
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or cell_id in seen:
+            cell_id = hashlib.blake2b(f"{name}:{index}".encode(), digest_size=4).hexdigest()
+            cell["id"] = cell_id
+        seen.add(cell_id)
+    nbformat.validate(nb)
+    return (nbformat.writes(nb) + "\n").encode()
+
+
+def source_hash(data: bytes) -> str:
+    """What the student wrote, hashed: cell types and sources; outputs, counts, ids ignored.
+
+    A copy whose bytes are not a notebook hashes to something no notebook hashes to,
+    so it always counts as modified.
+    """
+    try:
+        cells = json.loads(data)["cells"]
+        parts = [[c["cell_type"], _text(c.get("source", ""))] for c in cells]
+    except (ValueError, KeyError, TypeError):
+        return "raw:" + hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _text(source: object) -> str:
+    if isinstance(source, list):
+        return "".join(str(s) for s in source)
+    return str(source)
+
+
+def as_text(data: bytes) -> str:
+    """A read-only plain-text view of a notebook (for staff): sources and text outputs."""
+    try:
+        cells = json.loads(data)["cells"]
+    except (ValueError, KeyError, TypeError):
+        return data.decode("utf-8", errors="replace")
+    lines = []
+    for index, cell in enumerate(cells, 1):
+        lines.append(f"--- [{index}] {cell.get('cell_type', '?')} ---")
+        lines.append(_text(cell.get("source", "")).rstrip("\n"))
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain") \
+                or "\n".join(output.get("traceback", []))
+            if text:
+                lines.append("  >> " + _text(text).rstrip("\n").replace("\n", "\n  >> "))
+    return "\n".join(lines) + "\n"
+
+
+def read_copy(home: Path, relative: PurePosixPath) -> bytes | None:
+    """A student's copy (None if missing), read without following their symlinks."""
+    try:
+        with _open_dir(home) as home_fd, _walk_dirs(home_fd, relative.parts[:-1]) as dir_fd:
+            fd = os.open(relative.parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symlink where the copy should be
+        raise NotebookError("bad_home", f"cannot read {relative} in the student's home: "
+                                        f"{exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise NotebookError("bad_home", f"{relative} in the student's home is not a file")
+        return f.read(MAX_NOTEBOOK_BYTES + 1)
+
+
+def replace_copy(home: Path, relative: PurePosixPath, data: bytes, uid: int, gid: int,
+                 keep_as: str | None = None) -> None:
+    """Atomically put `data` at home/relative (a reader sees the old or the new file whole).
+
+    With `keep_as`, the old file is first linked under that name in the same folder
+    (never over an existing file), so nothing the student wrote is ever deleted.
+    """
+    with _open_dir(home) as home_fd, _make_dirs(home_fd, relative.parts[:-1], uid, gid) as dir_fd:
+        name = relative.parts[-1]
+        tmp = _write_temp(dir_fd, name, data, uid, gid)
+        try:
+            if keep_as is not None:
+                os.link(name, keep_as, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+
+
+def exists(home: Path, relative: PurePosixPath) -> bool:
+    try:
+        with _open_dir(home) as home_fd, _walk_dirs(home_fd, relative.parts[:-1]) as dir_fd:
+            os.stat(relative.parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            return True
+    except (FileNotFoundError, NotebookError):
+        return False
+
+
+def remove_file(home: Path, relative: PurePosixPath) -> None:
+    """Remove a file nbunits wrote (a marker), never following symlinks; missing is fine."""
+    with contextlib.suppress(FileNotFoundError, NotebookError), _open_dir(home) as home_fd, \
+            _walk_dirs(home_fd, relative.parts[:-1]) as dir_fd:
+        if stat.S_ISREG(os.stat(relative.parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.unlink(relative.parts[-1], dir_fd=dir_fd)
+
+
+def _write_temp(dir_fd: int, name: str, data: bytes, uid: int, gid: int) -> str:
+    tmp = f".{name}.nbunits-{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fchown(f.fileno(), uid, gid)
+        os.fsync(f.fileno())
+    return tmp
+
+
+@contextlib.contextmanager
+def _walk_dirs(parent_fd: int, parts: tuple[str, ...]) -> Iterator[int]:
+    """Open existing directory parts below parent_fd, never following symlinks."""
+    fd = os.dup(parent_fd)
+    try:
+        for part in parts:
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                dir_fd=fd)
+            except FileNotFoundError:
+                raise  # nothing there yet: callers treat it as "no copy"
+            except OSError as exc:
+                raise NotebookError("bad_home",
+                                    f"cannot use {part!r} in the student's home: {exc.strerror}") from exc
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

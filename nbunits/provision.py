@@ -7,16 +7,18 @@ request creates no user, writes no file and starts no unit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from datetime import datetime
 
-from . import users
-from .config import Settings, load_course
-from .names import StudentUnits, check_student_id, user_for
-from .notebooks import install_copy, read_master
+from . import copies, users
+from .config import CourseConfig, Settings, load_course
+from .errors import NbunitsError
+from .names import StudentUnits, check_student_id, check_user, user_for
+from .notebooks import read_master
 from .run import run_async
 
 logger = logging.getLogger(__name__)
@@ -29,29 +31,74 @@ class Provisioned:
     notebook: str
     token: str
     copied: bool
+    running: bool  # the student's Jupyter is up already (a warm open)
 
     @property
     def url(self) -> str:
         return f"{StudentUnits(self.course, self.user).url_prefix}notebooks/{self.notebook}"
 
 
-async def provision(settings: Settings, course: str, student_id: str, notebook: str) -> Provisioned:
+async def provision(settings: Settings, course: str, student_id: str, notebook: str,
+                    reset: bool = False) -> Provisioned:
     # 1. Validate everything; no side effects yet.
     config = load_course(settings, course)
     check_student_id(student_id)
-    data = read_master(config.source, notebook)
+    read_master(config.source, notebook)  # exists, stays in the course, is a notebook
     units = StudentUnits(course, user_for(student_id))
-    fields = {"COURSE": course, "STUDENT": units.user}
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, student_id)
     token = ensure_token(settings, units)
-    copied = install_copy(student.home, PurePosixPath(course, notebook), data,
-                          student.uid, student.gid)
-    if copied:
-        logger.info("copied %s for %s", notebook, units.user, extra=fields)
+    running = await is_active(units.container)
+    copied = await update_copies(settings, config, student, notebook, running=running, reset=reset)
     await run_async(["systemctl", "start", units.socket])
-    return Provisioned(course, units.user, notebook, token, copied)
+    return Provisioned(course, units.user, notebook, token, copied, running)
+
+
+async def update_copies(settings: Settings, config: CourseConfig, student: users.Student,
+                        notebook: str, *, running: bool, reset: bool) -> bool:
+    """Copy new masters, let unmodified copies follow theirs (not under a running
+    Jupyter: a notebook open in a tab is never replaced), reset on request.
+
+    Done here, at each launch, so that `course update` need not touch thousands of
+    homes at once. Returns whether `notebook` was copied now.
+    """
+    fields = {"COURSE": config.name, "STUDENT": student.user}
+    theirs = copies.for_student(settings, config, student)
+    if reset:
+        kept = await asyncio.to_thread(copies.reset, theirs, notebook, datetime.now())
+        logger.info("reset %s for %s; old copy kept as %s", notebook, student.user, kept,
+                    extra=fields)
+    report = await asyncio.to_thread(copies.sync, theirs, running=running)
+    if report.done:
+        logger.info("copies of %s: %s", student.user, report.summary(), extra=fields)
+    return notebook in report.of(copies.Action.INSTALL)
+
+
+async def is_active(unit: str) -> bool:
+    code, _, _ = await run_async(["systemctl", "is-active", "--quiet", unit], check=False)
+    return code == 0
+
+
+async def wake(settings: Settings, course: str, user: str) -> None:
+    """Make a provisioned student's server answer again, whatever stopped it.
+
+    nginx falls back to this when a student's socket does not answer (502): the
+    container was killed a moment ago, an admin stopped the course, or a unit hit
+    its start limit. Nothing is created here.
+    """
+    load_course(settings, course)
+    units = StudentUnits(course, check_user(user))
+    if not settings.token_file(units).exists():
+        raise NbunitsError("unknown_student", f"no student {user} in course {course}",
+                           hint="open the notebook from the course page")
+    await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container],
+                    check=False)
+    await run_async(["systemctl", "start", units.socket])
+    # Starting the proxy starts the container first (and waits for its readiness gate),
+    # so the browser's retry is served at once. The proxy gets the socket's fds.
+    await run_async(["systemctl", "start", units.proxy], timeout=150)
+    logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
 
 
 def ensure_token(settings: Settings, units: StudentUnits) -> str:

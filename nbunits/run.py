@@ -42,6 +42,15 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
     return proc
 
 
+def run_shown(argv: Sequence[str], *, timeout: float | None = 3600) -> None:
+    """Run a long step with its output (progress) shown to the admin, checking the exit code."""
+    logger.debug("running %s", shlex.join(argv))
+    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, env=CLEAN_ENV, timeout=timeout,
+                          check=False)
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, "(its output is above)")
+
+
 async def run_async(argv: Sequence[str], *, check: bool = True, timeout: float = 120
                     ) -> tuple[int, str, str]:
     """Run without blocking the event loop; the child is always reaped, even on cancel."""

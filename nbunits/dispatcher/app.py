@@ -15,9 +15,10 @@ from aiohttp import web
 
 from ..config import Settings
 from ..errors import NbunitsError
-from ..helper import request_provision
+from ..helper import ask
 from ..names import check_course, check_notebook, check_student_id
-from .pages import error_page
+from .pages import error_page, starting_page, waking_page
+from .reset import reset_requested
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ STATUS_FOR_CODE = {
     "bad_request": 400,
     "unknown_course": 404,
     "unknown_notebook": 404,
+    "unknown_student": 404,
     "student_collision": 409,
     "bad_home": 409,
     "broken_notebook": 500,
@@ -72,13 +74,43 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
     if not settings.course_file(course).is_file():
         raise NbunitsError("unknown_course", f"unknown course {course!r}")
 
-    reply = await request_provision(settings.helper_socket, course, student, notebook)
-    if not reply.get("ok"):
-        raise NbunitsError(reply.get("code", "internal"), reply.get("message", "error"),
-                           hint=reply.get("hint"))
+    reply = await ask(settings.helper_socket, {"action": "open", "course": course,
+                                               "student": student, "notebook": notebook,
+                                               **reset_requested(request)})
     logger.info("opening %s", notebook, extra={"COURSE": course, "STUDENT": reply["user"]})
     location = quote(reply["url"]) + "?token=" + quote(reply["token"], safe="")
+    if not reply["running"] and wants_html(request):
+        # A cold start takes a moment: show that it is happening, not a blank iframe.
+        return starting_page(location, probe=f"/nb/{course}/{reply['user']}/api",
+                             notebook=notebook)
     raise web.HTTPFound(location)
+
+
+async def wake(request: web.Request) -> web.StreamResponse:
+    """nginx's fallback when a student's socket does not answer (502): start it again,
+    then send the browser back to what it asked for."""
+    course, user = request.match_info["course"], request.match_info["user"]
+    try:
+        await ask(request.app[SETTINGS].helper_socket, {"action": "wake", "course": course,
+                                                        "user": user})
+    except NbunitsError as exc:
+        if exc.code.startswith("unknown_") or exc.code.startswith("bad_"):
+            raise
+        logger.warning("could not wake %s: %s", user, exc.message,
+                       extra={"COURSE": course, "STUDENT": user})
+        if wants_html(request):
+            return waking_page()
+        return web.Response(status=503, headers={"Retry-After": "2"},
+                            text="notebook server restarting, retry\n")
+    original = request.raw_path.removeprefix("/_nbunits/wake")
+    if request.method in ("GET", "HEAD"):
+        raise web.HTTPTemporaryRedirect(original)
+    return web.Response(status=503, headers={"Retry-After": "0"},
+                        text="notebook server restarted, retry\n")
+
+
+def wants_html(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -90,4 +122,5 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise)
     app.router.add_get("/_nbunits/health", health)
+    app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
     return app

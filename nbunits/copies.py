@@ -1,0 +1,300 @@
+"""Students' copies of a course's masters: follow updates, never lose an edit.
+
+For each (course, student), a root-owned manifest (/var/lib/nbunits/copies/<course>/
+<user>.json) records, per notebook, the source hash (notebooks.source_hash: cell types
+and sources, outputs ignored) of the master the copy was made from. A copy whose
+sources still hash to that is *unmodified*: it follows the master. Any other copy is
+the student's and is never touched; a marker file beside it tells the student that a
+newer version exists. New masters are copied for everyone; removed masters leave
+copies alone. A reset keeps the old copy beside the fresh one, under a timestamped name.
+
+Every write goes through notebooks.py (dir fds, O_NOFOLLOW, temp file + rename), so a
+copy is always seen whole and a student's symlink never redirects a root write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import functools
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from .config import CourseConfig, Settings
+from .names import StudentUnits
+from .notebooks import (
+    NotebookError,
+    exists,
+    find_masters,
+    install_copy,
+    master_path,
+    read_copy,
+    read_master,
+    remove_file,
+    replace_copy,
+    source_hash,
+    validate,
+)
+from .users import Student
+
+logger = logging.getLogger(__name__)
+
+MARKER_SUFFIX = ".NEW-VERSION.md"
+
+
+class Action(enum.Enum):
+    INSTALL = "install"        # no copy yet: copy the master
+    UP_TO_DATE = "up_to_date"  # the copy's sources are the master's
+    ADOPT = "adopt"            # a copy nbunits has no record of: the student's, from now on
+    FOLLOW = "follow"          # unmodified copy, newer master: replace it
+    DEFER = "defer"            # would follow, but the student's Jupyter runs: next launch
+    NOTIFY = "notify"          # modified copy, newer master: tell the student, once
+    KEEP = "keep"              # modified copy, nothing new to say
+
+
+def decide(master: str, record: str | None, copy: str | None, notified: str | None,
+           running: bool) -> Action:
+    """What to do with one copy, from source hashes only (never from timestamps).
+
+    master: the current master's hash; record: the hash of the master the copy was
+    made from (None: no record); copy: the copy's hash (None: no copy); notified:
+    the master hash the student was last told about.
+    """
+    if copy is None:
+        return Action.INSTALL
+    if copy == master:
+        return Action.UP_TO_DATE
+    if record is None:
+        return Action.ADOPT
+    if copy == record:
+        return Action.DEFER if running else Action.FOLLOW
+    if record != master and notified != master:
+        return Action.NOTIFY
+    return Action.KEEP
+
+
+@dataclass
+class Record:
+    master: str  # source hash of the master this copy was made from
+    notified: str | None = None  # master hash the marker file announced
+
+
+@dataclass
+class Report:
+    """What a sync did, by action: notebook paths relative to the course."""
+
+    done: dict[Action, list[str]] = field(default_factory=dict)
+
+    def add(self, action: Action, notebook: str) -> None:
+        self.done.setdefault(action, []).append(notebook)
+
+    def of(self, action: Action) -> list[str]:
+        return self.done.get(action, [])
+
+    def summary(self) -> str:
+        words = [f"{len(v)} {k.value}" for k, v in sorted(self.done.items(), key=lambda i: i[0].value)]
+        return ", ".join(words) or "nothing to do"
+
+
+def marker_path(notebook: str) -> PurePosixPath:
+    path = PurePosixPath(notebook)
+    return path.with_name(path.stem + MARKER_SUFFIX)
+
+
+def load_manifest(path: Path) -> dict[str, Record]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {nb: Record(r["master"], r.get("notified")) for nb, r in data["notebooks"].items()}
+
+
+def save_manifest(path: Path, records: dict[str, Record]) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = {"version": 1, "notebooks": {nb: vars(r) for nb, r in sorted(records.items())}}
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(manifest: Path) -> Iterator[None]:
+    """One writer per (course, student): the helper's launch and the CLI's update."""
+    manifest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(manifest.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Copies:
+    """One student's copies of one course: where everything is."""
+
+    course: str
+    masters: Path  # the published masters
+    home: Path  # the student's home; copies are in home/course/
+    manifest: Path
+    uid: int
+    gid: int
+    reset_link: str = ""  # how the student resets a notebook: the exercise URL, with {notebook}
+
+    def rel(self, notebook: str | PurePosixPath) -> PurePosixPath:
+        return PurePosixPath(self.course, notebook)
+
+
+def sync(copies: Copies, *, running: bool) -> Report:
+    """Bring every copy in line with the masters, as `decide` says."""
+    report = Report()
+    with locked(copies.manifest):
+        records = load_manifest(copies.manifest)
+        before = {nb: vars(r).copy() for nb, r in records.items()}
+        for notebook in find_masters(copies.masters):
+            try:
+                data, master = _master(copies.masters, notebook)
+                _sync_one(copies, notebook, data, master, records, running, report)
+            except (NotebookError, OSError) as exc:  # a broken master, a student's odd file
+                # Skipped, not fatal: the student's launch must go on.
+                logger.warning("not syncing %s for %s: %s", notebook, copies.home.name,
+                               getattr(exc, "message", exc), extra={"COURSE": copies.course})
+        if {nb: vars(r) for nb, r in records.items()} != before:
+            save_manifest(copies.manifest, records)
+    return report
+
+
+def _master(masters: Path, notebook: str) -> tuple[bytes, str]:
+    """A master's bytes and source hash, validated once per version of the file.
+
+    `course update` syncs every student in turn: without this, each would validate
+    every master again.
+    """
+    path = master_path(masters, notebook)
+    st = path.stat()
+    return _validated_master(str(path), st.st_ino, st.st_mtime_ns, st.st_size, notebook)
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_master(path: str, inode: int, mtime_ns: int, size: int,
+                      notebook: str) -> tuple[bytes, str]:
+    data = Path(path).read_bytes()
+    validate(data, notebook)
+    return data, source_hash(data)
+
+
+def _sync_one(copies: Copies, notebook: str, data: bytes, master: str,
+              records: dict[str, Record], running: bool, report: Report) -> None:
+    copy = read_copy(copies.home, copies.rel(notebook))
+    record = records.get(notebook)
+    action = decide(master, record.master if record else None,
+                    None if copy is None else source_hash(copy),
+                    record.notified if record else None, running)
+    if action is Action.INSTALL:
+        install_copy(copies.home, copies.rel(notebook), data, copies.uid, copies.gid)
+        records[notebook] = Record(master)
+    elif action is Action.FOLLOW:
+        replace_copy(copies.home, copies.rel(notebook), data, copies.uid, copies.gid)
+        records[notebook] = Record(master)
+    elif action is Action.UP_TO_DATE:
+        records[notebook] = Record(master)
+    elif action is Action.ADOPT:
+        # Assume it was made from the current master: newer ones will be announced.
+        records[notebook] = Record(master)
+    elif action is Action.NOTIFY:
+        text = marker_text(notebook, copies.reset_link.format(notebook=notebook))
+        replace_copy(copies.home, copies.rel(marker_path(notebook)), text.encode(),
+                     copies.uid, copies.gid)
+        assert record is not None  # decide() adopts unrecorded copies first
+        records[notebook] = Record(record.master, notified=master)
+    if action in (Action.INSTALL, Action.FOLLOW, Action.UP_TO_DATE):
+        remove_file(copies.home, copies.rel(marker_path(notebook)))
+    if action is not Action.UP_TO_DATE and action is not Action.KEEP:
+        report.add(action, notebook)
+
+
+def reset(copies: Copies, notebook: str, now: datetime) -> str | None:
+    """A fresh copy of the current master; the old copy is kept beside it, renamed.
+
+    Returns the kept copy's path relative to the course, or None if there was
+    nothing to keep (no copy, or the copy was the master byte for byte).
+    """
+    data = read_master(copies.masters, notebook)
+    rel = copies.rel(notebook)
+    with locked(copies.manifest):
+        records = load_manifest(copies.manifest)
+        copy = read_copy(copies.home, rel)
+        kept = None
+        if copy is None:
+            install_copy(copies.home, rel, data, copies.uid, copies.gid)
+        elif copy != data:
+            kept = aside_name(copies, PurePosixPath(notebook), now)
+            replace_copy(copies.home, rel, data, copies.uid, copies.gid, keep_as=kept.name)
+        records[notebook] = Record(source_hash(data))
+        remove_file(copies.home, copies.rel(marker_path(notebook)))
+        save_manifest(copies.manifest, records)
+    return None if kept is None else kept.as_posix()
+
+
+def aside_name(copies: Copies, notebook: PurePosixPath, now: datetime) -> PurePosixPath:
+    """week1/loops.ipynb -> week1/loops-20261125-231502.ipynb (or -2, -3... if taken)."""
+    stem = f"{notebook.stem}-{now:%Y%m%d-%H%M%S}"
+    for n in range(1, 100):
+        candidate = notebook.with_name(stem + ("" if n == 1 else f"-{n}") + notebook.suffix)
+        if not exists(copies.home, copies.rel(candidate)):
+            return candidate
+    raise NotebookError("bad_home", f"too many kept copies of {notebook}")
+
+
+def status(copies: Copies) -> dict[str, str]:
+    """{notebook: 'unmodified' | 'modified' | 'modified, newer master' | ...}, for admins."""
+    records = load_manifest(copies.manifest)
+    masters = set(find_masters(copies.masters))
+    result = {}
+    for notebook in sorted(masters | set(records)):
+        copy = read_copy(copies.home, copies.rel(notebook))
+        record = records.get(notebook)
+        if copy is None:
+            result[notebook] = "no copy"
+        elif notebook not in masters:
+            result[notebook] = "master removed (copy kept)"
+        elif record is None:
+            result[notebook] = "not recorded"
+        else:
+            master = source_hash(read_master(copies.masters, notebook))
+            mine = source_hash(copy)
+            if mine == master:
+                state = "up to date"
+            elif mine == record.master:
+                state = "unmodified, follows the new master at the next launch"
+            else:
+                state = "modified" + (", newer master available" if record.master != master else "")
+            result[notebook] = state
+    return result
+
+
+def marker_text(notebook: str, reset_link: str) -> str:
+    name = PurePosixPath(notebook).name
+    how = (f"open the exercise at `{reset_link}`" if reset_link
+           else "ask the course staff to reset it")
+    return (
+        f"# A newer version of {name} is available\n\n"
+        f"Your copy of `{name}` has your own changes, so it was left exactly as it is.\n"
+        f"Since then, the course team has published a new version.\n\n"
+        f"To get the new version, {how}. Your current copy is then kept beside it,\n"
+        f"renamed with the date (for example `{PurePosixPath(name).stem}-YYYYMMDD-HHMMSS.ipynb`):\n"
+        f"nothing you wrote is deleted.\n"
+    )
+
+
+def for_student(settings: Settings, config: CourseConfig, student: Student) -> Copies:
+    units = StudentUnits(config.name, student.user)
+    return Copies(course=config.name, masters=config.source, home=student.home,
+                  manifest=settings.copies_file(units), uid=student.uid, gid=student.gid,
+                  reset_link=f"/ipythonExercice/{config.name}/{{notebook}}/{student.id}?reset=1")
