@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import copies, courses
+from .capability import ensure_secret
 from .config import Settings, list_courses, load_course, load_settings
 from .courses import write_file
 from .errors import NbunitsError
@@ -69,6 +70,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         os.chmod(path, mode)
     write_file(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
+    # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
+    ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 
     step(f"units in {SYSTEMD_DIR}, generator {GENERATOR_LINK}")
     for unit in static_units():
@@ -105,15 +108,39 @@ def install_nginx(listen: Sequence[str]) -> None:
 
 def course_options(args: argparse.Namespace) -> dict[str, object]:
     """The course settings given on the command line (--image, --memory-max...)."""
-    return {f.name: getattr(args, f.name) for f in courses.SETTABLE
-            if getattr(args, f.name, None) is not None}
+    options: dict[str, object] = {f.name: getattr(args, f.name) for f in courses.SETTABLE
+                                  if getattr(args, f.name, None) is not None}
+    if "legacy_referrers" in options:
+        options["legacy_referrers"] = tuple(options["legacy_referrers"])  # type: ignore[arg-type]
+    if "lti_notebooks" in options:
+        pairs = [item.partition("=") for item in options["lti_notebooks"]]  # type: ignore[attr-defined]
+        if not all(sep for _, sep, _ in pairs):
+            die("--lti-notebook takes RESOURCE_LINK_ID=NOTEBOOK")
+        options["lti_notebooks"] = {link: notebook for link, _, notebook in pairs}
+    return options
+
+
+def course_secrets(args: argparse.Namespace) -> dict[str, str]:
+    """Secrets are read from files (never from the command line, which ps shows)."""
+    found = {}
+    for name in ("lti11_secret", "legacy_secret"):
+        path = getattr(args, f"{name}_file", None)
+        if path:
+            try:
+                found[name] = Path(path).read_text().strip()
+            except OSError as exc:
+                die(f"cannot read {path}: {exc.strerror}")
+            if not found[name]:
+                die(f"{path} is empty")
+    return found
 
 
 def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     published = courses.add(settings, args.name, git_url=args.git or "",
                             git_branch=args.branch or "", directory=args.dir or "",
-                            options=course_options(args), say=step)
+                            options=course_options(args), say=step,
+                            secrets=course_secrets(args))
     for notebook in published:
         print(f"  /ipythonExercice/{args.name}/{notebook}/<student id>")
 
@@ -121,7 +148,8 @@ def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     courses.update(settings, args.name, git_url=args.git or "", git_branch=args.branch,
-                   directory=args.dir or "", options=course_options(args), say=step)
+                   directory=args.dir or "", options=course_options(args), say=step,
+                   secrets=course_secrets(args))
 
 
 def cmd_course_remove(settings: Settings, args: argparse.Namespace) -> None:
@@ -243,10 +271,19 @@ def require_root() -> None:
 
 def add_course_settings(parser: argparse.ArgumentParser) -> None:
     for field in courses.SETTABLE:
+        if field.type not in (int, "int", str, "str"):
+            continue  # lists and tables: below
         kind = int if field.type in (int, "int") else str
         parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind,
                             metavar=field.name.split("_")[-1].upper(),
                             help=f"course setting {field.name} (default {field.default})".replace("%", "%%"))
+    parser.add_argument("--legacy-referrer", dest="legacy_referrers", action="append",
+                        metavar="DOMAIN", help="a domain allowed for legacy = referrer (repeat)")
+    parser.add_argument("--lti-notebook", dest="lti_notebooks", action="append",
+                        metavar="LINK=NOTEBOOK", help="the notebook of an LTI resource link id (repeat)")
+    parser.add_argument("--lti11-secret-file", metavar="FILE", help="the LTI 1.1 consumer secret")
+    parser.add_argument("--legacy-secret-file", metavar="FILE",
+                        help="the HMAC secret of signed legacy links")
 
 
 def build_parser() -> argparse.ArgumentParser:

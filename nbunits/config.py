@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import NbunitsError
-from .names import StudentUnits, check_course
+from .names import StudentUnits, check_course, check_notebook
 
 DEFAULT_CONFIG = Path("/etc/nbunits/nbunits.toml")
 
@@ -60,11 +60,23 @@ class Settings:
         return self.state_dir / "git"
 
     @property
+    def capability_secret(self) -> Path:
+        return self.etc_dir / "capability.secret"
+
+    @property
     def helper_socket(self) -> Path:
         return self.run_dir / "helper.sock"
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.etc_dir / "secrets"
+
     def course_file(self, course: str) -> Path:
         return self.courses_conf_dir / f"{check_course(course)}.toml"
+
+    def secrets_file(self, course: str) -> Path:
+        """A course's launch secrets: root:nbunits 0640, read by the dispatcher only."""
+        return self.secrets_dir / f"{check_course(course)}.toml"
 
     def token_file(self, units: StudentUnits) -> Path:
         return self.tokens_dir / units.course / f"{units.user}.env"
@@ -93,6 +105,11 @@ def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
 _SIZE_RE = re.compile(r"\d+[KMGT]?|infinity")
 _PERCENT_RE = re.compile(r"\d+%")
 NETWORKS = ("none", "slirp4netns")
+LEGACY_MODES = ("open", "off", "referrer", "signed")
+_DOMAIN_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+# LTI ids and keys are opaque to us: printable ASCII, no spaces.
+_OPAQUE_RE = re.compile(r"[!-~]{1,255}")
+_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -116,11 +133,30 @@ class CourseConfig:
     tasks_max: int = 512
     course_memory_max: str = "infinity"
     network: str = "none"
+    # Origins allowed to embed the notebooks in a frame (the course's LMS), space
+    # separated, e.g. "https://lms.example.org". The server's own origin always is.
+    lms_origin: str = ""
     # Where the masters come from, for `nbunits course update`: a git URL (and
     # branch; empty: the remote's default) or a folder.
     git_url: str = ""
     git_branch: str = ""
     origin_dir: str = ""
+    # How students get in (README, "Launching from Open edX"). The legacy
+    # /ipythonExercice/ link: "open" (anyone who knows a student id), "off",
+    # "referrer" (only from pages on legacy_referrers, as nbhosting) or "signed"
+    # (an HMAC in the link, keyed by the course's legacy secret).
+    legacy: str = "open"
+    legacy_referrers: tuple[str, ...] = ()
+    # LTI: the course's id in the LMS (context_id; Open edX: course-v1:Org+Num+Run).
+    lti_context_id: str = ""
+    lti11_key: str = ""  # the consumer key; its secret is in the secrets file
+    lti13_issuer: str = ""
+    lti13_client_id: str = ""
+    lti13_deployment_id: str = ""
+    lti13_auth_url: str = ""  # the platform's OIDC authorization endpoint
+    lti13_keys: str = ""  # a file: the platform's JWKS (JSON) or public key (PEM)
+    # resource_link_id -> notebook, for links that carry no notebook parameter.
+    lti_notebooks: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_course(self.name)
@@ -139,13 +175,48 @@ class CourseConfig:
             problems.append(f"git_url={self.git_url!r}")
         if self.git_branch and not re.fullmatch(r"[A-Za-z0-9._/][A-Za-z0-9._/-]*", self.git_branch):
             problems.append(f"git_branch={self.git_branch!r}")
+        if not all(_ORIGIN_RE.fullmatch(o) for o in self.lms_origins):
+            problems.append(f"lms_origin={self.lms_origin!r} (e.g. https://lms.example.org)")
         for key in ("proxy_idle_timeout", "jupyter_idle_timeout", "kernel_idle_timeout",
                     "max_lifetime", "tasks_max"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 problems.append(f"{key} must be a positive whole number")
+        problems += self._launch_problems()
         if problems:
             raise ConfigError("bad_course_config",
                               f"course {self.name}: invalid " + "; ".join(problems))
+
+    @property
+    def lms_origins(self) -> list[str]:
+        return self.lms_origin.split()
+
+    def _launch_problems(self) -> list[str]:
+        problems = []
+        if self.legacy not in LEGACY_MODES:
+            problems.append(f"legacy={self.legacy!r} (one of {', '.join(LEGACY_MODES)})")
+        if not isinstance(self.legacy_referrers, tuple) or not all(
+                isinstance(d, str) and _DOMAIN_RE.fullmatch(d) for d in self.legacy_referrers):
+            problems.append(f"legacy_referrers={self.legacy_referrers!r} (domain names)")
+        if self.legacy == "referrer" and not self.legacy_referrers:
+            problems.append("legacy = referrer needs legacy_referrers")
+        for key in ("lti_context_id", "lti11_key", "lti13_issuer", "lti13_client_id",
+                    "lti13_deployment_id", "lti13_auth_url"):
+            value = getattr(self, key)
+            if value and not _OPAQUE_RE.fullmatch(value):
+                problems.append(f"{key}={value!r}")
+        if self.lti13_auth_url and not re.match(r"https?://", self.lti13_auth_url):
+            problems.append(f"lti13_auth_url={self.lti13_auth_url!r} (an http(s) URL)")
+        if self.lti13_keys and not self.lti13_keys.startswith("/"):
+            problems.append(f"lti13_keys={self.lti13_keys!r} (an absolute path)")
+        if not isinstance(self.lti_notebooks, dict):
+            problems.append("lti_notebooks must be a table of resource link id = notebook")
+        else:
+            for link, notebook in self.lti_notebooks.items():
+                try:
+                    check_notebook(str(notebook))
+                except NbunitsError:
+                    problems.append(f"lti_notebooks[{link!r}]={notebook!r}")
+        return problems
 
     def to_toml(self) -> str:
         lines = ["# nbunits course settings; apply with: systemctl daemon-reload", "[course]"]
@@ -155,6 +226,11 @@ class CourseConfig:
                 continue
             if isinstance(value, int):
                 lines.append(f"{field.name} = {value}")
+            elif isinstance(value, tuple):
+                lines.append(f"{field.name} = [" + ", ".join(map(_toml_string, value)) + "]")
+            elif isinstance(value, dict):
+                pairs = (f"{_toml_string(k)} = {_toml_string(v)}" for k, v in value.items())
+                lines.append(f"{field.name} = {{" + ", ".join(pairs) + "}")
             else:
                 lines.append(f"{field.name} = {_toml_string(str(value))}")
         return "\n".join(lines) + "\n"
@@ -181,10 +257,38 @@ def course_from_toml(course: str, data: dict[str, Any]) -> CourseConfig:
     if "source" not in section:
         raise ConfigError("bad_course_config", f"course {course}: 'source' is missing")
     section["source"] = Path(section["source"])
+    if isinstance(section.get("legacy_referrers"), list):
+        section["legacy_referrers"] = tuple(section["legacy_referrers"])
     try:
         return CourseConfig(name=course, **section)
     except TypeError as exc:
         raise ConfigError("bad_course_config", f"course {course}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CourseSecrets:
+    """What proves a launch comes from the course's LMS. Kept apart from the course
+    file (world-readable) in a file only root and the dispatcher's group can read."""
+
+    lti11_secret: str = ""
+    legacy_secret: str = ""
+
+    def to_toml(self) -> str:
+        lines = ["# nbunits course secrets: root:nbunits 0640", "[secrets]"]
+        lines += [f"{f.name} = {_toml_string(getattr(self, f.name))}"
+                  for f in dataclasses.fields(self) if getattr(self, f.name)]
+        return "\n".join(lines) + "\n"
+
+
+def load_secrets(settings: Settings, course: str) -> CourseSecrets:
+    path = settings.secrets_file(course)
+    if not path.is_file():
+        return CourseSecrets()
+    section = _read_toml(path).get("secrets", {})
+    known = {f.name for f in dataclasses.fields(CourseSecrets)}
+    if set(section) - known or not all(isinstance(v, str) for v in section.values()):
+        raise ConfigError("bad_course_config", f"{path}: unknown or invalid secrets")
+    return CourseSecrets(**section)
 
 
 def list_courses(settings: Settings) -> list[str]:

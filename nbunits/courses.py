@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import grp
 import json
 import os
 import pwd
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import copies
-from .config import CourseConfig, Settings, load_course
+from .config import CourseConfig, CourseSecrets, Settings, load_course, load_secrets
 from .errors import NbunitsError
 from .names import USER_RE, check_course
 from .notebooks import NotebookError, find_masters, normalize
@@ -153,6 +154,30 @@ def exchange(a: Path, b: Path) -> None:
     aside.rename(a)
 
 
+def write_secrets(settings: Settings, name: str, changes: dict[str, str], say: Say) -> CourseSecrets:
+    """Merge `changes` into the course's secrets file: root:nbunits 0640, as only the
+    dispatcher (group nbunits) needs them."""
+    current = load_secrets(settings, name)
+    if not changes:
+        return current
+    merged = dataclasses.replace(current, **changes)
+    gid = grp.getgrnam("nbunits").gr_gid
+    settings.secrets_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(settings.secrets_dir, 0, gid)
+    os.chmod(settings.secrets_dir, 0o750)
+    path = settings.secrets_file(name)
+    write_file(path, merged.to_toml(), mode=0o640)
+    os.chown(path, 0, gid)
+    say(f"secrets written to {path} ({', '.join(sorted(changes))})")
+    return merged
+
+
+def check_launch_secrets(config: CourseConfig, secrets: CourseSecrets) -> None:
+    if config.legacy == "signed" and not secrets.legacy_secret:
+        raise CourseError("no_secret", f"course {config.name}: legacy = signed needs a secret",
+                          hint="add --legacy-secret-file FILE")
+
+
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:
     say(f"checking the notebooks in {source}")
     broken = check_masters(source)
@@ -169,7 +194,8 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
 
 
 def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "",
-        directory: str = "", options: dict[str, Any], say: Say) -> list[str]:
+        directory: str = "", options: dict[str, Any], say: Say,
+        secrets: dict[str, str] | None = None) -> list[str]:
     check_course(name)
     if settings.course_file(name).exists():
         raise CourseError("course_exists", f"course {name} exists already",
@@ -178,11 +204,14 @@ def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "
     # Checks every setting before anything is fetched or written.
     config = CourseConfig(name=name, source=settings.masters_dir / name, git_url=git_url,
                           git_branch=git_branch, origin_dir=origin, **options)
+    check_launch_secrets(config, dataclasses.replace(CourseSecrets(), **(secrets or {})))
+    write_secrets(settings, name, secrets or {}, say)
     return publish_from(settings, config, fetch(settings, config, say), say)
 
 
 def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str | None = None,
-           directory: str = "", options: dict[str, Any], say: Say) -> list[str]:
+           directory: str = "", options: dict[str, Any], say: Say,
+           secrets: dict[str, str] | None = None) -> list[str]:
     """Pull the new version, republish, and bring stopped students' copies up to date."""
     config = load_course(settings, name)
     changes: dict[str, Any] = dict(options)
@@ -193,6 +222,9 @@ def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str 
     if git_branch is not None:
         changes["git_branch"] = git_branch
     config = dataclasses.replace(config, **changes)
+    check_launch_secrets(config, dataclasses.replace(load_secrets(settings, name),
+                                                     **(secrets or {})))
+    write_secrets(settings, name, secrets or {}, say)
     published = publish_from(settings, config, fetch(settings, config, say), say)
     update_students(settings, config, say)
     return published
@@ -259,6 +291,7 @@ def remove(settings: Settings, name: str, *, purge: bool, say: Say) -> None:
     settings.course_file(name).unlink()
     say("systemctl daemon-reload (removes the course's units)")
     daemon_reload()
+    settings.secrets_file(name).unlink(missing_ok=True)
     for path in (config.source, settings.git_dir / name, settings.tokens_dir / name):
         shutil.rmtree(path, ignore_errors=True)
     homes = [s.home / name for s in (local_student(settings, u) for u in users) if s]

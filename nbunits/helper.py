@@ -5,7 +5,7 @@ nbunits, 0660: only the dispatcher's user reaches it). The protocol is one JSON
 object per line each way:
 
     -> {"action": "open", "course": "demo", "student": "<edX id>", "notebook": "w1/a.ipynb"}
-    <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../notebooks/...", "token": "...",
+    <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../CAP/notebooks/...", "prefix": ...,
         "copied": false, "running": true}
     -> {..., "reset": "1"}: the same, with a fresh copy of the notebook (the old one kept)
     -> {"action": "wake", "course": "demo", "user": "nb..."}
@@ -45,7 +45,7 @@ async def _open(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
         raise NbunitsError("bad_request", "malformed request: reset is \"1\" or absent")
     course, student, notebook = _fields(request, "course", "student", "notebook")
     done = await provision(settings, course, student, notebook, reset=request.get("reset") == "1")
-    return {"user": done.user, "url": done.url, "token": done.token, "copied": done.copied,
+    return {"user": done.user, "url": done.url, "prefix": done.prefix, "copied": done.copied,
             "running": done.running}
 
 

@@ -13,8 +13,10 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from . import copies, users
+from .capability import capability, jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
 from .names import StudentUnits, check_student_id, check_user, user_for
@@ -34,8 +36,13 @@ class Provisioned:
     running: bool  # the student's Jupyter is up already (a warm open)
 
     @property
+    def prefix(self) -> str:
+        """Where the student's Jupyter is: /nb/<course>/<user>/<capability>/."""
+        return f"{StudentUnits(self.course, self.user).url_prefix}{self.token}/"
+
+    @property
     def url(self) -> str:
-        return f"{StudentUnits(self.course, self.user).url_prefix}notebooks/{self.notebook}"
+        return f"{self.prefix}notebooks/{self.notebook}"
 
 
 async def provision(settings: Settings, course: str, student_id: str, notebook: str,
@@ -48,7 +55,7 @@ async def provision(settings: Settings, course: str, student_id: str, notebook: 
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, student_id)
-    token = ensure_token(settings, units)
+    token = ensure_token(settings, config, units)
     running = await is_active(units.container)
     copied = await update_copies(settings, config, student, notebook, running=running, reset=reset)
     await run_async(["systemctl", "start", units.socket])
@@ -101,31 +108,33 @@ async def wake(settings: Settings, course: str, user: str) -> None:
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
 
 
-def ensure_token(settings: Settings, units: StudentUnits) -> str:
-    """The student's Jupyter token for this course, created once (root-only file).
+def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits) -> str:
+    """The student's capability for this course, and the Jupyter settings that carry it.
 
-    The container unit reads it with LoadCredential=, so it never shows in a
-    command line or in `systemctl show`.
+    Both files are root's; the container unit reads them with LoadCredential=, so
+    the capability never shows on a command line or in `systemctl show`. Rewritten
+    at each launch, so a course's new settings (its LMS origin) apply at the next.
     """
+    secret = read_secret(settings)
+    token = capability(secret, units)
     path = settings.token_file(units)
-    try:
-        return _parse_token(path.read_text())
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"JUPYTER_TOKEN={token}\n")
-    try:
-        os.link(tmp, path)  # never replaces a token written concurrently
-    except FileExistsError:
-        token = _parse_token(path.read_text())
-    finally:
-        os.unlink(tmp)
+    _write_private(path, f"JUPYTER_TOKEN={token}\n")
+    _write_private(path.with_suffix(".json"), jupyter_config(config, units, secret))
     return token
 
 
-def _parse_token(text: str) -> str:
-    return text.strip().removeprefix("JUPYTER_TOKEN=")
+def _write_private(path: Path, text: str) -> None:
+    """Replace a root-only file atomically, if its content changes."""
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+

@@ -10,14 +10,14 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 
 @dataclass(frozen=True)
 class Opened:
-    prefix: str  # /nb/<course>/<user>/
+    prefix: str  # /nb/<course>/<user>/<capability>/
     user: str
     token: str
     notebook: str
@@ -40,8 +40,8 @@ async def open_exercise(session: aiohttp.ClientSession, course: str, notebook: s
     url = urlsplit(location)
     parts = url.path.split("/")
     assert parts[1] == "nb" and parts[2] == course, location
-    prefix = "/".join(parts[:4]) + "/"
-    token = parse_qs(url.query)["token"][0]
+    prefix = "/".join(parts[:5]) + "/"
+    token = parts[4]  # the capability is Jupyter's token too (nginx passes it on)
     async with session.get(location) as resp:
         page = await resp.text()
         status = resp.status

@@ -13,10 +13,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..config import Settings
+from ..config import Settings, load_course, load_secrets
 from ..errors import NbunitsError
 from ..helper import ask
 from ..names import check_course, check_notebook, check_student_id
+from . import lti
+from .legacy import check_legacy
 from .pages import error_page, starting_page, waking_page
 from .reset import reset_requested
 
@@ -30,6 +32,9 @@ STATUS_FOR_CODE = {
     "bad_student": 400,
     "bad_notebook": 400,
     "bad_request": 400,
+    "bad_launch": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
     "unknown_course": 404,
     "unknown_notebook": 404,
     "unknown_student": 404,
@@ -66,9 +71,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def open_exercise(request: web.Request) -> web.StreamResponse:
     """GET /ipythonExercice/<course>/<notebook path>/<student id> (FUN's xblock URL)."""
-    settings = request.app[SETTINGS]
     course = check_course(request.match_info["course"])
     notebook, _, student = request.match_info["tail"].rpartition("/")
+    settings = request.app[SETTINGS]
+    config = load_course(settings, course)
+    if config.legacy != "open":
+        check_legacy(request, config, load_secrets(settings, course), notebook, student)
+    return await open_notebook(request, course, student, notebook,
+                               reset=bool(reset_requested(request)))
+
+
+async def open_notebook(request: web.Request, course: str, student: str, notebook: str,
+                        *, reset: bool = False) -> web.StreamResponse:
+    """Open `notebook` for `student` once a launch is trusted: provision through the
+    helper, then send the browser to the student's Jupyter (or to a starting page)."""
+    settings = request.app[SETTINGS]
+    check_course(course)
     check_student_id(student)
     check_notebook(notebook)
     if not settings.course_file(course).is_file():
@@ -76,12 +94,13 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
 
     reply = await ask(settings.helper_socket, {"action": "open", "course": course,
                                                "student": student, "notebook": notebook,
-                                               **reset_requested(request)})
+                                               **({"reset": "1"} if reset else {})})
     logger.info("opening %s", notebook, extra={"COURSE": course, "STUDENT": reply["user"]})
-    location = quote(reply["url"]) + "?token=" + quote(reply["token"], safe="")
+    # The capability in the path is the student's credential (see capability.py).
+    location = quote(reply["url"])
     if not reply["running"] and wants_html(request):
         # A cold start takes a moment: show that it is happening, not a blank iframe.
-        return starting_page(location, probe=f"/nb/{course}/{reply['user']}/api",
+        return starting_page(location, probe=quote(reply["prefix"]) + "api",
                              notebook=notebook)
     raise web.HTTPFound(location)
 
@@ -121,6 +140,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise)
+    lti.setup(app, SETTINGS, open_notebook)
     app.router.add_get("/_nbunits/health", health)
     app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
     return app

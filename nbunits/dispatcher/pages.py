@@ -16,6 +16,8 @@ p.hint{{color:#555}}</style></head>
 
 TITLES = {
     400: "This link is not valid",
+    401: "This launch could not be verified",
+    403: "This link is not allowed here",
     404: "Not found",
     409: "This account needs an administrator",
     500: "This notebook cannot be opened",

@@ -1,0 +1,252 @@
+"""nbunits benchmark: one command, one table (and a JSON file).
+
+    bench/run [--n 10] [--bursts 25,50] [--scale 2000] [--peer-n 10] [--skip PART,...]
+
+Boots the real-systemd harness (tests/harness.py), installs this checkout's nbunits
+and the demo course with the shared image, and measures side by side, in one run:
+cold start vs the podman-run floor, warm latency through nginx vs straight to
+Jupyter, bursts, the cost of a student, scale, and JupyterHub + SystemdSpawner.
+Parts: cold, floor, warm, cost, burst, peer, scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import parts, peer, scale, variants
+from .box import booted
+from .stats import ratio, summary
+
+RESULTS = Path(__file__).with_name("results")
+PARTS = ("cold", "floor", "warm", "cost", "burst", "peer", "scale")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), "?")
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    podman = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
+    osrel = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines()
+                 if "=" in line)
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpu": cpu, "cores": os.cpu_count(), "mem_gb": round(int(mem) / 2**20, 1),
+            "kernel": platform.release(), "os": osrel.get("PRETTY_NAME", "?").strip('"'),
+            "podman": podman, "loadavg_at_start": os.getloadavg()}
+
+
+def run(args: argparse.Namespace) -> dict:
+    want = [p for p in PARTS if p not in args.skip]
+    out: dict = {"machine": machine(), "args": {"n": args.n, "bursts": args.bursts,
+                                                "scale": args.scale, "peer_n": args.peer_n}}
+    started = time.monotonic()
+    try:
+        _run_parts(args, want, out, started)
+    except Exception as exc:  # keep what was measured; say what broke
+        import traceback
+        out["error"] = traceback.format_exc()[-3000:]
+        print(out["error"], file=sys.stderr)
+    out["seconds"] = time.monotonic() - started
+    return out
+
+
+def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: float) -> None:
+    with booted(f"nbunits-bench-{os.getpid()}") as bench:
+        say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731
+        say("box up, nbunits installed")
+        warmup = asyncio.run(parts.one_cold(bench, os.urandom(16).hex()))  # page cache, not counted
+        parts.stop_student(bench, warmup.user)
+        known = [parts._student_of(bench, warmup.user)]
+        if "cold" in want or "floor" in want:
+            say(f"cold starts: {args.n} new students, then the same again once stopped")
+            cold = parts.cold_runs(bench, args.n)
+            known += [parts._student_of(bench, c.user) for c in cold["new"]]
+            out["cold"] = {kind: {"redirect": summary([c.redirect for c in runs]),
+                                  "page": summary([c.page for c in runs]),
+                                  "executed": summary([c.executed for c in runs]),
+                                  "cpu_to_page": summary([c.cpu_to_page for c in runs])}
+                           for kind, runs in cold.items()}
+            out["breakdown"] = {kind: parts.breakdown(bench, runs) for kind, runs in cold.items()}
+        if "floor" in want:
+            say(f"floor: podman run by hand, {args.n} times")
+            floor = parts.floor_runs(bench, warmup.user, args.n)
+            out["floor"] = {"ready": summary(floor["ready"]),
+                            "podman_run_returned": summary(floor["podman_run_returned"]),
+                            "cpu_per_start": floor["cpu_per_start"], "argv": floor["argv"]}
+        if "warm" in want:
+            say("warm: page and REST through nginx vs straight to Jupyter")
+            warm = asyncio.run(parts.warm(bench, args.warm_n))
+            out["warm"] = {k: summary(v) for k, v in warm.items()}
+        if "cost" in want:
+            say("cost of a student")
+            out["cost"] = parts.cost(bench)
+        if "burst" in want:
+            out["burst"] = {}
+            for n in args.bursts:
+                parts.stop_all(bench)
+                say(f"burst of {n}")
+                result = asyncio.run(parts.burst(bench, n))
+                result["summary"] = summary(result.pop("times"))
+                out["burst"][str(n)] = result
+            parts.stop_all(bench)
+        if "peer" in want:
+            say(f"peer: JupyterHub + SystemdSpawner, {args.peer_n} new users")
+            result = peer.peer_runs(bench, args.peer_n)
+            out["peer"] = {k: (summary(v) if isinstance(v, list) else v) for k, v in result.items()}
+        if args.variants:
+            say("variants: floor with flags / image config changed")
+            out["floor_variants"] = variants.floor_variants(bench, warmup.user, args.variants_n)
+            say("variants: cold start through the chain with unit drop-ins")
+            students = known[1:1 + max(1, args.variants_n // 4)] or known
+            out["unit_variants"] = variants.unit_variants(bench, students)
+        if "scale" in want:
+            say(f"scale: {args.scale} provisioned students")
+            out["scale"] = scale.scale(bench, args.scale, known)
+        out["failed_units"] = bench.box.failed_units()
+        out["machine"]["loadavg_at_end"] = os.getloadavg()
+        say("done; powering the box off")
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+
+def sec(s: dict) -> str:
+    return f"{s['median']:.2f} s / {s['p95']:.2f} s (N={s['n']})"
+
+
+def table(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"nbunits benchmark, {m['date']}: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GB, "
+             f"{m['os']}, kernel {m['kernel']}, {m['podman']}; "
+             f"load average at start {m['loadavg_at_start'][0]:.2f}, at end "
+             f"{m.get('loadavg_at_end', [float('nan')])[0]:.2f}",
+             "", "| measure | median / p95 (N) | vs baseline |", "| --- | --- | --- |"]
+    row = lambda a, b, c="": lines.append(f"| {a} | {b} | {c} |")  # noqa: E731
+    floor = r.get("floor", {}).get("ready")
+    if "cold" in r:
+        for kind, label in (("returning", "returning student (container stopped)"),
+                            ("new", "new student (useradd + copy)")):
+            c = r["cold"][kind]
+            vs = f"{ratio(c['page']['median'], floor['median']):.2f}x floor" if floor else ""
+            row(f"1. cold, {label}: edX URL -> page 200", sec(c["page"]), vs)
+            row(f"1. cold, {label}: edX URL -> `1+1` executed", sec(c["executed"]))
+            row(f"   CPU seconds used by the box until page 200 ({kind})", sec(c["cpu_to_page"]))
+    if floor:
+        row("2. floor: `podman run` (same flags, by hand) -> /api/status 200", sec(floor))
+        row("   of which `podman run -d` returned", sec(r["floor"]["podman_run_returned"]))
+        row("   CPU seconds per floor start", f"{r['floor']['cpu_per_start']:.2f} s")
+    if "warm" in r:
+        w = r["warm"]
+        for what in ("page", "rest"):
+            via, direct = w[f"{what}_nginx"], w[f"{what}_direct"]
+            name = "notebook page" if what == "page" else "REST GET api/contents"
+            row(f"3. warm {name}: nginx + socket + proxyd -> Jupyter",
+                f"{ms(via['median'])} / {ms(via['p95'])} (N={via['n']})",
+                f"+{(via['median'] - direct['median']) * 1000:.2f} ms p50 vs straight to the "
+                f"Jupyter socket ({ms(direct['median'])} / {ms(direct['p95'])})")
+    if "burst" in r:
+        cpu_one = r.get("cold", {}).get("new", {}).get("cpu_to_page", {}).get("median")
+        for n, b in r["burst"].items():
+            s = b["summary"]
+            bound = int(n) * cpu_one / m["cores"] if cpu_one else float("nan")
+            row(f"4. burst of {n} new students at once",
+                f"{b['ok']}/{n} ok ({b['first_try_ok']}/{n} at the first try); makespan "
+                f"{b['makespan']:.1f} s; per student {s['median']:.1f} s / {s['p95']:.1f} s",
+                f"CPU-bound floor {bound:.1f} s ({n} x {cpu_one:.2f} CPU s / {m['cores']}): "
+                f"{ratio(b['makespan'], bound):.2f}x; CPU used {b['cpu']:.0f} s")
+    if "cost" in r:
+        c = r["cost"]
+        row("5. idle provisioned student: processes / PSS",
+            f"{len(c['idle_procs'])} / {c['idle_pss_kb'] / 1024:.1f} MB", ", ".join(c["idle_procs"]))
+        row("5. active student: PSS of server (all the student's processes)",
+            f"{c['server_pss_kb'] / 1024:.0f} MB", ", ".join(c["server_procs"]))
+        row("5. active student: PSS of server + one idle kernel",
+            f"{c['server_kernel_pss_kb'] / 1024:.0f} MB")
+        row("5. disk per student beyond their files (home minus course dir)",
+            f"{c['disk_beyond_files_kb']} KB",
+            f"their files {c['disk_own_files_kb']} KB; runtime tmpfs {c['runtime_tmpfs_kb']} KB")
+    if "scale" in r:
+        s = r["scale"]
+        row(f"6. scale: {s['sockets_after']} listening student sockets (was {s['sockets_before']})",
+            f"provisioned {s['n']} in {s['provision_seconds']:.0f} s; reload + listen "
+            f"{s['reload_and_listen_seconds']:.1f} s")
+        row("6. dispatcher 302 for a known student",
+            f"{ms(s['dispatcher_after']['median'])} / {ms(s['dispatcher_after']['p95'])} "
+            f"(N={s['dispatcher_after']['n']})",
+            f"before: {ms(s['dispatcher_before']['median'])} / {ms(s['dispatcher_before']['p95'])}")
+        row("6. `systemctl daemon-reload`", sec(s["reload_after"]),
+            f"before: {sec(s['reload_before'])}")
+        grow = (s["pid1_after"]["pss_kb"] - s["pid1_before"]["pss_kb"]) / 1024
+        row("6. systemd (PID 1) PSS", f"{s['pid1_after']['pss_kb'] / 1024:.1f} MB",
+            f"+{grow:.1f} MB, {grow * 1024 / max(1, s['n']):.1f} KB per student")
+    if "peer" in r:
+        p = r["peer"]
+        if "error" in p:
+            row("7. JupyterHub + SystemdSpawner", "failed", p["error"][:200].replace("\n", " "))
+        else:
+            ours = r.get("cold", {}).get("new", {}).get("page")
+            vs = f"nbunits/peer {ratio(ours['median'], p['ready']['median']):.2f}" if ours else ""
+            row("7. JupyterHub + SystemdSpawner, new user: create -> server /api/status 200",
+                sec(p["ready"]), vs)
+    if "breakdown" in r:
+        for kind, phases in r["breakdown"].items():
+            lines += ["", f"Where a cold start's time goes ({kind} student, from the journal):", "",
+                      "| phase | median | p95 | N |", "| --- | --- | --- | --- |"]
+            for phase, s in phases.items():
+                lines.append(f"| {phase} | {ms(s['median'])} | {ms(s['p95'])} | {s['n']} |")
+    for key, title in (("floor_variants", "Floor variants (podman run by hand -> /api/status 200)"),
+                       ("unit_variants", "Unit variants (returning student, edX URL -> page 200)")):
+        if key in r:
+            lines += ["", title + ", interleaved in one run:", "",
+                      "| variant | median | p95 | N | vs baseline | CPU s per start (vs baseline) |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for name, s in r[key].items():
+                cpu = (f"{s['cpu_median']:.2f} ({s['cpu_vs_baseline']:.2f}x)"
+                       if "cpu_median" in s else "")
+                lines.append(f"| {name} | {ms(s['median'])} | {ms(s['p95'])} | {s['n']} | "
+                             f"{s['vs_baseline']:.2f}x ({s['delta_ms']:+.0f} ms) | {cpu} |")
+    if r.get("failed_units"):
+        lines += ["", f"failed units at the end: {', '.join(r['failed_units'])}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10, help="cold starts and floor runs [10]")
+    parser.add_argument("--warm-n", type=int, default=300)
+    parser.add_argument("--bursts", default="25,50", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--scale", type=int, default=2000)
+    parser.add_argument("--peer-n", type=int, default=10)
+    parser.add_argument("--skip", default="", type=lambda s: [x for x in s.split(",") if x])
+    parser.add_argument("--variants", action="store_true",
+                        help="also measure cold-path variants (podman flags, image config, drop-ins)")
+    parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    parser.add_argument("--table-from", type=Path, help="print the table of an earlier JSON")
+    args = parser.parse_args(argv)
+    if args.table_from:
+        print(table(json.loads(args.table_from.read_text())))
+        return 0
+    if os.geteuid() != 0:
+        sys.exit("bench/run needs root (it boots a systemd container)")
+    result = run(args)
+    path = args.json or RESULTS / f"bench-{result['machine']['date'].replace(':', '')}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print()
+    print(table(result))
+    print(f"\nJSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

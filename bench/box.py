@@ -1,0 +1,146 @@
+"""A booted box with nbunits and the demo course, as the integration tests set it up.
+
+Reuses tests/harness.py (the throwaway systemd) and the integration conftest's
+`use_checkout` (the checkout's code runs in the box, the shared venv is untouched).
+Adds what the benchmark needs on top: a host cpuacct cgroup holding every process
+of the box (CPU seconds of a start, whatever runs elsewhere on the machine), and
+helpers to read the box's sockets, journal and /proc from the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.harness import Bind, SystemdBox
+from tests.integration.conftest import IMAGE_STORE, VENV, use_checkout
+
+REPO = Path(__file__).resolve().parents[1]
+COURSE = "demo"
+NOTEBOOK = "welcome.ipynb"
+SHARED_IN_BOX = "/srv/nbunits-bench"
+PEER_VENV = Path("/opt/nbunits-bench/jupyterhub")
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+@dataclass
+class Bench:
+    box: SystemdBox
+    work: Path
+    shared: Path
+    cgroup: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nginx_socket(self) -> Path:
+        return self.shared / "nginx.sock"
+
+    def nbunits(self, *args: str) -> str:
+        return self.box.run(str(VENV / "bin" / "nbunits"), *args).stdout
+
+    def host_path(self, path: str) -> Path:
+        """A path inside the box as the host reaches it (sockets included)."""
+        return Path(f"/proc/{self.box.leader_pid}/root{path}")
+
+    def session(self, timeout: float = 300, limit: int = 100) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            "http://localhost",
+            connector=aiohttp.UnixConnector(path=str(self.nginx_socket), limit=limit),
+            timeout=aiohttp.ClientTimeout(total=timeout))
+
+    def jupyter_session(self, user: str) -> aiohttp.ClientSession:
+        sock = self.host_path(f"/run/nbunits/jupyter/{COURSE}/{user}/jupyter.sock")
+        return aiohttp.ClientSession("http://localhost",
+                                     connector=aiohttp.UnixConnector(path=str(sock)),
+                                     timeout=aiohttp.ClientTimeout(total=60))
+
+    # ---------------------------------------------------------------- CPU accounting
+
+    def adopt_box_processes(self) -> None:
+        """Move every process of the box into our cpuacct cgroup (children inherit it)."""
+        if self.cgroup is None:
+            return
+        box_ns = os.readlink(f"/proc/{self.box.leader_pid}/ns/pid")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink(entry / "ns/pid") != box_ns and not _descends(int(entry.name),
+                                                                            self.box.leader_pid):
+                    continue
+                (self.cgroup / "cgroup.procs").write_text(entry.name)
+            except OSError:
+                pass
+
+    def cpu_seconds(self) -> float:
+        """CPU time used by the box so far (user + system), or NaN without cpuacct."""
+        if self.cgroup is None:
+            return float("nan")
+        return int((self.cgroup / "cpuacct.usage").read_text()) / 1e9
+
+    # ---------------------------------------------------------------- journal
+
+    def journal_since(self, since: float, *matches: str) -> list[dict]:
+        out = self.box.nsenter("journalctl", "--no-pager", "-o", "json",
+                               f"--since=@{since:.6f}", *matches, check=False, timeout=120).stdout
+        entries = []
+        for line in out.splitlines():
+            with contextlib.suppress(ValueError):
+                entries.append(json.loads(line))
+        return entries
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        if pid <= 1:
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def booted(name: str) -> Iterator[Bench]:
+    """Boot a box, install nbunits (this checkout) and the demo course in it."""
+    missing = [str(p) for p in (VENV / "bin" / "nbunits", IMAGE_STORE) if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run scripts/setup first")
+    work = Path(f"/var/tmp/{name}")
+    shutil.rmtree(work, ignore_errors=True)
+    home, shared = work / "home", work / "shared"
+    home.mkdir(parents=True)
+    shared.mkdir()
+    binds = [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
+             Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    cgroup = CPUACCT / name if CPUACCT.is_dir() else None
+    try:
+        with SystemdBox(name, binds=binds, private_network=True) as box:
+            use_checkout(box)
+            bench = Bench(box, work, shared)
+            bench.nbunits("install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
+            bench.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo")
+            if cgroup is not None:
+                cgroup.mkdir(exist_ok=True)
+                bench.cgroup = cgroup
+                bench.adopt_box_processes()
+            yield bench
+    finally:
+        if cgroup is not None and cgroup.is_dir():
+            with contextlib.suppress(OSError):
+                for pid in (cgroup / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):
+                        (CPUACCT / "cgroup.procs").write_text(pid)
+                cgroup.rmdir()
+        shutil.rmtree(work, ignore_errors=True)

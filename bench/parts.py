@@ -1,0 +1,363 @@
+"""The measurements of nbunits itself: cold start, floor, warm, burst, cost, scale."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbunits.names import user_for
+from tests.browser import Opened, execute, open_exercise, start_kernel
+
+from .box import COURSE, NOTEBOOK, SHARED_IN_BOX, Bench
+from .stats import summary
+
+GENERATED = f"/run/systemd/generator/nbunits-{COURSE}@.service"
+
+
+@dataclass
+class Cold:
+    user: str
+    t0: float          # wall clock, to match the journal
+    redirect: float    # seconds from t0
+    page: float
+    executed: float
+    cpu_to_page: float
+    opened: Opened | None = field(default=None, repr=False)
+
+
+async def one_cold(bench: Bench, student: str, kernel: bool = True) -> Cold:
+    async with bench.session() as session:
+        cpu0 = bench.cpu_seconds()
+        t0 = time.time()
+        m0 = time.monotonic()
+        opened = await _open_timed(session, student)
+        page = time.monotonic() - m0
+        cpu = bench.cpu_seconds() - cpu0
+        assert opened[0].page_status == 200, opened[0].page[:300]
+        executed = float("nan")
+        if kernel:
+            kernel_id = await start_kernel(session, opened[0])
+            assert await execute(session, opened[0], kernel_id, "1+1") == "2"
+            executed = time.monotonic() - m0
+        return Cold(opened[0].user, t0, opened[1] - m0, page, executed, cpu, opened[0])
+
+
+async def _open_timed(session, student: str) -> tuple[Opened, float]:
+    """open_exercise, plus when the 302 arrived (monotonic)."""
+    redirected = 0.0
+    original = session.get
+
+    def get(url, *args, **kwargs):
+        nonlocal redirected
+        ctx = original(url, *args, **kwargs)
+        if url.startswith("/nb/") and not redirected:
+            redirected = time.monotonic()
+        return ctx
+
+    session.get = get  # the second GET (the page) starts right after the 302
+    try:
+        opened = await open_exercise(session, COURSE, NOTEBOOK, student)
+    finally:
+        session.get = original
+    return opened, redirected
+
+
+def stop_student(bench: Bench, user: str) -> None:
+    bench.box.systemctl("stop", f"nbunits-{COURSE}-proxy@{user}.service",
+                        f"nbunits-{COURSE}@{user}.service")
+
+
+def stop_all(bench: Bench) -> None:
+    bench.box.systemctl("stop", f"nbunits-{COURSE}@*.service", f"nbunits-{COURSE}-proxy@*.service",
+                        timeout=300)
+
+
+# ------------------------------------------------------------------ cold + breakdown
+
+
+def cold_runs(bench: Bench, n: int) -> dict:
+    """N new students (first click: useradd, copy), then the same N again once stopped."""
+    new, returning = [], []
+    for _ in range(n):
+        new.append(asyncio.run(one_cold(bench, secrets.token_hex(16))))
+        stop_student(bench, new[-1].user)
+    for c in new:
+        returning.append(asyncio.run(one_cold(bench, _student_of(bench, c.user))))
+        stop_student(bench, c.user)
+    return {"new": new, "returning": returning}
+
+
+def _student_of(bench: Bench, user: str) -> str:
+    return bench.box.read_file(f"/var/lib/nbunits/students/{user}").strip()
+
+
+def breakdown(bench: Bench, runs: list[Cold]) -> dict[str, dict]:
+    """Where a cold start's time goes, from the journal's timestamps (seconds)."""
+    since = min(c.t0 for c in runs) - 1
+    entries = bench.journal_since(since)
+    phases: dict[str, list[float]] = {}
+    for c in runs:
+        marks = _marks(entries, c.user, c.t0)
+        if not all(k in marks for k in ("starting", "first_log", "running", "started")):
+            continue
+        t_redirect = c.t0 + c.redirect
+        steps = {
+            "dispatcher + helper (useradd, copy, start socket) until the 302": c.redirect,
+            "302 -> nginx -> socket -> container unit Starting": marks["starting"] - t_redirect,
+            "unit Starting -> podman up + Python imports -> Jupyter's first log line":
+                marks["first_log"] - marks["starting"],
+            "Jupyter first log line -> 'is running' (extensions, listen)":
+                marks["running"] - marks["first_log"],
+            "'is running' -> readiness gate passed (unit Started)":
+                marks["started"] - marks["running"],
+            "unit Started -> proxy forwards, page rendered, 200":
+                c.t0 + c.page - marks["started"],
+        }
+        if "container_init" in marks:
+            steps["  of which: unit Starting -> podman 'container init'"] = \
+                marks["container_init"] - marks["starting"]
+        for key, value in steps.items():
+            phases.setdefault(key, []).append(value)
+    return {k: summary(v) for k, v in phases.items()}
+
+
+def _marks(entries: list[dict], user: str, t0: float) -> dict[str, float]:
+    unit = f"nbunits-{COURSE}@{user}.service"
+    container = f"nbunits-{COURSE}-{user}"
+    marks: dict[str, float] = {}
+    for e in entries:
+        ts = int(e["__REALTIME_TIMESTAMP"]) / 1e6
+        if ts < t0:
+            continue
+        msg = e.get("MESSAGE")
+        if not isinstance(msg, str):
+            continue
+        if e.get("UNIT") == unit and e.get("_PID") == "1":
+            if msg.startswith("Starting ") and "starting" not in marks:
+                marks["starting"] = ts
+            elif msg.startswith("Started ") and "started" not in marks:
+                marks["started"] = ts
+        elif e.get("CONTAINER_NAME") == container:
+            marks.setdefault("first_log", ts)
+            if "is running at" in msg:
+                marks.setdefault("running", ts)
+        elif e.get("_SYSTEMD_UNIT") == unit and "container init" in msg:
+            marks.setdefault("container_init", ts)
+    return marks
+
+
+# ------------------------------------------------------------------ floor
+
+
+def unit_settings(bench: Bench, user: str, env_file: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """The unit's own `podman run` argv, Environment= and RuntimeDirectory= for this user.
+
+    Read from the generator's output, so the floor follows whatever the units say.
+    """
+    text = re.sub(r"\\\n\s*", " ", bench.box.read_file(GENERATED))
+    home = f"/home/{user}"
+
+    def fill(arg: str) -> str:
+        return arg.replace("%d/jupyter.env", env_file).replace("${HOME}", home).replace("%i", user)
+
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    dirs: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "ExecStart":
+            argv = [fill(a) for a in shlex.split(value) if not a.startswith("--sdnotify")]
+        elif key == "Environment":
+            for item in shlex.split(value):
+                k, _, v = item.partition("=")
+                env[k] = fill(v)
+        elif key == "RuntimeDirectory":
+            dirs += ["/run/" + fill(d) for d in value.split()]
+    return argv, env, dirs
+
+
+def floor_runs(bench: Bench, user: str, n: int, change=None) -> dict:
+    """`podman run` by hand as `user`, n times, with the unit's own flags and paths
+    (the unit is stopped); `change` edits the argv (variants.py)."""
+    box = bench.box
+    env_file = f"/run/nbunits-bench-floor-{user}.env"
+    token = secrets.token_urlsafe(24)
+    box.write_file(env_file, f"JUPYTER_TOKEN={token}\n", mode=0o644)
+    argv, env, dirs = unit_settings(bench, user, env_file)
+    if change is not None:
+        argv = change(argv)
+    sock_dir = next(d for d in dirs if "/jupyter/" in d)
+    for d in dirs:
+        box.run("install", "-d", "-o", user, "-g", user, "-m", "0755", d)
+    bench.shared.joinpath("floor.py").write_text(Path(__file__).with_name("floor.py").read_text())
+    cpu0 = bench.cpu_seconds()
+    out = box.run("/usr/bin/python3", f"{SHARED_IN_BOX}/floor.py", str(n), sock_dir, token,
+                  f"/nb/{COURSE}/{user}/", "--", *argv, user=user, timeout=600,
+                  env={**env, "HOME": f"/home/{user}"}).stdout
+    cpu = (bench.cpu_seconds() - cpu0) / n
+    runs = json.loads(out)
+    return {"ready": [r["ready"] for r in runs],
+            "podman_run_returned": [r["podman_run_returned"] for r in runs],
+            "cpu_per_start": cpu, "argv": argv}
+
+
+# ------------------------------------------------------------------ warm
+
+
+async def warm(bench: Bench, n: int) -> dict:
+    c = await one_cold(bench, secrets.token_hex(16), kernel=False)
+    opened = c.opened
+    assert opened is not None
+    page = f"{opened.prefix}notebooks/{NOTEBOOK}"
+    rest = f"{opened.prefix}api/contents/{NOTEBOOK}?content=0"
+    results: dict[str, list[float]] = {k: [] for k in
+                                       ("page_nginx", "page_direct", "rest_nginx", "rest_direct")}
+    async with bench.session() as via_nginx, bench.jupyter_session(c.user) as direct:
+        for _ in range(20):  # warm both paths (tornado's template cache, nginx workers)
+            for s in (via_nginx, direct):
+                for url in (page, rest):
+                    await _timed_get(s, url, opened.headers)
+        for _ in range(n):
+            for key, s, url in (("page_nginx", via_nginx, page), ("page_direct", direct, page),
+                                ("rest_nginx", via_nginx, rest), ("rest_direct", direct, rest)):
+                results[key].append(await _timed_get(s, url, opened.headers))
+    stop_student(bench, c.user)
+    return results
+
+
+async def _timed_get(session, url: str, headers: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    async with session.get(url, headers=headers) as resp:
+        await resp.read()
+        assert resp.status == 200, (url, resp.status)
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ burst
+
+
+async def burst(bench: Bench, n: int) -> dict:
+    students = [secrets.token_hex(16) for _ in range(n)]
+    async with bench.session(timeout=600, limit=0) as session:
+        cpu0 = bench.cpu_seconds()
+        m0 = time.monotonic()
+
+        async def one(student: str) -> float:
+            opened = await open_exercise(session, COURSE, NOTEBOOK, student)
+            if opened.page_status != 200:
+                first_failures.append((user_for(student), opened.page_status, time.monotonic() - m0))
+                # What the waking page does in a browser: reload after Retry-After.
+                page = f"{opened.prefix}notebooks/{opened.notebook}?token={opened.token}"
+                for _ in range(60):
+                    await asyncio.sleep(1)
+                    async with session.get(page) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            break
+                else:
+                    raise RuntimeError(f"page {opened.page_status}, still failing after 60 s")
+            return time.monotonic() - m0
+
+        first_failures: list[tuple[str, int, float]] = []
+
+        results = await asyncio.gather(*(one(s) for s in students), return_exceptions=True)
+        makespan = time.monotonic() - m0
+        cpu = bench.cpu_seconds() - cpu0
+    times = [r for r in results if isinstance(r, float)]
+    errors = [repr(r)[:200] for r in results if not isinstance(r, float)]
+    journal = ""
+    for user, _status, _when in first_failures[:2]:
+        journal += bench.box.journal(f"nbunits-{COURSE}@{user}.service",
+                                     f"nbunits-{COURSE}-proxy@{user}.service",
+                                     f"nbunits-{COURSE}@{user}.socket", lines=25)
+    return {"n": n, "ok": len(times), "first_try_ok": n - len(first_failures),
+            "first_failures": first_failures, "errors": errors[:5], "makespan": makespan,
+            "times": times, "cpu": cpu, "failure_journal": journal[-6000:]}
+
+
+# ------------------------------------------------------------------ cost of a student
+
+
+def box_pids_of(bench: Bench, uid: int) -> list[int]:
+    box_ns = os.readlink(f"/proc/{bench.box.leader_pid}/ns/pid")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            real_uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+            if real_uid != uid:
+                continue
+            # the box's own PID namespace, or a container's below it
+            if os.readlink(entry / "ns/pid") == box_ns or _in_box(entry, bench.box.leader_pid):
+                pids.append(int(entry.name))
+        except (OSError, AttributeError):
+            pass
+    return pids
+
+
+def _in_box(entry: Path, leader: int) -> bool:
+    from .box import _descends
+    return _descends(int(entry.name), leader)
+
+
+def pss_kb(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cost(bench: Bench) -> dict:
+    student = secrets.token_hex(16)
+    c = asyncio.run(one_cold(bench, student, kernel=False))
+    uid = int(bench.box.run("id", "-u", c.user).stdout)
+    time.sleep(2)
+    server_pids = box_pids_of(bench, uid)
+    server = pss_kb(server_pids)
+    procs = {p: Path(f"/proc/{p}/comm").read_text().strip() for p in server_pids}
+
+    async def with_kernel() -> None:
+        async with bench.session() as session:
+            kernel_id = await start_kernel(session, c.opened)
+            assert await execute(session, c.opened, kernel_id, "1+1") == "2"
+    asyncio.run(with_kernel())
+    time.sleep(3)
+    with_kernel_kb = pss_kb(box_pids_of(bench, uid))
+    _argv, _env, dirs = unit_settings(bench, c.user, "")
+    runtime = sum(_du_kb(bench.host_path(d)) for d in dirs if bench.host_path(d).is_dir())
+    stop_student(bench, c.user)
+    time.sleep(2)
+    idle_pids = box_pids_of(bench, uid)
+    idle = {p: Path(f"/proc/{p}/comm").read_text().strip() for p in idle_pids}
+    idle_pss = pss_kb(idle_pids)
+    home = bench.work / "home" / c.user
+    disk_home = _du_kb(home, exclude=COURSE)
+    disk_course = _du_kb(home / COURSE)
+    return {"user": c.user, "server_pss_kb": server, "server_procs": sorted(procs.values()),
+            "server_kernel_pss_kb": with_kernel_kb,
+            "idle_procs": sorted(idle.values()), "idle_pss_kb": idle_pss,
+            "disk_beyond_files_kb": disk_home, "disk_own_files_kb": disk_course,
+            "runtime_tmpfs_kb": runtime}
+
+
+def _du_kb(path: Path, exclude: str | None = None) -> int:
+    import subprocess
+    cmd = ["du", "-sk", "-x"]
+    if exclude:
+        cmd.append(f"--exclude=./{exclude}")
+    out = subprocess.run([*cmd, "."], cwd=path, capture_output=True, text=True)
+    return int(out.stdout.split()[0]) if out.stdout else -1

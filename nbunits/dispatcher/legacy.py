@@ -1,0 +1,70 @@
+"""Who may use the legacy link /ipythonExercice/<course>/<notebook>/<student id>.
+
+FUN's xblock-ipython puts that link, unsigned, in an iframe: whoever knows (or
+guesses) a student id can open that student's notebook. Each course chooses
+(`legacy` in its course file):
+- "open": anyone with the link (the default, so existing courses keep working);
+- "off": refused; the course launches over LTI;
+- "referrer": only from pages on the course's `legacy_referrers` domains, as
+  nbhosting does. It stops a link pasted elsewhere, not a forger: any program
+  sends the Referer it likes;
+- "signed": the link carries `sig`, an HMAC-SHA256 of course, notebook, student id
+  (and `expires`, optional) keyed by the course's legacy secret, so only who holds
+  the secret (the LMS side that writes the link) can make one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..config import CourseConfig, CourseSecrets
+from ..lti import LaunchError
+
+
+def legacy_signature(secret: str, course: str, notebook: str, student: str,
+                     expires: int | None = None) -> str:
+    message = "\n".join((course, notebook, student, str(expires or "")))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def check_legacy(request: web.Request, course: CourseConfig, secrets: CourseSecrets,
+                 notebook: str, student: str, now: float | None = None) -> None:
+    """Raise LaunchError unless the course lets this legacy link through."""
+    if course.legacy == "open":
+        return
+    if course.legacy == "off":
+        raise LaunchError("forbidden", "this course does not open notebooks from this kind "
+                          "of link", hint="open the notebook from the course page")
+    if course.legacy == "referrer":
+        if not referred_from(request.headers.get("Referer", ""), course.legacy_referrers):
+            raise LaunchError("forbidden", "this link only works from the course's pages",
+                              hint="open the notebook from the course page")
+        return
+    check_signed(request, course, secrets, notebook, student,
+                 time.time() if now is None else now)
+
+
+def referred_from(referer: str, domains: tuple[str, ...]) -> bool:
+    host = (urlsplit(referer).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def check_signed(request: web.Request, course: CourseConfig, secrets: CourseSecrets,
+                 notebook: str, student: str, now: float) -> None:
+    if not secrets.legacy_secret:
+        raise LaunchError("forbidden", "this course's signed links are not set up",
+                          hint="nbunits course update NAME --legacy-secret-file FILE")
+    sig, expires = request.query.get("sig", ""), request.query.get("expires", "")
+    if expires and (not expires.isdigit() or int(expires) < now):
+        raise LaunchError("forbidden", "this link has expired",
+                          hint="open the notebook again from the course page")
+    expected = legacy_signature(secrets.legacy_secret, course.name, notebook, student,
+                                int(expires) if expires else None)
+    if not hmac.compare_digest(sig.encode(), expected.encode()):
+        raise LaunchError("forbidden", "this link is not signed for this course",
+                          hint="open the notebook from the course page")

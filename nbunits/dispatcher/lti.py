@@ -1,0 +1,137 @@
+"""LTI routes: POST /lti/1.1/launch, /lti/1.3/login then POST /lti/1.3/launch.
+
+Thin handlers: find the course the launch claims, verify it (nbunits.lti) with
+that course's secret or keys, and only then open the notebook. A launch that does
+not verify creates nothing (no user, no unit, no file).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from aiohttp import web
+
+from ..config import ConfigError, CourseConfig, Settings, list_courses, load_course, load_secrets
+from ..errors import NbunitsError
+from ..lti import (
+    Launch,
+    LaunchError,
+    NonceStore,
+    issue_state,
+    platform_keys,
+    read_state,
+    verify_lti11,
+    verify_lti13,
+)
+
+logger = logging.getLogger(__name__)
+
+NONCES = web.AppKey("lti_nonces", NonceStore)
+# Signs the OIDC state. Per process: a restart only fails logins in flight (a
+# student clicks again), and no secret has to be provisioned.
+STATE_KEY = web.AppKey("lti_state_key", bytes)
+
+# app.open_notebook: (request, course, student, notebook) -> the response.
+Opener = Callable[[web.Request, str, str, str], Awaitable[web.StreamResponse]]
+
+
+def setup(app: web.Application, settings_key: web.AppKey[Settings], opener: Opener) -> None:
+    app[NONCES] = NonceStore()
+    app[STATE_KEY] = secrets.token_bytes(32)
+    handlers = Handlers(settings_key, opener)
+    app.router.add_post("/lti/1.1/launch", handlers.launch11)
+    app.router.add_route("GET", "/lti/1.3/login", handlers.login13)
+    app.router.add_route("POST", "/lti/1.3/login", handlers.login13)
+    app.router.add_post("/lti/1.3/launch", handlers.launch13)
+
+
+class Handlers:
+    def __init__(self, settings_key: web.AppKey[Settings], opener: Opener) -> None:
+        self.settings_key, self.opener = settings_key, opener
+
+    async def launch11(self, request: web.Request) -> web.StreamResponse:
+        settings = request.app[self.settings_key]
+        body = await request.text()
+        form = await request.post()
+        course = find_course(settings, lambda c: bool(c.lti11_key)
+                             and c.lti_context_id == form.get("context_id"))
+        launch = verify_lti11(public_url(request), body, request.headers, course,
+                              load_secrets(settings, course.name).lti11_secret,
+                              request.app[NONCES])
+        return await self.opened(request, launch, "1.1")
+
+    async def login13(self, request: web.Request) -> web.StreamResponse:
+        """OIDC login initiation: send the browser to the platform with a state and nonce."""
+        settings = request.app[self.settings_key]
+        params = {**request.query, **(await request.post())}
+        issuer, client_id = str(params.get("iss", "")), str(params.get("client_id", ""))
+        if not issuer or not params.get("login_hint"):
+            raise LaunchError("bad_launch", "this LTI 1.3 login lacks iss or login_hint")
+        course = find_course(settings, lambda c: c.lti13_issuer == issuer
+                             and bool(c.lti13_auth_url)
+                             and (not client_id or c.lti13_client_id == client_id))
+        nonce = secrets.token_urlsafe(24)
+        query = {"scope": "openid", "response_type": "id_token", "response_mode": "form_post",
+                 "prompt": "none", "client_id": course.lti13_client_id,
+                 "redirect_uri": public_url(request, "/lti/1.3/launch"),
+                 "login_hint": str(params["login_hint"]), "nonce": nonce,
+                 "state": issue_state(request.app[STATE_KEY], course.name, nonce)}
+        if params.get("lti_message_hint"):
+            query["lti_message_hint"] = str(params["lti_message_hint"])
+        raise web.HTTPFound(course.lti13_auth_url + "?" + urlencode(query))
+
+    async def launch13(self, request: web.Request) -> web.StreamResponse:
+        settings = request.app[self.settings_key]
+        form = await request.post()
+        name, nonce = read_state(request.app[STATE_KEY], str(form.get("state", "")))
+        course = load_course(settings, name)
+        if not course.lti13_keys:
+            raise LaunchError("forbidden", "LTI 1.3 launches are not set up for this course")
+        try:
+            keys = platform_keys(Path(course.lti13_keys))
+        except (OSError, ValueError, NbunitsError) as exc:
+            logger.error("cannot read the platform keys %s: %s", course.lti13_keys, exc,
+                         extra={"COURSE": name})
+            raise ConfigError("bad_course_config", "this course's LTI keys cannot be read",
+                              hint="tell the course's administrator") from exc
+        launch = verify_lti13(str(form.get("id_token", "")), course, nonce, keys,
+                              request.app[NONCES])
+        return await self.opened(request, launch, "1.3")
+
+    async def opened(self, request: web.Request, launch: Launch,
+                     version: str) -> web.StreamResponse:
+        # The staff view is future work: for now, staff is only recorded.
+        logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
+                    "staff" if launch.staff else "learner", extra={"COURSE": launch.course})
+        return await self.opener(request, launch.course, launch.student, launch.notebook)
+
+
+def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:
+    found = []
+    for name in list_courses(settings):
+        try:
+            course = load_course(settings, name)
+        except NbunitsError as exc:
+            logger.warning("skipping course %s: %s", name, exc)
+            continue
+        if matches(course):
+            found.append(course)
+    if len(found) != 1:
+        if found:
+            logger.error("LTI settings match %s courses: %s", len(found),
+                         ", ".join(c.name for c in found))
+        raise LaunchError("forbidden", "no course here accepts this launch",
+                          hint="the course's LTI settings must match the LMS's")
+    return found[0]
+
+
+def public_url(request: web.Request, path: str | None = None) -> str:
+    """The URL the browser used, as the LMS signed it (TLS may end in front of us)."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
+    url = f"{scheme}://{request.host}{request.path_qs if path is None else path}"
+    urlsplit(url)  # a malformed Host fails here, not in the signature check
+    return url

@@ -1,0 +1,247 @@
+"""LTI launches: prove that a course's LMS sent them, then say who opens what.
+
+Pure logic (no network; the only file read is the platform's key file): LTI 1.1
+signatures are checked by oauthlib, LTI 1.3 id_tokens by PyJWT. The dispatcher
+(dispatcher/lti.py) finds the course, calls these, and opens the notebook.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
+
+from .config import CourseConfig
+from .errors import NbunitsError
+from .names import check_notebook, check_student_id
+
+logger = logging.getLogger(__name__)
+
+# A launch older or newer than this is refused; nonces are remembered this long.
+MAX_CLOCK_SKEW = 300
+STAFF_ROLES = frozenset({"Instructor", "Administrator", "TeachingAssistant", "ContentDeveloper"})
+
+LTI13_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+
+
+class LaunchError(NbunitsError):
+    """A launch we do not trust: codes unauthorized (401), forbidden (403), bad_launch (400)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A verified launch: open `notebook` of `course` for `student`."""
+
+    course: str
+    student: str
+    notebook: str
+    staff: bool
+
+
+class NonceStore:
+    """Nonces seen in the last MAX_CLOCK_SKEW*2 seconds, in memory.
+
+    Enough for one dispatcher process (the dispatcher is a single process); a
+    restart forgets them, but a replayed launch is still refused by its timestamp
+    once it is older than MAX_CLOCK_SKEW.
+    """
+
+    def __init__(self, ttl: float = 2 * MAX_CLOCK_SKEW) -> None:
+        self.ttl = ttl
+        self._seen: dict[str, float] = {}
+
+    def seen(self, nonce: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        if len(self._seen) > 1000:
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+        expiry = self._seen.get(nonce)
+        return expiry is not None and expiry > now
+
+    def use(self, nonce: str, now: float | None = None) -> None:
+        """Remember a nonce; raise if it was used already."""
+        now = time.time() if now is None else now
+        if self.seen(nonce, now):
+            raise LaunchError("unauthorized", "this launch was used already",
+                              hint="open the notebook again from the course")
+        self._seen[nonce] = now + self.ttl
+
+
+# --- LTI 1.1: OAuth 1.0a HMAC-SHA1 signed form POST ------------------------------
+
+class _Validator(RequestValidator):
+    """oauthlib's questions, answered from one course's key and secret."""
+
+    enforce_ssl = False  # TLS ends at nginx; the URL is rebuilt from its headers
+    allowed_signature_methods = ("HMAC-SHA1",)
+    timestamp_lifetime = MAX_CLOCK_SKEW
+    dummy_client = "nbunits-dummy-client"
+    safe_characters = frozenset(chr(c) for c in range(0x21, 0x7f))
+    client_key_length = (1, 255)
+    nonce_length = (1, 255)
+
+    def __init__(self, key: str, secret: str, nonces: NonceStore) -> None:
+        super().__init__()
+        self.key, self.secret, self.nonces = key, secret, nonces
+
+    def validate_client_key(self, client_key: str, request: Any) -> bool:
+        return bool(self.key) and hmac.compare_digest(client_key, self.key)
+
+    def get_client_secret(self, client_key: str, request: Any) -> str:
+        # The dummy client gets a secret too, so that timing does not tell keys apart.
+        return self.secret if client_key == self.key else "nbunits-dummy-secret"
+
+    def validate_timestamp_and_nonce(self, client_key: str, timestamp: str, nonce: str,
+                                     request: Any, **kwargs: Any) -> bool:
+        # Only checked here: a nonce is recorded once the signature is good, so
+        # that forged requests cannot use up a real launch's nonce.
+        return not self.nonces.seen(f"1.1 {client_key} {nonce}")
+
+
+def verify_lti11(url: str, body: str, headers: Mapping[str, str], course: CourseConfig,
+                 secret: str, nonces: NonceStore) -> Launch:
+    """Check an LTI 1.1 launch POSTed to `url` for `course`; return what to open."""
+    if not course.lti11_key or not secret:
+        raise LaunchError("forbidden", "LTI 1.1 launches are not set up for this course",
+                          hint="nbunits course update NAME --lti11-key K --lti11-secret-file F")
+    endpoint = SignatureOnlyEndpoint(_Validator(course.lti11_key, secret, nonces))
+    valid, request = endpoint.validate_request(url, "POST", body, dict(headers))
+    if not valid:
+        raise LaunchError("unauthorized", "this launch's signature is not valid, too old or "
+                          "used already", hint="open the notebook again from the course")
+    nonces.use(f"1.1 {request.client_key} {request.nonce}")
+    params = dict(request.decoded_body or ())
+    if params.get("lti_message_type") not in (None, "basic-lti-launch-request"):
+        raise LaunchError("bad_launch", f"unsupported LTI message {params['lti_message_type']!r}")
+    return launch_for(course, context_id=params.get("context_id", ""),
+                      student=params.get("user_id", ""),
+                      notebook=params.get("custom_notebook", ""),
+                      resource_link=params.get("resource_link_id", ""),
+                      roles=params.get("roles", "").split(","))
+
+
+# --- LTI 1.3: OIDC login, then an id_token signed by the platform -----------------
+
+def issue_state(key: bytes, course: str, nonce: str, now: float | None = None) -> str:
+    """The OIDC `state`: signed by the dispatcher and carrying the course and nonce,
+    so the launch is checked without a cookie (the iframe is cross-site)."""
+    now = int(time.time() if now is None else now)
+    return jwt.encode({"course": course, "nonce": nonce, "iat": now,
+                       "exp": now + MAX_CLOCK_SKEW}, key, algorithm="HS256")
+
+
+def read_state(key: bytes, state: str) -> tuple[str, str]:
+    try:
+        claims = jwt.decode(state, key, algorithms=["HS256"], options={"require": ["exp"]})
+        return str(claims["course"]), str(claims["nonce"])
+    except (jwt.InvalidTokenError, KeyError) as exc:
+        raise LaunchError("unauthorized", "this launch did not start here or took too long",
+                          hint="open the notebook again from the course") from exc
+
+
+_KEYS: dict[Path, tuple[tuple[int, int], list[jwt.PyJWK]]] = {}
+
+
+def platform_keys(path: Path) -> list[jwt.PyJWK]:
+    """The platform's public keys from a JWKS (JSON) or PEM file, cached until it changes."""
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _KEYS.get(path)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    text = path.read_text()
+    if text.lstrip().startswith("-----BEGIN"):
+        rsa = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256)
+        keys = [jwt.PyJWK(json.loads(rsa.to_jwk(rsa.prepare_key(text))), "RS256")]
+    else:
+        keys = list(jwt.PyJWKSet.from_json(text).keys)
+    _KEYS[path] = (stamp, keys)
+    return keys
+
+
+def _key_for(token: str, keys: list[jwt.PyJWK]) -> jwt.PyJWK:
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError as exc:
+        raise LaunchError("unauthorized", "this launch's token is not valid") from exc
+    # With a key id, the key of that id; without (or a PEM key), the only key.
+    matching = [k for k in keys if k.key_id == kid] if kid else keys
+    if not matching and len(keys) == 1 and keys[0].key_id is None:
+        matching = keys
+    if len(matching) != 1:
+        raise LaunchError("unauthorized", "this launch is signed with a key we do not know",
+                          hint="the administrator may need to refresh the platform's keys")
+    return matching[0]
+
+
+def verify_lti13(id_token: str, course: CourseConfig, nonce: str, keys: list[jwt.PyJWK],
+                 nonces: NonceStore) -> Launch:
+    """Check an LTI 1.3 id_token for `course` (started with `nonce`); return what to open."""
+    key = _key_for(id_token, keys)
+    try:
+        claims = jwt.decode(id_token, key, algorithms=["RS256", "RS384", "RS512"],
+                            audience=course.lti13_client_id, issuer=course.lti13_issuer,
+                            leeway=60, options={"require": ["exp", "iat", "sub", "nonce"]})
+    except jwt.InvalidTokenError as exc:
+        logger.info("refused id_token: %s", exc, extra={"COURSE": course.name})
+        raise LaunchError("unauthorized", "this launch's token is not valid or has expired",
+                          hint="open the notebook again from the course") from exc
+    if not hmac.compare_digest(str(claims["nonce"]), nonce):
+        raise LaunchError("unauthorized", "this launch does not match its login")
+    nonces.use(f"1.3 {course.lti13_issuer} {nonce}")
+    # One token may name several audiences; then it must be meant for us.
+    if isinstance(claims.get("aud"), list) and claims.get("azp", course.lti13_client_id) \
+            != course.lti13_client_id:
+        raise LaunchError("unauthorized", "this launch is meant for another tool")
+    deployment = claims.get(LTI13_CLAIM + "deployment_id", "")
+    if course.lti13_deployment_id and deployment != course.lti13_deployment_id:
+        raise LaunchError("forbidden", "this launch comes from another deployment")
+    if claims.get(LTI13_CLAIM + "message_type") != "LtiResourceLinkRequest" \
+            or claims.get(LTI13_CLAIM + "version") != "1.3.0":
+        raise LaunchError("bad_launch", "not an LTI 1.3 resource link launch")
+    custom = claims.get(LTI13_CLAIM + "custom") or {}
+    return launch_for(course, context_id=str(_field(claims, "context", "id")),
+                      student=str(claims["sub"]),
+                      notebook=str(custom.get("notebook", "")) if isinstance(custom, dict) else "",
+                      resource_link=str(_field(claims, "resource_link", "id")),
+                      roles=[str(r) for r in claims.get(LTI13_CLAIM + "roles") or []])
+
+
+def _field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
+    value = claims.get(LTI13_CLAIM + claim)
+    return value.get(key, "") if isinstance(value, dict) else ""
+
+
+# --- what both versions mean --------------------------------------------------------
+
+def launch_for(course: CourseConfig, *, context_id: str, student: str, notebook: str,
+               resource_link: str, roles: list[str]) -> Launch:
+    """(context, user, notebook or resource link) of a verified launch -> a Launch."""
+    if not course.lti_context_id or context_id != course.lti_context_id:
+        raise LaunchError("forbidden", "this launch comes from another course",
+                          hint="the course's lti_context_id must be the LMS's course id")
+    if not student:
+        raise LaunchError("bad_launch", "this launch names no user",
+                          hint="the LMS must send the (anonymized) user id")
+    check_student_id(student)  # an id that does not fit is refused, never rewritten
+    notebook = notebook or course.lti_notebooks.get(resource_link, "")
+    if not notebook:
+        raise LaunchError("bad_launch", "this link does not say which notebook to open",
+                          hint="give the LTI component the custom parameter notebook=PATH, "
+                               "or map its resource link id in the course's lti_notebooks")
+    check_notebook(notebook)
+    return Launch(course.name, student, notebook, staff=is_staff(roles))
+
+
+def is_staff(roles: list[str]) -> bool:
+    """LTI 1.1 short names, or 1.1/1.3 role URNs and URIs (…/membership#Instructor)."""
+    names = {role.strip().replace("#", "/").replace(":", "/").rsplit("/", 1)[-1]
+             for role in roles}
+    return bool(names & STAFF_ROLES)

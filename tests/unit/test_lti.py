@@ -1,0 +1,242 @@
+"""Launch verification: LTI 1.1 signatures, LTI 1.3 id_tokens, legacy link modes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import jwt
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from oauthlib.oauth1 import SIGNATURE_TYPE_BODY, Client
+
+from nbunits.config import CourseConfig, CourseSecrets
+from nbunits.dispatcher.legacy import check_legacy, legacy_signature
+from nbunits.lti import (
+    LTI13_CLAIM,
+    LaunchError,
+    NonceStore,
+    is_staff,
+    issue_state,
+    platform_keys,
+    read_state,
+    verify_lti11,
+    verify_lti13,
+)
+from nbunits.names import InvalidName
+
+URL = "https://notebooks.example.org/lti/1.1/launch"
+CONTEXT = "course-v1:Org+Num+Run"
+ISSUER, CLIENT = "https://lms.example.org", "nbunits-client"
+COURSE = CourseConfig(name="demo", source=Path("/srv/demo"), lti_context_id=CONTEXT,
+                      lti11_key="demo-key", lti13_issuer=ISSUER, lti13_client_id=CLIENT,
+                      lti13_deployment_id="1", lti13_auth_url=ISSUER + "/auth",
+                      lti_notebooks={"block-v1:Org+type@lti+block@abc": "week1/loops.ipynb"})
+SECRET = "s3cret"
+STUDENT = "0123456789abcdef0123456789abcdef"
+
+
+# --- LTI 1.1 -----------------------------------------------------------------
+
+def signed_11(secret: str = SECRET, key: str = "demo-key", timestamp: int | None = None,
+              **params: str) -> tuple[str, dict[str, str]]:
+    form = {"lti_message_type": "basic-lti-launch-request", "lti_version": "LTI-1p0",
+            "user_id": STUDENT, "context_id": CONTEXT, "roles": "Learner",
+            "resource_link_id": "block-v1:Org+type@lti+block@abc",
+            "custom_notebook": "welcome.ipynb", **params}
+    client = Client(key, client_secret=secret, signature_type=SIGNATURE_TYPE_BODY,
+                    timestamp=str(timestamp) if timestamp else None)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    _, headers, body = client.sign(URL, "POST", urlencode(form), headers)
+    return body, headers
+
+
+def test_lti11_signed_launch_opens_the_custom_notebook() -> None:
+    body, headers = signed_11()
+    launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert (launch.course, launch.student, launch.notebook, launch.staff) == \
+        ("demo", STUDENT, "welcome.ipynb", False)
+
+
+def test_lti11_resource_link_map_and_staff_role() -> None:
+    body, headers = signed_11(custom_notebook="", roles="urn:lti:role:ims/lis/Instructor")
+    launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert launch.notebook == "week1/loops.ipynb" and launch.staff
+
+
+@pytest.mark.parametrize("change", ["secret", "key", "url", "tampered", "expired", "future"])
+def test_lti11_forgeries_are_unauthorized(change: str) -> None:
+    now = int(time.time())
+    body, headers = signed_11(
+        secret="wrong" if change == "secret" else SECRET,
+        key="other-key" if change == "key" else "demo-key",
+        timestamp={"expired": now - 600, "future": now + 600}.get(change))
+    if change == "tampered":
+        body = body.replace(STUDENT, "f" * 32)
+    url = URL.replace("https", "http") if change == "url" else URL
+    with pytest.raises(LaunchError) as info:
+        verify_lti11(url, body, headers, COURSE, SECRET, NonceStore())
+    assert info.value.code == "unauthorized"
+
+
+def test_lti11_replayed_nonce_is_refused_but_a_forgery_does_not_burn_it() -> None:
+    nonces = NonceStore()
+    body, headers = signed_11()
+    with pytest.raises(LaunchError):  # same nonce, bad signature: refused, not recorded
+        verify_lti11(URL, body.replace(STUDENT, "f" * 32), headers, COURSE, SECRET, nonces)
+    verify_lti11(URL, body, headers, COURSE, SECRET, nonces)
+    with pytest.raises(LaunchError) as info:
+        verify_lti11(URL, body, headers, COURSE, SECRET, nonces)
+    assert info.value.code == "unauthorized"
+
+
+def test_lti11_wrong_context_bad_user_and_unset_course() -> None:
+    body, headers = signed_11(context_id="course-v1:Other+1+2")
+    with pytest.raises(LaunchError) as info:
+        verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert info.value.code == "forbidden"
+    body, headers = signed_11(user_id="not an id!")
+    with pytest.raises(InvalidName):
+        verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    body, headers = signed_11(custom_notebook="", resource_link_id="unknown")
+    with pytest.raises(LaunchError) as info:
+        verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert info.value.code == "bad_launch"
+    with pytest.raises(LaunchError) as info:
+        verify_lti11(URL, *signed_11(), COURSE, "", NonceStore())
+    assert info.value.code == "forbidden"
+
+
+# --- LTI 1.3 -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def platform_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def jwks(tmp_path: Path, platform_key: rsa.RSAPrivateKey) -> Path:
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(platform_key.public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}]}))
+    return path
+
+
+def id_token(key: rsa.RSAPrivateKey, token_nonce: str, kid: str = "k1", **changes: object) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": ISSUER, "aud": CLIENT, "sub": STUDENT, "iat": now, "exp": now + 300,
+        "nonce": token_nonce,
+        LTI13_CLAIM + "message_type": "LtiResourceLinkRequest",
+        LTI13_CLAIM + "version": "1.3.0",
+        LTI13_CLAIM + "deployment_id": "1",
+        LTI13_CLAIM + "context": {"id": CONTEXT},
+        LTI13_CLAIM + "resource_link": {"id": "block-v1:Org+type@lti+block@abc"},
+        LTI13_CLAIM + "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"],
+        LTI13_CLAIM + "custom": {"notebook": "welcome.ipynb"},
+    }
+    claims.update({k.replace("claim_", LTI13_CLAIM): v for k, v in changes.items()})
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+
+
+def test_lti13_valid_token(platform_key: rsa.RSAPrivateKey, jwks: Path) -> None:
+    launch = verify_lti13(id_token(platform_key, "n1"), COURSE, "n1", platform_keys(jwks),
+                          NonceStore())
+    assert (launch.student, launch.notebook, launch.staff) == (STUDENT, "welcome.ipynb", False)
+
+
+def test_lti13_pem_key_and_resource_link_map(platform_key: rsa.RSAPrivateKey,
+                                             tmp_path: Path) -> None:
+    pem = tmp_path / "platform.pem"
+    pem.write_bytes(platform_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    token = id_token(platform_key, "n1", claim_custom={}, claim_roles=[
+        "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"])
+    launch = verify_lti13(token, COURSE, "n1", platform_keys(pem), NonceStore())
+    assert launch.notebook == "week1/loops.ipynb" and launch.staff
+
+
+@pytest.mark.parametrize("changes, code", [
+    ({"aud": "someone-else"}, "unauthorized"),
+    ({"iss": "https://evil.example.org"}, "unauthorized"),
+    ({"exp": int(time.time()) - 3600}, "unauthorized"),
+    ({"nonce": "other"}, "unauthorized"),
+    ({"claim_context": {"id": "course-v1:Other+1+2"}}, "forbidden"),
+    ({"claim_deployment_id": "2"}, "forbidden"),
+    ({"claim_message_type": "LtiDeepLinkingRequest"}, "bad_launch"),
+])
+def test_lti13_bad_tokens(platform_key: rsa.RSAPrivateKey, jwks: Path,
+                          changes: dict[str, object], code: str) -> None:
+    with pytest.raises(LaunchError) as info:
+        verify_lti13(id_token(platform_key, "n1", **changes), COURSE, "n1",
+                     platform_keys(jwks), NonceStore())
+    assert info.value.code == code
+
+
+def test_lti13_wrong_key_unknown_kid_and_replay(platform_key: rsa.RSAPrivateKey,
+                                                jwks: Path) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys, nonces = platform_keys(jwks), NonceStore()
+    for token in (id_token(other, "n1"), id_token(platform_key, "n1", kid="k2")):
+        with pytest.raises(LaunchError) as info:
+            verify_lti13(token, COURSE, "n1", keys, nonces)
+        assert info.value.code == "unauthorized"
+    token = id_token(platform_key, "n1")
+    verify_lti13(token, COURSE, "n1", keys, nonces)
+    with pytest.raises(LaunchError):
+        verify_lti13(token, COURSE, "n1", keys, nonces)
+
+
+def test_state_round_trip_and_forgery() -> None:
+    key = b"k" * 32
+    assert read_state(key, issue_state(key, "demo", "n1")) == ("demo", "n1")
+    for state in (issue_state(b"x" * 32, "demo", "n1"),
+                  issue_state(key, "demo", "n1", now=time.time() - 3600), "garbage"):
+        with pytest.raises(LaunchError):
+            read_state(key, state)
+
+
+def test_roles() -> None:
+    assert is_staff(["Instructor"]) and is_staff(["urn:lti:role:ims/lis/Administrator"])
+    assert not is_staff(["Learner", "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"])
+
+
+# --- legacy links ------------------------------------------------------------
+
+def legacy(mode: str, query: str = "", referer: str = "", now: float | None = None,
+           secret: str = "legacy-secret") -> None:
+    course = CourseConfig(name="demo", source=Path("/x"), legacy=mode,
+                          legacy_referrers=("fun-mooc.fr",) if mode == "referrer" else ())
+    request = make_mocked_request("GET", f"/ipythonExercice/demo/welcome.ipynb/{STUDENT}{query}",
+                                  headers={"Referer": referer} if referer else {})
+    check_legacy(request, course, CourseSecrets(legacy_secret=secret), "welcome.ipynb",
+                 STUDENT, now)
+
+
+def test_legacy_modes() -> None:
+    legacy("open")
+    with pytest.raises(LaunchError):
+        legacy("off")
+    legacy("referrer", referer="https://lms.fun-mooc.fr/courses/x")
+    for referer in ("", "https://evil.example.org/", "https://fun-mooc.fr.evil.org/"):
+        with pytest.raises(LaunchError):
+            legacy("referrer", referer=referer)
+
+
+def test_legacy_signed_links() -> None:
+    sig = legacy_signature("legacy-secret", "demo", "welcome.ipynb", STUDENT)
+    legacy("signed", f"?sig={sig}")
+    later = int(time.time()) + 60
+    sig2 = legacy_signature("legacy-secret", "demo", "welcome.ipynb", STUDENT, later)
+    legacy("signed", f"?sig={sig2}&expires={later}")
+    for query, now in ((f"?sig={sig2}&expires={later}", later + 1.0),  # expired
+                       (f"?sig={sig2}&expires={later + 1}", None),      # expiry changed
+                       (f"?sig={sig[:-1]}0", None), ("", None)):
+        with pytest.raises(LaunchError):
+            legacy("signed", query, now=now)
+    with pytest.raises(LaunchError):
+        legacy("signed", f"?sig={sig}", secret="")
