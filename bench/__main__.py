@@ -66,21 +66,24 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
         parts.stop_student(bench, warmup.user)
         known = [parts._student_of(bench, warmup.user)]
         if "cold" in want or "floor" in want:
-            say(f"cold starts: {args.n} new students, then the same again once stopped")
-            cold = parts.cold_runs(bench, args.n)
+            say(f"cold starts: {args.n} new students, then the same again once stopped, "
+                f"each followed by a floor start")
+            cold, floor = parts.cold_runs(bench, args.n,
+                                          warmup.user if "floor" in want else None)
             known += [parts._student_of(bench, c.user) for c in cold["new"]]
             out["cold"] = {kind: {"redirect": summary([c.redirect for c in runs]),
                                   "page": summary([c.page for c in runs]),
                                   "executed": summary([c.executed for c in runs]),
-                                  "cpu_to_page": summary([c.cpu_to_page for c in runs])}
+                                  "cpu_to_page": summary([c.cpu_to_page for c in runs]),
+                                  "first_try_not_200": [c.first_status for c in runs
+                                                        if c.first_status != 200]}
                            for kind, runs in cold.items()}
             out["breakdown"] = {kind: parts.breakdown(bench, runs) for kind, runs in cold.items()}
-        if "floor" in want:
-            say(f"floor: podman run by hand, {args.n} times")
-            floor = parts.floor_runs(bench, warmup.user, args.n)
+        if "floor" in want:  # measured inside cold_runs, interleaved with returning starts
             out["floor"] = {"ready": summary(floor["ready"]),
                             "podman_run_returned": summary(floor["podman_run_returned"]),
-                            "cpu_per_start": floor["cpu_per_start"], "argv": floor["argv"]}
+                            "cpu_per_start": summary(floor["cpu"])["median"],
+                            "argv": floor.get("argv")}
         if "warm" in want:
             say("warm: page and REST through nginx vs straight to Jupyter")
             warm = asyncio.run(parts.warm(bench, args.warm_n))
@@ -141,7 +144,8 @@ def table(r: dict) -> str:
             row(f"1. cold, {label}: edX URL -> `1+1` executed", sec(c["executed"]))
             row(f"   CPU seconds used by the box until page 200 ({kind})", sec(c["cpu_to_page"]))
     if floor:
-        row("2. floor: `podman run` (same flags, by hand) -> /api/status 200", sec(floor))
+        row("2. floor: `podman run` (same flags, by hand) -> /api/status 200, interleaved with 1.",
+            sec(floor))
         row("   of which `podman run -d` returned", sec(r["floor"]["podman_run_returned"]))
         row("   CPU seconds per floor start", f"{r['floor']['cpu_per_start']:.2f} s")
     if "warm" in r:
@@ -162,7 +166,8 @@ def table(r: dict) -> str:
                 f"{b['ok']}/{n} ok ({b['first_try_ok']}/{n} at the first try); makespan "
                 f"{b['makespan']:.1f} s; per student {s['median']:.1f} s / {s['p95']:.1f} s",
                 f"CPU-bound floor {bound:.1f} s ({n} x {cpu_one:.2f} CPU s / {m['cores']}): "
-                f"{ratio(b['makespan'], bound):.2f}x; CPU used {b['cpu']:.0f} s")
+                f"{ratio(b['makespan'], bound):.2f}x; CPU used by the box {b['cpu']:.0f} s, "
+                f"by the whole machine {b.get('host_busy', float('nan')):.0f} s")
     if "cost" in r:
         c = r["cost"]
         row("5. idle provisioned student: processes / PSS",

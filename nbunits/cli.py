@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import copies, courses
-from .capability import ensure_secret
+from . import staff
+from .capability import ensure_secret, read_secret
 from .config import Settings, list_courses, load_course, load_settings
 from .courses import write_file
 from .errors import NbunitsError
@@ -232,6 +233,14 @@ def cmd_student_show(settings: Settings, args: argparse.Namespace) -> None:
     print(as_text(data), end="")
 
 
+def cmd_student_link(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    course = load_course(settings, args.course).name
+    notebook = str(check_notebook(args.notebook))
+    print(staff.link(read_secret(settings), course, resolve_student(args.student), notebook,
+                     args.hours))
+
+
 # --- status and logs -----------------------------------------------------
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
@@ -346,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("course")
     p.add_argument("student", help="the Linux user (nb...) or the edX id")
     p.add_argument("notebook", nargs="?", help="print this copy's cells and outputs")
+
+    p = add(student, "link", cmd_student_link,
+            "a link for course staff to a read-only view of a student's copy (expires)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
+    p.add_argument("notebook")
+    p.add_argument("--hours", type=float, default=24, help="how long the link works (24)")
 
     p = add(sub, "status", cmd_status,
             "students' notebook servers: state, since when, memory (from systemd)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +155,11 @@ class CourseConfig:
     lti13_deployment_id: str = ""
     lti13_auth_url: str = ""  # the platform's OIDC authorization endpoint
     lti13_keys: str = ""  # a file: the platform's JWKS (JSON) or public key (PEM)
+    # Where `nbunits course add/update` fetch that JWKS from (the dispatcher has
+    # no network by design, so it never fetches keys itself).
+    lti13_keys_url: str = ""
     # resource_link_id -> notebook, for links that carry no notebook parameter.
-    lti_notebooks: dict[str, str] = field(default_factory=dict)
+    lti_notebooks: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_course(self.name)
@@ -208,6 +211,10 @@ class CourseConfig:
             problems.append(f"lti13_auth_url={self.lti13_auth_url!r} (an http(s) URL)")
         if self.lti13_keys and not self.lti13_keys.startswith("/"):
             problems.append(f"lti13_keys={self.lti13_keys!r} (an absolute path)")
+        if self.lti13_keys_url and (not re.match(r"(https?|file)://\S+$", self.lti13_keys_url)
+                                    or not self.lti13_keys):
+            problems.append(f"lti13_keys_url={self.lti13_keys_url!r} (a URL, with lti13_keys "
+                            "naming the file to keep the keys in)")
         if not isinstance(self.lti_notebooks, dict):
             problems.append("lti_notebooks must be a table of resource link id = notebook")
         else:

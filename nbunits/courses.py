@@ -18,12 +18,15 @@ import os
 import pwd
 import shutil
 import tempfile
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import jwt
 
 from . import copies
 from .config import CourseConfig, CourseSecrets, Settings, load_course, load_secrets
@@ -178,7 +181,23 @@ def check_launch_secrets(config: CourseConfig, secrets: CourseSecrets) -> None:
                           hint="add --legacy-secret-file FILE")
 
 
+def fetch_platform_keys(config: CourseConfig, say: Say) -> None:
+    """Save the LMS's LTI 1.3 public keys (JWKS) where the dispatcher reads them."""
+    if not config.lti13_keys_url:
+        return
+    say(f"fetching the platform's keys from {config.lti13_keys_url}")
+    try:
+        with urllib.request.urlopen(config.lti13_keys_url, timeout=30) as reply:
+            text = reply.read(1 << 20).decode()
+        jwt.PyJWKSet.from_json(text)
+    except (OSError, ValueError, jwt.PyJWTError) as exc:
+        raise CourseError("bad_keys", f"cannot get the keys at {config.lti13_keys_url}: {exc}",
+                          hint="check --lti13-keys-url (the platform's JWKS URL)") from exc
+    write_file(Path(config.lti13_keys), text)
+
+
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:
+    fetch_platform_keys(config, say)
     say(f"checking the notebooks in {source}")
     broken = check_masters(source)
     for reason in broken.values():

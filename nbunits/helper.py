@@ -10,6 +10,8 @@ object per line each way:
     -> {..., "reset": "1"}: the same, with a fresh copy of the notebook (the old one kept)
     -> {"action": "wake", "course": "demo", "user": "nb..."}
     <- {"ok": true}
+    -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
+    <- {"ok": true, "html": "..."}
     <- {"ok": false, "code": "unknown_course", "message": "...", "hint": "..."}
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .errors import NbunitsError
-from .provision import provision, wake
+from .provision import provision, staff_view, wake
 from .service import listen_socket, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -54,9 +56,16 @@ async def _wake(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+async def _staff_view(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    html = await staff_view(settings, *_fields(request, "course", "user", "notebook",
+                                                "expires", "sig"))
+    return {"html": html}
+
+
 ACTIONS: dict[str, Callable[[Settings, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "open": _open,
     "wake": _wake,
+    "staff_view": _staff_view,
 }
 
 

@@ -76,7 +76,7 @@ class NonceStore:
 
 # --- LTI 1.1: OAuth 1.0a HMAC-SHA1 signed form POST ------------------------------
 
-class _Validator(RequestValidator):
+class _Validator(RequestValidator):  # type: ignore[misc]  # oauthlib is untyped
     """oauthlib's questions, answered from one course's key and secret."""
 
     enforce_ssl = False  # TLS ends at nginx; the URL is rebuilt from its headers

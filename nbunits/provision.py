@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from . import copies, users
+from . import copies, staff, users
 from .capability import capability, jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
-from .names import StudentUnits, check_student_id, check_user, user_for
-from .notebooks import read_master
+from .names import StudentUnits, check_notebook, check_student_id, check_user, user_for
+from .notebooks import read_copy, read_master
 from .run import run_async
 
 logger = logging.getLogger(__name__)
@@ -138,3 +139,21 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+
+
+async def staff_view(settings: Settings, course: str, user: str, notebook: str,
+                     expires: str, sig: str) -> str:
+    """A student's copy as static HTML, for a valid staff link (see staff.py)."""
+    load_course(settings, course)
+    check_user(user)
+    relative = PurePosixPath(course, *check_notebook(notebook).parts)
+    staff.check(read_secret(settings), course, user, notebook, expires, sig)
+    try:
+        home = Path(pwd.getpwnam(user).pw_dir)
+    except KeyError:
+        raise NbunitsError("unknown_student", f"no student {user}") from None
+    data = await asyncio.to_thread(read_copy, home, relative)
+    if data is None:
+        raise NbunitsError("unknown_notebook", f"{user} has no copy of {notebook}")
+    logger.info("staff view of %s", notebook, extra={"COURSE": course, "STUDENT": user})
+    return staff.render(data, f"{course} / {user} / {notebook}")

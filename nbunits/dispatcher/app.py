@@ -132,6 +132,18 @@ def wants_html(request: web.Request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
+async def staff_view(request: web.Request) -> web.Response:
+    """GET /staff/<course>/<user>/<notebook>?expires=&sig= : a read-only copy for staff."""
+    reply = await ask(request.app[SETTINGS].helper_socket, {
+        "action": "staff_view", "course": request.match_info["course"],
+        "user": request.match_info["user"], "notebook": request.match_info["notebook"],
+        "expires": request.query.get("expires", ""), "sig": request.query.get("sig", "")})
+    # Static HTML: nothing in it may run, load or be framed elsewhere.
+    return web.Response(text=reply["html"], content_type="text/html", headers={
+        "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
 async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -142,5 +154,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise)
     lti.setup(app, SETTINGS, open_notebook)
     app.router.add_get("/_nbunits/health", health)
+    app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)
     app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
     return app

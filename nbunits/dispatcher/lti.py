@@ -15,7 +15,14 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from ..config import ConfigError, CourseConfig, Settings, list_courses, load_course, load_secrets
+from ..config import (
+    ConfigError,
+    CourseConfig,
+    Settings,
+    list_courses,
+    load_course,
+    load_secrets,
+)
 from ..errors import NbunitsError
 from ..lti import (
     Launch,

@@ -55,46 +55,34 @@ def test_idle_stop_layer1_the_proxy_exits_and_the_container_follows(nb: Nbunits)
     assert "# kept across idle stops" in asyncio.run(come_back())
 
 
-def test_idle_stop_layer2_jupyter_culls_and_shuts_down_despite_an_open_tab(nb: Nbunits) -> None:
-    nb.add_course("idle2", proxy_idle_timeout=3600, kernel_idle_timeout=3, jupyter_idle_timeout=5)
-    student = secrets.token_hex(16)
+def _keep_a_tab_open_until_it_stops(nb: Nbunits, course: str, timeout: float) -> None:
+    """A student leaves a notebook tab open (its kernel websocket stays connected),
+    and the server must stop anyway, cleanly."""
 
-    async def open_tab_forever() -> str:
-        session, opened, kernel = await _open_with_kernel(nb, "idle2", student)
-        # An open notebook tab: its kernel websocket stays connected.
+    async def open_tab() -> str:
+        session, opened, kernel = await _open_with_kernel(nb, course, secrets.token_hex(16))
         ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
                                       headers=opened.headers)
-        unit = f"nbunits-idle2@{opened.user}.service"
-        # Jupyter checks for no activity once a minute.
-        state = await asyncio.to_thread(nb.wait_for, unit, {"inactive", "failed"}, 150)
+        unit = f"nbunits-{course}@{opened.user}.service"
+        state = await asyncio.to_thread(nb.wait_for, unit, {"inactive", "failed"}, timeout)
         assert state == "inactive", state
         await ws.close()
         await session.close()
         return opened.user
 
-    user = asyncio.run(open_tab_forever())
-    assert nb.show(f"nbunits-idle2@{user}.service", "Result")["Result"] == "success"
-    _assert_stopped_cleanly(nb, "idle2", user)
+    user = asyncio.run(open_tab())
+    assert nb.show(f"nbunits-{course}@{user}.service", "Result")["Result"] == "success"
+    _assert_stopped_cleanly(nb, course, user)
+
+
+def test_idle_stop_layer2_jupyter_culls_and_shuts_down_despite_an_open_tab(nb: Nbunits) -> None:
+    nb.add_course("idle2", proxy_idle_timeout=3600, kernel_idle_timeout=3, jupyter_idle_timeout=5)
+    _keep_a_tab_open_until_it_stops(nb, "idle2", timeout=150)  # Jupyter checks once a minute
 
 
 def test_idle_stop_layer3_maximum_lifetime_is_a_clean_stop(nb: Nbunits) -> None:
     nb.add_course("idle3", proxy_idle_timeout=3600, max_lifetime=12)
-    student = secrets.token_hex(16)
-
-    async def keep_busy() -> str:
-        session, opened, kernel = await _open_with_kernel(nb, "idle3", student)
-        ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
-                                      headers=opened.headers)
-        unit = f"nbunits-idle3@{opened.user}.service"
-        state = await asyncio.to_thread(nb.wait_for, unit, {"inactive", "failed"}, 60)
-        assert state == "inactive", state
-        await ws.close()
-        await session.close()
-        return opened.user
-
-    user = asyncio.run(keep_busy())
-    assert nb.show(f"nbunits-idle3@{user}.service", "Result")["Result"] == "success"
-    _assert_stopped_cleanly(nb, "idle3", user)
+    _keep_a_tab_open_until_it_stops(nb, "idle3", timeout=60)
 
 
 def test_a_killed_container_serves_the_next_request(nb: Nbunits) -> None:

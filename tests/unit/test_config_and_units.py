@@ -19,7 +19,19 @@ def test_course_settings_round_trip(tmp_path):
     assert load_course(settings, "demo") == config
 
 
+def test_launch_settings_round_trip(tmp_path):
+    config = CourseConfig(name="demo", source=Path("/srv/demo"), legacy="referrer",
+                          legacy_referrers=("fun-mooc.fr",), lti_context_id="course-v1:O+N+R",
+                          lti_notebooks={"block-v1:O+N+R+type@lti+block@1": "week1/a.ipynb"})
+    settings = make_course(tmp_path, config.to_toml())
+    assert load_course(settings, "demo") == config
+
+
 @pytest.mark.parametrize("text, words", [
+    ('[course]\nsource = "/x"\nlegacy = "maybe"\n', "legacy"),
+    ('[course]\nsource = "/x"\nlegacy = "referrer"\n', "legacy_referrers"),
+    ('[course]\nsource = "/x"\nlti_notebooks = {a = "../x.ipynb"}\n', "lti_notebooks"),
+    ('[course]\nsource = "/x"\nlti13_keys_url = "https://lms/jwks"\n', "lti13_keys_url"),
     ('[course]\nsource = "/x"\nmemory_max = "lots"\n', "memory_max"),
     ('[course]\nsource = "/x"\nnetwork = "host"\n', "network"),
     ('[course]\nsource = "/x"\ncolour = "red"\n', "unknown settings"),

@@ -240,3 +240,18 @@ def test_legacy_signed_links() -> None:
             legacy("signed", query, now=now)
     with pytest.raises(LaunchError):
         legacy("signed", f"?sig={sig}", secret="")
+
+
+def test_cli_launch_options(tmp_path: Path) -> None:
+    from nbunits.cli import build_parser, course_options, course_secrets
+
+    (tmp_path / "secret").write_text("s3cret\n")
+    args = build_parser().parse_args([
+        "course", "add", "demo", "--dir", "x", "--legacy", "referrer",
+        "--legacy-referrer", "fun-mooc.fr", "--legacy-referrer", "example.org",
+        "--lti-notebook", "block-v1:a+b=week1/loops.ipynb", "--lti11-key", "k",
+        "--lti11-secret-file", str(tmp_path / "secret")])
+    assert course_options(args) == {
+        "legacy": "referrer", "legacy_referrers": ("fun-mooc.fr", "example.org"),
+        "lti_notebooks": {"block-v1:a+b": "week1/loops.ipynb"}, "lti11_key": "k"}
+    assert course_secrets(args) == {"lti11_secret": "s3cret"}

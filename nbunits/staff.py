@@ -1,0 +1,104 @@
+"""Course staff's read-only view of a student's copy of a notebook.
+
+An admin (or, later, a staff LTI launch) hands out a link that expires:
+
+    nbunits student link COURSE STUDENT NOTEBOOK [--hours 24]
+    -> /staff/<course>/<user>/<notebook>?expires=<unix time>&sig=<HMAC-SHA256>
+
+The dispatcher passes it to nbunits-helper, which checks the signature (keyed
+with the capability secret, which only root reads), reads the copy without
+following the student's symlinks, and renders it as static HTML: no kernel, no
+script, nothing the student wrote can run in the staff member's browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from html import escape
+from urllib.parse import quote
+
+from .errors import NbunitsError
+
+MAX_HOURS = 24 * 14
+
+
+def signature(secret: str, course: str, user: str, notebook: str, expires: int) -> str:
+    message = f"staff-view/{course}/{user}/{notebook}/{expires}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def link(secret: str, course: str, user: str, notebook: str, hours: float,
+         now: float | None = None) -> str:
+    if not 0 < hours <= MAX_HOURS:
+        raise NbunitsError("bad_request", f"a staff link lasts at most {MAX_HOURS} hours")
+    expires = int((now or time.time()) + hours * 3600)
+    sig = signature(secret, course, user, notebook, expires)
+    return f"/staff/{course}/{user}/{quote(notebook)}?expires={expires}&sig={sig}"
+
+
+def check(secret: str, course: str, user: str, notebook: str, expires: str, sig: str,
+          now: float | None = None) -> None:
+    if not expires.isdigit() or int(expires) < (now or time.time()):
+        raise NbunitsError("forbidden", "this staff link has expired",
+                           hint="ask an admin for a new one (nbunits student link)")
+    expected = signature(secret, course, user, notebook, int(expires))
+    if not hmac.compare_digest(expected, sig):
+        raise NbunitsError("forbidden", "this staff link is not valid")
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
+.cell{{margin:1em 0}} pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}}
+.md pre{{background:none;border-left:3px solid #ccc}} .out pre{{background:#fff;border-left:3px solid #7a7}}
+.label{{color:#888;font-size:.8em}}</style></head>
+<body><h1>{title}</h1><p class="label">Read-only view for course staff. Nothing here runs.</p>
+{cells}</body></html>
+"""
+
+
+def render(data: bytes, title: str) -> str:
+    """Static HTML of a notebook: sources and text/image outputs, all escaped."""
+    nb = json.loads(data)
+    parts = []
+    for cell in nb.get("cells", []):
+        source = _text(cell.get("source", ""))
+        kind = cell.get("cell_type", "code")
+        if kind == "code":
+            count = cell.get("execution_count") or " "
+            parts.append(f'<div class="cell"><span class="label">In [{count}]</span>'
+                         f"<pre>{escape(source)}</pre>{_outputs(cell.get('outputs', []))}</div>")
+        else:
+            parts.append(f'<div class="cell md"><pre>{escape(source)}</pre></div>')
+    return _PAGE.format(title=escape(title), cells="\n".join(parts))
+
+
+def _outputs(outputs: list[dict]) -> str:
+    html = []
+    for out in outputs:
+        data = out.get("data", {})
+        if out.get("output_type") == "stream":
+            html.append(f"<pre>{escape(_text(out.get('text', '')))}</pre>")
+        elif out.get("output_type") == "error":
+            html.append(f"<pre>{escape(out.get('ename', ''))}: {escape(out.get('evalue', ''))}</pre>")
+        elif "image/png" in data and _is_base64(png := "".join(_text(data["image/png"]).split())):
+            html.append(f'<img alt="output" src="data:image/png;base64,{png}">')
+        elif "text/plain" in data:
+            html.append(f"<pre>{escape(_text(data['text/plain']))}</pre>")
+    return f'<div class="out">{"".join(html)}</div>' if html else ""
+
+
+def _text(value: object) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,156 @@
+"""Only the right student reaches a notebook: students are isolated from each other.
+
+A hostile student runs code in their own kernel. From there (and even as their own
+Linux user outside the container, should they ever escape it) they must not read
+another student's files, connect to another student's sockets, or see more of the
+host's /run/nbunits than their own directory. And a course's kernels get no network
+but loopback unless the course asks for slirp4netns (outbound only), never the host's.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+
+import pytest
+
+from tests.browser import Opened, execute, open_exercise, start_kernel
+
+from .conftest import Nbunits, client
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: Opened  # the hostile student
+    b: Opened  # the victim
+    kernel: str  # a kernel of a's
+
+
+@pytest.fixture(scope="module")
+def pair(nb: Nbunits) -> Pair:
+    async def launch() -> Pair:
+        async with client(nb) as session:
+            a = await open_exercise(session, "demo", "welcome.ipynb", secrets.token_hex(16))
+            b = await open_exercise(session, "demo", "welcome.ipynb", secrets.token_hex(16))
+            return Pair(a, b, await start_kernel(session, a))
+
+    return asyncio.run(launch())
+
+
+def run_in_kernel(nb: Nbunits, pair: Pair, code: str) -> str:
+    async def go() -> str:
+        async with client(nb) as session:
+            return await execute(session, pair.a, pair.kernel, code)
+
+    return asyncio.run(go())
+
+
+# Each probe is an expression; it returns what the attempt got: the error's class
+# name when it failed, "OK ..." when it succeeded.
+PROBE = """
+import os, socket, json
+def attempt(f):
+    try:
+        return "OK " + repr(f())[:200]
+    except Exception as exc:
+        return type(exc).__name__
+def connect(path):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+    finally:
+        s.close()
+    return path
+"""
+
+
+def test_homes_are_private_and_owned_by_their_student(nb: Nbunits, pair: Pair) -> None:
+    for opened in (pair.a, pair.b):
+        st = os.stat(nb.home / opened.user)  # /home in the box is this host folder
+        assert stat.S_IMODE(st.st_mode) == 0o700, oct(st.st_mode)
+        assert st.st_uid == nb.uid(opened.user)
+
+
+def test_front_sockets_only_for_nginx(nb: Nbunits, pair: Pair) -> None:
+    for opened in (pair.a, pair.b):
+        path = f"/run/nbunits/front/demo/{opened.user}.sock"
+        mode, owner, group = nb.box.run("stat", "-c", "%a %U %G", path).stdout.split()
+        assert (mode, owner, group) == ("660", "root", "www-data"), path
+
+
+def test_a_kernel_cannot_reach_another_student(nb: Nbunits, pair: Pair) -> None:
+    b = pair.b.user
+    targets = {
+        "home": f"/home/{b}/demo/welcome.ipynb",
+        "front": f"/run/nbunits/front/demo/{b}.sock",
+        "jupyter": f"/run/nbunits/jupyter/demo/{b}/jupyter.sock",
+    }
+    code = PROBE + f"""
+t = {targets!r}
+json.dumps({{
+    "home": attempt(lambda: open(t["home"]).read()),
+    "home_dir": attempt(lambda: os.listdir("/home")),
+    "front": attempt(lambda: connect(t["front"])),
+    "jupyter": attempt(lambda: connect(t["jupyter"])),
+    "run": attempt(lambda: os.listdir("/run/nbunits")),
+    "own_run": attempt(lambda: os.listdir("/run/jupyter")),
+    "tokens": attempt(lambda: os.listdir("/var/lib/nbunits")),
+}})
+"""
+    got = json.loads(ast.literal_eval(run_in_kernel(nb, pair, code)))
+    for key in ("home", "front", "jupyter", "run", "tokens"):
+        assert not got[key].startswith("OK"), f"{key}: a kernel reached {got[key]}"
+    # /home in the container is its own (the student's work), not the host's.
+    assert b not in got["home_dir"]
+    # The only part of /run/nbunits it sees is its own Jupyter socket's directory.
+    assert got["own_run"] == "OK ['jupyter.sock']", got["own_run"]
+
+
+def test_the_student_user_itself_cannot_reach_another_student(nb: Nbunits, pair: Pair) -> None:
+    """Even outside the container (as the student's own uid on the host)."""
+    b = pair.b.user
+    script = PROBE + f"""
+results = {{
+    "home": attempt(lambda: open("/home/{b}/demo/welcome.ipynb").read()),
+    "home_dir": attempt(lambda: os.listdir("/home/{b}")),
+    "front": attempt(lambda: connect("/run/nbunits/front/demo/{b}.sock")),
+    "jupyter": attempt(lambda: connect("/run/nbunits/jupyter/demo/{b}/jupyter.sock")),
+    "jupyter_dir": attempt(lambda: os.listdir("/run/nbunits/jupyter/demo/{b}")),
+    "podman_dir": attempt(lambda: os.listdir("/run/nbunits/podman/demo/{b}")),
+    "helper": attempt(lambda: connect("/run/nbunits/helper.sock")),
+    "tokens": attempt(lambda: os.listdir("/var/lib/nbunits/tokens/demo")),
+    "students": attempt(lambda: os.listdir("/var/lib/nbunits/students")),
+}}
+print(json.dumps(results))
+"""
+    out = nb.box.run("python3", "-c", script, user=pair.a.user).stdout
+    got = json.loads(out)
+    reached = {key: value for key, value in got.items() if value.startswith("OK")}
+    assert not reached, f"student {pair.a.user} reached {reached}"
+
+
+def test_a_network_none_course_has_only_loopback(nb: Nbunits, pair: Pair) -> None:
+    course = nb.box.read_file("/etc/nbunits/courses/demo.toml")
+    assert "slirp4netns" not in course, "the demo course has the default network, none"
+    got = run_in_kernel(nb, pair, "import socket; sorted(n for _, n in socket.if_nameindex())")
+    assert got == "['lo']", got
+    code = PROBE + """
+attempt(lambda: socket.create_connection(("10.0.2.2", 80), timeout=3))
+"""
+    assert not ast.literal_eval(run_in_kernel(nb, pair, code)).startswith("OK")
+
+
+@pytest.mark.parametrize("network", ["host", "slirp4netns:allow_host_loopback=true",
+                                     "container:nbunits-demo-x", "ns:/proc/1/ns/net",
+                                     "bridge", "pasta", "private", ""])
+def test_no_course_can_ask_for_the_hosts_network(nb: Nbunits, network: str) -> None:
+    path = "/etc/nbunits/courses/demo.toml"
+    before = nb.box.read_file(path)
+    result = nb.nbunits("course", "update", "demo", "--network", network, check=False)
+    assert result.returncode != 0, f"network={network!r} was accepted"
+    assert nb.box.read_file(path) == before
