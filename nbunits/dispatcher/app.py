@@ -151,7 +151,8 @@ async def health(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise)
+    # No HEAD: a link prefetcher must not create users or start units.
+    app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise, allow_head=False)
     lti.setup(app, SETTINGS, open_notebook)
     app.router.add_get("/_nbunits/health", health)
     app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)

@@ -113,14 +113,30 @@ class Case:
     def path(self) -> str:
         return f"/ipythonExercice/{self.course}/{self.notebook}/{self.student}{self.query}"
 
+    def resolved(self) -> tuple[str, str, str] | None:
+        """(course, notebook, student) as the server sees them: literal "." and ".."
+        segments are resolved first (RFC 3986, as nginx and browsers do), then each
+        segment is percent-decoded."""
+        segments: list[str] = []
+        for part in self.path.split("?", 1)[0].split("/")[1:]:
+            if part == "..":
+                segments = segments[:-1]
+            elif part != ".":
+                segments.append(part)
+        if len(segments) < 4 or segments[0] != "ipythonExercice":
+            return None
+        return (unquote(segments[1]), unquote("/".join(segments[2:-1])),
+                unquote(segments[-1]))
+
     def valid_id(self) -> str | None:
         """The student id, if this request may legitimately open a notebook."""
+        resolved = self.resolved()
         # aiohttp answers HEAD like GET (add_get), so a HEAD opens a notebook too.
-        if self.method not in ("GET", "HEAD") or unquote(self.course) != COURSE:
+        if self.method not in ("GET", "HEAD") or resolved is None:
             return None
-        if unquote(self.notebook) not in NOTEBOOKS:
+        course, notebook, student = resolved
+        if course != COURSE or notebook not in NOTEBOOKS:
             return None
-        student = unquote(self.student)
         try:
             check_student_id(student)
         except InvalidName:
@@ -209,7 +225,8 @@ def judge(case: Case, student: str | None, status: int, location: str, body: byt
         prefix = f"/nb/{COURSE}/{user_for(student)}/"
         if not path.startswith(prefix) or "/../" in path or "\x00" in path:
             return f"redirected outside the student's notebooks: {location}"
-        if not path.endswith("/notebooks/" + unquote(case.notebook)):
+        resolved = case.resolved()
+        if resolved is None or not path.endswith("/notebooks/" + resolved[1]):
             return f"redirected to another notebook: {location}"
     elif status < 400 and student is None:
         return f"an invalid request got {status}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from nbunits.names import user_for
 from tests.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
@@ -103,8 +104,10 @@ json.dumps({{
 }})
 """
     got = json.loads(ast.literal_eval(run_in_kernel(nb, pair, code)))
+    print(got)
     for key in ("home", "front", "jupyter", "run", "tokens"):
-        assert not got[key].startswith("OK"), f"{key}: a kernel reached {got[key]}"
+        # Not there at all in the container (a probe's own bug would show another error).
+        assert got[key] == "FileNotFoundError", f"{key}: a kernel got {got[key]}"
     # /home in the container is its own (the student's work), not the host's.
     assert b not in got["home_dir"]
     # The only part of /run/nbunits it sees is its own Jupyter socket's directory.
@@ -130,8 +133,9 @@ print(json.dumps(results))
 """
     out = nb.box.run("python3", "-c", script, user=pair.a.user).stdout
     got = json.loads(out)
-    reached = {key: value for key, value in got.items() if value.startswith("OK")}
-    assert not reached, f"student {pair.a.user} reached {reached}"
+    print(got)
+    reached = {key: value for key, value in got.items() if value != "PermissionError"}
+    assert not reached, f"student {pair.a.user} got {reached}, not PermissionError"
 
 
 def test_a_network_none_course_has_only_loopback(nb: Nbunits, pair: Pair) -> None:
@@ -154,3 +158,59 @@ def test_no_course_can_ask_for_the_hosts_network(nb: Nbunits, network: str) -> N
     result = nb.nbunits("course", "update", "demo", "--network", network, check=False)
     assert result.returncode != 0, f"network={network!r} was accepted"
     assert nb.box.read_file(path) == before
+
+
+def test_a_slirp4netns_course_gets_its_own_network_not_the_hosts(nb: Nbunits) -> None:
+    nb.add_course("netcourse", network="slirp4netns")
+
+    async def scenario() -> tuple[str, str]:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "netcourse", "welcome.ipynb",
+                                         secrets.token_hex(16))
+            kernel = await start_kernel(session, opened)
+            names = await execute(session, opened, kernel,
+                                  "import socket; sorted(n for _, n in socket.if_nameindex())")
+            # 10.0.2.2 is slirp4netns' way to the host's loopback: off by default.
+            host = await execute(session, opened, kernel, PROBE + """
+attempt(lambda: socket.create_connection(("10.0.2.2", 80), timeout=3))
+""")
+            return names, host
+
+    names, host = asyncio.run(scenario())
+    box_interfaces = nb.box.run("ls", "/sys/class/net").stdout.split()
+    assert names == "['lo', 'tap0']", names
+    assert not set(ast.literal_eval(names)) - {"lo"} & set(box_interfaces), \
+        "the container sees the host's interfaces"
+    assert not ast.literal_eval(host).startswith("OK"), host
+
+
+@pytest.mark.parametrize("target", ["victim", "/etc"])
+def test_a_students_symlinks_do_not_redirect_their_copies(nb: Nbunits, target: str) -> None:
+    """A student points their week1 folder elsewhere, then asks for a fresh copy."""
+    attacker_id, victim_id = secrets.token_hex(16), secrets.token_hex(16)
+
+    async def launch(student_id: str, notebook: str, query: str = "") -> tuple[int, str]:
+        async with client(nb) as session:
+            url = f"/ipythonExercice/demo/{notebook}/{student_id}{query}"
+            async with session.get(url, allow_redirects=False) as resp:
+                return resp.status, await resp.text()
+
+    assert asyncio.run(launch(attacker_id, "welcome.ipynb"))[0] in (200, 302)
+    assert asyncio.run(launch(victim_id, "week1/loops.ipynb"))[0] in (200, 302)
+    attacker, victim = user_for(attacker_id), user_for(victim_id)
+    where = f"/home/{victim}/demo" if target == "victim" else target
+    nb.box.run("sh", "-c", f"rm -rf /home/{attacker}/demo/week1 && "
+               f"ln -s {where} /home/{attacker}/demo/week1", user=attacker)
+    before = nb.box.run("sh", "-c", f"ls -la --time-style=full-iso {where} /home/{victim}/demo "
+                        "| sha256sum").stdout
+
+    for query in ("", "?reset=1"):
+        status, page = asyncio.run(launch(attacker_id, "week1/loops.ipynb", query))
+        print(target, query, status, page[:120].replace("\n", " "))
+        assert status < 500, page[:300]
+        assert "Traceback" not in page
+
+    after = nb.box.run("sh", "-c", f"ls -la --time-style=full-iso {where} /home/{victim}/demo "
+                       "| sha256sum").stdout
+    assert after == before, f"a copy was written through the symlink into {where}"
+    assert nb.box.run("test", "-e", "/etc/loops.ipynb", check=False).returncode != 0
