@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from . import parts, peer, scale, variants
@@ -34,10 +35,10 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
                 .splitlines() if line.startswith("model name")), "?")
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    podman = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
+    podman = subprocess.run(["podman", "--version"], check=False, capture_output=True, text=True).stdout.strip()
     osrel = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines()
                  if "=" in line)
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpu": cpu, "cores": os.cpu_count(), "mem_gb": round(int(mem) / 2**20, 1),
             "kernel": platform.release(), "os": osrel.get("PRETTY_NAME", "?").strip('"'),
             "podman": podman, "loadavg_at_start": os.getloadavg()}
@@ -50,8 +51,7 @@ def run(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     try:
         _run_parts(args, want, out, started)
-    except Exception as exc:  # keep what was measured; say what broke
-        import traceback
+    except Exception:  # noqa: BLE001 -- keep what was measured; say what broke
         out["error"] = traceback.format_exc()[-3000:]
         print(out["error"], file=sys.stderr)
     out["seconds"] = time.monotonic() - started
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: float) -> None:
     with booted(f"nbunits-bench-{os.getpid()}") as bench:
-        say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731
+        say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
         say("box up, nbunits installed")
         warmup = asyncio.run(parts.one_cold(bench, os.urandom(16).hex()))  # page cache, not counted
         parts.stop_student(bench, warmup.user)
@@ -128,12 +128,12 @@ def sec(s: dict) -> str:
 
 def table(r: dict) -> str:
     m = r["machine"]
-    lines = [f"nbunits benchmark, {m['date']}: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GB, "
-             f"{m['os']}, kernel {m['kernel']}, {m['podman']}; "
-             f"load average at start {m['loadavg_at_start'][0]:.2f}, at end "
-             f"{m.get('loadavg_at_end', [float('nan')])[0]:.2f}",
-             "", "| measure | median / p95 (N) | vs baseline |", "| --- | --- | --- |"]
-    row = lambda a, b, c="": lines.append(f"| {a} | {b} | {c} |")  # noqa: E731
+    header = (f"nbunits benchmark, {m['date']}: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GB, "
+              f"{m['os']}, kernel {m['kernel']}, {m['podman']}; "
+              f"load average at start {m['loadavg_at_start'][0]:.2f}, at end "
+              f"{m.get('loadavg_at_end', [float('nan')])[0]:.2f}")
+    lines = [header, "", "| measure | median / p95 (N) | vs baseline |", "| --- | --- | --- |"]
+    row = lambda a, b, c="": lines.append(f"| {a} | {b} | {c} |")
     floor = r.get("floor", {}).get("ready")
     if "cold" in r:
         for kind, label in (("returning", "returning student (container stopped)"),

@@ -49,11 +49,13 @@ class Bench:
         """A path inside the box as the host reaches it (sockets included)."""
         return Path(f"/proc/{self.box.leader_pid}/root{path}")
 
-    def session(self, timeout: float = 300, limit: int = 100) -> aiohttp.ClientSession:
+    def session(self, timeout: float = 300, limit: int = 100,
+                trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
+        """A client of the box's nginx, as a browser on the server's own site."""
         return aiohttp.ClientSession(
             "http://localhost",
             connector=aiohttp.UnixConnector(path=str(self.nginx_socket), limit=limit),
-            timeout=aiohttp.ClientTimeout(total=timeout))
+            timeout=aiohttp.ClientTimeout(total=timeout), trace_configs=trace_configs)
 
     def jupyter_session(self, user: str) -> aiohttp.ClientSession:
         sock = self.host_path(f"/run/nbunits/jupyter/{COURSE}/{user}/jupyter.sock")

@@ -8,14 +8,17 @@ import os
 import re
 import secrets
 import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from nbunits.names import user_for
 from tests.browser import Opened, execute, open_exercise, start_kernel
 
-from .box import COURSE, NOTEBOOK, SHARED_IN_BOX, Bench
+from .box import COURSE, NOTEBOOK, SHARED_IN_BOX, Bench, _descends
 from .stats import summary
 
 GENERATED = f"/run/systemd/generator/nbunits-{COURSE}@.service"
@@ -34,23 +37,31 @@ class Cold:
 
 
 async def one_cold(bench: Bench, student: str, kernel: bool = True) -> Cold:
-    async with bench.session() as session:
+    redirected: list[float] = []
+
+    async def on_request_end(_session, _ctx, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.url.path.startswith("/ipythonExercice/"):
+            redirected.append(time.monotonic())
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with bench.session(trace_configs=[trace]) as session:
         cpu0 = bench.cpu_seconds()
         t0 = time.time()
         m0 = time.monotonic()
-        opened = await _open_timed(session, student)
-        first_status = opened[0].page_status
+        opened = await open_exercise(session, COURSE, NOTEBOOK, student)
+        first_status = opened.page_status
         if first_status != 200:
-            await _reload_until_ok(session, opened[0])  # what the waking page does
+            await _reload_until_ok(session, opened)  # what the waking page does
         page = time.monotonic() - m0
         cpu = bench.cpu_seconds() - cpu0
         executed = float("nan")
         if kernel:
-            kernel_id = await start_kernel(session, opened[0])
-            assert await execute(session, opened[0], kernel_id, "1+1") == "2"
+            kernel_id = await start_kernel(session, opened)
+            assert await execute(session, opened, kernel_id, "1+1") == "2"
             executed = time.monotonic() - m0
-        return Cold(opened[0].user, t0, opened[1] - m0, page, executed, cpu, first_status,
-                    opened[0])
+        return Cold(opened.user, t0, redirected[0] - m0, page, executed, cpu, first_status,
+                    opened)
 
 
 async def _reload_until_ok(session, opened: Opened, tries: int = 60) -> None:
@@ -179,8 +190,10 @@ def _marks(entries: list[dict], user: str, t0: float) -> dict[str, float]:
 # ------------------------------------------------------------------ floor
 
 
-def unit_settings(bench: Bench, user: str, env_file: str) -> tuple[list[str], dict[str, str], list[str]]:
-    """The unit's own `podman run` argv, Environment= and RuntimeDirectory= for this user.
+def unit_settings(bench: Bench, user: str, cred_dir: str
+                  ) -> tuple[list[str], dict[str, str], list[str], dict[str, str]]:
+    """The unit's own `podman run` argv, Environment=, RuntimeDirectory= and
+    LoadCredential= (name -> source) for this user, with %d pointing at `cred_dir`.
 
     Read from the generator's output, so the floor follows whatever the units say.
     """
@@ -188,11 +201,12 @@ def unit_settings(bench: Bench, user: str, env_file: str) -> tuple[list[str], di
     home = f"/home/{user}"
 
     def fill(arg: str) -> str:
-        return arg.replace("%d/jupyter.env", env_file).replace("${HOME}", home).replace("%i", user)
+        return arg.replace("%d", cred_dir).replace("${HOME}", home).replace("%i", user)
 
     argv: list[str] = []
     env: dict[str, str] = {}
     dirs: list[str] = []
+    creds: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "ExecStart":
@@ -203,26 +217,49 @@ def unit_settings(bench: Bench, user: str, env_file: str) -> tuple[list[str], di
                 env[k] = fill(v)
         elif key == "RuntimeDirectory":
             dirs += ["/run/" + fill(d) for d in value.split()]
-    return argv, env, dirs
+        elif key == "LoadCredential":
+            name, _, source = value.partition(":")
+            creds[name] = fill(source)
+    return argv, env, dirs, creds
+
+
+def _find_key(data: object, key: str) -> str | None:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = v if k == key and isinstance(v, str) else _find_key(v, key)
+            if found:
+                return found
+    return None
 
 
 def floor_runs(bench: Bench, user: str, n: int, change=None) -> dict:
-    """`podman run` by hand as `user`, n times, with the unit's own flags and paths
-    (the unit is stopped); `change` edits the argv (variants.py)."""
+    """`podman run` by hand as `user`, n times, with the unit's own flags, paths and
+    credentials (the unit is stopped); `change` edits the argv (variants.py)."""
     box = bench.box
-    env_file = f"/run/nbunits-bench-floor-{user}.env"
-    token = secrets.token_urlsafe(24)
-    box.write_file(env_file, f"JUPYTER_TOKEN={token}\n", mode=0o644)
-    argv, env, dirs = unit_settings(bench, user, env_file)
+    cred_dir = f"/run/nbunits-bench-floor/{user}"
+    argv, env, dirs, creds = unit_settings(bench, user, cred_dir)
     if change is not None:
         argv = change(argv)
+    box.run("install", "-d", "-o", user, "-g", user, "-m", "0700", cred_dir)
+    token, prefix = "", f"/nb/{COURSE}/{user}/"
+    for name, source in creds.items():
+        text = box.read_file(source)
+        box.write_file(f"{cred_dir}/{name}", text, mode=0o600)
+        box.run("chown", user, f"{cred_dir}/{name}")
+        for line in text.splitlines():
+            if line.startswith("JUPYTER_TOKEN="):
+                token = line.split("=", 1)[1].strip()
+        if name.endswith(".json"):
+            data = json.loads(text)
+            token = token or _find_key(data, "token") or ""
+            prefix = _find_key(data, "base_url") or prefix
     sock_dir = next(d for d in dirs if "/jupyter/" in d)
     for d in dirs:
         box.run("install", "-d", "-o", user, "-g", user, "-m", "0755", d)
     bench.shared.joinpath("floor.py").write_text(Path(__file__).with_name("floor.py").read_text())
     cpu0 = bench.cpu_seconds()
     out = box.run("/usr/bin/python3", f"{SHARED_IN_BOX}/floor.py", str(n), sock_dir, token,
-                  f"/nb/{COURSE}/{user}/", "--", *argv, user=user, timeout=600,
+                  prefix, "--", *argv, user=user, timeout=600,
                   env={**env, "HOME": f"/home/{user}"}).stdout
     cpu = (bench.cpu_seconds() - cpu0) / n
     runs = json.loads(out)
@@ -325,19 +362,18 @@ def box_pids_of(bench: Bench, uid: int) -> list[int]:
             continue
         try:
             status = (entry / "status").read_text()
-            real_uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
-            if real_uid != uid:
+            found = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)
+            if found is None or int(found.group(1)) != uid:
                 continue
             # the box's own PID namespace, or a container's below it
             if os.readlink(entry / "ns/pid") == box_ns or _in_box(entry, bench.box.leader_pid):
                 pids.append(int(entry.name))
-        except (OSError, AttributeError):
+        except OSError:
             pass
     return pids
 
 
 def _in_box(entry: Path, leader: int) -> bool:
-    from .box import _descends
     return _descends(int(entry.name), leader)
 
 
@@ -362,14 +398,17 @@ def cost(bench: Bench) -> dict:
     server = pss_kb(server_pids)
     procs = {p: Path(f"/proc/{p}/comm").read_text().strip() for p in server_pids}
 
+    opened = c.opened
+    assert opened is not None
+
     async def with_kernel() -> None:
         async with bench.session() as session:
-            kernel_id = await start_kernel(session, c.opened)
-            assert await execute(session, c.opened, kernel_id, "1+1") == "2"
+            kernel_id = await start_kernel(session, opened)
+            assert await execute(session, opened, kernel_id, "1+1") == "2"
     asyncio.run(with_kernel())
     time.sleep(3)
     with_kernel_kb = pss_kb(box_pids_of(bench, uid))
-    _argv, _env, dirs = unit_settings(bench, c.user, "")
+    _argv, _env, dirs, _creds = unit_settings(bench, c.user, "")
     runtime = sum(_du_kb(bench.host_path(d)) for d in dirs if bench.host_path(d).is_dir())
     stop_student(bench, c.user)
     time.sleep(2)
@@ -387,9 +426,8 @@ def cost(bench: Bench) -> dict:
 
 
 def _du_kb(path: Path, exclude: str | None = None) -> int:
-    import subprocess
     cmd = ["du", "-sk", "-x"]
     if exclude:
         cmd.append(f"--exclude=./{exclude}")
-    out = subprocess.run([*cmd, "."], cwd=path, capture_output=True, text=True)
+    out = subprocess.run([*cmd, "."], check=False, cwd=path, capture_output=True, text=True)
     return int(out.stdout.split()[0]) if out.stdout else -1

@@ -71,7 +71,7 @@ def peer_runs(bench: Bench, n: int) -> dict:
         out = box.run(f"{PEER_VENV}/bin/python3", f"{SHARED_IN_BOX}/peer_client.py", str(n),
                       token, "jhpeer", timeout=900).stdout
         runs = json.loads(out)
-    except Exception as exc:  # report why, do not lose the rest of the run
+    except Exception as exc:  # noqa: BLE001 -- report why, do not lose the rest of the run
         return {"error": f"{exc}"[:2000], "journal": box.journal("jupyterhub.service", lines=40)}
     finally:
         box.systemctl("stop", "jupyterhub.service", check=False)

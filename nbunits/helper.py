@@ -12,6 +12,8 @@ object per line each way:
     <- {"ok": true}
     -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
     <- {"ok": true, "html": "..."}
+    -> {"action": "staff_link", "course", "student": "<edX id>", "notebook"}
+    <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
     <- {"ok": false, "code": "unknown_course", "message": "...", "hint": "..."}
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .errors import NbunitsError
-from .provision import provision, staff_view, wake
+from .provision import provision, staff_link, staff_view, wake
 from .service import listen_socket, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -62,10 +64,17 @@ async def _staff_view(settings: Settings, request: dict[str, Any]) -> dict[str, 
     return {"html": html}
 
 
+async def _staff_link(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    # Asked by the dispatcher only after a verified staff LTI launch: the signing
+    # secret is root's, so the link is made here.
+    return {"url": staff_link(settings, *_fields(request, "course", "student", "notebook"))}
+
+
 ACTIONS: dict[str, Callable[[Settings, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "open": _open,
     "wake": _wake,
     "staff_view": _staff_view,
+    "staff_link": _staff_link,
 }
 
 

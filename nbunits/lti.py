@@ -38,12 +38,14 @@ class LaunchError(NbunitsError):
 
 @dataclass(frozen=True)
 class Launch:
-    """A verified launch: open `notebook` of `course` for `student`."""
+    """A verified launch: open `notebook` of `course` for `student`; or, for staff
+    naming a student (`view`), show that student's copy read-only."""
 
     course: str
     student: str
     notebook: str
     staff: bool
+    view: str = ""  # the LMS id of the student whose copy staff asked to see
 
 
 class NonceStore:
@@ -124,7 +126,8 @@ def verify_lti11(url: str, body: str, headers: Mapping[str, str], course: Course
                       student=params.get("user_id", ""),
                       notebook=params.get("custom_notebook", ""),
                       resource_link=params.get("resource_link_id", ""),
-                      roles=params.get("roles", "").split(","))
+                      roles=params.get("roles", "").split(","),
+                      view=params.get("custom_student", ""))
 
 
 # --- LTI 1.3: OIDC login, then an id_token signed by the platform -----------------
@@ -206,12 +209,15 @@ def verify_lti13(id_token: str, course: CourseConfig, nonce: str, keys: list[jwt
     if claims.get(LTI13_CLAIM + "message_type") != "LtiResourceLinkRequest" \
             or claims.get(LTI13_CLAIM + "version") != "1.3.0":
         raise LaunchError("bad_launch", "not an LTI 1.3 resource link launch")
-    custom = claims.get(LTI13_CLAIM + "custom") or {}
+    custom = claims.get(LTI13_CLAIM + "custom")
+    custom = custom if isinstance(custom, dict) else {}
+    roles = claims.get(LTI13_CLAIM + "roles")
     return launch_for(course, context_id=str(_field(claims, "context", "id")),
                       student=str(claims["sub"]),
-                      notebook=str(custom.get("notebook", "")) if isinstance(custom, dict) else "",
+                      notebook=str(custom.get("notebook", "")),
                       resource_link=str(_field(claims, "resource_link", "id")),
-                      roles=[str(r) for r in claims.get(LTI13_CLAIM + "roles") or []])
+                      roles=[str(r) for r in roles] if isinstance(roles, list) else [],
+                      view=str(custom.get("student", "")))
 
 
 def _field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
@@ -222,8 +228,12 @@ def _field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
 # --- what both versions mean --------------------------------------------------------
 
 def launch_for(course: CourseConfig, *, context_id: str, student: str, notebook: str,
-               resource_link: str, roles: list[str]) -> Launch:
-    """(context, user, notebook or resource link) of a verified launch -> a Launch."""
+               resource_link: str, roles: list[str], view: str = "") -> Launch:
+    """(context, user, notebook or resource link) of a verified launch -> a Launch.
+
+    `view` (custom parameter `student`) counts only for staff: a learner who sends
+    it still opens their own notebook, never someone else's.
+    """
     if not course.lti_context_id or context_id != course.lti_context_id:
         raise LaunchError("forbidden", "this launch comes from another course",
                           hint="the course's lti_context_id must be the LMS's course id")
@@ -237,7 +247,10 @@ def launch_for(course: CourseConfig, *, context_id: str, student: str, notebook:
                           hint="give the LTI component the custom parameter notebook=PATH, "
                                "or map its resource link id in the course's lti_notebooks")
     check_notebook(notebook)
-    return Launch(course.name, student, notebook, staff=is_staff(roles))
+    staff = is_staff(roles)
+    if staff and view:
+        check_student_id(view)
+    return Launch(course.name, student, notebook, staff=staff, view=view if staff else "")
 
 
 def is_staff(roles: list[str]) -> bool:

@@ -141,6 +141,26 @@ def _write_private(path: Path, text: str) -> None:
 
 
 
+STAFF_LAUNCH_HOURS = 1
+
+
+def staff_link(settings: Settings, course: str, student_id: str, notebook: str) -> str:
+    """A signed staff link to a student's copy, for a verified staff LTI launch.
+
+    Only for a student who opened a notebook of this course already: the link must
+    not reveal whether some id exists elsewhere, and creates nothing.
+    """
+    load_course(settings, course)
+    check_student_id(student_id)
+    check_notebook(notebook)
+    student = users.lookup(settings, student_id)
+    if student is None or not settings.token_file(StudentUnits(course, student.user)).exists():
+        raise NbunitsError("unknown_student", "no such student in this course",
+                           hint="check the student's id; they must have opened a notebook")
+    logger.info("staff link for %s", notebook, extra={"COURSE": course, "STUDENT": student.user})
+    return staff.link(read_secret(settings), course, student.user, notebook, STAFF_LAUNCH_HOURS)
+
+
 async def staff_view(settings: Settings, course: str, user: str, notebook: str,
                      expires: str, sig: str) -> str:
     """A student's copy as static HTML, for a valid staff link (see staff.py)."""

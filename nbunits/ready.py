@@ -1,17 +1,22 @@
 """The readiness gate: wait until Jupyter answers on its unix socket.
 
 Run as the container unit's ExecStartPost=, so the unit is "active" (and the proxy
-starts forwarding) only once a request would be served. Standard library only: it
-is on every cold start's path.
+starts forwarding) only once a request would be served. It asks Jupyter for
+`<base_url>api` (its version, no login needed), the base URL coming from the
+unit's credential (it holds the student's capability). Standard library only: it
+is on every cold start's path, and polls often (a cold start is about a second).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import sys
 import time
+from pathlib import Path
 
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.005
 
 
 def answers(path: str, url: str) -> bool:
@@ -34,11 +39,20 @@ def wait(path: str, url: str, timeout: float) -> bool:
     return False
 
 
+def base_url() -> str:
+    credentials = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent"))
+    try:
+        config = json.loads((credentials / "jupyter.json").read_text())
+        return str(config["ServerApp"]["base_url"])
+    except (OSError, ValueError, KeyError):
+        return "/"  # still proves that Jupyter listens (with a 404)
+
+
 def main() -> None:
-    if len(sys.argv) not in (3, 4):
-        sys.exit("usage: python3 -m nbunits.ready SOCKET URL [TIMEOUT]")
-    timeout = float(sys.argv[3]) if len(sys.argv) == 4 else 110
-    if not wait(sys.argv[1], sys.argv[2], timeout):
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python3 -m nbunits.ready SOCKET [TIMEOUT]")
+    timeout = float(sys.argv[2]) if len(sys.argv) == 3 else 110
+    if not wait(sys.argv[1], base_url() + "api", timeout):
         sys.exit(f"Jupyter did not answer on {sys.argv[1]} within {timeout:.0f} s")
 
 

@@ -24,6 +24,7 @@ from ..config import (
     load_secrets,
 )
 from ..errors import NbunitsError
+from ..helper import ask
 from ..lti import (
     Launch,
     LaunchError,
@@ -111,9 +112,15 @@ class Handlers:
 
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
-        # The staff view is future work: for now, staff is only recorded.
         logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
                     "staff" if launch.staff else "learner", extra={"COURSE": launch.course})
+        if launch.staff and launch.view:
+            # Staff naming a student: that student's copy, read-only. Only root
+            # holds the signing secret, so the helper makes the link.
+            reply = await ask(request.app[self.settings_key].helper_socket, {
+                "action": "staff_link", "course": launch.course, "student": launch.view,
+                "notebook": launch.notebook})
+            raise web.HTTPFound(reply["url"])
         return await self.opener(request, launch.course, launch.student, launch.notebook)
 
 

@@ -131,6 +131,14 @@ def nb() -> Iterator[Nbunits]:
     shutil.rmtree(WORK, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def lti_course(nb: Nbunits) -> str:
+    """A course that takes LTI 1.1 and 1.3 launches from the fake LMS (lms.py)."""
+    from .lms import add_course  # lms.py imports this module
+
+    return add_course(nb)
+
+
 def client(nb: Nbunits) -> aiohttp.ClientSession:
     """An aiohttp session to nginx in the box, as a browser on the server's own site.
 

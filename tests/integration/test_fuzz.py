@@ -12,47 +12,48 @@ and then:
   accepts) is redirected, and only to that student's own notebook;
 - no user, unit, home or file appears that the valid requests do not explain.
 
-The cases are generated first and sent afterwards (a request per hypothesis example
-would serialize them); a failure lists the smallest offending cases.
+The same, for LTI (test_lti_launches_...): hypothesis-generated LTI 1.1 form POSTs
+(unsigned, badly signed, and correctly signed by the fake LMS of lms.py) with hostile
+fields, and garbage or forged id_tokens and states for LTI 1.3.
+
+The machinery (sending concurrently, judging, checking what was created) is in
+fuzzing.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 import pytest
 import yarl
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from nbunits.names import InvalidName, check_student_id, user_for
 
-from .conftest import Nbunits, client
+from .conftest import Nbunits
+from .fuzzing import (
+    ABSOLUTES,
+    INJECTIONS,
+    NASTY_TEXT,
+    NOTEBOOKS,
+    REDIRECTS,
+    TRAVERSALS,
+    VALID_IDS,
+    Outcome,
+    Snapshot,
+    answer,
+    broken,
+    fire,
+    generate,
+)
 
 CASES = 10_000
-CONCURRENCY = 32
 COURSE = "demo"
-NOTEBOOKS = ("welcome.ipynb", "week1/loops.ipynb", "week1/python-basics.ipynb")
 SYMLINK = "escape.ipynb"  # a master that is a symlink out of the course (fixture below)
-# Few valid ids, so that valid cases create few users (and start few containers).
-VALID_IDS = ("fuzz-student-1", "Fuzz.Student+2@example.org", "a" * 255)
-
-TRAVERSALS = ("..", "%2e%2e", "%2E%2E", ".%2e", "%2e.", "..%2f", "%2f..", "%252e%252e",
-              "..%5c", "%c0%ae%c0%ae", "..;", ".", "%2e", "")
-ABSOLUTES = ("/etc/passwd", "%2fetc%2fpasswd", "//etc/shadow", "/home/nbaaaaaaaaaaaaaaaa/x.ipynb",
-             "/var/lib/nbunits/tokens/demo", "/run/nbunits/helper.sock", "~root/.ssh")
-INJECTIONS = ("nbunits-demo@x.service", "x.service", "a@b", "-rf", "--help", "$(id)",
-              "`id`", ";reboot", "a|b", "a\\x2db", "a%0asystemctl", "a%0d%0aX-Injected: 1",
-              "%00", "a%00b", "welcome.ipynb%00.txt", "*", "?", "[a-z]", "nbunits-helper",
-              "dispatcher", "helper", "demo-proxy", "root", "nbunits", "..%00", "%ff%fe",
-              "é", "%c3%a9", "\u202e", "%e2%80%ae", "%f0%9f%92%a9")
-NASTY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=24)
 
 
 def encode(text: str, how: str) -> str:
@@ -168,57 +169,22 @@ VALID = st.builds(
 CASE = st.integers(0, 15).flatmap(lambda i: VALID if i == 0 else HOSTILE)
 
 
-def generate(n: int) -> list[Case]:
-    cases: list[Case] = []
-
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(CASE)
-    def collect(case: Case) -> None:
-        cases.append(case)
-
-    collect()
-    return cases
-
-
-@dataclass
-class Outcome:
-    statuses: dict[int, int] = field(default_factory=dict)
-    failures: list[tuple[Case, str]] = field(default_factory=list)
-    valid_ids: set[str] = field(default_factory=set)
-
-
-async def send(session: aiohttp.ClientSession, case: Case, outcome: Outcome,
-               limit: asyncio.Semaphore) -> None:
-    async with limit:
-        try:
-            async with session.request(case.method, yarl.URL(case.path, encoded=True),
-                                       headers=dict(case.headers),
-                                       allow_redirects=False) as resp:
-                body = await resp.read()
-                status, location = resp.status, resp.headers.get("Location", "")
-        except (aiohttp.ClientError, ValueError) as exc:
-            # aiohttp refused to send it, or nginx closed on it: no answer at all is fine.
-            outcome.statuses[0] = outcome.statuses.get(0, 0) + 1
-            if not isinstance(exc, (aiohttp.ClientResponseError, ValueError,
-                                    aiohttp.ServerDisconnectedError)):
-                outcome.failures.append((case, f"transport error {exc!r}"))
-            return
-    outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+async def send(session: aiohttp.ClientSession, case: Case, outcome: Outcome) -> None:
+    got = await answer(outcome, case, lambda: session.request(
+        case.method, yarl.URL(case.path, encoded=True), headers=dict(case.headers),
+        allow_redirects=False))
+    if got is None:
+        return
     student = case.valid_id()
     if student is not None:
         outcome.valid_ids.add(student)
-    problem = judge(case, student, status, location, body)
+    problem = broken(got) or judge(case, student, got.status, got.location)
     if problem:
         outcome.failures.append((case, problem))
 
 
-def judge(case: Case, student: str | None, status: int, location: str, body: bytes) -> str:
-    if status >= 500:
-        return f"{status}: {body[:300]!r}"
-    if b"Traceback" in body:
-        return "a traceback reached the client"
-    if status in (301, 302, 303, 307, 308) and location:
+def judge(case: Case, student: str | None, status: int, location: str) -> str:
+    if status in REDIRECTS and location:
         if student is None:
             return f"an invalid request was redirected to {location}"
         path = unquote(urlsplit(location).path)
@@ -233,6 +199,10 @@ def judge(case: Case, student: str | None, status: int, location: str, body: byt
     return ""
 
 
+def describe(case: Case) -> str:
+    return f"{case.method} {case.path} {dict(case.headers)}"
+
+
 @pytest.fixture(scope="module")
 def with_symlinked_master(nb: Nbunits) -> Iterator[None]:
     path = f"/var/lib/nbunits/courses/{COURSE}/{SYMLINK}"
@@ -241,52 +211,17 @@ def with_symlinked_master(nb: Nbunits) -> Iterator[None]:
     nb.box.run("rm", "-f", path)
 
 
-def files_under(nb: Nbunits, user: str) -> list[str]:
-    top = nb.home / user / COURSE
-    return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()) \
-        if top.is_dir() else []
-
-
-RESET_COPY = re.compile(r"(.+)-\d{8}-\d{6}(-\d+)?\.ipynb")
-
-
 def test_ten_thousand_hostile_requests(nb: Nbunits, with_symlinked_master: None) -> None:
-    users, units = nb.users(), set(nb.student_units())
-    homes = {p.name for p in nb.home.iterdir()}
-    students_before = set(nb.box.run("ls", "/var/lib/nbunits/students").stdout.split())
-
+    before = Snapshot.take(nb)
     started = time.monotonic()
-    cases = generate(CASES)
+    cases = generate(CASE, CASES)
     generated = time.monotonic() - started
     outcome = Outcome()
-
-    async def fire() -> None:
-        limit = asyncio.Semaphore(CONCURRENCY)
-        async with client(nb) as session:
-            await asyncio.gather(*(send(session, case, outcome, limit) for case in cases))
-
-    asyncio.run(fire())
+    fire(nb, cases, outcome, send)
     took = time.monotonic() - started
     print(f"{len(cases)} cases ({len(outcome.valid_ids)} valid ids used), generated in "
           f"{generated:.1f}s, all done in {took:.1f}s; statuses {sorted(outcome.statuses.items())}")
 
     assert len(cases) >= CASES
-    worst = sorted(outcome.failures, key=lambda f: len(f[0].path) + len(str(f[0].headers)))
-    assert not worst, f"{len(worst)} bad answers, e.g. " + "\n".join(
-        f"{c.method} {c.path} {dict(c.headers)}: {why}" for c, why in worst[:10])
-
-    allowed = {user_for(i) for i in outcome.valid_ids}
-    assert nb.users() - users <= allowed, "a user was created for an invalid request"
-    assert {p.name for p in nb.home.iterdir()} - homes <= allowed, "a home appeared"
-    new_students = set(nb.box.run("ls", "/var/lib/nbunits/students").stdout.split())
-    assert new_students - students_before <= allowed
-    new_units = set(nb.student_units()) - units
-    strays = [u for u in new_units
-              if not any(u.endswith((f"@{user}.socket", f"@{user}.service")) for user in allowed)]
-    assert not strays, f"units started for invalid requests: {strays}"
-    for user in allowed & nb.users():
-        for path in files_under(nb, user):
-            match = RESET_COPY.fullmatch(path)
-            assert path in NOTEBOOKS or (match and match.group(1) + ".ipynb" in NOTEBOOKS) \
-                or ".ipynb_checkpoints" in path or path.endswith(".NEW-VERSION.md"), \
-                f"{user}: unexpected file {path}"
+    assert not outcome.failures, outcome.report(describe)
+    before.check_only_explained(nb, outcome.valid_ids, COURSE)

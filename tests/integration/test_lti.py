@@ -4,61 +4,24 @@ and the legacy link's per-course modes. A refused launch creates nothing."""
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-import jwt
-import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from oauthlib.oauth1 import SIGNATURE_TYPE_BODY, Client
 
 from nbunits.dispatcher.legacy import legacy_signature
-from nbunits.lti import LTI13_CLAIM
+from nbunits.names import user_for
 
 from .conftest import SHARED_IN_BOX, Nbunits, client
-
-COURSE, CONTEXT = "ltidemo", "course-v1:Org+LTI+2026"
-KEY, SECRET = "ltidemo-key", secrets.token_hex(16)
-ISSUER, CLIENT, AUTH = "https://lms.example.org", "nbunits-tool", "https://lms.example.org/auth"
-KEYS_FILE = "/etc/nbunits/ltidemo-platform.json"
-PLATFORM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture(scope="module")
-def lti_course(nb: Nbunits) -> str:
-    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(PLATFORM_KEY.public_key()))
-    # The platform's JWKS URL (file:// here: the box has no network); nbunits
-    # course add saves it where the dispatcher reads it.
-    (nb.nginx_socket.parent / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1"}]}))
-    (nb.nginx_socket.parent / "lti11.secret").write_text(SECRET + "\n")
-    nb.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo",
-               "--lti-context-id", CONTEXT, "--lti11-key", KEY,
-               "--lti11-secret-file", f"{SHARED_IN_BOX}/lti11.secret",
-               "--lti13-issuer", ISSUER, "--lti13-client-id", CLIENT,
-               "--lti13-deployment-id", "1", "--lti13-auth-url", AUTH,
-               "--lti13-keys", KEYS_FILE, "--lti13-keys-url", f"file://{SHARED_IN_BOX}/jwks.json",
-               "--legacy", "off",
-               "--lti-notebook", "block-v1:Org+LTI+2026+type@lti+block@w1=week1/loops.ipynb")
-    return COURSE
+from .lms import CONTEXT, FORM, SECRET, id_token, lti11_form, lti13_login
 
 
 def test_secrets_are_kept_from_everyone_but_the_dispatcher(nb: Nbunits, lti_course: str) -> None:
     out = nb.box.run("stat", "-c", "%U:%G %a", f"/etc/nbunits/secrets/{lti_course}.toml").stdout
     assert out.split() == ["root:nbunits", "640"]
     assert SECRET not in nb.box.read_file(f"/etc/nbunits/courses/{lti_course}.toml")
-
-
-def lti11_form(student: str, secret: str = SECRET, **params: str) -> str:
-    form = {"lti_message_type": "basic-lti-launch-request", "lti_version": "LTI-1p0",
-            "user_id": student, "context_id": CONTEXT, "roles": "Learner",
-            "resource_link_id": "block-v1:Org+LTI+2026+type@lti+block@w1", **params}
-    signer = Client(KEY, client_secret=secret, signature_type=SIGNATURE_TYPE_BODY)
-    _, _, body = signer.sign("http://localhost/lti/1.1/launch", "POST", urlencode(form), FORM)
-    return str(body)
 
 
 async def open_redirect(session: aiohttp.ClientSession, resp: aiohttp.ClientResponse,
@@ -124,36 +87,6 @@ def test_lti11_forged_or_replayed_launches_create_nothing(nb: Nbunits, lti_cours
     asyncio.run(replay())
 
 
-def id_token(nonce: str, student: str, key: rsa.RSAPrivateKey = PLATFORM_KEY) -> str:
-    now = int(time.time())
-    return jwt.encode({
-        "iss": ISSUER, "aud": CLIENT, "sub": student, "iat": now, "exp": now + 300,
-        "nonce": nonce,
-        LTI13_CLAIM + "message_type": "LtiResourceLinkRequest",
-        LTI13_CLAIM + "version": "1.3.0",
-        LTI13_CLAIM + "deployment_id": "1",
-        LTI13_CLAIM + "context": {"id": CONTEXT},
-        LTI13_CLAIM + "resource_link": {"id": "any"},
-        LTI13_CLAIM + "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"],
-        LTI13_CLAIM + "custom": {"notebook": "welcome.ipynb"},
-    }, key, algorithm="RS256", headers={"kid": "k1"})
-
-
-async def lti13_login(session: aiohttp.ClientSession) -> tuple[str, str]:
-    """The platform's login initiation; returns (state, nonce) from our redirect to it."""
-    query = {"iss": ISSUER, "client_id": CLIENT, "login_hint": "opaque",
-             "target_link_uri": "http://localhost/lti/1.3/launch", "lti_message_hint": "m"}
-    async with session.get("/lti/1.3/login?" + urlencode(query), allow_redirects=False) as resp:
-        assert resp.status == 302, await resp.text()
-        location = urlsplit(resp.headers["Location"])
-    assert f"{location.scheme}://{location.netloc}{location.path}" == AUTH
-    sent = {k: v[0] for k, v in parse_qs(location.query).items()}
-    assert sent["client_id"] == CLIENT and sent["login_hint"] == "opaque"
-    assert sent["redirect_uri"] == "http://localhost/lti/1.3/launch"
-    assert sent["response_mode"] == "form_post" and sent["lti_message_hint"] == "m"
-    return sent["state"], sent["nonce"]
-
-
 def test_lti13_login_then_launch_opens_the_notebook(nb: Nbunits, lti_course: str) -> None:
     student = secrets.token_hex(16)
 
@@ -191,6 +124,48 @@ def test_lti13_forged_launches_create_nothing(nb: Nbunits, lti_course: str) -> N
                 assert resp.status == 403, await resp.text()
     asyncio.run(scenario())
     assert nb.users() == before
+
+
+def test_staff_launch_naming_a_student_shows_their_copy(nb: Nbunits, lti_course: str) -> None:
+    student, teacher, learner = (secrets.token_hex(16) for _ in range(3))
+    before = nb.users()
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            async def launch(body: str) -> aiohttp.ClientResponse:
+                async with session.post("/lti/1.1/launch", data=body, headers=FORM,
+                                        allow_redirects=False) as resp:
+                    await resp.read()
+                    return resp
+
+            student_user, _ = await open_redirect(session, await launch(
+                lti11_form(student)), lti_course)
+            # Staff, naming the student: a signed read-only view of the student's copy.
+            resp = await launch(lti11_form(teacher, roles="Instructor", custom_student=student))
+            location = resp.headers.get("Location", "")
+            assert resp.status == 302 and location.startswith(
+                f"/staff/{lti_course}/{student_user}/week1/loops.ipynb?expires="), location
+            async with session.get(location) as page:
+                assert page.status == 200 and "Read-only view" in await page.text()
+            # LTI 1.3 too, with the custom claim `student`.
+            state, nonce = await lti13_login(session)
+            async with session.post("/lti/1.3/launch", allow_redirects=False, data={
+                    "state": state, "id_token": id_token(nonce, teacher, student=student)}) as r:
+                assert r.status == 302, await r.text()
+                assert r.headers["Location"].startswith(
+                    f"/staff/{lti_course}/{student_user}/welcome.ipynb?"), r.headers["Location"]
+            # A student who never opened anything here: 404, and nothing is created.
+            resp = await launch(lti11_form(teacher, roles="Instructor",
+                                           custom_student=secrets.token_hex(16)))
+            assert resp.status == 404
+            resp = await launch(lti11_form(teacher, roles="Instructor", custom_student="../x"))
+            assert resp.status == 400
+            assert nb.users() == before | {student_user}
+            # A learner naming someone else opens their own notebook.
+            learner_user, _ = await open_redirect(session, await launch(
+                lti11_form(learner, roles="Learner", custom_student=student)), lti_course)
+            assert learner_user == user_for(learner)
+    asyncio.run(scenario())
 
 
 def test_legacy_link_modes(nb: Nbunits, lti_course: str) -> None:

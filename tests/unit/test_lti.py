@@ -68,6 +68,21 @@ def test_lti11_resource_link_map_and_staff_role() -> None:
     assert launch.notebook == "week1/loops.ipynb" and launch.staff
 
 
+def test_lti11_staff_may_name_a_student_a_learner_may_not() -> None:
+    other = "f" * 32
+    body, headers = signed_11(roles="Instructor", custom_student=other)
+    launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert (launch.student, launch.staff, launch.view) == (STUDENT, True, other)
+    body, headers = signed_11(roles="Learner", custom_student=other)
+    launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert (launch.student, launch.staff, launch.view) == (STUDENT, False, "")
+    body, headers = signed_11(roles="Learner", custom_student="../not an id")
+    assert verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore()).view == ""
+    body, headers = signed_11(roles="Instructor", custom_student="../not an id")
+    with pytest.raises(InvalidName):
+        verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+
+
 @pytest.mark.parametrize("change", ["secret", "key", "url", "tampered", "expired", "future"])
 def test_lti11_forgeries_are_unauthorized(change: str) -> None:
     now = int(time.time())
@@ -158,6 +173,16 @@ def test_lti13_pem_key_and_resource_link_map(platform_key: rsa.RSAPrivateKey,
         "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"])
     launch = verify_lti13(token, COURSE, "n1", platform_keys(pem), NonceStore())
     assert launch.notebook == "week1/loops.ipynb" and launch.staff
+
+
+def test_lti13_custom_student_counts_for_staff_only(platform_key: rsa.RSAPrivateKey,
+                                                   jwks: Path) -> None:
+    custom = {"notebook": "welcome.ipynb", "student": "f" * 32}
+    staff_role = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
+    for roles, view in (([staff_role], "f" * 32), (None, ""), ("Instructor", "")):
+        token = id_token(platform_key, "n1", claim_custom=custom, claim_roles=roles)
+        launch = verify_lti13(token, COURSE, "n1", platform_keys(jwks), NonceStore())
+        assert (launch.student, launch.view) == (STUDENT, view)
 
 
 @pytest.mark.parametrize("changes, code", [
