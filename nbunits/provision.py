@@ -21,7 +21,7 @@ from .capability import capability, jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
 from .names import StudentUnits, check_notebook, check_student_id, check_user, user_for
-from .notebooks import read_copy, read_master
+from .notebooks import master_path, read_copy, read_master
 from .run import run_async
 
 logger = logging.getLogger(__name__)
@@ -139,26 +139,25 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-
-
 STAFF_LAUNCH_HOURS = 1
 
 
 def staff_link(settings: Settings, course: str, student_id: str, notebook: str) -> str:
     """A signed staff link to a student's copy, for a verified staff LTI launch.
 
-    Only for a student who opened a notebook of this course already: the link must
-    not reveal whether some id exists elsewhere, and creates nothing.
+    Only for a student who has opened a notebook of this course; nothing is created.
     """
-    load_course(settings, course)
+    config = load_course(settings, course)
     check_student_id(student_id)
-    check_notebook(notebook)
-    student = users.lookup(settings, student_id)
-    if student is None or not settings.token_file(StudentUnits(course, student.user)).exists():
+    master_path(config.source, notebook)  # a notebook of this course
+    user = user_for(student_id)
+    # The token is written after the user and its id record: no race with a first launch.
+    if not settings.token_file(StudentUnits(course, user)).exists() \
+            or users.recorded_id(settings, user) != student_id:
         raise NbunitsError("unknown_student", "no such student in this course",
                            hint="check the student's id; they must have opened a notebook")
-    logger.info("staff link for %s", notebook, extra={"COURSE": course, "STUDENT": student.user})
-    return staff.link(read_secret(settings), course, student.user, notebook, STAFF_LAUNCH_HOURS)
+    logger.info("staff link for %s", notebook, extra={"COURSE": course, "STUDENT": user})
+    return staff.link(read_secret(settings), course, user, notebook, STAFF_LAUNCH_HOURS)
 
 
 async def staff_view(settings: Settings, course: str, user: str, notebook: str,

@@ -1,6 +1,7 @@
 """Course staff's read-only view of a student's copy of a notebook.
 
-An admin (or, later, a staff LTI launch) hands out a link that expires:
+An admin hands out a link that expires, or a staff LTI launch naming a student
+is redirected to one (the helper's staff_link action):
 
     nbunits student link COURSE STUDENT NOTEBOOK [--hours 24]
     -> /staff/<course>/<user>/<notebook>?expires=<unix time>&sig=<HMAC-SHA256>

@@ -60,12 +60,13 @@ def lti11_form(student: str, secret: str = SECRET, **params: str) -> str:
     return sign11(form, secret)
 
 
-def id_token(nonce: str, student: str, key: rsa.RSAPrivateKey = PLATFORM_KEY,
+def id_token(nonce: str, sub: str, key: rsa.RSAPrivateKey = PLATFORM_KEY,
              claims: dict[str, Any] | None = None, **custom: str) -> str:
-    """An id_token; `claims` overrides any claim (LTI ones by their short name)."""
+    """An id_token; `claims` overrides any claim (LTI ones by their short name),
+    `custom` adds custom parameters."""
     now = int(time.time())
     token: dict[str, Any] = {
-        "iss": ISSUER, "aud": CLIENT, "sub": student, "iat": now, "exp": now + 300,
+        "iss": ISSUER, "aud": CLIENT, "sub": sub, "iat": now, "exp": now + 300,
         "nonce": nonce,
         LTI13_CLAIM + "message_type": "LtiResourceLinkRequest",
         LTI13_CLAIM + "version": "1.3.0",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -34,6 +35,7 @@ from hypothesis import strategies as st
 
 from nbunits.names import InvalidName, check_student_id, user_for
 
+from . import lti_cases
 from .conftest import Nbunits
 from .fuzzing import (
     ABSOLUTES,
@@ -52,6 +54,7 @@ from .fuzzing import (
 )
 
 CASES = 10_000
+LTI_CASES = 4_000
 COURSE = "demo"
 SYMLINK = "escape.ipynb"  # a master that is a symlink out of the course (fixture below)
 
@@ -203,12 +206,18 @@ def describe(case: Case) -> str:
     return f"{case.method} {case.path} {dict(case.headers)}"
 
 
-@pytest.fixture(scope="module")
-def with_symlinked_master(nb: Nbunits) -> Iterator[None]:
-    path = f"/var/lib/nbunits/courses/{COURSE}/{SYMLINK}"
+@contextmanager
+def symlinked_master(nb: Nbunits, course: str) -> Iterator[None]:
+    path = f"/var/lib/nbunits/courses/{course}/{SYMLINK}"
     nb.box.run("ln", "-sf", "/etc/shadow", path)
     yield
     nb.box.run("rm", "-f", path)
+
+
+@pytest.fixture(scope="module")
+def with_symlinked_master(nb: Nbunits) -> Iterator[None]:
+    with symlinked_master(nb, COURSE):
+        yield
 
 
 def test_ten_thousand_hostile_requests(nb: Nbunits, with_symlinked_master: None) -> None:
@@ -225,3 +234,21 @@ def test_ten_thousand_hostile_requests(nb: Nbunits, with_symlinked_master: None)
     assert len(cases) >= CASES
     assert not outcome.failures, outcome.report(describe)
     before.check_only_explained(nb, outcome.valid_ids, COURSE)
+
+
+def test_hostile_lti_launches(nb: Nbunits, lti_course: str) -> None:
+    before = Snapshot.take(nb)
+    started = time.monotonic()
+    cases = generate(lti_cases.CASE, LTI_CASES)
+    generated = time.monotonic() - started
+    outcome = Outcome()
+    with symlinked_master(nb, lti_course):
+        fire(nb, cases, outcome, lti_cases.send)
+    took = time.monotonic() - started
+    print(f"{len(cases)} LTI cases ({len(outcome.valid_ids)} valid ids used), generated in "
+          f"{generated:.1f}s, all done in {took:.1f}s; statuses {sorted(outcome.statuses.items())}")
+
+    assert len(cases) >= LTI_CASES
+    assert not outcome.failures, outcome.report()
+    assert outcome.statuses.get(302, 0) > 100  # valid launches and logins did happen
+    before.check_only_explained(nb, outcome.valid_ids, lti_course)

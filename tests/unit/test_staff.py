@@ -1,9 +1,13 @@
+import asyncio
 import json
 
 import pytest
 
 from nbunits import staff
+from nbunits.config import CourseConfig, Settings
 from nbunits.errors import NbunitsError
+from nbunits.helper import handle_request
+from nbunits.names import StudentUnits, user_for
 
 SECRET = "s3cret"
 
@@ -37,3 +41,35 @@ def test_render_escapes_everything_a_student_wrote():
     assert "<script>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "In [3]" in html and "42" in html
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in html
+
+
+def test_the_helper_signs_staff_links_only_for_students_of_the_course(tmp_path):
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state")
+    source = tmp_path / "demo"
+    (source / "w1").mkdir(parents=True)
+    (source / "w1" / "a.ipynb").write_text("{}")
+    settings.courses_conf_dir.mkdir(parents=True)
+    settings.course_file("demo").write_text(CourseConfig(name="demo", source=source).to_toml())
+    settings.capability_secret.write_text(SECRET + "\n")
+    student, user = "0123abcd", user_for("0123abcd")
+
+    def ask(**request: str) -> dict:
+        return asyncio.run(handle_request(settings, {"action": "staff_link", "course": "demo",
+                                                     "student": student, "notebook": "w1/a.ipynb",
+                                                     **request}))
+
+    assert ask()["code"] == "unknown_student"  # never came: no link, nothing created
+    token = settings.token_file(StudentUnits("demo", user))
+    token.parent.mkdir(parents=True)
+    token.write_text("JUPYTER_TOKEN=x\n")
+    assert ask()["code"] == "unknown_student"  # no id record: not this student's user
+    settings.students_dir.mkdir(parents=True)
+    (settings.students_dir / user).write_text(student + "\n")
+    url = ask()["url"]
+    assert url.startswith(f"/staff/demo/{user}/w1/a.ipynb?expires=")
+    expires, sig = (part.split("=")[1] for part in url.split("?")[1].split("&"))
+    staff.check(SECRET, "demo", user, "w1/a.ipynb", expires, sig)
+    assert ask(notebook="w1/nosuch.ipynb")["code"] == "unknown_notebook"
+    assert ask(notebook="../a.ipynb")["code"] == "bad_notebook"
+    assert ask(student="a b")["code"] == "bad_student"
+    assert ask(course="other")["code"] == "unknown_course"
