@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -37,6 +37,14 @@ from ..lti import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Platforms send short opaque hints; a Location longer than nginx's buffer (16k for
+# /lti/) would be a 502.
+MAX_HINTS = 4096
+
+
+def hints(params: Mapping[str, object]) -> dict[str, str]:
+    return {k: str(params[k]) for k in ("login_hint", "lti_message_hint") if params.get(k)}
 
 NONCES = web.AppKey("lti_nonces", NonceStore)
 # Signs the OIDC state. Per process: a restart only fails logins in flight (a
@@ -90,6 +98,9 @@ class Handlers:
                  "state": issue_state(request.app[STATE_KEY], course.name, nonce)}
         if params.get("lti_message_hint"):
             query["lti_message_hint"] = str(params["lti_message_hint"])
+        # The hints go back in the Location: keep it well within nginx's header buffer.
+        if len(urlencode(hints(params))) > MAX_HINTS:
+            raise LaunchError("bad_launch", "this LTI 1.3 login's hints are too long")
         raise web.HTTPFound(course.lti13_auth_url + "?" + urlencode(query))
 
     async def launch13(self, request: web.Request) -> web.StreamResponse:

@@ -15,7 +15,7 @@ from nbunits.dispatcher.legacy import legacy_signature
 from nbunits.names import user_for
 
 from .conftest import SHARED_IN_BOX, Nbunits, client
-from .lms import CONTEXT, FORM, SECRET, id_token, lti11_form, lti13_login
+from .lms import CLIENT, CONTEXT, FORM, ISSUER, SECRET, id_token, lti11_form, lti13_login
 
 
 def test_secrets_are_kept_from_everyone_but_the_dispatcher(nb: Nbunits, lti_course: str) -> None:
@@ -197,3 +197,16 @@ def test_legacy_link_modes(nb: Nbunits, lti_course: str) -> None:
     assert asyncio.run(get(link, Referer="https://lms.fun-mooc.fr/courses/x")) == 403
     assert asyncio.run(get(f"{link}?sig={sig}&expires={expires + 1}")) == 403
     assert asyncio.run(get(f"{link}?sig={sig}&expires={expires}")) == 302
+
+
+def test_lti13_login_with_overlong_hints_is_refused_not_a_502(nb: Nbunits, lti_course: str) -> None:
+    # Found by the fuzz test: the hints come back in the redirect's Location header.
+    async def login(hint: str) -> int:
+        async with client(nb) as session:
+            async with session.post("/lti/1.3/login", data={
+                    "iss": ISSUER, "client_id": CLIENT, "login_hint": hint},
+                    allow_redirects=False) as resp:
+                return resp.status
+
+    assert asyncio.run(login("a" * 3000)) == 302
+    assert asyncio.run(login("é" * 5000)) == 400
