@@ -19,13 +19,11 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.harness import Bind, SystemdBox
-from tests.integration.conftest import IMAGE_STORE, VENV, use_checkout
+from tests.harness import SystemdBox
+from tests.integration.conftest import IMAGE_STORE, SHARED_IN_BOX, VENV, box_folders, use_checkout
 
-REPO = Path(__file__).resolve().parents[1]
 COURSE = "demo"
 NOTEBOOK = "welcome.ipynb"
-SHARED_IN_BOX = "/srv/nbunits-bench"
 PEER_VENV = Path("/opt/nbunits-bench/jupyterhub")
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 
@@ -120,12 +118,7 @@ def booted(name: str) -> Iterator[Bench]:
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: run scripts/setup first")
     work = Path(f"/var/tmp/{name}")
-    shutil.rmtree(work, ignore_errors=True)
-    home, shared = work / "home", work / "shared"
-    home.mkdir(parents=True)
-    shared.mkdir()
-    binds = [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
-             Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    home, shared, binds = box_folders(work)
     cgroup = CPUACCT / name if CPUACCT.is_dir() else None
     try:
         with SystemdBox(name, binds=binds, private_network=True) as box:

@@ -108,15 +108,22 @@ def use_checkout(box: SystemdBox) -> None:
     assert where.stdout.strip() == "/opt/nbunits/src/nbunits/__init__.py", where.stdout
 
 
+def box_folders(work: Path) -> tuple[Path, Path, list[Bind]]:
+    """Fresh folders for a box's homes and for nginx's socket, and the binds that every
+    nbunits box needs (those two, the shared image store, this checkout)."""
+    shutil.rmtree(work, ignore_errors=True)
+    home, shared = work / "home", work / "shared"
+    home.mkdir(parents=True)
+    shared.mkdir()
+    return home, shared, [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
+                          Bind(IMAGE_STORE, str(IMAGE_STORE)),
+                          Bind(REPO, "/opt/nbunits/src", readonly=True)]
+
+
 @pytest.fixture(scope="session")
 def nb() -> Iterator[Nbunits]:
     _require_setup()
-    shutil.rmtree(WORK, ignore_errors=True)
-    home, shared = WORK / "home", WORK / "shared"
-    home.mkdir(parents=True)
-    shared.mkdir()
-    binds = [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
-             Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    home, shared, binds = box_folders(WORK)
     with SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
         box.boot()
         use_checkout(box)

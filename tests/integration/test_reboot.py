@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 
 from tests.browser import open_exercise, save_notebook
-from tests.harness import Bind, SystemdBox
+from tests.harness import SystemdBox
 
-from .conftest import IMAGE_STORE, REPO, SHARED_IN_BOX, VENV, use_checkout
+from .conftest import SHARED_IN_BOX, VENV, box_folders, use_checkout
 
 NOTEBOOK = "week1/loops.ipynb"
 
@@ -25,12 +25,9 @@ def _session(socket: Path) -> aiohttp.ClientSession:
 
 def test_after_a_reboot_the_same_link_gives_back_the_edited_notebook() -> None:
     work = Path(f"/var/tmp/nbunits-reboot-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    disk, home, shared = work / "disk", work / "home", work / "shared"
-    for folder in (disk, home, shared):
-        folder.mkdir(parents=True)
-    binds = [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
-             Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    home, shared, binds = box_folders(work)
+    disk = work / "disk"
+    disk.mkdir()
     student, marker = secrets.token_hex(16), f"# before the reboot {secrets.token_hex(4)}"
     nginx = shared / "nginx.sock"
 
