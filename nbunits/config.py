@@ -85,9 +85,6 @@ class Settings:
         """The manifest of a student's copies: which master each was made from."""
         return self.copies_dir / units.course / f"{units.user}.json"
 
-    def front_socket(self, units: StudentUnits) -> Path:
-        return self.run_dir / "front" / units.course / f"{units.user}.sock"
-
     def home(self, user: str) -> Path:
         return self.home_base / user
 

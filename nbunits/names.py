@@ -122,10 +122,6 @@ class StudentUnits:
         return f"nbunits-{self.course}-proxy@{self.user}.service"
 
     @property
-    def container_name(self) -> str:
-        return f"nbunits-{self.course}-{self.user}"
-
-    @property
     def url_prefix(self) -> str:
         return f"/nb/{self.course}/{self.user}/"
 
