@@ -20,7 +20,14 @@ from pathlib import Path
 import aiohttp
 
 from tests.harness import SystemdBox
-from tests.integration.conftest import IMAGE_STORE, SHARED_IN_BOX, VENV, box_folders, use_checkout
+from tests.integration.conftest import (
+    IMAGE_STORE,
+    SERVER,
+    SHARED_IN_BOX,
+    VENV,
+    box_folders,
+    use_checkout,
+)
 
 COURSE = "demo"
 NOTEBOOK = "welcome.ipynb"
@@ -49,15 +56,16 @@ class Bench:
 
     def session(self, timeout: float = 300, limit: int = 100,
                 trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
-        """A client of the box's nginx, as a browser on the server's own site."""
+        """A client of the box's nginx, as a browser on the server's own site (by its
+        name; over nginx's unix socket, so the figures carry no forwarder's cost)."""
         return aiohttp.ClientSession(
-            "http://localhost",
+            f"http://{SERVER}",
             connector=aiohttp.UnixConnector(path=str(self.nginx_socket), limit=limit),
             timeout=aiohttp.ClientTimeout(total=timeout), trace_configs=trace_configs)
 
     def jupyter_session(self, user: str) -> aiohttp.ClientSession:
         sock = self.host_path(f"/run/nbunits/jupyter/{COURSE}/{user}/jupyter.sock")
-        return aiohttp.ClientSession("http://localhost",
+        return aiohttp.ClientSession(f"http://{SERVER}",
                                      connector=aiohttp.UnixConnector(path=str(sock)),
                                      timeout=aiohttp.ClientTimeout(total=60))
 
@@ -124,7 +132,8 @@ def booted(name: str) -> Iterator[Bench]:
         with SystemdBox(name, binds=binds, private_network=True) as box:
             use_checkout(box)
             bench = Bench(box, work, shared)
-            bench.nbunits("install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
+            bench.nbunits("install", "--server-name", SERVER,
+                          "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
             bench.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo")
             if cgroup is not None:
                 cgroup.mkdir(exist_ok=True)

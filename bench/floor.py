@@ -18,6 +18,8 @@ import sys
 import time
 
 POLL = 0.005
+# The server's name: Jupyter accepts no other Host (local_hostnames).
+HOST = os.environ.get("NBUNITS_HOST", "localhost")
 
 
 def status(path: str, url: str, token: str) -> int:
@@ -25,7 +27,7 @@ def status(path: str, url: str, token: str) -> int:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(path)
-            sock.sendall(f"GET {url} HTTP/1.0\r\nHost: localhost\r\n"
+            sock.sendall(f"GET {url} HTTP/1.0\r\nHost: {HOST}\r\n"
                          f"Authorization: token {token}\r\n\r\n".encode())
             head = sock.recv(64).split(b" ", 2)
             return int(head[1]) if len(head) > 1 else 0

@@ -18,7 +18,7 @@ import aiohttp
 from nbunits.names import user_for
 from tests.browser import Opened, execute, open_exercise, start_kernel
 
-from .box import COURSE, NOTEBOOK, SHARED_IN_BOX, Bench, _descends
+from .box import COURSE, NOTEBOOK, SERVER, SHARED_IN_BOX, Bench, _descends
 from .stats import summary
 
 GENERATED = f"/run/systemd/generator/nbunits-{COURSE}@.service"
@@ -260,7 +260,7 @@ def floor_runs(bench: Bench, user: str, n: int, change=None) -> dict:
     cpu0 = bench.cpu_seconds()
     out = box.run("/usr/bin/python3", f"{SHARED_IN_BOX}/floor.py", str(n), sock_dir, token,
                   prefix, "--", *argv, user=user, timeout=600,
-                  env={**env, "HOME": f"/home/{user}"}).stdout
+                  env={**env, "HOME": f"/home/{user}", "NBUNITS_HOST": SERVER}).stdout
     cpu = (bench.cpu_seconds() - cpu0) / n
     runs = json.loads(out)
     return {"ready": [r["ready"] for r in runs],

@@ -25,7 +25,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .config import CourseConfig, Settings
+from .config import CourseConfig, Server, Settings
 from .names import StudentUnits
 
 
@@ -60,13 +60,18 @@ def ensure_secret(settings: Settings, nginx_snippet: Path) -> str:
     return secret
 
 
-def jupyter_config(course: CourseConfig, units: StudentUnits, secret: str) -> str:
+def jupyter_config(course: CourseConfig, units: StudentUnits, secret: str,
+                   server: Server) -> str:
     """The student's Jupyter settings that must not show on a command line."""
     cap = capability(secret, units)
     ancestors = " ".join(["'self'", *course.lms_origins])
     config = {
         "ServerApp": {
             "base_url": url_prefix(secret, units),
+            # Jupyter refuses a request whose Host is not "local" (DNS rebinding).
+            # nginx passes the browser's Host, and only for this server's names:
+            # those are the names Jupyter may accept, and no other.
+            "local_hostnames": list(server.names),
             # Only the course's LMS may embed the notebook in a frame.
             "tornado_settings": {"headers": {
                 "Content-Security-Policy": f"frame-ancestors {ancestors}",

@@ -7,16 +7,26 @@ import json
 import logging
 import os
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
-from . import copies, courses
-from . import staff
+import tomli_w
+
+from . import copies, courses, nginx, staff
 from .capability import ensure_secret, read_secret
-from .config import Settings, list_courses, load_course, load_settings
+from .config import (
+    DEFAULT_CONFIG,
+    Server,
+    Settings,
+    list_courses,
+    load_course,
+    load_settings,
+    server_to_toml,
+)
 from .courses import write_file
 from .errors import NbunitsError
 from .names import check_notebook, user_for
@@ -81,8 +91,10 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     GENERATOR_LINK.unlink(missing_ok=True)
     GENERATOR_LINK.symlink_to(VENV / "bin" / "nbunits-generator")
 
+    server = server_settings(settings, args)
+    write_server_settings(settings, server)
     if not args.no_nginx:
-        install_nginx(args.listen)
+        install_nginx(server, args.listen, args.tls_listen)
     step("systemctl daemon-reload; enable the dispatcher and helper sockets")
     daemon_reload()
     systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket")
@@ -91,18 +103,73 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
 
 
-def install_nginx(listen: Sequence[str]) -> None:
-    step(f"nginx configuration in {NGINX_DIR}")
-    write_file(NGINX_DIR / "conf.d" / "nbunits.conf", data_file("nginx", "nbunits-http.conf"))
-    write_file(NGINX_DIR / "snippets" / "nbunits-locations.conf",
-               data_file("nginx", "nbunits-locations.conf"))
-    if listen:
-        lines = "\n".join(f"    listen {address};" for address in listen)
-        write_file(NGINX_DIR / "sites-enabled" / "nbunits",
-                   fill(data_file("nginx", "nbunits-site.conf"), {"LISTEN": lines}))
+def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
+    """The [server] settings: what was installed before, with this command's options."""
+    old = settings.server
+    server = Server(
+        names=tuple(args.server_names) or old.names,
+        tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
+        tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,
+        trusted_proxies=tuple(args.trusted_proxies) or old.trusted_proxies,
+        proxy_header=args.proxy_header or old.proxy_header)
+    if not server.names:
+        die("nbunits install needs --server-name: the name browsers use for this server",
+            hint="e.g. --server-name notebooks.example.org (repeat for more names)")
+    if server.tls_cert:
+        check_certificate(server)
+    if args.tls_listen and not server.tls_cert:
+        die("--tls-listen needs --tls-cert and --tls-key")
+    return server
+
+
+def check_certificate(server: Server) -> None:
+    """The certificate and key can be read, belong together and cover every name."""
+    for path in (server.tls_cert, server.tls_key):
+        if not os.access(path, os.R_OK):
+            die(f"cannot read {path}")
+    key = run(["openssl", "pkey", "-in", server.tls_key, "-pubout"], check=False)
+    cert = run(["openssl", "x509", "-in", server.tls_cert, "-noout", "-pubkey"], check=False)
+    if key.returncode or cert.returncode:
+        die(f"{server.tls_cert} / {server.tls_key}: not a PEM certificate and key",
+            hint=(cert.stderr or key.stderr).strip().splitlines()[-1] if (cert.stderr or key.stderr) else None)
+    if key.stdout != cert.stdout:
+        die(f"{server.tls_key} is not the key of {server.tls_cert}")
+    for name in server.names:
+        checked = run(["openssl", "x509", "-in", server.tls_cert, "-noout", "-checkhost", name],
+                      check=False)
+        if "does match" not in checked.stdout:
+            die(f"{server.tls_cert} is not valid for {name}",
+                hint="a certificate whose subjectAltName lists every --server-name")
+
+
+def write_server_settings(settings: Settings, server: Server) -> None:
+    path = DEFAULT_CONFIG
+    data = tomllib.loads(path.read_text()) if path.exists() else {}
+    data.update(server_to_toml(server))
+    write_file(path, "# nbunits settings; written by `nbunits install`\n" + tomli_w.dumps(data))
+
+
+def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> None:
+    step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
+    write_file(NGINX_DIR / nginx.CONF_D, nginx.http_conf(server))
+    write_file(NGINX_DIR / nginx.LOCATIONS, nginx.locations_conf(server))
+    write_file(NGINX_DIR / nginx.PROXY, nginx.template("nbunits-proxy.conf"))
+    if listen or tls_listen:
+        disable_debian_default_site()
+        write_file(NGINX_DIR / nginx.SITE, nginx.site_conf(server, listen, tls_listen))
     run(["nginx", "-t", "-q"])
     systemctl("enable", "nginx.service")
     systemctl("reload-or-restart", "nginx.service")
+
+
+def disable_debian_default_site() -> None:
+    """Debian's "Welcome to nginx" site also claims default_server: our site answers
+    unknown names with a 421 instead. Only Debian's own link is removed."""
+    link = NGINX_DIR / "sites-enabled" / "default"
+    if link.is_symlink() and os.readlink(link) in ("/etc/nginx/sites-available/default",
+                                                    "../sites-available/default"):
+        step(f"disable Debian's default site ({link})")
+        link.unlink()
 
 
 # --- courses ---------------------------------------------------------------
@@ -307,8 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add(sub, "install", cmd_install, "install units, configuration and nginx snippets")
+    p.add_argument("--server-name", dest="server_names", action="append", default=[],
+                   metavar="NAME", help="a name browsers use for this server, e.g. "
+                   "notebooks.example.org (repeat for more; required at the first install)")
     p.add_argument("--listen", action="append", default=[], metavar="ADDR",
-                   help="also enable an nginx site listening on ADDR (e.g. 80, 127.0.0.1:8080)")
+                   help="write an nginx site listening for HTTP on ADDR (e.g. 80)")
+    p.add_argument("--tls-listen", action="append", default=[], metavar="ADDR",
+                   help="... and for HTTPS on ADDR (e.g. 443; needs --tls-cert)")
+    p.add_argument("--tls-cert", metavar="FILE", help="the server's certificate chain (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    p.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", default=[],
+                   metavar="ADDR", help="a TLS-terminating load balancer's address or "
+                   "network: only its X-Forwarded-Proto and client address are believed (repeat)")
+    p.add_argument("--proxy-header", metavar="HEADER",
+                   help="the header those proxies put the client's address in "
+                   "(default X-Forwarded-For)")
     p.add_argument("--no-nginx", action="store_true", help="leave nginx alone")
 
     course = sub.add_parser("course", help="publish, update and inspect courses").add_subparsers(

@@ -9,6 +9,7 @@ Two kinds of files, both TOML:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass
@@ -25,6 +26,52 @@ class ConfigError(NbunitsError):
     pass
 
 
+# A DNS name a browser may use for this server (RFC 1123 labels, lower case).
+SERVER_NAME_RE = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+# The request header a trusted load balancer puts the client's address in.
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Server:
+    """How browsers reach this server: `[server]` in nbunits.toml, written by
+    `nbunits install`. nginx's site and every student's Jupyter are set from it."""
+
+    # The names browsers use (nginx's server_name, Jupyter's local_hostnames).
+    names: tuple[str, ...] = ()
+    # nginx terminates TLS with these (PEM files), or a load balancer does.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Load balancers that terminate TLS in front of nginx: only requests from these
+    # addresses (or networks) have their X-Forwarded-Proto and client address believed.
+    trusted_proxies: tuple[str, ...] = ()
+    # The header those proxies put the client's address in.
+    proxy_header: str = "X-Forwarded-For"
+
+    def __post_init__(self) -> None:
+        problems = [f"server name {n!r}" for n in self.names if not SERVER_NAME_RE.fullmatch(n)]
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                problems.append(f"trusted proxy {proxy!r} (an IP address or network)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("tls_cert and tls_key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path and not path.startswith("/"):
+                problems.append(f"{path!r} (an absolute path)")
+        if not HEADER_NAME_RE.fullmatch(self.proxy_header):
+            problems.append(f"proxy header {self.proxy_header!r}")
+        if problems:
+            raise ConfigError("bad_config", "invalid server settings: " + "; ".join(problems))
+
+    @property
+    def https(self) -> bool:
+        """Browsers come over HTTPS: nginx's own TLS, or a load balancer's."""
+        return bool(self.tls_cert or self.trusted_proxies)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where nbunits keeps things. The unit files in units/ use these same paths."""
@@ -34,6 +81,7 @@ class Settings:
     run_dir: Path = Path("/run/nbunits")
     home_base: Path = Path("/home")
     image_store: Path = Path("/var/lib/nbunits/images")
+    server: Server = Server()
 
     @property
     def courses_conf_dir(self) -> Path:
@@ -92,11 +140,36 @@ class Settings:
 def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
     data = _read_toml(path) if path.exists() else {}
     section = data.get("paths", {})
-    known = {f.name for f in dataclasses.fields(Settings)}
+    known = {f.name for f in dataclasses.fields(Settings)} - {"server"}
     unknown = set(section) - known
     if unknown:
         raise ConfigError("bad_config", f"{path}: unknown settings {sorted(unknown)}")
-    return Settings(**{k: Path(v) for k, v in section.items()})
+    return Settings(**{k: Path(v) for k, v in section.items()},
+                    server=server_from_toml(path, data.get("server", {})))
+
+
+def server_from_toml(path: Path, section: dict[str, Any]) -> Server:
+    known = {f.name for f in dataclasses.fields(Server)}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError("bad_config", f"{path}: unknown [server] settings {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        expected = tuple if key in ("names", "trusted_proxies") else str
+        if not isinstance(value, expected) or (
+                expected is tuple and not all(isinstance(v, str) for v in value)):
+            raise ConfigError("bad_config", f"{path}: [server] {key} has the wrong type")
+        values[key] = value
+    return Server(**values)
+
+
+def server_to_toml(server: Server) -> dict[str, Any]:
+    """The `[server]` table of nbunits.toml (for tomli_w)."""
+    return {"server": {f.name: list(v) if isinstance(v, tuple) else v
+                       for f in dataclasses.fields(server)
+                       if (v := getattr(server, f.name)) != f.default}}
 
 
 _SIZE_RE = re.compile(r"\d+[KMGT]?|infinity")

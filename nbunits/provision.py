@@ -121,7 +121,7 @@ def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits) 
     path = settings.token_file(units)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write_private(path, f"JUPYTER_TOKEN={token}\n")
-    _write_private(path.with_suffix(".json"), jupyter_config(config, units, secret))
+    _write_private(path.with_suffix(".json"), jupyter_config(config, units, secret, settings.server))
     return token
 
 

@@ -69,6 +69,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_page(500, "Something went wrong on our side.", "Please try again later.")
 
 
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only this server's names: nginx's site already answers others with a 421, but
+    an admin's own server block may be a catch-all. Nothing is created for them."""
+    names = request.app[SETTINGS].server.names
+    if names and host_name(request.host) not in names:
+        logger.warning("refused a request for host %r", request.host[:100])
+        return error_page(421, "This server does not serve that host name.")
+    return await handler(request)
+
+
+def host_name(host: str) -> str:
+    """A Host header without its port."""
+    name, _, port = host.rpartition(":")
+    return name.lower() if name and port.isdigit() and not name.endswith(":") else host.lower()
+
+
 async def open_exercise(request: web.Request) -> web.StreamResponse:
     """GET /ipythonExercice/<course>/<notebook path>/<student id> (FUN's xblock URL)."""
     course = check_course(request.match_info["course"])
@@ -149,7 +166,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[host_middleware, error_middleware])
     app[SETTINGS] = settings
     # No HEAD: a link prefetcher must not create users or start units.
     app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise, allow_head=False)

@@ -20,6 +20,7 @@ TITLES = {
     403: "This link is not allowed here",
     404: "Not found",
     409: "This account needs an administrator",
+    421: "Wrong address",
     500: "This notebook cannot be opened",
     503: "The notebook service is not available",
 }

@@ -2,8 +2,11 @@
 
 The box is a throwaway systemd-nspawn container over an overlay of this machine's
 root (tests/harness.py). Inside: the product venv at /opt/nbunits/venv (built on
-the machine by scripts/setup), the shared image store, real nginx listening on a
-unix socket that the tests reach from outside, and the demo course.
+the machine by scripts/setup), the shared image store, and the demo course, served
+as deployed: nginx on ports 80 and 443 of the box's own network, for the server
+name `notebooks.mooc.test`, with a certificate from a CA the tests make and trust,
+and a TLS-terminating load balancer (the `lb` fixture) as the one trusted proxy.
+The tests reach it by that name, over TCP and TLS (tests/forward.py).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.forward import Forwarder, Names
 from tests.harness import Bind, SystemdBox
+from tests.tls import TestCA
 
 REPO = Path(__file__).resolve().parents[2]
 # Per process, so that several test runs (developers, helpers) can share a machine.
@@ -25,6 +31,12 @@ WORK = Path(f"/var/tmp/nbunits-test-{os.getpid()}")
 IMAGE_STORE = Path("/var/lib/nbunits/images")
 VENV = Path("/opt/nbunits/venv")
 SHARED_IN_BOX = "/srv/nbunits-test"
+# The name browsers use for the nbunits server, and the LMS's.
+SERVER = "notebooks.mooc.test"
+LMS = "lms.mooc.test"
+# In the box's network: the load balancer connects from LB_PEER (the trusted proxy),
+# and listens on LB_LISTEN; a client reaching it comes from LB_CLIENT.
+LB_PEER, LB_LISTEN, LB_CLIENT = "127.0.0.2", "127.0.0.3", "127.0.0.5"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,13 +53,68 @@ def _require_setup() -> None:
         pytest.fail(f"missing {', '.join(missing)}: run scripts/setup first")
 
 
+@dataclass
+class Site:
+    """How the tests reach a box's nbunits: its name, this machine's address for
+    it (a forwarder into the box's network), and the CA that signed its certificate."""
+
+    box: SystemdBox
+    shared: Path
+    names: Names
+    ca: TestCA | None
+    server: str = SERVER
+
+    @property
+    def base(self) -> str:
+        return f"{'https' if self.ca else 'http'}://{self.server}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def session(self, *, limit: int = 100, timeout: float = 180,
+                base: str | None = None) -> aiohttp.ClientSession:
+        """An aiohttp session to nbunits, as a browser: by name, verifying TLS."""
+        connector = aiohttp.TCPConnector(
+            resolver=self.names, limit=limit,
+            ssl=self.ca.client_context() if self.ca else False)
+        return aiohttp.ClientSession(base or self.base, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=timeout))
+
+
+def deploy(box: SystemdBox, shared: Path, *, tls: bool = True, server: str = SERVER,
+           extra: Sequence[str] = ()) -> Site:
+    """Install nbunits in `box` for `server` as an admin would (nginx on 80, and on
+    443 with TLS), make the name resolve there, and reach it from here."""
+    install = ["install", "--server-name", server, "--listen", "80"]
+    ca = None
+    if tls:
+        ca = TestCA(shared / "tls")
+        pair = ca.issue(server)
+        install += ["--tls-listen", "443",
+                    "--tls-cert", f"{SHARED_IN_BOX}/tls/{pair.cert.name}",
+                    "--tls-key", f"{SHARED_IN_BOX}/tls/{pair.key.name}"]
+    hosts = box.read_file("/etc/hosts")
+    box.write_file("/etc/hosts", hosts + f"127.0.0.1 {server} {LMS}\n")
+    box.run(str(VENV / "bin" / "nbunits"), *install, *extra)
+    return reach(box, shared, ca, server)
+
+
+def reach(box: SystemdBox, shared: Path, ca: TestCA | None, server: str = SERVER) -> Site:
+    """This machine's way to a box's nginx: an address of its own for `server`."""
+    front = Forwarder(box.leader_pid, 443 if ca else 80).start()
+    if ca:  # plain HTTP too, on the same address (it redirects)
+        Forwarder(box.leader_pid, 80, listen_host=front.listen_host).start()
+    return Site(box, shared, Names({server: front.listen_host}), ca, server)
+
+
 class Nbunits:
     """The box, plus what tests ask of it."""
 
-    def __init__(self, box: SystemdBox, home: Path, shared: Path) -> None:
+    def __init__(self, box: SystemdBox, home: Path, shared: Path, site: Site) -> None:
         self.box = box
         self.home = home  # the host folder mounted as /home in the box
-        self.nginx_socket = shared / "nginx.sock"
+        self.shared = shared  # the host folder mounted as SHARED_IN_BOX
+        self.site = site
 
     def nbunits(self, *args: str, check: bool = True):
         return self.box.run(str(VENV / "bin" / "nbunits"), *args, check=check)
@@ -127,8 +194,8 @@ def nb() -> Iterator[Nbunits]:
     with SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
         box.boot()
         use_checkout(box)
-        nb = Nbunits(box, home, shared)
-        nb.nbunits("install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
+        site = deploy(box, shared, extra=["--trusted-proxy", LB_PEER])
+        nb = Nbunits(box, home, shared, site)
         nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
         yield nb
         failed = box.failed_units()
@@ -146,11 +213,55 @@ def lti_course(nb: Nbunits) -> str:
     return add_course(nb)
 
 
-def client(nb: Nbunits) -> aiohttp.ClientSession:
-    """An aiohttp session to nginx in the box, as a browser on the server's own site.
+def client(nb: Nbunits, *, limit: int = 100) -> aiohttp.ClientSession:
+    """An aiohttp session to nbunits in the box, as a browser: https://notebooks.mooc.test.
 
     Create it inside the coroutine that uses it (tests call asyncio.run()).
     """
-    return aiohttp.ClientSession("http://localhost",
-                                 connector=aiohttp.UnixConnector(path=str(nb.nginx_socket)),
-                                 timeout=aiohttp.ClientTimeout(total=180))
+    return nb.site.session(limit=limit)
+
+
+LB_CONF = """\
+# A TLS-terminating load balancer in front of nbunits' nginx (port 80), as a
+# MOOC's front would be: it says what the scheme and the client were.
+pid /run/nbunits-test-lb.pid;
+error_log stderr;
+events {}
+http {
+    access_log off;
+    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+    server {
+        listen %(listen)s:8443 ssl;
+        server_name %(server)s;
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        location / {
+            proxy_pass http://127.0.0.1:80;
+            proxy_bind %(peer)s;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering off;
+        }
+    }
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def lb(nb: Nbunits) -> Site:
+    """nbunits behind a TLS-terminating load balancer (a second nginx in the box,
+    connecting from the one trusted proxy address): the same name, another way in."""
+    assert nb.site.ca is not None
+    cert = f"{SHARED_IN_BOX}/tls/{SERVER}"
+    (nb.shared / "lb.conf").write_text(LB_CONF % {
+        "listen": LB_LISTEN, "server": SERVER, "cert": cert + ".pem", "key": cert + ".key",
+        "peer": LB_PEER})
+    nb.box.run("systemd-run", "--unit=nbunits-test-lb", "--service-type=forking",
+               "/usr/sbin/nginx", "-c", f"{SHARED_IN_BOX}/lb.conf")
+    front = Forwarder(nb.box.leader_pid, 8443, target_host=LB_LISTEN, listen_port=443,
+                      source=LB_CLIENT).start()
+    return Site(nb.box, nb.shared, Names({SERVER: front.listen_host}), nb.site.ca)

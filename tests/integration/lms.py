@@ -16,7 +16,7 @@ from oauthlib.oauth1 import SIGNATURE_TYPE_BODY, Client
 
 from nbunits.lti import LTI13_CLAIM
 
-from .conftest import SHARED_IN_BOX, Nbunits
+from .conftest import SERVER, SHARED_IN_BOX, Nbunits
 
 COURSE, CONTEXT = "ltidemo", "course-v1:Org+LTI+2026"
 KEY, SECRET = "ltidemo-key", secrets.token_hex(16)
@@ -25,15 +25,17 @@ KEYS_FILE = "/etc/nbunits/ltidemo-platform.json"
 LINK, LINKED_NOTEBOOK = "block-v1:Org+LTI+2026+type@lti+block@w1", "week1/loops.ipynb"
 PLATFORM_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-LAUNCH11 = "http://localhost/lti/1.1/launch"
+# Where the platform posts and redirects to: the tool's https:// URLs, as configured in the LMS.
+LAUNCH11 = f"https://{SERVER}/lti/1.1/launch"
+LAUNCH13 = f"https://{SERVER}/lti/1.3/launch"
 
 
 def add_course(nb: Nbunits) -> str:
     public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(PLATFORM_KEY.public_key()))
     # The platform's JWKS URL (file:// here: the box has no network); nbunits
     # course add saves it where the dispatcher reads it.
-    (nb.nginx_socket.parent / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1"}]}))
-    (nb.nginx_socket.parent / "lti11.secret").write_text(SECRET + "\n")
+    (nb.shared / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1"}]}))
+    (nb.shared / "lti11.secret").write_text(SECRET + "\n")
     nb.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo",
                "--lti-context-id", CONTEXT, "--lti11-key", KEY,
                "--lti11-secret-file", f"{SHARED_IN_BOX}/lti11.secret",
@@ -45,11 +47,11 @@ def add_course(nb: Nbunits) -> str:
 
 
 def sign11(form: dict[str, str], secret: str = SECRET, key: str = KEY,
-           timestamp: int | None = None) -> str:
+           timestamp: int | None = None, url: str = LAUNCH11) -> str:
     """The form as the platform POSTs it: OAuth1-signed in the body."""
     signer = Client(key, client_secret=secret, signature_type=SIGNATURE_TYPE_BODY,
                     timestamp=str(timestamp) if timestamp else None)
-    _, _, body = signer.sign(LAUNCH11, "POST", urlencode(form), FORM)
+    _, _, body = signer.sign(url, "POST", urlencode(form), FORM)
     return str(body)
 
 
@@ -85,13 +87,13 @@ def id_token(nonce: str, sub: str, key: rsa.RSAPrivateKey = PLATFORM_KEY,
 async def lti13_login(session: aiohttp.ClientSession) -> tuple[str, str]:
     """The platform's login initiation; returns (state, nonce) from our redirect to it."""
     query = {"iss": ISSUER, "client_id": CLIENT, "login_hint": "opaque",
-             "target_link_uri": "http://localhost/lti/1.3/launch", "lti_message_hint": "m"}
+             "target_link_uri": LAUNCH13, "lti_message_hint": "m"}
     async with session.get("/lti/1.3/login?" + urlencode(query), allow_redirects=False) as resp:
         assert resp.status == 302, await resp.text()
         location = urlsplit(resp.headers["Location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == AUTH
     sent = {k: v[0] for k, v in parse_qs(location.query).items()}
     assert sent["client_id"] == CLIENT and sent["login_hint"] == "opaque"
-    assert sent["redirect_uri"] == "http://localhost/lti/1.3/launch"
+    assert sent["redirect_uri"] == LAUNCH13
     assert sent["response_mode"] == "form_post" and sent["lti_message_hint"] == "m"
     return sent["state"], sent["nonce"]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import secrets
+import ssl
+import subprocess
 import threading
 from pathlib import Path
 
@@ -12,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from tests.browser import Opened, open_exercise
-from tests.forward import Forwarder
+from tests.forward import Names
 
-from .conftest import Nbunits, client
+from .conftest import LMS, SERVER, Nbunits, client
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -63,15 +66,16 @@ def test_only_the_courses_lms_may_frame_the_notebook(nb: Nbunits) -> None:
 
 
 class _ParentSite:
-    """The course's page on another site (the LMS), embedding the exercise link."""
+    """The course's page on another site (the LMS), over HTTPS, embedding the exercise link."""
 
-    def __init__(self, port: int, iframe_src: str) -> None:
-        self.port, self.iframe_src = port, iframe_src
+    def __init__(self, context: ssl.SSLContext, iframe_src: str) -> None:
+        self.context, self.iframe_src, self.address = context, iframe_src, ""
 
-    def start(self) -> None:
+    def start(self) -> str:
         ready = threading.Event()
         threading.Thread(target=asyncio.run, args=(self._serve(ready),), daemon=True).start()
         assert ready.wait(10)
+        return self.address
 
     async def _serve(self, ready: threading.Event) -> None:
         async def page(request: web.Request) -> web.Response:
@@ -82,35 +86,54 @@ class _ParentSite:
         app.router.add_get("/course", page)
         runner = web.AppRunner(app)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        for _ in range(20):  # a free address of 127/8, port 443 as a real site
+            address = f"127.{random.randint(64, 250)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+            try:
+                await web.TCPSite(runner, address, 443, ssl_context=self.context).start()
+            except OSError:
+                continue
+            self.address = address
+            break
         ready.set()
         await asyncio.Event().wait()
 
 
+def browser_home(ca: Path, home: Path) -> dict[str, str]:
+    """A HOME whose NSS database trusts the test CA, as an admin's browser trusts
+    their CA: Chromium then verifies both sites' certificates for real."""
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "nbunits test CA",
+                    "-i", str(ca)], check=True)
+    return {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
 def test_a_notebook_in_a_cross_site_iframe_runs_a_cell_without_third_party_cookies(
-        nb: Nbunits) -> None:
+        nb: Nbunits, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    base = 20000 + os.getpid() % 1000
-    lms_port, nb_port = base, base + 1000
-    # Two sites: the LMS on 127.0.0.1, nbunits on localhost.
-    nb.add_course("iframe", lms_origin=f"http://127.0.0.1:{lms_port}")
-    Forwarder(nb_port, nb.nginx_socket).start()
+    # Two HTTPS sites with real names: the LMS's page frames the notebook server's.
+    ca = nb.site.ca
+    assert ca is not None
+    nb.add_course("iframe", lms_origin=f"https://{LMS}")
     student = secrets.token_hex(16)
-    _ParentSite(lms_port, f"http://localhost:{nb_port}/ipythonExercice/iframe/welcome.ipynb/"
-                          f"{student}").start()
+    lms = _ParentSite(ca.server_context(ca.issue(LMS)),
+                      nb.site.url(f"/ipythonExercice/iframe/welcome.ipynb/{student}"))
+    names = Names({**nb.site.names.names, LMS: lms.start()})
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=str(CHROMIUM), env=browser_home(ca.cert, tmp_path / "home"),
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--test-third-party-cookie-phaseout"])
+                  "--disable-sync", "--test-third-party-cookie-phaseout",
+                  f"--host-resolver-rules={names.chromium_rules()}"])
         try:
             context = browser.new_context()  # blocks third-party cookies
             page = context.new_page()
-            page.goto(f"http://127.0.0.1:{lms_port}/course")
+            page.goto(f"https://{LMS}/course")
             frame = page.frame_locator("#exercise")
             cell = frame.locator(".jp-CodeCell").nth(1)  # the `6 * 7` cell
             cell.locator(".cm-content").click(timeout=120_000)
@@ -118,6 +141,6 @@ def test_a_notebook_in_a_cross_site_iframe_runs_a_cell_without_third_party_cooki
             output = frame.locator(".jp-OutputArea-output").filter(has_text="42")
             output.first.wait_for(timeout=120_000)
             inner = page.frames[1]
-            assert inner.url.startswith(f"http://localhost:{nb_port}/nb/iframe/")
+            assert inner.url.startswith(f"https://{SERVER}/nb/iframe/")
         finally:
             browser.close()

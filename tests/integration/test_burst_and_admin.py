@@ -29,9 +29,7 @@ def burst(nb: Nbunits) -> list[Opened]:
         return opened
 
     async def everyone() -> list[Opened]:
-        session = aiohttp.ClientSession(
-            "http://localhost", connector=aiohttp.UnixConnector(path=str(nb.nginx_socket), limit=0),
-            timeout=aiohttp.ClientTimeout(total=600))
+        session = nb.site.session(limit=0, timeout=600)
         async with session:
             students = [secrets.token_hex(16) for _ in range(CLASS_SIZE)]
             return await asyncio.gather(*(one(session, s) for s in students))

@@ -36,7 +36,7 @@ class Teacher:
     """A teacher's git repository, on the host, seen by the box through the shared bind."""
 
     def __init__(self, nb: Nbunits) -> None:
-        self.repo = nb.nginx_socket.parent / "teacher-repo"
+        self.repo = nb.shared / "teacher-repo"
         self.url = f"file://{SHARED_IN_BOX}/teacher-repo"
         self.git("init", "--quiet", "--initial-branch=main", str(self.repo), cwd=Path("/"))
 

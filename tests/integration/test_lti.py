@@ -180,7 +180,7 @@ def test_legacy_link_modes(nb: Nbunits, lti_course: str) -> None:
             return resp.status
 
     assert asyncio.run(get(link)) == 403  # off
-    (nb.nginx_socket.parent / "legacy.secret").write_text("legacy-secret\n")
+    (nb.shared / "legacy.secret").write_text("legacy-secret\n")
     nb.nbunits("course", "update", lti_course, "--legacy", "referrer",
                "--legacy-referrer", "fun-mooc.fr")
     assert asyncio.run(get(link)) == 403

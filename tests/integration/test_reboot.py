@@ -8,19 +8,12 @@ import secrets
 import shutil
 from pathlib import Path
 
-import aiohttp
-
 from tests.browser import open_exercise, save_notebook
 from tests.harness import SystemdBox
 
-from .conftest import SHARED_IN_BOX, VENV, box_folders, use_checkout
+from .conftest import VENV, box_folders, deploy, reach, use_checkout
 
 NOTEBOOK = "week1/loops.ipynb"
-
-
-def _session(socket: Path) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession("http://localhost", connector=aiohttp.UnixConnector(path=str(socket)),
-                                 timeout=aiohttp.ClientTimeout(total=180))
 
 
 def test_after_a_reboot_the_same_link_gives_back_the_edited_notebook() -> None:
@@ -29,7 +22,6 @@ def test_after_a_reboot_the_same_link_gives_back_the_edited_notebook() -> None:
     disk = work / "disk"
     disk.mkdir()
     student, marker = secrets.token_hex(16), f"# before the reboot {secrets.token_hex(4)}"
-    nginx = shared / "nginx.sock"
 
     def boot() -> SystemdBox:
         box = SystemdBox(f"nbunits-reboot-{os.getpid()}", binds=binds, disk=disk)
@@ -40,24 +32,24 @@ def test_after_a_reboot_the_same_link_gives_back_the_edited_notebook() -> None:
     box = None
     try:
         box = boot()
-        box.run(str(VENV / "bin" / "nbunits"), "install", "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
+        site = deploy(box, shared)
         box.run(str(VENV / "bin" / "nbunits"), "course", "add", "demo",
                 "--dir", "/opt/nbunits/src/examples/demo")
 
         async def edit() -> tuple[str, str]:
-            async with _session(nginx) as session:
+            async with site.session() as session:
                 opened = await open_exercise(session, "demo", NOTEBOOK, student)
                 await save_notebook(session, opened, marker)
                 return opened.prefix, opened.token
 
         prefix, token = asyncio.run(edit())
         box.shutdown()
-        nginx.unlink(missing_ok=True)
 
         box = boot()  # the same disk: users, units, courses and tokens are still there
+        site = reach(box, shared, site.ca)
 
         async def come_back() -> None:
-            async with _session(nginx) as session:
+            async with site.session() as session:
                 # The student's socket listens from boot on: their bookmark works as is.
                 url = f"{prefix}api/contents/{NOTEBOOK}"
                 async with session.get(url, headers={"Authorization": f"token {token}"}) as resp:

@@ -81,15 +81,17 @@ def test_exposure_scores_do_not_get_worse(nb: Nbunits, student: str) -> None:
 # Issues gixy may report, as (check, file, text of the pseudo config), each with
 # its reason. Nothing else is accepted.
 GIXY_ACCEPTED = [
-    # Debian's own nginx.conf: its TLS defaults (TLSv1/1.1 allowed, server cipher
-    # order) and worker limits. nbunits serves no TLS itself (admins put its
-    # locations in their own TLS server block) and does not edit the admin's file.
+    # Debian's own nginx.conf: its http-level TLS defaults (TLSv1/1.1 allowed, server
+    # cipher order) and worker limits. nbunits' own TLS server sets its protocols and
+    # ciphers itself (sites-enabled/nbunits) and does not edit the admin's file.
     ("weak_ssl_tls", "/etc/nginx/nginx.conf", ""),
     ("worker_rlimit_nofile_vs_connections", "/etc/nginx/nginx.conf", ""),
-    # LTI launches pass the client's Host on: the launch's OAuth signature covers
-    # the URL the LMS posted to, port included, so the dispatcher must see it as
-    # sent. A spoofed Host only makes the signature check fail.
-    ("host_spoofing", "/etc/nginx/snippets/nbunits-locations.conf", "location /lti/"),
+    # Upstreams get the Host the browser sent, port included: an LTI 1.1 signature
+    # covers the URL the LMS posted to, and Jupyter compares a websocket's Origin
+    # with Host. It only reaches them once nginx matched it against server_name
+    # (others get the default server's 421), and Jupyter checks it again
+    # (local_hostnames); test_names.py sends the spoofed ones.
+    ("host_spoofing", "/etc/nginx/snippets/nbunits-proxy.conf", "proxy_set_header Host $http_host"),
 ]
 
 

@@ -1,0 +1,79 @@
+"""nginx: nbunits' configuration files, rendered from the [server] settings.
+
+The files in nginx/ are real nginx configuration with a few @PLACEHOLDERS@ for
+what differs between servers: the names browsers use, TLS, and the load balancers
+whose word about the scheme and the client is believed. `nbunits install` writes
+them and checks the result with `nginx -t`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+
+from .config import Server
+
+CONF_D = "conf.d/nbunits.conf"
+LOCATIONS = "snippets/nbunits-locations.conf"
+PROXY = "snippets/nbunits-proxy.conf"
+SITE = "sites-enabled/nbunits"
+# Mozilla's "intermediate" profile: browsers of the last years, forward secrecy only.
+TLS_SETTINGS = """\
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+ECDHE-RSA-CHACHA20-POLY1305;
+    ssl_prefer_server_ciphers off;
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:nbunits_tls:10m;
+    # Locations set it again (an add_header there hides this one): see nbunits.conf.
+    add_header Strict-Transport-Security $nbunits_hsts always;"""
+
+
+def template(name: str) -> str:
+    return (resources.files("nbunits") / "data" / "nginx" / name).read_text()
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise ValueError(f"nginx template: no value for {', '.join(sorted(set(left)))}")
+    return text
+
+
+def http_conf(server: Server) -> str:
+    proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
+    return fill(template("nbunits-http.conf"), {
+        "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
+        "HTTPS": "1" if server.https else "0",
+    })
+
+
+def locations_conf(server: Server) -> str:
+    if server.trusted_proxies:
+        real_ip = "\n".join([*(f"set_real_ip_from {p};" for p in server.trusted_proxies),
+                             f"real_ip_header {server.proxy_header};", "real_ip_recursive on;"])
+    else:
+        real_ip = "# (no trusted proxy: the client is the peer that connected)"
+    return fill(template("nbunits-locations.conf"), {"REAL_IP": real_ip})
+
+
+def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
+    """The complete site: plain HTTP on `listen`, TLS on `tls_listen` (with a
+    certificate), and a default server answering 421 for any other name."""
+    plain = [f"    listen {address};" for address in listen]
+    secure = [f"    listen {address} ssl;" for address in tls_listen]
+    default = [f"{line[:-1]} default_server;" for line in plain + secure]
+    tls = ""
+    if server.tls_cert:
+        tls = (f"    ssl_certificate {server.tls_cert};\n"
+               f"    ssl_certificate_key {server.tls_key};\n{TLS_SETTINGS}")
+    return fill(template("nbunits-site.conf"), {
+        "LISTEN_DEFAULT": "\n".join(default),
+        "LISTEN": "\n".join(plain + secure),
+        "SERVER_NAMES": " ".join(server.names),
+        "TLS": tls,
+    })

@@ -1,0 +1,68 @@
+"""nginx's files rendered from the [server] settings, and those settings' checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nbunits import nginx
+from nbunits.config import ConfigError, Server, load_settings, server_to_toml
+
+import tomli_w
+
+
+def test_without_a_proxy_no_forwarded_header_is_believed() -> None:
+    server = Server(names=("notebooks.example.org",))
+    http = nginx.http_conf(server)
+    assert "default 0;" in http and " 1;" not in http.split("geo")[1].split("}")[0]
+    assert "http    0;" in http  # no TLS: plain HTTP is served, not redirected
+    assert "set_real_ip_from" not in nginx.locations_conf(server)
+
+
+def test_trusted_proxies_are_the_only_ones_believed() -> None:
+    server = Server(names=("a.example.org",), trusted_proxies=("10.0.0.5", "192.0.2.0/24"),
+                    proxy_header="X-Real-IP")
+    http = nginx.http_conf(server)
+    assert "    10.0.0.5 1;" in http and "    192.0.2.0/24 1;" in http
+    assert "http    1;" in http  # TLS ends at the balancer: plain HTTP redirects
+    locations = nginx.locations_conf(server)
+    assert "set_real_ip_from 10.0.0.5;" in locations and "real_ip_header X-Real-IP;" in locations
+
+
+def test_the_site_serves_its_names_and_answers_others_421() -> None:
+    server = Server(names=("a.example.org", "b.example.org"), tls_cert="/etc/c.pem",
+                    tls_key="/etc/c.key")
+    site = nginx.site_conf(server, ["80"], ["443"])
+    default, named = site.split("server {")[1:]
+    assert "listen 80 default_server;" in default and "listen 443 ssl default_server;" in default
+    assert "return 421" in default
+    assert "server_name a.example.org b.example.org;" in named
+    assert "listen 443 ssl;" in named and "ssl_certificate /etc/c.pem;" in named
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in named
+
+
+def test_a_leftover_placeholder_is_an_error() -> None:
+    with pytest.raises(ValueError, match="@LISTEN@"):
+        nginx.fill("listen @LISTEN@;", {})
+
+
+@pytest.mark.parametrize("bad", [
+    {"names": ("notebooks.example.org;",)}, {"names": ("-x.org",)}, {"names": ("a b",)},
+    {"names": ("x" * 64 + ".org",)}, {"trusted_proxies": ("10.0.0.5; allow all",)},
+    {"tls_cert": "/c.pem"}, {"tls_cert": "c.pem", "tls_key": "c.key"},
+    {"proxy_header": "X-Forwarded-For; evil"},
+])
+def test_server_settings_that_would_inject_or_not_work_are_refused(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        Server(**bad)
+
+
+def test_server_settings_round_trip_through_nbunits_toml(tmp_path: Path) -> None:
+    server = Server(names=("a.example.org",), trusted_proxies=("10.0.0.0/8",))
+    path = tmp_path / "nbunits.toml"
+    path.write_text(tomli_w.dumps(server_to_toml(server)))
+    assert load_settings(path).server == server
+    path.write_text('[server]\nnames = "a.example.org"\n')
+    with pytest.raises(ConfigError, match="wrong type"):
+        load_settings(path)

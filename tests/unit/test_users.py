@@ -1,0 +1,81 @@
+"""Kept homes: adopted with proof, refused without, never through a symlink."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nbunits.users import (
+    HOME_RECORD,
+    StudentError,
+    adopt_home,
+    existing_home,
+    read_home_record,
+    write_home_record,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+
+
+def test_no_home_nothing_to_adopt(tmp_path: Path) -> None:
+    assert existing_home(tmp_path / "nbx", "s1", None) is False
+
+
+def test_proof_is_the_state_record_or_roots_record_in_the_home(tmp_path: Path) -> None:
+    home = tmp_path / "nbx"
+    home.mkdir()
+    assert existing_home(home, "s1", "s1") is True
+    write_home_record(home, "s1")
+    assert read_home_record(home) == "s1"
+    assert existing_home(home, "s1", None) is True
+    with pytest.raises(StudentError, match="no record shows") as raised:
+        existing_home(home, "s2", None)
+    assert raised.value.code == "bad_home"
+
+
+def test_a_record_the_student_could_write_proves_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "nbx"
+    home.mkdir()
+    (home / HOME_RECORD).write_text("s1\n")
+    os.chown(home / HOME_RECORD, 4242, 4242)
+    assert read_home_record(home) is None
+    (home / HOME_RECORD).unlink()
+    (home / HOME_RECORD).symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").write_text("s1\n")
+    assert read_home_record(home) is None
+    with pytest.raises(StudentError):
+        existing_home(home, "s1", None)
+
+
+def test_not_a_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path)
+    for path in (tmp_path / "file", tmp_path / "link"):
+        with pytest.raises(StudentError, match="not a directory"):
+            existing_home(path, "s1", "s1")
+
+
+def test_adopting_changes_the_old_owners_files_only_and_follows_no_symlink(tmp_path: Path) -> None:
+    home, outside = tmp_path / "nbx", tmp_path / "outside"
+    (home / "demo" / "week1").mkdir(parents=True)
+    (home / "demo" / "week1" / "a.ipynb").write_text("{}")
+    (home / ".local" / "share" / "nbunits" / "demo").mkdir(parents=True)
+    outside.write_text("root's")
+    (home / "demo" / "link").symlink_to(outside)
+    for path in (home, home / "demo", home / "demo" / "week1", home / "demo" / "week1" / "a.ipynb",
+                 home / ".local", home / ".local" / "share"):
+        os.chown(path, 4000, 4000)
+    os.chown(home / "demo" / "link", 4000, 4000, follow_symlinks=False)
+    (home / "other").write_text("")
+    os.chown(home / "other", 7000, 7000)
+
+    adopt_home(home, 5000, 5001)
+
+    assert (home.stat().st_uid, home.stat().st_gid) == (5000, 5001)
+    assert (home / "demo" / "week1" / "a.ipynb").stat().st_uid == 5000
+    assert os.lstat(home / "demo" / "link").st_uid == 5000
+    assert outside.stat().st_uid == 0  # the link's target is not touched
+    assert (home / "other").stat().st_uid == 7000
+    assert not (home / ".local" / "share" / "nbunits").exists()  # podman's cache, started afresh
