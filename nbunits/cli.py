@@ -69,6 +69,7 @@ def data_file(*parts: str) -> str:
 
 def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
+    server = server_settings(settings, args)  # checked before anything changes
     step("system user nbunits (runs the dispatcher)")
     if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
         run(["useradd", "--system", "--user-group", "--no-create-home",
@@ -91,7 +92,6 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     GENERATOR_LINK.unlink(missing_ok=True)
     GENERATOR_LINK.symlink_to(VENV / "bin" / "nbunits-generator")
 
-    server = server_settings(settings, args)
     write_server_settings(settings, server)
     if not args.no_nginx:
         install_nginx(server, args.listen, args.tls_listen)
@@ -151,25 +151,41 @@ def write_server_settings(settings: Settings, server: Server) -> None:
 
 def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> None:
     step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
-    write_file(NGINX_DIR / nginx.CONF_D, nginx.http_conf(server))
-    write_file(NGINX_DIR / nginx.LOCATIONS, nginx.locations_conf(server))
-    write_file(NGINX_DIR / nginx.PROXY, nginx.template("nbunits-proxy.conf"))
+    files = {nginx.CONF_D: nginx.http_conf(server), nginx.LOCATIONS: nginx.locations_conf(server),
+             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
     if listen or tls_listen:
-        disable_debian_default_site()
-        write_file(NGINX_DIR / nginx.SITE, nginx.site_conf(server, listen, tls_listen))
-    run(["nginx", "-t", "-q"])
+        files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)
+    before = {name: (NGINX_DIR / name).read_text() if (NGINX_DIR / name).exists() else None
+              for name in files}
+    default_site = disable_debian_default_site() if nginx.SITE in files else None
+    for name, text in files.items():
+        write_file(NGINX_DIR / name, text)
+    checked = run(["nginx", "-t", "-q"], check=False)
+    if checked.returncode != 0:
+        for name, text in before.items():  # nginx keeps serving what it had
+            if text is None:
+                (NGINX_DIR / name).unlink(missing_ok=True)
+            else:
+                write_file(NGINX_DIR / name, text)
+        if default_site:
+            default_site[0].symlink_to(default_site[1])
+        die("nginx refuses the new configuration (the previous one is back in place): "
+            + (checked.stderr.strip().splitlines() or ["?"])[-1])
     systemctl("enable", "nginx.service")
     systemctl("reload-or-restart", "nginx.service")
 
 
-def disable_debian_default_site() -> None:
+def disable_debian_default_site() -> tuple[Path, str] | None:
     """Debian's "Welcome to nginx" site also claims default_server: our site answers
-    unknown names with a 421 instead. Only Debian's own link is removed."""
+    unknown names with a 421 instead. Only Debian's own link is removed; returns it."""
     link = NGINX_DIR / "sites-enabled" / "default"
     if link.is_symlink() and os.readlink(link) in ("/etc/nginx/sites-available/default",
                                                     "../sites-available/default"):
         step(f"disable Debian's default site ({link})")
+        target = os.readlink(link)
         link.unlink()
+        return link, target
+    return None
 
 
 # --- courses ---------------------------------------------------------------

@@ -8,7 +8,7 @@ import secrets
 from nbunits.names import user_for
 from tests.browser import open_exercise
 
-from .conftest import Nbunits, client
+from .conftest import SERVER, SHARED_IN_BOX, Nbunits, client
 
 
 def test_units_and_nginx_config_verify(nb: Nbunits) -> None:
@@ -77,3 +77,31 @@ def test_course_add_refuses_bad_input_and_changes_nothing(nb: Nbunits) -> None:
         assert result.returncode != 0
         assert "nbunits: error:" in result.stderr and "Traceback" not in result.stderr
     assert nb.nbunits("course", "list").stdout == before
+
+
+def test_install_refuses_server_settings_that_cannot_work_and_changes_nothing(nb: Nbunits) -> None:
+    ca = nb.site.ca
+    assert ca is not None
+    other = ca.issue("other.mooc.test")
+    watched = ["/etc/nbunits/nbunits.toml", "/etc/nginx/sites-enabled/nbunits",
+               "/etc/nginx/conf.d/nbunits.conf", "/etc/nginx/snippets/nbunits-locations.conf"]
+    before = {path: nb.box.read_file(path) for path in watched}
+    cert = f"{SHARED_IN_BOX}/tls/{SERVER}"
+    cases = [
+        (["--server-name", "bad name;"], "invalid server settings"),
+        (["--server-name", SERVER, "--trusted-proxy", "10.0.0.1; allow all"], "trusted proxy"),
+        # A certificate for another name, and a key of another certificate.
+        (["--server-name", SERVER, "--tls-cert", f"{SHARED_IN_BOX}/tls/{other.cert.name}",
+          "--tls-key", f"{SHARED_IN_BOX}/tls/{other.key.name}"], "is not valid for notebooks"),
+        (["--server-name", SERVER, "--tls-cert", cert + ".pem",
+          "--tls-key", f"{SHARED_IN_BOX}/tls/{other.key.name}"], "is not the key of"),
+        (["--server-name", SERVER, "--tls-cert", "/nonexistent.pem", "--tls-key", cert + ".key"],
+         "cannot read /nonexistent.pem"),
+        (["--listen", "80", "--listen", "80"], "nginx refuses the new configuration"),
+    ]
+    for args, message in cases:
+        result = nb.nbunits("install", *args, check=False)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert {path: nb.box.read_file(path) for path in watched} == before, args
+    nb.box.run("nginx", "-t", "-q")

@@ -76,7 +76,7 @@ def _keep_a_tab_open_until_it_stops(nb: Nbunits, course: str, timeout: float) ->
 
 
 def test_idle_stop_layer2_jupyter_culls_and_shuts_down_despite_an_open_tab(nb: Nbunits) -> None:
-    nb.add_course("idle2", proxy_idle_timeout=3600, kernel_idle_timeout=3, jupyter_idle_timeout=5)
+    nb.add_course("idle2", proxy_idle_timeout=3600, kernel_idle_timeout=10, jupyter_idle_timeout=12)
     _keep_a_tab_open_until_it_stops(nb, "idle2", timeout=150)  # Jupyter checks once a minute
 
 
