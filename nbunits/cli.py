@@ -17,7 +17,7 @@ from . import copies, courses
 from . import staff
 from .capability import ensure_secret, read_secret
 from .config import Settings, list_courses, load_course, load_settings
-from .courses import write_file
+from .files import write_atomic
 from .errors import NbunitsError
 from .names import check_notebook, user_for
 from .notebooks import as_text, find_masters, read_copy
@@ -29,7 +29,7 @@ from .status import (
     resolve_student,
     student_states,
 )
-from .systemd import daemon_reload, fill, static_units, systemctl
+from .systemd import active_users, daemon_reload, fill, static_units, systemctl
 from .users import lookup
 
 logger = logging.getLogger("nbunits")
@@ -69,14 +69,14 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
                        (settings.tokens_dir, 0o700), (settings.students_dir, 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)
-    write_file(settings.etc_dir / "storage.conf",
+    write_atomic(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 
     step(f"units in {SYSTEMD_DIR}, generator {GENERATOR_LINK}")
     for unit in static_units():
-        write_file(SYSTEMD_DIR / unit.name, unit.read_text())
+        write_atomic(SYSTEMD_DIR / unit.name, unit.read_text())
     GENERATOR_LINK.parent.mkdir(parents=True, exist_ok=True)
     GENERATOR_LINK.unlink(missing_ok=True)
     GENERATOR_LINK.symlink_to(VENV / "bin" / "nbunits-generator")
@@ -93,12 +93,12 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
 
 def install_nginx(listen: Sequence[str]) -> None:
     step(f"nginx configuration in {NGINX_DIR}")
-    write_file(NGINX_DIR / "conf.d" / "nbunits.conf", data_file("nginx", "nbunits-http.conf"))
-    write_file(NGINX_DIR / "snippets" / "nbunits-locations.conf",
+    write_atomic(NGINX_DIR / "conf.d" / "nbunits.conf", data_file("nginx", "nbunits-http.conf"))
+    write_atomic(NGINX_DIR / "snippets" / "nbunits-locations.conf",
                data_file("nginx", "nbunits-locations.conf"))
     if listen:
         lines = "\n".join(f"    listen {address};" for address in listen)
-        write_file(NGINX_DIR / "sites-enabled" / "nbunits",
+        write_atomic(NGINX_DIR / "sites-enabled" / "nbunits",
                    fill(data_file("nginx", "nbunits-site.conf"), {"LISTEN": lines}))
     run(["nginx", "-t", "-q"])
     systemctl("enable", "nginx.service")
@@ -217,7 +217,7 @@ def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
     where = theirs.home / args.course
     print(f"{where / args.notebook}: a fresh copy of the current master")
     print(f"  the old copy is kept as {where / kept}" if kept else "  (there was nothing to keep)")
-    if resolve_student(args.student) in courses.active_users(args.course):
+    if resolve_student(args.student) in active_users(args.course):
         print("  the student's Jupyter is running: they should reload the notebook's tab")
 
 
@@ -395,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.debug:
             raise
         die(exc.message, exc.hint)
+    except OSError as exc:
+        if args.debug:
+            raise
+        die(f"{exc.filename or 'nbunits'}: {exc.strerror or exc}",
+            "run again with --debug for the details")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""systemd: the unit files shipped in units/, rendered per course, and systemctl.
+"""systemd: the unit files shipped in units/, rendered per course; systemctl; the journal.
 
 Per-course units are templates in units/course/ with @PLACEHOLDERS@ filled from
 the course's settings. nbunits-generator renders them at every daemon-reload (as
@@ -10,15 +10,27 @@ result.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from systemd import journal
+
 from .config import CourseConfig, Settings, list_courses, load_course
 from .errors import NbunitsError
-from .names import USER_RE, course_slice
+from .names import (
+    USER_RE,
+    StudentUnits,
+    container_pattern,
+    course_slice,
+    course_unit_patterns,
+    parse_unit,
+    socket_template,
+)
 from .run import run
 
 
@@ -51,10 +63,23 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
     }
 
 
+PLACEHOLDER_RE = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+
+
+class TemplateError(NbunitsError):
+    pass
+
+
 def fill(text: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    return text
+    """Replace each @NAME@; a placeholder left without a value is an error, not a
+    unit file that systemd would half understand."""
+    def value(m: re.Match[str]) -> str:
+        if m[1] not in values:
+            raise TemplateError("bad_template", f"no value for the placeholder @{m[1]}@",
+                                hint="a template and the code that fills it disagree")
+        return values[m[1]]
+
+    return PLACEHOLDER_RE.sub(value, text)
 
 
 def render_course(course: CourseConfig, settings: Settings) -> dict[str, str]:
@@ -86,9 +111,9 @@ def generate(settings: Settings, out: Path) -> list[str]:
         wants = out / "sockets.target.wants"
         for user in provisioned_students(settings, name):
             wants.mkdir(exist_ok=True)
-            link = wants / f"nbunits-{name}@{user}.socket"
+            link = wants / StudentUnits(name, user).socket
             link.unlink(missing_ok=True)
-            link.symlink_to(out / f"nbunits-{name}@.socket")
+            link.symlink_to(out / socket_template(name))
     return problems
 
 
@@ -113,3 +138,56 @@ def systemctl(*args: str) -> str:
 
 def daemon_reload() -> None:
     systemctl("daemon-reload")
+
+
+def list_units(patterns: list[str], states: str = "") -> list[str]:
+    """Names of the loaded units matching `patterns` (in any state, or in `states`)."""
+    out = systemctl("list-units", "--all", "--plain", "--no-legend", "--full",
+                    *([f"--state={states}"] if states else []), *patterns)
+    return [line.split()[0] for line in out.splitlines() if line.split()]
+
+
+def show(names: list[str], props: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """{unit: {property: value}} from `systemctl show`."""
+    if not names:
+        return {}
+    out = systemctl("show", "--property=" + ",".join(("Id", *props)), *names)
+    units = {}
+    for block in out.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        units[fields.get("Id", "")] = fields
+    return units
+
+
+def active_users(course: str) -> list[str]:
+    """Students whose Jupyter for this course is running (or starting, or stopping)."""
+    users = []
+    for name in list_units([container_pattern(course)],
+                           "active,activating,deactivating,reloading"):
+        parsed = parse_unit(name)
+        if parsed and parsed.kind == "container" and parsed.units.course == course:
+            users.append(parsed.units.user)
+    return users
+
+
+def stop_course(course: str) -> None:
+    """Stop every student unit of a course (what is not loaded is not there to stop)."""
+    run(["systemctl", "stop", *course_unit_patterns(course)], check=False)
+
+
+# systemd's "Started UNIT." message: one per start of a unit.
+STARTED_MESSAGE_ID = "39f53479d3a045ac8e11786248231fbf"
+
+
+def start_days(course: str, days: int) -> Iterator[str]:
+    """The day (YYYY-MM-DD) of each start of a student's Jupyter in the last `days`."""
+    reader = journal.Reader()
+    try:
+        reader.add_match(MESSAGE_ID=STARTED_MESSAGE_ID, _PID="1")
+        reader.seek_realtime(datetime.now() - timedelta(days=days))
+        for entry in reader:
+            parsed = parse_unit(str(entry.get("UNIT", "")))
+            if parsed and parsed.kind == "container" and parsed.units.course == course:
+                yield entry["__REALTIME_TIMESTAMP"].strftime("%Y-%m-%d")
+    finally:
+        reader.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import NbunitsError
+from .files import write_atomic
 from .names import check_student_id, user_for
 from .run import run_async
 
@@ -77,9 +78,7 @@ async def ensure(settings: Settings, student_id: str) -> Student:
                          "--comment", f"nbunits student {student_id}"[:200], user])
         os.chmod(home, 0o700)
         settings.students_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(student_id + "\n")
-        tmp.rename(record)
+        write_atomic(record, student_id + "\n", 0o600)
         logger.info("created user %s for a new student", user, extra={"STUDENT": user})
         student = lookup(settings, student_id)
         assert student is not None
