@@ -13,12 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
-from . import copies, courses
-from . import staff
+from . import copies, courses, staff
 from .capability import ensure_secret, read_secret
 from .config import Settings, list_courses, load_course, load_settings
-from .files import write_atomic
 from .errors import NbunitsError
+from .files import write_atomic
 from .names import check_notebook, user_for
 from .notebooks import as_text, find_masters, read_copy
 from .run import is_root, run
@@ -300,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(subparsers: argparse._SubParsersAction, name: str, func: Callable, help: str
+    def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            func: Callable[[Settings, argparse.Namespace], None], help: str
             ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = subparsers.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)

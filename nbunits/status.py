@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .config import Settings
-from .names import COURSE_RE, USER_RE, StudentUnits, check_user, course_unit_patterns, parse_unit, user_for
+from .names import (
+    COURSE_RE,
+    USER_RE,
+    StudentUnits,
+    check_user,
+    course_unit_patterns,
+    parse_unit,
+    user_for,
+)
 from .systemd import list_units, show
 
 _PROPS = ("ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent")

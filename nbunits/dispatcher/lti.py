@@ -24,8 +24,6 @@ from ..config import (
     load_secrets,
 )
 from ..errors import NbunitsError
-from ..names import Target
-from ..protocol import Link, StaffLinkRequest, ask
 from ..lti import (
     Launch,
     LaunchError,
@@ -36,6 +34,8 @@ from ..lti import (
     verify_lti11,
     verify_lti13,
 )
+from ..names import Target
+from ..protocol import Link, StaffLinkRequest, ask
 
 logger = logging.getLogger(__name__)
 

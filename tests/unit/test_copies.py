@@ -25,9 +25,9 @@ from nbunits.copies import (
     reset,
     sync,
 )
-from nbunits.publish import check_masters, publish
 from nbunits.helper import handle_request
 from nbunits.notebooks import normalize, source_hash
+from nbunits.publish import check_masters, publish
 
 
 def notebook(*sources: str, outputs: list | None = None) -> bytes:
