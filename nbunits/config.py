@@ -1,7 +1,8 @@
 """Configuration: loaded once into frozen dataclasses and passed explicitly.
 
 Two kinds of files, both TOML:
-- /etc/nbunits/nbunits.toml: where things live (optional; defaults below);
+- /etc/nbunits/nbunits.toml: the server's settings (optional; the paths are fixed,
+  see Settings);
 - /etc/nbunits/courses/<course>.toml: one course's settings, written by
   `nbunits course add`, read by the generator, the helper and the dispatcher.
 """

@@ -1,4 +1,4 @@
-"""The one place that turns (course, student, notebook) into names and paths.
+"""The one place that turns (course, student, notebook) into names, paths and URLs.
 
 Everything that reaches a unit name, a user name or a file path is validated here
 first; nothing else in nbunits concatenates such names. Anything that does not fit
