@@ -21,11 +21,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 from pathlib import Path
 
 from .config import CourseConfig, Server, Settings
+from .files import write_atomic
 from .names import StudentUnits
 
 
@@ -36,7 +36,7 @@ def capability(secret: str, units: StudentUnits) -> str:
 
 
 def url_prefix(secret: str, units: StudentUnits) -> str:
-    return f"{units.url_prefix}{capability(secret, units)}/"
+    return units.jupyter_prefix(capability(secret, units))
 
 
 def read_secret(settings: Settings) -> str:
@@ -46,17 +46,11 @@ def read_secret(settings: Settings) -> str:
 def ensure_secret(settings: Settings, nginx_snippet: Path) -> str:
     """Create the secret once (install); write nginx's copy of it each time."""
     path = settings.capability_secret
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
+    if not path.exists():  # never replaced: that would revoke every link
+        write_atomic(path, secrets.token_hex(32) + "\n", 0o600)
     secret = read_secret(settings)
-    nginx_snippet.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(nginx_snippet, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# nbunits: the secret that student capabilities are keyed with.\n"
-                f'set $nbunits_secret "{secret}";\n')
+    write_atomic(nginx_snippet, "# nbunits: the secret that student capabilities are keyed "
+                 f'with.\nset $nbunits_secret "{secret}";\n', 0o600)
     return secret
 
 

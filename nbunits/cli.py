@@ -27,8 +27,8 @@ from .config import (
     load_settings,
     server_to_toml,
 )
-from .courses import write_file
 from .errors import NbunitsError
+from .files import fill, write_atomic
 from .names import check_notebook, user_for
 from .notebooks import as_text, find_masters, read_copy
 from .run import is_root, run
@@ -39,7 +39,7 @@ from .status import (
     resolve_student,
     student_states,
 )
-from .systemd import daemon_reload, fill, static_units, systemctl
+from .systemd import active_users, daemon_reload, static_units, systemctl
 from .users import lookup
 
 logger = logging.getLogger("nbunits")
@@ -80,14 +80,14 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
                        (settings.tokens_dir, 0o700), (settings.students_dir, 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)
-    write_file(settings.etc_dir / "storage.conf",
+    write_atomic(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 
     step(f"units in {SYSTEMD_DIR}, generator {GENERATOR_LINK}")
     for unit in static_units():
-        write_file(SYSTEMD_DIR / unit.name, unit.read_text())
+        write_atomic(SYSTEMD_DIR / unit.name, unit.read_text())
     GENERATOR_LINK.parent.mkdir(parents=True, exist_ok=True)
     GENERATOR_LINK.unlink(missing_ok=True)
     GENERATOR_LINK.symlink_to(VENV / "bin" / "nbunits-generator")
@@ -130,8 +130,9 @@ def check_certificate(server: Server) -> None:
     key = run(["openssl", "pkey", "-in", server.tls_key, "-pubout"], check=False)
     cert = run(["openssl", "x509", "-in", server.tls_cert, "-noout", "-pubkey"], check=False)
     if key.returncode or cert.returncode:
+        said = (cert.stderr or key.stderr).strip().splitlines()
         die(f"{server.tls_cert} / {server.tls_key}: not a PEM certificate and key",
-            hint=(cert.stderr or key.stderr).strip().splitlines()[-1] if (cert.stderr or key.stderr) else None)
+            hint=said[-1] if said else None)
     if key.stdout != cert.stdout:
         die(f"{server.tls_key} is not the key of {server.tls_cert}")
     for name in server.names:
@@ -146,7 +147,7 @@ def write_server_settings(settings: Settings, server: Server) -> None:
     path = DEFAULT_CONFIG
     data = tomllib.loads(path.read_text()) if path.exists() else {}
     data.update(server_to_toml(server))
-    write_file(path, "# nbunits settings; written by `nbunits install`\n" + tomli_w.dumps(data))
+    write_atomic(path, "# nbunits settings; written by `nbunits install`\n" + tomli_w.dumps(data))
 
 
 def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> None:
@@ -159,14 +160,14 @@ def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[st
               for name in files}
     default_site = disable_debian_default_site() if nginx.SITE in files else None
     for name, text in files.items():
-        write_file(NGINX_DIR / name, text)
+        write_atomic(NGINX_DIR / name, text)
     checked = run(["nginx", "-t", "-q"], check=False)
     if checked.returncode != 0:
-        for name, text in before.items():  # nginx keeps serving what it had
-            if text is None:
+        for name, old in before.items():  # nginx keeps serving what it had
+            if old is None:
                 (NGINX_DIR / name).unlink(missing_ok=True)
             else:
-                write_file(NGINX_DIR / name, text)
+                write_atomic(NGINX_DIR / name, old)
         if default_site:
             default_site[0].symlink_to(default_site[1])
         die("nginx refuses the new configuration (the previous one is back in place): "
@@ -300,7 +301,7 @@ def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
     where = theirs.home / args.course
     print(f"{where / args.notebook}: a fresh copy of the current master")
     print(f"  the old copy is kept as {where / kept}" if kept else "  (there was nothing to keep)")
-    if resolve_student(args.student) in courses.active_users(args.course):
+    if resolve_student(args.student) in active_users(args.course):
         print("  the student's Jupyter is running: they should reload the notebook's tab")
 
 
@@ -383,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(subparsers: argparse._SubParsersAction, name: str, func: Callable, help: str
+    def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            func: Callable[[Settings, argparse.Namespace], None], help: str
             ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = subparsers.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
@@ -491,6 +493,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.debug:
             raise
         die(exc.message, exc.hint)
+    except OSError as exc:
+        if args.debug:
+            raise
+        die(f"{exc.filename or 'nbunits'}: {exc.strerror or exc}",
+            "run again with --debug for the details")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Configuration: loaded once into frozen dataclasses and passed explicitly.
 
 Two kinds of files, both TOML:
-- /etc/nbunits/nbunits.toml: where things live (optional; defaults below);
+- /etc/nbunits/nbunits.toml: the server's settings (optional; the paths are fixed,
+  see Settings);
 - /etc/nbunits/courses/<course>.toml: one course's settings, written by
   `nbunits course add`, read by the generator, the helper and the dispatcher.
 """
@@ -15,6 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from .errors import NbunitsError
 from .names import StudentUnits, check_course, check_notebook
@@ -74,7 +77,8 @@ class Server:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where nbunits keeps things. The unit files in units/ use these same paths."""
+    """Where nbunits keeps things. The unit files in units/ and nginx/ use these same
+    paths, so they are fixed on a server (load_settings); tests point them elsewhere."""
 
     etc_dir: Path = Path("/etc/nbunits")
     state_dir: Path = Path("/var/lib/nbunits")
@@ -138,14 +142,17 @@ class Settings:
 
 
 def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
+    """The settings of this server. Its paths are fixed: the unit files and nginx's
+    configuration name them too, so a [paths] section is refused, not half obeyed."""
     data = _read_toml(path) if path.exists() else {}
-    section = data.get("paths", {})
-    known = {f.name for f in dataclasses.fields(Settings)} - {"server"}
-    unknown = set(section) - known
+    if "paths" in data:
+        raise ConfigError("bad_config", f"{path}: the [paths] settings are not supported",
+                          hint="nbunits keeps its files in the fixed places README.md lists; "
+                               "remove the [paths] section")
+    unknown = set(data) - {"server"}
     if unknown:
-        raise ConfigError("bad_config", f"{path}: unknown settings {sorted(unknown)}")
-    return Settings(**{k: Path(v) for k, v in section.items()},
-                    server=server_from_toml(path, data.get("server", {})))
+        raise ConfigError("bad_config", f"{path}: unknown sections {sorted(unknown)}")
+    return Settings(server=server_from_toml(path, data.get("server", {})))
 
 
 def server_from_toml(path: Path, section: dict[str, Any]) -> Server:
@@ -285,8 +292,9 @@ class CourseConfig:
                                     or not self.lti13_keys):
             problems.append(f"lti13_keys_url={self.lti13_keys_url!r} (a URL, with lti13_keys "
                             "naming the file to keep the keys in)")
-        if not isinstance(self.lti_notebooks, dict):
-            problems.append("lti_notebooks must be a table of resource link id = notebook")
+        if not isinstance(self.lti_notebooks, dict):  # from TOML: anything
+            problems.append(  # type: ignore[unreachable]
+                "lti_notebooks must be a table of resource link id = notebook")
         else:
             for link, notebook in self.lti_notebooks.items():
                 try:
@@ -296,25 +304,23 @@ class CourseConfig:
         return problems
 
     def to_toml(self) -> str:
-        lines = ["# nbunits course settings; apply with: systemctl daemon-reload", "[course]"]
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name == "name":
-                continue
-            if isinstance(value, int):
-                lines.append(f"{field.name} = {value}")
-            elif isinstance(value, tuple):
-                lines.append(f"{field.name} = [" + ", ".join(map(_toml_string, value)) + "]")
-            elif isinstance(value, dict):
-                pairs = (f"{_toml_string(k)} = {_toml_string(v)}" for k, v in value.items())
-                lines.append(f"{field.name} = {{" + ", ".join(pairs) + "}")
-            else:
-                lines.append(f"{field.name} = {_toml_string(str(value))}")
-        return "\n".join(lines) + "\n"
+        values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                  if f.name not in ("name", "lti_notebooks")}
+        # An inline table, so that the file stays one [course] section that an admin
+        # can append a line to (a sub-table would have to come last).
+        pairs = (tomli_w.dumps({k: v}).strip() for k, v in self.lti_notebooks.items())
+        return ("# nbunits course settings; apply with: systemctl daemon-reload\n"
+                + tomli_w.dumps({"course": values})
+                + "lti_notebooks = {" + ", ".join(pairs) + "}\n")
 
 
-def _toml_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _plain(value: object) -> object:
+    """A setting as TOML has it: paths as strings, tuples as arrays."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def load_course(settings: Settings, course: str) -> CourseConfig:
@@ -351,10 +357,9 @@ class CourseSecrets:
     legacy_secret: str = ""
 
     def to_toml(self) -> str:
-        lines = ["# nbunits course secrets: root:nbunits 0640", "[secrets]"]
-        lines += [f"{f.name} = {_toml_string(getattr(self, f.name))}"
-                  for f in dataclasses.fields(self) if getattr(self, f.name)]
-        return "\n".join(lines) + "\n"
+        values = {f.name: getattr(self, f.name)
+                  for f in dataclasses.fields(self) if getattr(self, f.name)}
+        return "# nbunits course secrets: root:nbunits 0640\n" + tomli_w.dumps({"secrets": values})
 
 
 def load_secrets(settings: Settings, course: str) -> CourseSecrets:

@@ -27,7 +27,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from .config import CourseConfig, Settings
-from .names import StudentUnits
+from .files import write_atomic
+from .names import StudentUnits, exercise_url
 from .notebooks import (
     NotebookError,
     exists,
@@ -117,10 +118,8 @@ def load_manifest(path: Path) -> dict[str, Record]:
 
 def save_manifest(path: Path, records: dict[str, Record]) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     data = {"version": 1, "notebooks": {nb: vars(r) for nb, r in sorted(records.items())}}
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1) + "\n", 0o600)
 
 
 @contextlib.contextmanager
@@ -145,7 +144,11 @@ class Copies:
     manifest: Path
     uid: int
     gid: int
-    reset_link: str = ""  # how the student resets a notebook: the exercise URL, with {notebook}
+    student: str = ""  # the student's LMS id, for the reset link in marker files
+
+    def reset_link(self, notebook: str) -> str:
+        """How the student resets a notebook: its exercise URL with ?reset=1."""
+        return exercise_url(self.course, notebook, self.student, reset=True) if self.student else ""
 
     def rel(self, notebook: str | PurePosixPath) -> PurePosixPath:
         return PurePosixPath(self.course, notebook)
@@ -208,7 +211,7 @@ def _sync_one(copies: Copies, notebook: str, data: bytes, master: str,
         # Assume it was made from the current master: newer ones will be announced.
         records[notebook] = Record(master)
     elif action is Action.NOTIFY:
-        text = marker_text(notebook, copies.reset_link.format(notebook=notebook))
+        text = marker_text(notebook, copies.reset_link(notebook))
         replace_copy(copies.home, copies.rel(marker_path(notebook)), text.encode(),
                      copies.uid, copies.gid)
         assert record is not None  # decide() adopts unrecorded copies first
@@ -297,4 +300,4 @@ def for_student(settings: Settings, config: CourseConfig, student: Student) -> C
     units = StudentUnits(config.name, student.user)
     return Copies(course=config.name, masters=config.source, home=student.home,
                   manifest=settings.copies_file(units), uid=student.uid, gid=student.gid,
-                  reset_link=f"/ipythonExercice/{config.name}/{{notebook}}/{student.id}?reset=1")
+                  student=student.id)

@@ -1,40 +1,32 @@
-"""Courses: publish masters from a folder or a git repository, update, remove, usage.
+"""Courses: add, update, remove, usage; the steps, in order, for the `nbunits course` commands.
 
-A course's masters are published into a root-owned folder (/var/lib/nbunits/courses/
-<course>), swapped in whole, after nbformat validated and normalized each notebook;
-invalid ones are reported and skipped, the others still publish. A git course is
-cloned (then fetched) into a root-owned checkout under /var/lib/nbunits/git/ and
-published from there. Students' copies follow in copies.py.
+A course's masters come from a folder or a git checkout (git.py), are published
+whole (publish.py), and students' copies follow (copies.py). Secrets and the
+LMS's keys are written here and in lms_keys.py; what runs is systemd's (systemd.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import errno
 import grp
-import json
 import os
 import pwd
 import shutil
-import tempfile
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jwt
-
-from . import copies
+from . import copies, git
 from .config import CourseConfig, CourseSecrets, Settings, load_course, load_secrets
 from .errors import NbunitsError
-from .names import USER_RE, check_course
-from .notebooks import NotebookError, find_masters, normalize
-from .run import run, run_shown
-from .systemd import daemon_reload, provisioned_students
+from .files import write_atomic
+from .lms_keys import fetch_platform_keys
+from .names import check_course
+from .notebooks import NotebookError
+from .publish import check_masters, publish
+from .systemd import active_users, daemon_reload, provisioned_students, start_days, stop_course
 from .users import Student, recorded_id
 
 Say = Callable[[str], None]
@@ -44,32 +36,15 @@ ORIGIN_FIELDS = ("git_url", "git_branch", "origin_dir")
 SETTABLE = tuple(f for f in dataclasses.fields(CourseConfig)
                  if f.name not in ("name", "source", *ORIGIN_FIELDS))
 
-AT_FDCWD, RENAME_EXCHANGE = -100, 2
-
-# systemd's "Started UNIT." message: one per start of a student's container.
-STARTED_MESSAGE_ID = "39f53479d3a045ac8e11786248231fbf"
-
 
 class CourseError(NbunitsError):
     pass
 
 
-def write_file(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace a file atomically (readers never see half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-# --- where the masters come from -------------------------------------------
-
 def fetch(settings: Settings, config: CourseConfig, say: Say) -> Path:
     """The folder to publish from: the course's folder, or its git checkout, refreshed."""
     if config.git_url:
-        return fetch_git(settings, config.name, config.git_url, config.git_branch, say)
+        return git.fetch(settings.git_dir / config.name, config.git_url, config.git_branch, say)
     if not config.origin_dir:
         raise CourseError("no_origin", f"course {config.name} has no recorded origin",
                           hint=f"nbunits course update {config.name} --dir FOLDER (or --git URL)")
@@ -77,84 +52,6 @@ def fetch(settings: Settings, config: CourseConfig, say: Say) -> Path:
     if not source.is_dir():
         raise CourseError("bad_origin", f"{source} is not a folder")
     return source
-
-
-def fetch_git(settings: Settings, name: str, url: str, branch: str, say: Say) -> Path:
-    checkout = settings.git_dir / name
-    if (checkout / ".git").is_dir() and _git_remote(checkout) == url:
-        say(f"fetching {url} {branch or '(default branch)'}")
-        run_shown(["git", "-C", str(checkout), "fetch", "--progress", "--depth=1", "origin",
-                   branch or "HEAD"])
-        run(["git", "-C", str(checkout), "reset", "--quiet", "--hard", "FETCH_HEAD"])
-        run(["git", "-C", str(checkout), "clean", "--quiet", "-ffdx"])
-    else:
-        say(f"cloning {url} {branch or '(default branch)'} into {checkout}")
-        settings.git_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        shutil.rmtree(checkout, ignore_errors=True)
-        run_shown(["git", "clone", "--progress", "--depth=1", *(["--branch", branch] if branch else []),
-                   "--", url, str(checkout)])
-    head = run(["git", "-C", str(checkout), "log", "-1", "--format=%h %s"]).stdout.strip()
-    say(f"at {head}")
-    return checkout
-
-
-def _git_remote(checkout: Path) -> str:
-    return run(["git", "-C", str(checkout), "remote", "get-url", "origin"], check=False).stdout.strip()
-
-
-# --- publishing -------------------------------------------------------------
-
-def check_masters(source: Path) -> dict[str, str]:
-    """{notebook: why it is not published} for the invalid masters under source."""
-    broken = {}
-    for notebook in find_masters(source):
-        try:
-            normalize((source / notebook).read_bytes(), notebook)
-        except NotebookError as exc:
-            broken[notebook] = exc.message
-        except OSError as exc:
-            broken[notebook] = f"{notebook}: {exc.strerror}"
-    return broken
-
-
-def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
-    """Copy the course folder (root-owned, world-readable), swapping it in whole.
-
-    Notebooks are written as nbformat normalizes them. Returns the published ones.
-    """
-    staging = target.with_name(f".{target.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, symlinks=False, ignore=shutil.ignore_patterns(".*"))
-    for notebook in skip:
-        (staging / notebook).unlink()
-    published = list(find_masters(staging))
-    for notebook in published:
-        path = staging / notebook
-        path.write_bytes(normalize(path.read_bytes(), notebook))
-    for path in [staging, *staging.rglob("*")]:
-        os.chown(path, 0, 0, follow_symlinks=False)
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    if target.exists():
-        exchange(staging, target)  # launches never see the course folder missing
-        shutil.rmtree(staging)
-    else:
-        staging.rename(target)
-    return published
-
-
-def exchange(a: Path, b: Path) -> None:
-    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); two renames where unsupported."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
-        return
-    err = ctypes.get_errno()
-    if err not in (errno.EINVAL, errno.ENOSYS):
-        raise OSError(err, os.strerror(err), str(b))
-    aside = b.with_name(f".{b.name}.old")
-    shutil.rmtree(aside, ignore_errors=True)
-    b.rename(aside)
-    a.rename(b)
-    aside.rename(a)
 
 
 def write_secrets(settings: Settings, name: str, changes: dict[str, str], say: Say) -> CourseSecrets:
@@ -169,8 +66,7 @@ def write_secrets(settings: Settings, name: str, changes: dict[str, str], say: S
     os.chown(settings.secrets_dir, 0, gid)
     os.chmod(settings.secrets_dir, 0o750)
     path = settings.secrets_file(name)
-    write_file(path, merged.to_toml(), mode=0o640)
-    os.chown(path, 0, gid)
+    write_atomic(path, merged.to_toml(), 0o640, group=gid)
     say(f"secrets written to {path} ({', '.join(sorted(changes))})")
     return merged
 
@@ -181,21 +77,6 @@ def check_launch_secrets(config: CourseConfig, secrets: CourseSecrets) -> None:
                           hint="add --legacy-secret-file FILE")
 
 
-def fetch_platform_keys(config: CourseConfig, say: Say) -> None:
-    """Save the LMS's LTI 1.3 public keys (JWKS) where the dispatcher reads them."""
-    if not config.lti13_keys_url:
-        return
-    say(f"fetching the platform's keys from {config.lti13_keys_url}")
-    try:
-        with urllib.request.urlopen(config.lti13_keys_url, timeout=30) as reply:
-            text = reply.read(1 << 20).decode()
-        jwt.PyJWKSet.from_json(text)
-    except (OSError, ValueError, jwt.PyJWTError) as exc:
-        raise CourseError("bad_keys", f"cannot get the keys at {config.lti13_keys_url}: {exc}",
-                          hint="check --lti13-keys-url (the platform's JWKS URL)") from exc
-    write_file(Path(config.lti13_keys), text)
-
-
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:
     fetch_platform_keys(config, say)
     say(f"checking the notebooks in {source}")
@@ -204,7 +85,7 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
         say(f"  skipped: {reason}")
     say(f"publishing into {config.source}")
     published = publish(source, config.source, skip=set(broken))
-    write_file(settings.course_file(config.name), config.to_toml())
+    write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     daemon_reload()
     say(f"course {config.name}: {len(published)} notebook(s) published"
@@ -285,28 +166,13 @@ def local_student(settings: Settings, user: str) -> Student | None:
                    Path(entry.pw_dir))
 
 
-def active_users(course: str) -> list[str]:
-    """Students whose Jupyter for this course is running (or starting, or stopping)."""
-    out = run(["systemctl", "list-units", "--plain", "--no-legend", "--all",
-               "--state=active,activating,deactivating,reloading",
-               f"nbunits-{check_course(course)}@*.service"]).stdout
-    users = []
-    for line in out.splitlines():
-        unit = line.split()[0] if line.strip() else ""
-        user = unit.removeprefix(f"nbunits-{course}@").removesuffix(".service")
-        if USER_RE.fullmatch(user):
-            users.append(user)
-    return users
-
-
 # --- removing ---------------------------------------------------------------
 
 def remove(settings: Settings, name: str, *, purge: bool, say: Say) -> None:
     config = load_course(settings, name)
     users = provisioned_students(settings, name)
     say(f"stopping the units of course {name}")
-    run(["systemctl", "stop", f"nbunits-{name}@*.socket", f"nbunits-{name}@*.service",
-         f"nbunits-{name}-proxy@*.service"], check=False)
+    stop_course(name)
     settings.course_file(name).unlink()
     say("systemctl daemon-reload (removes the course's units)")
     daemon_reload()
@@ -344,21 +210,4 @@ def usage(settings: Settings, name: str, days: int = 14) -> Usage:
     count = sum(len(copies.load_manifest(p)) for p in manifests.glob("nb*.json")) \
         if manifests.is_dir() else 0
     return Usage(name, len(provisioned_students(settings, name)), len(active_users(name)),
-                 count, dict(sorted(Counter(_start_days(name, days)).items())))
-
-
-def _start_days(course: str, days: int) -> Iterator[str]:
-    prefix = f"nbunits-{check_course(course)}@"
-    out = run(["journalctl", "--no-pager", "--output=json", f"--since=-{days}d",
-               "--output-fields=UNIT", f"MESSAGE_ID={STARTED_MESSAGE_ID}", "_PID=1"],
-              check=False).stdout
-    for line in out.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        unit = entry.get("UNIT", "")
-        if isinstance(unit, str) and unit.startswith(prefix) and unit.endswith(".service"):
-            stamp = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
-            yield datetime.fromtimestamp(stamp).strftime("%Y-%m-%d")
-
+                 count, dict(sorted(Counter(start_days(name, days)).items())))

@@ -1,20 +1,9 @@
 """nbunits-helper: the privileged side of the dispatcher.
 
 A socket-activated root service listening on /run/nbunits/helper.sock (group
-nbunits, 0660: only the dispatcher's user reaches it). The protocol is one JSON
-object per line each way:
-
-    -> {"action": "open", "course": "demo", "student": "<edX id>", "notebook": "w1/a.ipynb"}
-    <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../CAP/notebooks/...", "prefix": ...,
-        "copied": false, "running": true}
-    -> {..., "reset": "1"}: the same, with a fresh copy of the notebook (the old one kept)
-    -> {"action": "wake", "course": "demo", "user": "nb..."}
-    <- {"ok": true}
-    -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
-    <- {"ok": true, "html": "..."}
-    -> {"action": "staff_link", "course", "student": "<edX id>", "notebook"}
-    <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
-    <- {"ok": false, "code": "unknown_course", "message": "...", "hint": "..."}
+nbunits, 0660: only the dispatcher's user reaches it). It speaks the protocol of
+protocol.py (one JSON request, one JSON reply), validates every request again and
+acts only on a whole valid one.
 """
 
 from __future__ import annotations
@@ -23,103 +12,113 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
 from .errors import NbunitsError
+from .names import user_for
+from .protocol import (
+    MAX_REQUEST_BYTES,
+    Done,
+    Html,
+    Link,
+    Opened,
+    OpenRequest,
+    Reply,
+    Request,
+    StaffLinkRequest,
+    StaffViewRequest,
+    WakeRequest,
+    decode_request,
+    encode_reply,
+    error_reply,
+    ok_reply,
+)
 from .provision import provision, staff_link, staff_view, wake
 from .service import listen_socket, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 64 * 1024
+# Codes whose message is written for whoever sent the request (a name that does not
+# fit, a course that does not exist...). Any other failure (a command that failed,
+# a bug) is logged here in full and reaches the dispatcher as "internal".
+PUBLIC_CODES = frozenset({
+    "bad_course", "bad_student", "bad_notebook", "bad_request", "bad_capability",
+    "unknown_course", "unknown_notebook", "unknown_student", "student_collision",
+    "bad_home", "broken_notebook", "forbidden", "bad_course_config",
+})
 
 
-def _fields(request: dict[str, Any], *names: str) -> list[str]:
-    values = [request.get(name) for name in names]
-    if not all(isinstance(v, str) for v in values):
-        raise NbunitsError("bad_request", f"malformed request: needs {', '.join(names)}")
-    return values  # type: ignore[return-value]
-
-
-async def _open(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    if request.get("reset", "") not in ("", "1"):
-        raise NbunitsError("bad_request", "malformed request: reset is \"1\" or absent")
-    course, student, notebook = _fields(request, "course", "student", "notebook")
-    done = await provision(settings, course, student, notebook, reset=request.get("reset") == "1")
-    return {"user": done.user, "url": done.url, "prefix": done.prefix, "copied": done.copied,
-            "running": done.running}
-
-
-async def _wake(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    await wake(settings, *_fields(request, "course", "user"))
-    return {}
-
-
-async def _staff_view(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
-    html = await staff_view(settings, *_fields(request, "course", "user", "notebook",
-                                                "expires", "sig"))
-    return {"html": html}
-
-
-async def _staff_link(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+async def act(settings: Settings, request: Request) -> Reply:
+    if isinstance(request, OpenRequest):
+        done = await provision(settings, request.target, reset=request.reset)
+        return Opened(done.user, done.url, done.prefix, done.copied, done.running)
+    if isinstance(request, WakeRequest):
+        await wake(settings, request.course, request.user)
+        return Done()
+    if isinstance(request, StaffViewRequest):
+        return Html(await staff_view(settings, request.course, request.user, request.notebook,
+                                     request.expires, request.sig))
     # Asked by the dispatcher only after a verified staff LTI launch: the signing
     # secret is root's, so the link is made here.
-    return {"url": staff_link(settings, *_fields(request, "course", "student", "notebook"))}
+    assert isinstance(request, StaffLinkRequest)
+    return Link(staff_link(settings, request.target))
 
 
-ACTIONS: dict[str, Callable[[Settings, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-    "open": _open,
-    "wake": _wake,
-    "staff_view": _staff_view,
-    "staff_link": _staff_link,
-}
+def _fields(request: Any) -> dict[str, str]:
+    """COURSE= and STUDENT= for the journal, from whatever the request names."""
+    if not isinstance(request, dict):
+        return {}
+    student = request.get("user")
+    if not isinstance(student, str) and isinstance(request.get("student"), str):
+        try:
+            student = user_for(request["student"])
+        except NbunitsError:
+            student = None
+    fields = {"COURSE": request.get("course"), "STUDENT": student}
+    return {k: v for k, v in fields.items() if isinstance(v, str)}
 
 
-async def handle_request(settings: Settings, request: Any) -> dict[str, Any]:
+async def handle_request(settings: Settings, raw: Any) -> dict[str, Any]:
+    """A decoded JSON request -> the JSON reply (errors included)."""
     try:
-        if not isinstance(request, dict) or request.get("action", "open") not in ACTIONS:
-            raise NbunitsError("bad_request", "malformed request")
-        reply = await ACTIONS[request.get("action", "open")](settings, request)
+        reply = await act(settings, decode_request(raw))
     except NbunitsError as exc:
-        return {"ok": False, "code": exc.code, "message": exc.message, "hint": exc.hint}
+        fields = _fields(raw)
+        if exc.code in PUBLIC_CODES:
+            logger.info("refused: %s", exc, extra={**fields, "ERROR_CODE": exc.code})
+            return error_reply(exc)
+        logger.error("request failed: %s", exc, exc_info=exc.__cause__ is not None,
+                     extra={**fields, "ERROR_CODE": exc.code})
+        return error_reply(NbunitsError(
+            "internal", "your notebook could not be prepared",
+            student_hint="please try again in a minute; if it keeps failing, "
+                         "tell the course team"))
     except Exception:
-        logger.exception("helper request failed")
-        return {"ok": False, "code": "internal", "message": "internal error, see the journal"}
-    return {"ok": True, **reply}
+        logger.exception("helper request failed", extra=_fields(raw))
+        return error_reply(NbunitsError("internal", "internal error",
+                                        student_hint="please try again in a minute"))
+    return ok_reply(reply)
 
 
 async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
     try:
-        line = await reader.readline()
         try:
-            request = json.loads(line)
-        except ValueError:
+            request = json.loads(await reader.readline())
+        except ValueError:  # not JSON, or over MAX_REQUEST_BYTES
             request = None
         reply = await handle_request(settings, request)
-        writer.write(json.dumps(reply).encode() + b"\n")
+        try:
+            line = encode_reply(reply)
+        except NbunitsError as exc:
+            logger.error("reply not sent: %s", exc, extra=_fields(request))
+            line = encode_reply(error_reply(NbunitsError(
+                "too_large", "this notebook is too large to show here")))
+        writer.write(line)
         await writer.drain()
     finally:
         writer.close()
-
-
-async def ask(path: Path, request: dict[str, str], timeout: float = 120) -> dict[str, Any]:
-    """The client side, used by the dispatcher: one request, one reply."""
-    reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REQUEST_BYTES)
-    try:
-        writer.write(json.dumps(request).encode() + b"\n")
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
-    finally:
-        writer.close()
-    reply: dict[str, Any] = json.loads(line)
-    if not reply.get("ok"):
-        raise NbunitsError(reply.get("code", "internal"), reply.get("message", "error"),
-                           hint=reply.get("hint"))
-    return reply
 
 
 async def serve(settings: Settings, sock: socket.socket) -> None:

@@ -33,7 +33,12 @@ LTI13_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 
 
 class LaunchError(NbunitsError):
-    """A launch we do not trust: codes unauthorized (401), forbidden (403), bad_launch (400)."""
+    """A launch we do not trust: codes unauthorized (401), forbidden (403), bad_launch (400).
+
+    Its hint is for whoever set up the link in the LMS, and is shown on the page."""
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(code, message, hint=hint, student_hint=hint)
 
 
 @dataclass(frozen=True)

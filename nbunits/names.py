@@ -1,4 +1,4 @@
-"""The one place that turns (course, student, notebook) into names and paths.
+"""The one place that turns (course, student, notebook) into names, paths and URLs.
 
 Everything that reaches a unit name, a user name or a file path is validated here
 first; nothing else in nbunits concatenates such names. Anything that does not fit
@@ -12,6 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 from .errors import NbunitsError
 
@@ -125,6 +126,100 @@ class StudentUnits:
     def url_prefix(self) -> str:
         return f"/nb/{self.course}/{self.user}/"
 
+    def jupyter_prefix(self, capability: str) -> str:
+        """Where the student's Jupyter is: /nb/<course>/<user>/<capability>/."""
+        if not CAPABILITY_RE.fullmatch(capability):
+            raise InvalidName("bad_capability", "invalid capability")
+        return f"{self.url_prefix}{capability}/"
+
+
+# The capability in /nb/ URLs: base64url of an MD5 digest, unpadded (capability.py).
+CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+
+# Unit names, as systemd lists them. A course never ends in "-proxy", so
+# "nbunits-C-proxy@U.service" is read as course C's proxy, never as course "C-proxy".
+UNIT_RE = re.compile(
+    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>-proxy)?@(?P<user>nb[a-z2-7]{16})"
+    r"\.(?P<kind>socket|service)")
+
+
+@dataclass(frozen=True)
+class ParsedUnit:
+    units: StudentUnits
+    kind: str  # "socket", "container" or "proxy"
+
+
+def parse_unit(name: str) -> ParsedUnit | None:
+    """A student's unit name back into (course, user, kind); None for any other unit."""
+    m = UNIT_RE.fullmatch(name)
+    if not m or (m["proxy"] and m["kind"] != "service"):
+        return None
+    try:
+        units = StudentUnits(m["course"], m["user"])
+    except InvalidName:
+        return None
+    kind = "proxy" if m["proxy"] else ("socket" if m["kind"] == "socket" else "container")
+    return ParsedUnit(units, kind)
+
+
+def course_unit_patterns(course: str | None = None) -> list[str]:
+    """systemctl patterns for every student unit of a course (or of all courses)."""
+    c = check_course(course) if course else "*"
+    return [f"nbunits-{c}@*.socket", f"nbunits-{c}@*.service", f"nbunits-{c}-proxy@*.service"]
+
+
+def container_pattern(course: str) -> str:
+    """systemctl pattern for the Jupyter (container) units of one course."""
+    return f"nbunits-{check_course(course)}@*.service"
+
+
+def socket_template(course: str) -> str:
+    return f"nbunits-{check_course(course)}@.socket"
+
 
 def course_slice(course: str) -> str:
     return f"nbunits-{escape_slice_component(check_course(course))}.slice"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated (course, student id, notebook): what a launch opens.
+
+    Built once where a request enters (the dispatcher, the helper) and passed on,
+    so the steps after it need not check the strings again.
+    """
+
+    course: str
+    student: str  # the LMS's id
+    notebook: str  # relative to the course, normalized
+
+    def __post_init__(self) -> None:
+        check_course(self.course)
+        check_student_id(self.student)
+        object.__setattr__(self, "notebook", check_notebook(self.notebook).as_posix())
+
+    @property
+    def user(self) -> str:
+        return user_for(self.student)
+
+    @property
+    def units(self) -> StudentUnits:
+        return StudentUnits(self.course, self.user)
+
+
+def notebook_url(units: StudentUnits, capability: str, notebook: str) -> str:
+    """The student's notebook in Jupyter, unquoted (the dispatcher quotes Locations)."""
+    return f"{units.jupyter_prefix(capability)}notebooks/{check_notebook(notebook).as_posix()}"
+
+
+def exercise_url(course: str, notebook: str, student: str, *, reset: bool = False) -> str:
+    """The course link (FUN's xblock URL) that opens a notebook for a student."""
+    path = f"/ipythonExercice/{check_course(course)}/{check_notebook(notebook).as_posix()}/" \
+           f"{check_student_id(student)}"
+    return path + ("?reset=1" if reset else "")
+
+
+def staff_path(course: str, user: str, notebook: str) -> str:
+    """A staff view's path, before its query (expires, sig)."""
+    return f"/staff/{check_course(course)}/{check_user(user)}/" \
+           f"{quote(check_notebook(notebook).as_posix())}"

@@ -8,11 +8,11 @@ them and checks the result with `nginx -t`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from importlib import resources
 
 from .config import Server
+from .files import fill
 
 CONF_D = "conf.d/nbunits.conf"
 LOCATIONS = "snippets/nbunits-locations.conf"
@@ -33,15 +33,6 @@ ECDHE-RSA-CHACHA20-POLY1305;
 
 def template(name: str) -> str:
     return (resources.files("nbunits") / "data" / "nginx" / name).read_text()
-
-
-def fill(text: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.findall(r"@[A-Z_]+@", text)
-    if left:
-        raise ValueError(f"nginx template: no value for {', '.join(sorted(set(left)))}")
-    return text
 
 
 def http_conf(server: Server) -> str:

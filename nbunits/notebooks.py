@@ -63,7 +63,7 @@ def validate(data: bytes, name: str) -> nbformat.NotebookNode:
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are
         raise NotebookError("broken_notebook", f"notebook {name} is not valid JSON: {exc}") from exc
     try:
-        nb = nbformat.reads(text, as_version=4)
+        nb: nbformat.NotebookNode = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
     except Exception as exc:  # nbformat raises many kinds for many kinds of breakage
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -123,7 +123,8 @@ def normalize(data: bytes, name: str) -> bytes:
             cell["id"] = cell_id
         seen.add(cell_id)
     nbformat.validate(nb)
-    return (nbformat.writes(nb) + "\n").encode()
+    text: str = nbformat.writes(nb)
+    return (text + "\n").encode()
 
 
 def source_hash(data: bytes) -> str:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pwd
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -20,7 +18,8 @@ from . import copies, staff, users
 from .capability import capability, jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
-from .names import StudentUnits, check_notebook, check_student_id, check_user, user_for
+from .files import write_atomic
+from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
 from .notebooks import master_path, read_copy, read_master
 from .run import run_async
 
@@ -29,38 +28,39 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Provisioned:
-    course: str
-    user: str
-    notebook: str
+    target: Target
     token: str
     copied: bool
     running: bool  # the student's Jupyter is up already (a warm open)
 
     @property
+    def user(self) -> str:
+        return self.target.user
+
+    @property
     def prefix(self) -> str:
         """Where the student's Jupyter is: /nb/<course>/<user>/<capability>/."""
-        return f"{StudentUnits(self.course, self.user).url_prefix}{self.token}/"
+        return self.target.units.jupyter_prefix(self.token)
 
     @property
     def url(self) -> str:
-        return f"{self.prefix}notebooks/{self.notebook}"
+        return notebook_url(self.target.units, self.token, self.target.notebook)
 
 
-async def provision(settings: Settings, course: str, student_id: str, notebook: str,
-                    reset: bool = False) -> Provisioned:
-    # 1. Validate everything; no side effects yet.
-    config = load_course(settings, course)
-    check_student_id(student_id)
-    read_master(config.source, notebook)  # exists, stays in the course, is a notebook
-    units = StudentUnits(course, user_for(student_id))
+async def provision(settings: Settings, target: Target, reset: bool = False) -> Provisioned:
+    # 1. Validate everything (the names are, in Target); no side effects yet.
+    config = load_course(settings, target.course)
+    read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    units = target.units
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
-    student = await users.ensure(settings, student_id)
+    student = await users.ensure(settings, target.student)
     token = ensure_token(settings, config, units)
     running = await is_active(units.container)
-    copied = await update_copies(settings, config, student, notebook, running=running, reset=reset)
+    copied = await update_copies(settings, config, student, target.notebook, running=running,
+                                 reset=reset)
     await run_async(["systemctl", "start", units.socket])
-    return Provisioned(course, units.user, notebook, token, copied, running)
+    return Provisioned(target, token, copied, running)
 
 
 async def update_copies(settings: Settings, config: CourseConfig, student: users.Student,
@@ -120,40 +120,26 @@ def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits) 
     token = capability(secret, units)
     path = settings.token_file(units)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_private(path, f"JUPYTER_TOKEN={token}\n")
-    _write_private(path.with_suffix(".json"), jupyter_config(config, units, secret, settings.server))
+    write_atomic(path, f"JUPYTER_TOKEN={token}\n", 0o600, unless_same=True)
+    write_atomic(path.with_suffix(".json"), jupyter_config(config, units, secret, settings.server), 0o600,
+                 unless_same=True)
     return token
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Replace a root-only file atomically, if its content changes."""
-    try:
-        if path.read_text() == text:
-            return
-    except FileNotFoundError:
-        pass
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 STAFF_LAUNCH_HOURS = 1
 
 
-def staff_link(settings: Settings, course: str, student_id: str, notebook: str) -> str:
+def staff_link(settings: Settings, target: Target) -> str:
     """A signed staff link to a student's copy, for a verified staff LTI launch.
 
     Only for a student who has opened a notebook of this course; nothing is created.
     """
+    course, notebook, user = target.course, target.notebook, target.user
     config = load_course(settings, course)
-    check_student_id(student_id)
     master_path(config.source, notebook)  # a notebook of this course
-    user = user_for(student_id)
     # The token is written after the user and its id record: no race with a first launch.
-    if not settings.token_file(StudentUnits(course, user)).exists() \
-            or users.recorded_id(settings, user) != student_id:
+    if not settings.token_file(target.units).exists() \
+            or users.recorded_id(settings, user) != target.student:
         raise NbunitsError("unknown_student", "no such student in this course",
                            hint="check the student's id; they must have opened a notebook")
     logger.info("staff link for %s", notebook, extra={"COURSE": course, "STUDENT": user})

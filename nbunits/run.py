@@ -1,7 +1,9 @@
 """The one place that runs external programs.
 
-Exit codes are always checked; a failure becomes a `CommandError` that names the
-command (as something to paste into a shell) and its last line of stderr.
+Exit codes are always checked; a failure (an exit code, a timeout, a program
+that is not installed) becomes a `CommandError` that names the command (as
+something to paste into a shell) and its last line of stderr. It is for admins
+and the journal: the helper never passes one on to a student's page.
 """
 
 from __future__ import annotations
@@ -22,21 +24,33 @@ CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 
 class CommandError(NbunitsError):
-    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str, *,
+                 code: str = "command_failed", why: str = "") -> None:
         last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
-        super().__init__("command_failed",
-                         f"{shlex.join(argv)} failed with exit code {returncode}: {last}")
+        super().__init__(code, f"{shlex.join(argv)} "
+                         f"{why or f'failed with exit code {returncode}'}: {last}".rstrip(": "))
+
+
+def _not_run(argv: Sequence[str], exc: OSError | subprocess.TimeoutExpired) -> CommandError:
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return CommandError(argv, -1, "", code="command_timeout",
+                            why=f"did not finish within {exc.timeout:g} s")
+    return CommandError(argv, -1, exc.strerror or str(exc), code="command_missing",
+                        why="could not be started")
 
 
 def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
         env: dict[str, str] | None = None, timeout: float | None = 300
         ) -> subprocess.CompletedProcess[str]:
     logger.debug("running %s", shlex.join(argv))
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True,
-                          env={**CLEAN_ENV, **(env or {})}, timeout=timeout)
+    try:
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True,
+                              env={**CLEAN_ENV, **(env or {})}, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _not_run(argv, exc) from exc
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr)
     return proc
@@ -45,8 +59,11 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
 def run_shown(argv: Sequence[str], *, timeout: float | None = 3600) -> None:
     """Run a long step with its output (progress) shown to the admin, checking the exit code."""
     logger.debug("running %s", shlex.join(argv))
-    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, env=CLEAN_ENV, timeout=timeout,
-                          check=False)
+    try:
+        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, env=CLEAN_ENV,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _not_run(argv, exc) from exc
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, "(its output is above)")
 
@@ -55,15 +72,20 @@ async def run_async(argv: Sequence[str], *, check: bool = True, timeout: float =
                     ) -> tuple[int, str, str]:
     """Run without blocking the event loop; the child is always reaped, even on cancel."""
     logger.debug("running %s", shlex.join(argv))
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=CLEAN_ENV)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=CLEAN_ENV)
+    except OSError as exc:
+        raise _not_run(argv, exc) from exc
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except BaseException:
+    except BaseException as exc:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise _not_run(argv, subprocess.TimeoutExpired(list(argv), timeout)) from exc
         raise
     code = proc.returncode if proc.returncode is not None else -1
     stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")

@@ -20,6 +20,7 @@ import hmac
 import json
 import time
 from html import escape
+from typing import Any
 from urllib.parse import quote
 
 from .errors import NbunitsError
@@ -78,7 +79,7 @@ def render(data: bytes, title: str) -> str:
     return _PAGE.format(title=escape(title), cells="\n".join(parts))
 
 
-def _outputs(outputs: list[dict]) -> str:
+def _outputs(outputs: list[dict[str, Any]]) -> str:
     html = []
     for out in outputs:
         data = out.get("data", {})

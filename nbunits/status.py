@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 
 from .config import Settings
-from .names import USER_RE, StudentUnits, check_course, check_user, user_for
-from .run import run
+from .names import (
+    COURSE_RE,
+    USER_RE,
+    StudentUnits,
+    check_user,
+    course_unit_patterns,
+    parse_unit,
+    user_for,
+)
+from .systemd import list_units, show
 
-# Course names never end in "-proxy" (names.py), so proxies cannot be mistaken for these.
-_UNIT_RE = re.compile(r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*)@(?P<user>nb[a-z2-7]{16})\.(?P<kind>socket|service)")
-_PROPS = ("Id", "ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent")
+_PROPS = ("ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent")
 
 
 @dataclass(frozen=True)
@@ -27,33 +32,19 @@ class StudentState:
 
 
 def student_states(settings: Settings, course: str | None = None) -> list[StudentState]:
-    pattern = f"nbunits-{check_course(course) if course else '*'}@*"
-    listed = run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--full",
-                  f"{pattern}.socket", f"{pattern}.service"]).stdout
-    names = [m.group(0) for line in listed.splitlines()
-             if (m := _UNIT_RE.fullmatch(line.split()[0] if line.split() else ""))]
-    units = _show(names)
-    pairs = {(m["course"], m["user"]) for n in names if (m := _UNIT_RE.fullmatch(n))}
+    parsed = [(name, p) for name in list_units(course_unit_patterns(course))
+              if (p := parse_unit(name)) and (course is None or p.units.course == course)]
+    units = show([name for name, p in parsed if p.kind != "proxy"], _PROPS)
+    pairs = {(p.units.course, p.units.user) for _, p in parsed}
     pairs |= _provisioned(settings, course)
     return [_state_of(StudentUnits(c, u), units) for c, u in sorted(pairs)]
-
-
-def _show(names: list[str]) -> dict[str, dict[str, str]]:
-    if not names:
-        return {}
-    out = run(["systemctl", "show", "--property=" + ",".join(_PROPS), *names]).stdout
-    units = {}
-    for block in out.strip().split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        units[props.get("Id", "")] = props
-    return units
 
 
 def _provisioned(settings: Settings, course: str | None) -> set[tuple[str, str]]:
     """Students with a token but no loaded unit (stopped and collected by systemd)."""
     try:
         folders = [settings.tokens_dir / course] if course else list(settings.tokens_dir.iterdir())
-        return {(f.name, p.stem) for f in folders if f.is_dir()
+        return {(f.name, p.stem) for f in folders if f.is_dir() and COURSE_RE.fullmatch(f.name)
                 for p in f.glob("*.env") if USER_RE.fullmatch(p.stem)}
     except PermissionError:
         return set()
@@ -82,10 +73,11 @@ def _state_of(units: StudentUnits, shown: dict[str, dict[str, str]]) -> StudentS
 def _size(value: int | None) -> str:
     if value is None:
         return "-"
+    size = float(value)
     for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024  # type: ignore[assignment]
+        if size < 1024 or unit == "G":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
     return "-"
 
 
@@ -113,7 +105,7 @@ def resolve_student(student: str) -> str:
 def journalctl_args(course: str, user: str, extra: list[str]) -> list[str]:
     """journalctl for everything about one student: their units, and the dispatcher's
     and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed)."""
-    units = StudentUnits(check_course(course), user)
+    units = StudentUnits(course, user)
     matches: list[str] = []
     for unit in (units.socket, units.proxy, units.container):
         matches += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "+"]

@@ -1,4 +1,4 @@
-"""systemd: the unit files shipped in units/, rendered per course, and systemctl.
+"""systemd: the unit files shipped in units/, rendered per course; systemctl; the journal.
 
 Per-course units are templates in units/course/ with @PLACEHOLDERS@ filled from
 the course's settings. nbunits-generator renders them at every daemon-reload (as
@@ -12,13 +12,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from systemd import journal
+
 from .config import CourseConfig, Settings, list_courses, load_course
 from .errors import NbunitsError
-from .names import USER_RE, course_slice
+from .files import fill
+from .names import (
+    USER_RE,
+    StudentUnits,
+    container_pattern,
+    course_slice,
+    course_unit_patterns,
+    parse_unit,
+    socket_template,
+)
 from .run import run
 
 
@@ -51,12 +63,6 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
     }
 
 
-def fill(text: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    return text
-
-
 def render_course(course: CourseConfig, settings: Settings) -> dict[str, str]:
     """{unit file name: text} for one course."""
     values = course_placeholders(course, settings)
@@ -86,9 +92,9 @@ def generate(settings: Settings, out: Path) -> list[str]:
         wants = out / "sockets.target.wants"
         for user in provisioned_students(settings, name):
             wants.mkdir(exist_ok=True)
-            link = wants / f"nbunits-{name}@{user}.socket"
+            link = wants / StudentUnits(name, user).socket
             link.unlink(missing_ok=True)
-            link.symlink_to(out / f"nbunits-{name}@.socket")
+            link.symlink_to(out / socket_template(name))
     return problems
 
 
@@ -113,3 +119,56 @@ def systemctl(*args: str) -> str:
 
 def daemon_reload() -> None:
     systemctl("daemon-reload")
+
+
+def list_units(patterns: list[str], states: str = "") -> list[str]:
+    """Names of the loaded units matching `patterns` (in any state, or in `states`)."""
+    out = systemctl("list-units", "--all", "--plain", "--no-legend", "--full",
+                    *([f"--state={states}"] if states else []), *patterns)
+    return [line.split()[0] for line in out.splitlines() if line.split()]
+
+
+def show(names: list[str], props: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """{unit: {property: value}} from `systemctl show`."""
+    if not names:
+        return {}
+    out = systemctl("show", "--property=" + ",".join(("Id", *props)), *names)
+    units = {}
+    for block in out.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        units[fields.get("Id", "")] = fields
+    return units
+
+
+def active_users(course: str) -> list[str]:
+    """Students whose Jupyter for this course is running (or starting, or stopping)."""
+    users = []
+    for name in list_units([container_pattern(course)],
+                           "active,activating,deactivating,reloading"):
+        parsed = parse_unit(name)
+        if parsed and parsed.kind == "container" and parsed.units.course == course:
+            users.append(parsed.units.user)
+    return users
+
+
+def stop_course(course: str) -> None:
+    """Stop every student unit of a course (what is not loaded is not there to stop)."""
+    run(["systemctl", "stop", *course_unit_patterns(course)], check=False)
+
+
+# systemd's "Started UNIT." message: one per start of a unit.
+STARTED_MESSAGE_ID = "39f53479d3a045ac8e11786248231fbf"
+
+
+def start_days(course: str, days: int) -> Iterator[str]:
+    """The day (YYYY-MM-DD) of each start of a student's Jupyter in the last `days`."""
+    reader = journal.Reader()
+    try:
+        reader.add_match(MESSAGE_ID=STARTED_MESSAGE_ID, _PID="1")
+        reader.seek_realtime(datetime.now() - timedelta(days=days))
+        for entry in reader:
+            parsed = parse_unit(str(entry.get("UNIT", "")))
+            if parsed and parsed.kind == "container" and parsed.units.course == course:
+                yield entry["__REALTIME_TIMESTAMP"].strftime("%Y-%m-%d")
+    finally:
+        reader.close()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import NbunitsError
+from .files import write_atomic
 from .names import check_student_id, user_for
 from .run import run_async
 
@@ -117,10 +118,7 @@ async def ensure(settings: Settings, student_id: str) -> Student:
 
 def write_record(settings: Settings, user: str, student_id: str) -> None:
     settings.students_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    record = settings.students_dir / user
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(student_id + "\n")
-    tmp.rename(record)
+    write_atomic(settings.students_dir / user, student_id + "\n", 0o600)
 
 
 def existing_home(home: Path, student_id: str, recorded: str | None) -> bool:

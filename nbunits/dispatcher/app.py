@@ -2,7 +2,8 @@
 
 The dispatcher is unprivileged and internet-facing. It checks what it can on its
 own (names, the course's existence), asks nbunits-helper to do the privileged
-part, and redirects the browser to the student's notebook unit behind nginx.
+part (protocol.py: it imports none of the helper's modules), and redirects the
+browser to the student's notebook unit behind nginx.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from aiohttp import web
 
 from ..config import Settings, load_course, load_secrets
 from ..errors import NbunitsError
-from ..helper import ask
-from ..names import check_course, check_notebook, check_student_id
+from ..names import Target, check_course
+from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
 from . import lti
 from .legacy import check_legacy
-from .pages import error_page, starting_page, waking_page
+from .pages import error_page, starting_page, student_hint, waking_page
 from .reset import reset_requested
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ STATUS_FOR_CODE = {
     "bad_home": 409,
     "broken_notebook": 500,
     "bad_course_config": 500,
+    "too_large": 500,
+    "internal": 500,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,10 +55,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NbunitsError as exc:
-        status = STATUS_FOR_CODE.get(exc.code, 500)
+        status = STATUS_FOR_CODE.get(exc.code)
+        if status is None:  # not written for a student (a bug, a failed command)
+            logger.error("%s %s: %s", request.method, request.path, exc, exc_info=exc,
+                         extra={"ERROR_CODE": exc.code})
+            return error_page(500, "Something went wrong on our side.",
+                              "Please try again later.")
         logger.warning("%s %s: %s", request.method, request.path, exc.message,
                        extra={"ERROR_CODE": exc.code})
-        return error_page(status, exc.message, exc.hint)
+        return error_page(status, exc.message, student_hint(status, exc.student_hint))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_page(exc.status, exc.reason)
@@ -94,31 +102,27 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
     config = load_course(settings, course)
     if config.legacy != "open":
         check_legacy(request, config, load_secrets(settings, course), notebook, student)
-    return await open_notebook(request, course, student, notebook,
-                               reset=bool(reset_requested(request)))
+    return await open_notebook(request, Target(course, student, notebook),
+                               reset=reset_requested(request))
 
 
-async def open_notebook(request: web.Request, course: str, student: str, notebook: str,
+async def open_notebook(request: web.Request, target: Target,
                         *, reset: bool = False) -> web.StreamResponse:
-    """Open `notebook` for `student` once a launch is trusted: provision through the
-    helper, then send the browser to the student's Jupyter (or to a starting page)."""
+    """Open a notebook once a launch is trusted: provision through the helper, then
+    send the browser to the student's Jupyter (or to a starting page)."""
     settings = request.app[SETTINGS]
-    check_course(course)
-    check_student_id(student)
-    check_notebook(notebook)
-    if not settings.course_file(course).is_file():
-        raise NbunitsError("unknown_course", f"unknown course {course!r}")
+    if not settings.course_file(target.course).is_file():
+        raise NbunitsError("unknown_course", f"unknown course {target.course!r}")
 
-    reply = await ask(settings.helper_socket, {"action": "open", "course": course,
-                                               "student": student, "notebook": notebook,
-                                               **({"reset": "1"} if reset else {})})
-    logger.info("opening %s", notebook, extra={"COURSE": course, "STUDENT": reply["user"]})
+    reply = await ask(settings.helper_socket, OpenRequest(target, reset), Opened)
+    logger.info("opening %s", target.notebook,
+                extra={"COURSE": target.course, "STUDENT": reply.user})
     # The capability in the path is the student's credential (see capability.py).
-    location = quote(reply["url"])
-    if not reply["running"] and wants_html(request):
+    location = quote(reply.url)
+    if not reply.running and wants_html(request):
         # A cold start takes a moment: show that it is happening, not a blank iframe.
-        return starting_page(location, probe=quote(reply["prefix"]) + "api",
-                             notebook=notebook)
+        return starting_page(location, probe=quote(reply.prefix) + "api",
+                             notebook=target.notebook)
     raise web.HTTPFound(location)
 
 
@@ -127,8 +131,7 @@ async def wake(request: web.Request) -> web.StreamResponse:
     then send the browser back to what it asked for."""
     course, user = request.match_info["course"], request.match_info["user"]
     try:
-        await ask(request.app[SETTINGS].helper_socket, {"action": "wake", "course": course,
-                                                        "user": user})
+        await ask(request.app[SETTINGS].helper_socket, WakeRequest(course, user), Done)
     except NbunitsError as exc:
         if exc.code.startswith("unknown_") or exc.code.startswith("bad_"):
             raise
@@ -151,12 +154,12 @@ def wants_html(request: web.Request) -> bool:
 
 async def staff_view(request: web.Request) -> web.Response:
     """GET /staff/<course>/<user>/<notebook>?expires=&sig= : a read-only copy for staff."""
-    reply = await ask(request.app[SETTINGS].helper_socket, {
-        "action": "staff_view", "course": request.match_info["course"],
-        "user": request.match_info["user"], "notebook": request.match_info["notebook"],
-        "expires": request.query.get("expires", ""), "sig": request.query.get("sig", "")})
+    reply = await ask(request.app[SETTINGS].helper_socket, StaffViewRequest(
+        request.match_info["course"], request.match_info["user"],
+        request.match_info["notebook"], request.query.get("expires", ""),
+        request.query.get("sig", "")), Html)
     # Static HTML: nothing in it may run, load or be framed elsewhere.
-    return web.Response(text=reply["html"], content_type="text/html", headers={
+    return web.Response(text=reply.html, content_type="text/html", headers={
         "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 

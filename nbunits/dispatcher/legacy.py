@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from urllib.parse import urlsplit
 
@@ -24,6 +25,8 @@ from aiohttp import web
 
 from ..config import CourseConfig, CourseSecrets
 from ..lti import LaunchError
+
+logger = logging.getLogger(__name__)
 
 
 def legacy_signature(secret: str, course: str, notebook: str, student: str,
@@ -57,8 +60,10 @@ def referred_from(referer: str, domains: tuple[str, ...]) -> bool:
 def check_signed(request: web.Request, course: CourseConfig, secrets: CourseSecrets,
                  notebook: str, student: str, now: float) -> None:
     if not secrets.legacy_secret:
+        logger.error("legacy = signed without a secret: nbunits course update %s "
+                     "--legacy-secret-file FILE", course.name, extra={"COURSE": course.name})
         raise LaunchError("forbidden", "this course's signed links are not set up",
-                          hint="nbunits course update NAME --legacy-secret-file FILE")
+                          hint="tell the course team")
     sig, expires = request.query.get("sig", ""), request.query.get("expires", "")
     if expires and (not expires.isdigit() or int(expires) < now):
         raise LaunchError("forbidden", "this link has expired",

@@ -24,7 +24,6 @@ from ..config import (
     load_secrets,
 )
 from ..errors import NbunitsError
-from ..helper import ask
 from ..lti import (
     Launch,
     LaunchError,
@@ -35,6 +34,8 @@ from ..lti import (
     verify_lti11,
     verify_lti13,
 )
+from ..names import Target
+from ..protocol import Link, StaffLinkRequest, ask
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ NONCES = web.AppKey("lti_nonces", NonceStore)
 # student clicks again), and no secret has to be provisioned.
 STATE_KEY = web.AppKey("lti_state_key", bytes)
 
-# app.open_notebook: (request, course, student, notebook) -> the response.
-Opener = Callable[[web.Request, str, str, str], Awaitable[web.StreamResponse]]
+# app.open_notebook: (request, what to open) -> the response.
+Opener = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
 
 def setup(app: web.Application, settings_key: web.AppKey[Settings], opener: Opener) -> None:
@@ -116,7 +117,7 @@ class Handlers:
             logger.error("cannot read the platform keys %s: %s", course.lti13_keys, exc,
                          extra={"COURSE": name})
             raise ConfigError("bad_course_config", "this course's LTI keys cannot be read",
-                              hint="tell the course's administrator") from exc
+                              student_hint="tell the course team") from exc
         launch = verify_lti13(str(form.get("id_token", "")), course, nonce, keys,
                               request.app[NONCES])
         return await self.opened(request, launch, "1.3")
@@ -128,11 +129,10 @@ class Handlers:
         if launch.staff and launch.view:
             # Staff naming a student: that student's copy, read-only. Only root
             # holds the signing secret, so the helper makes the link.
-            reply = await ask(request.app[self.settings_key].helper_socket, {
-                "action": "staff_link", "course": launch.course, "student": launch.view,
-                "notebook": launch.notebook})
-            raise web.HTTPFound(reply["url"])
-        return await self.opener(request, launch.course, launch.student, launch.notebook)
+            reply = await ask(request.app[self.settings_key].helper_socket, StaffLinkRequest(
+                Target(launch.course, launch.view, launch.notebook)), Link)
+            raise web.HTTPFound(reply.url)
+        return await self.opener(request, Target(launch.course, launch.student, launch.notebook))
 
 
 def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:

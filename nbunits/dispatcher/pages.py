@@ -26,6 +26,24 @@ TITLES = {
 }
 
 
+# What a student can do about each kind of error, unless the error says better.
+STUDENT_HINTS = {
+    400: "Open the notebook again from your course page.",
+    401: "Open the notebook again from your course page.",
+    403: "Open the notebook from your course page.",
+    404: "Check the link on your course page; if it keeps failing, tell the course team.",
+    409: "Please tell the course team: an administrator has to look at your account.",
+    500: "Please try again in a minute; if it keeps failing, tell the course team.",
+    503: "Please try again in a minute.",
+}
+
+
+def student_hint(status: int, hint: str | None) -> str | None:
+    """The hint a student sees: the error's own student hint, or one for its status.
+    Never an admin's hint (a command, a file)."""
+    return hint or STUDENT_HINTS.get(status)
+
+
 def error_page(status: int, message: str, hint: str | None = None) -> web.Response:
     title = TITLES.get(status, "Error")
     hint_html = f'<p class="hint">{escape(hint)}</p>' if hint else ""

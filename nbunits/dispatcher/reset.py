@@ -11,6 +11,6 @@ from __future__ import annotations
 from aiohttp import web
 
 
-def reset_requested(request: web.Request) -> dict[str, str]:
-    """The helper request's extra field for a reset, if the URL asks for one."""
-    return {"reset": "1"} if request.query.get("reset") == "1" else {}
+def reset_requested(request: web.Request) -> bool:
+    """Whether the URL asks for a fresh copy (`?reset=1`)."""
+    return request.query.get("reset") == "1"

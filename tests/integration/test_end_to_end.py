@@ -46,6 +46,14 @@ def test_edx_link_opens_a_working_notebook_owned_by_the_student(nb: Nbunits) -> 
     found = nb.nbunits("student", "find", student).stdout
     assert found.startswith(user)
 
+    # While its proxy unit (nbunits-demo-proxy@...) runs, `nbunits status` reads it as
+    # this student's proxy, not as a course "demo-proxy" (it used to crash on that).
+    assert nb.show(f"nbunits-demo-proxy@{user}.service", "ActiveState")["ActiveState"] == "active"
+    states = json.loads(nb.nbunits("status", "--json").stdout)
+    assert {"course": "demo", "student": user} in [
+        {"course": s["course"], "student": s["student"]} for s in states if s["state"] == "running"]
+    assert all(s["course"] == "demo" for s in states if s["student"] == user)
+
 
 def test_reload_reuses_the_running_container_and_keeps_the_copy(nb: Nbunits) -> None:
     student = secrets.token_hex(16)

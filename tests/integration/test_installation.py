@@ -42,6 +42,20 @@ def test_dispatcher_is_unprivileged_socket_activated_and_notify(nb: Nbunits) -> 
     assert sockets[1] == "root:nbunits 660"
 
 
+def test_the_dispatcher_loads_none_of_the_helpers_modules(nb: Nbunits) -> None:
+    """The wall between the two: the dispatcher's code, run as the dispatcher runs it
+    (its user, its venv, the installed checkout), imports protocol.py and no module
+    that acts as root, nor nbformat/jsonschema that only those need."""
+    script = ("import sys, nbunits.dispatcher.__main__, nbunits.dispatcher.app; "
+              "print(' '.join(sorted(sys.modules)))")
+    loaded = nb.box.run("systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=nbunits",
+                        "/opt/nbunits/venv/bin/python3", "-c", script).stdout.split()
+    assert "nbunits.protocol" in loaded and "aiohttp" in loaded
+    privileged = {"nbunits.helper", "nbunits.provision", "nbunits.copies", "nbunits.users",
+                  "nbunits.notebooks", "nbunits.courses", "nbformat", "jsonschema"}
+    assert privileged.isdisjoint(loaded)
+
+
 def test_course_units_are_generated_from_the_course_settings(nb: Nbunits) -> None:
     text = nb.box.systemctl("cat", f"nbunits-demo@{user_for('cat-student')}.service").stdout
     assert "/run/systemd/generator/nbunits-demo@.service" in text

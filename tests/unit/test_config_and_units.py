@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from nbunits.config import ConfigError, CourseConfig, Settings, course_from_toml, load_course
+from nbunits.config import ConfigError, CourseConfig, Settings, load_course
 from nbunits.systemd import generate, render_course
 
 

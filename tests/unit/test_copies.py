@@ -25,9 +25,9 @@ from nbunits.copies import (
     reset,
     sync,
 )
-from nbunits.courses import check_masters, publish
 from nbunits.helper import handle_request
 from nbunits.notebooks import normalize, source_hash
+from nbunits.publish import check_masters, publish
 
 
 def notebook(*sources: str, outputs: list | None = None) -> bytes:
@@ -44,7 +44,7 @@ def make_copies(root: Path) -> Copies:
     masters, home = root / "masters", root / "home"
     masters.mkdir(), home.mkdir()
     return Copies("c1", masters, home, root / "state" / "nbx.json", os.getuid(), os.getgid(),
-                  reset_link="/ipythonExercice/c1/{notebook}/s1?reset=1")
+                  student="s1")
 
 
 def put_master(copies: Copies, name: str, data: bytes) -> None:
@@ -279,7 +279,7 @@ def test_course_options_come_from_the_course_settings():
 def test_the_helper_refuses_a_malformed_reset_before_doing_anything():
     reply = asyncio.run(handle_request(Settings(etc_dir=Path("/nonexistent")), {
         "action": "open", "course": "demo", "student": "s1", "notebook": "a.ipynb",
-        "reset": True}))
+        "reset": "1"}))  # the protocol's reset is a JSON boolean
     assert reply["ok"] is False and reply["code"] == "bad_request"
 
 

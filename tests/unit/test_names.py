@@ -1,8 +1,14 @@
 import pytest
 
-from nbunits.names import (InvalidName, StudentUnits, check_course, check_notebook,
-                           check_student_id, course_slice, user_for)
-
+from nbunits.names import (
+    InvalidName,
+    StudentUnits,
+    check_course,
+    check_notebook,
+    check_student_id,
+    course_slice,
+    user_for,
+)
 
 EDX_ID = "0123456789abcdef0123456789abcdef"
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from nbunits import nginx
 from nbunits.config import ConfigError, Server, load_settings, server_to_toml
-
-import tomli_w
 
 
 def test_without_a_proxy_no_forwarded_header_is_believed() -> None:
@@ -40,11 +39,6 @@ def test_the_site_serves_its_names_and_answers_others_421() -> None:
     assert "server_name a.example.org b.example.org;" in named
     assert "listen 443 ssl;" in named and "ssl_certificate /etc/c.pem;" in named
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in named
-
-
-def test_a_leftover_placeholder_is_an_error() -> None:
-    with pytest.raises(ValueError, match="@LISTEN@"):
-        nginx.fill("listen @LISTEN@;", {})
 
 
 @pytest.mark.parametrize("bad", [

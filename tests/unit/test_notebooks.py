@@ -1,8 +1,6 @@
-import json
 import os
 from pathlib import Path, PurePosixPath
 
-import nbformat
 import pytest
 
 from nbunits.errors import NbunitsError

@@ -1,0 +1,247 @@
+"""The dispatcher <-> nbunits-helper protocol: typed messages, JSON on the wire.
+
+Both sides import this module and nothing else of each other: the dispatcher
+(unprivileged, internet-facing) never loads the helper's code. One request and
+one reply per connection, each a JSON object on one line:
+
+    -> {"action": "open", "course": "demo", "student": "<LMS id>", "notebook": "w1/a.ipynb",
+        "reset": false}
+    <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../CAP/notebooks/w1/a.ipynb",
+        "prefix": "/nb/demo/nb.../CAP/", "copied": false, "running": true}
+    -> {"action": "wake", "course": "demo", "user": "nb..."}              <- {"ok": true}
+    -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
+    <- {"ok": true, "html": "..."}
+    -> {"action": "staff_link", "course", "student", "notebook"}
+    <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
+    <- {"ok": false, "code": "unknown_course", "message": "...", "student_hint": "..."}
+
+Requests are small (a few names); replies can carry a staff view's HTML (a
+notebook with its plots), hence one limit per direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from .errors import NbunitsError
+from .names import Target
+
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+
+class ProtocolError(NbunitsError):
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_request", f"malformed request: {message}")
+
+
+# --- typed accessors ----------------------------------------------------------------
+
+def get_str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key} must be a string")
+    return value
+
+
+def get_bool(data: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{key} must be true or false")
+    return value
+
+
+def get_opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(f"{key} must be a string")
+    return value
+
+
+# --- requests -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """Provision (course, student, notebook) and start the student's socket."""
+
+    action: ClassVar[str] = "open"
+    target: Target
+    reset: bool = False  # a fresh copy of the notebook; the old one is kept
+
+    def to_json(self) -> dict[str, Any]:
+        return {"course": self.target.course, "student": self.target.student,
+                "notebook": self.target.notebook, "reset": self.reset}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OpenRequest:
+        return cls(Target(get_str(data, "course"), get_str(data, "student"),
+                          get_str(data, "notebook")), get_bool(data, "reset"))
+
+
+@dataclass(frozen=True)
+class WakeRequest:
+    """Make a provisioned student's server answer again (nginx's 502 fallback)."""
+
+    action: ClassVar[str] = "wake"
+    course: str
+    user: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"course": self.course, "user": self.user}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WakeRequest:
+        return cls(get_str(data, "course"), get_str(data, "user"))
+
+
+@dataclass(frozen=True)
+class StaffViewRequest:
+    """A student's copy as static HTML, for a signed staff link."""
+
+    action: ClassVar[str] = "staff_view"
+    course: str
+    user: str
+    notebook: str
+    expires: str
+    sig: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StaffViewRequest:
+        return cls(*(get_str(data, k) for k in ("course", "user", "notebook", "expires", "sig")))
+
+
+@dataclass(frozen=True)
+class StaffLinkRequest:
+    """A signed staff link, after a verified staff LTI launch (root holds the key)."""
+
+    action: ClassVar[str] = "staff_link"
+    target: Target  # the student whose copy staff asked to see
+
+    def to_json(self) -> dict[str, Any]:
+        return {"course": self.target.course, "student": self.target.student,
+                "notebook": self.target.notebook}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StaffLinkRequest:
+        return cls(Target(get_str(data, "course"), get_str(data, "student"),
+                          get_str(data, "notebook")))
+
+
+Request = OpenRequest | WakeRequest | StaffViewRequest | StaffLinkRequest
+REQUESTS: dict[str, type[Request]] = {
+    c.action: c for c in (OpenRequest, WakeRequest, StaffViewRequest, StaffLinkRequest)}
+
+
+def encode_request(request: Request) -> bytes:
+    return _line({"action": request.action, **request.to_json()}, MAX_REQUEST_BYTES)
+
+
+def decode_request(data: Any) -> Request:
+    """A request from its JSON object; names are validated on the way (InvalidName)."""
+    if not isinstance(data, dict):
+        raise ProtocolError("not a JSON object")
+    kind = REQUESTS.get(get_str(data, "action"))
+    if kind is None:
+        raise ProtocolError("unknown action")
+    return kind.from_json(data)
+
+
+# --- replies ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Opened:
+    user: str
+    url: str  # the notebook in the student's Jupyter (not quoted)
+    prefix: str  # the student's Jupyter: /nb/<course>/<user>/<capability>/
+    copied: bool  # the notebook was copied now
+    running: bool  # the student's Jupyter was up already (a warm open)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Opened:
+        return cls(get_str(data, "user"), get_str(data, "url"), get_str(data, "prefix"),
+                   get_bool(data, "copied"), get_bool(data, "running"))
+
+
+@dataclass(frozen=True)
+class Done:
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Done:
+        return cls()
+
+
+@dataclass(frozen=True)
+class Html:
+    html: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Html:
+        return cls(get_str(data, "html"))
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Link:
+        return cls(get_str(data, "url"))
+
+
+Reply = Opened | Done | Html | Link
+R = TypeVar("R", Opened, Done, Html, Link)
+
+
+def ok_reply(reply: Reply) -> dict[str, Any]:
+    return {"ok": True, **asdict(reply)}
+
+
+def error_reply(exc: NbunitsError) -> dict[str, Any]:
+    """What the dispatcher may show: the code, the message, the student's hint.
+    The admin's hint stays in the helper's journal."""
+    return {"ok": False, "code": exc.code, "message": exc.message,
+            "student_hint": exc.student_hint}
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    return _line(reply, MAX_REPLY_BYTES)
+
+
+def _line(data: dict[str, Any], limit: int) -> bytes:
+    line = json.dumps(data).encode() + b"\n"
+    if len(line) > limit:
+        raise NbunitsError("too_large", f"a message of {len(line)} bytes is over {limit}")
+    return line
+
+
+# --- the dispatcher's side ----------------------------------------------------------
+
+async def ask(path: Path, request: Request, kind: type[R], timeout: float = 120) -> R:
+    """One request, one reply; an error reply raises NbunitsError with its code."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REPLY_BYTES)
+    try:
+        writer.write(encode_request(request))
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise NbunitsError("helper_failed", "nbunits-helper gave no answer") from exc
+    if not isinstance(reply, dict):
+        raise NbunitsError("helper_failed", "nbunits-helper gave a malformed answer")
+    if reply.get("ok") is not True:
+        raise NbunitsError(str(reply.get("code", "internal")), str(reply.get("message", "error")),
+                           student_hint=get_opt_str(reply, "student_hint"))
+    try:
+        return kind.from_json(reply)
+    except ProtocolError as exc:
+        raise NbunitsError("helper_failed", f"nbunits-helper's answer: {exc.message}") from exc

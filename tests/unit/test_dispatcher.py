@@ -1,0 +1,195 @@
+"""The dispatcher's handlers through aiohttp's test client, with a stand-in helper
+that speaks the real protocol on a real unix socket (protocol.py on both ends)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from nbunits.config import CourseConfig, Settings
+from nbunits.dispatcher.app import create_app
+from nbunits.names import Target, user_for
+from nbunits.protocol import MAX_REQUEST_BYTES, Html, StaffViewRequest, ask
+
+USER = user_for("s1")
+PREFIX = f"/nb/demo/{USER}/{'A' * 22}/"
+
+
+class FakeHelper:
+    """Answers each request with `reply(request)`; records what it was asked."""
+
+    def __init__(self, reply: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.reply, self.requests = reply, []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = json.loads(await reader.readline())
+        self.requests.append(request)
+        writer.write(json.dumps(self.reply(request)).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+
+def opened(running: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda r: {"ok": True, "user": USER, "url": PREFIX + "notebooks/" + r["notebook"],
+                      "prefix": PREFIX, "copied": False, "running": running}
+
+
+def run_app(tmp_path: Path, helper: FakeHelper,
+            test: Callable[[TestClient], Awaitable[None]]) -> None:
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
+                        run_dir=tmp_path / "run")
+    settings.courses_conf_dir.mkdir(parents=True)
+    settings.run_dir.mkdir()
+    settings.course_file("demo").write_text(
+        CourseConfig(name="demo", source=tmp_path / "masters").to_toml())
+
+    async def main() -> None:
+        server = await asyncio.start_unix_server(helper.serve, str(settings.helper_socket),
+                                                 limit=MAX_REQUEST_BYTES)
+        async with server, TestClient(TestServer(create_app(settings))) as client:
+            await test(client)
+
+    asyncio.run(main())
+
+
+def test_a_warm_open_redirects_and_a_cold_one_shows_the_starting_page(tmp_path):
+    for running in (True, False):
+        helper = FakeHelper(opened(running))
+
+        async def test(client: TestClient, running: bool = running) -> None:
+            resp = await client.get("/ipythonExercice/demo/w1/a b.ipynb/s1?reset=1",
+                                    allow_redirects=False, headers={"Accept": "text/html"})
+            if running:
+                assert resp.status == 302
+                assert resp.headers["Location"] == PREFIX + "notebooks/w1/a%20b.ipynb"
+            else:
+                assert resp.status == 200 and "Starting your notebook" in await resp.text()
+
+        run_app(tmp_path / str(running), helper, test)
+        assert helper.requests == [{"action": "open", "course": "demo", "student": "s1",
+                                    "notebook": "w1/a b.ipynb", "reset": True}]
+
+
+@pytest.mark.parametrize("url, status", [
+    ("/ipythonExercice/nosuch/a.ipynb/s1", 404),
+    ("/ipythonExercice/Bad!/a.ipynb/s1", 400),
+    ("/ipythonExercice/demo/../a.ipynb/s1", 400),
+    ("/ipythonExercice/demo/a.ipynb/bad%20id", 400),
+])
+def test_bad_links_are_refused_before_the_helper_with_a_page_for_students(tmp_path, url, status):
+    helper = FakeHelper(opened(True))
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get(url, allow_redirects=False)
+        page = await resp.text()
+        assert resp.status == status and "<h1>" in page
+        assert "nbunits " not in page  # no admin command on a student's page
+
+    run_app(tmp_path, helper, test)
+    assert helper.requests == []
+
+
+def test_a_failed_command_in_the_helper_never_reaches_the_page(tmp_path):
+    helper = FakeHelper(lambda r: {"ok": False, "code": "command_failed",
+                                   "message": "systemctl start x.socket failed: secret detail"})
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get("/ipythonExercice/demo/a.ipynb/s1")
+        page = await resp.text()
+        assert resp.status == 500
+        assert "systemctl" not in page and "secret detail" not in page
+        assert "try again" in page
+
+    run_app(tmp_path, helper, test)
+
+
+def test_a_staff_view_larger_than_a_request_is_served(tmp_path):
+    html = "<p>" + "x" * (2 * 1024 * 1024) + "</p>"  # a notebook with a plot or two
+    helper = FakeHelper(lambda r: {"ok": True, "html": html})
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get(f"/staff/demo/{USER}/a.ipynb?expires=1&sig=x")
+        assert resp.status == 200 and await resp.text() == html
+        assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+
+    run_app(tmp_path, helper, test)
+    assert helper.requests[0] == {"action": "staff_view", "course": "demo", "user": USER,
+                                  "notebook": "a.ipynb", "expires": "1", "sig": "x"}
+
+
+def test_the_wake_fallback_redirects_back(tmp_path):
+    helper = FakeHelper(lambda r: {"ok": True})
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get(f"/_nbunits/wake{PREFIX}api/status", allow_redirects=False)
+        assert resp.status == 307 and resp.headers["Location"] == f"{PREFIX}api/status"
+
+    run_app(tmp_path, helper, test)
+    assert helper.requests == [{"action": "wake", "course": "demo", "user": USER}]
+
+
+def test_no_helper_is_a_503(tmp_path):
+    settings = Settings(etc_dir=tmp_path / "etc", run_dir=tmp_path / "run")
+    settings.courses_conf_dir.mkdir(parents=True)
+    settings.course_file("demo").write_text(
+        CourseConfig(name="demo", source=tmp_path / "m").to_toml())
+
+    async def main() -> None:
+        async with TestClient(TestServer(create_app(settings))) as client:
+            resp = await client.get("/ipythonExercice/demo/a.ipynb/s1")
+            assert resp.status == 503
+
+    asyncio.run(main())
+
+
+def test_requests_are_typed_and_checked_on_both_ends():
+    from nbunits.protocol import OpenRequest, ProtocolError, decode_request, encode_request
+
+    request = OpenRequest(Target("demo", "s1", "w1/a.ipynb"), reset=True)
+    assert decode_request(json.loads(encode_request(request))) == request
+    for bad in (None, [], {"action": "rm"}, {"action": "open", "course": "demo"},
+                {"action": "open", "course": "demo", "student": "s1", "notebook": "a.ipynb",
+                 "reset": "1"}):
+        with pytest.raises(ProtocolError):
+            decode_request(bad)
+
+
+def test_ask_reads_a_reply_of_megabytes(tmp_path):
+    big = "y" * (8 * 1024 * 1024)
+
+    async def main() -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(json.dumps({"ok": True, "html": big}).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+
+        async with await asyncio.start_unix_server(serve, str(tmp_path / "h.sock")):
+            reply = await ask(tmp_path / "h.sock",
+                              StaffViewRequest("demo", USER, "a.ipynb", "1", "x"), Html)
+            return reply.html
+
+    assert asyncio.run(main()) == big
+
+
+def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, caplog):
+    from nbunits import helper
+    from nbunits.run import CommandError
+
+    async def failing(settings: Settings, target: Target, reset: bool = False) -> None:
+        raise CommandError(["systemctl", "start", "x.socket"], 1, "Job failed")
+
+    monkeypatch.setattr(helper, "provision", failing)
+    reply = asyncio.run(helper.handle_request(Settings(), {
+        "action": "open", "course": "demo", "student": "s1", "notebook": "a.ipynb"}))
+    assert reply["ok"] is False and reply["code"] == "internal"
+    assert "systemctl" not in json.dumps(reply)
+    [record] = [r for r in caplog.records if r.name == "nbunits.helper"]
+    assert "systemctl start x.socket failed with exit code 1: Job failed" in record.getMessage()
+    assert record.COURSE == "demo" and record.STUDENT == USER
