@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nbunits.config import ConfigError, CourseConfig, CourseSecrets, load_settings
+from nbunits.files import TemplateError, fill
 from nbunits.names import (
     CAPABILITY_RE,
     USER_RE,
@@ -20,7 +21,6 @@ from nbunits.names import (
     user_for,
 )
 from nbunits.run import CommandError, run, run_async
-from nbunits.systemd import TemplateError, fill
 
 REPO = Path(__file__).resolve().parents[2]
 PRIVILEGED = ("nbunits.provision", "nbunits.copies", "nbunits.users", "nbunits.notebooks",
