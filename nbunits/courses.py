@@ -13,6 +13,7 @@ import ctypes
 import dataclasses
 import errno
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -29,7 +30,15 @@ from typing import Any
 import jwt
 
 from . import copies
-from .config import CourseConfig, CourseSecrets, Settings, load_course, load_secrets
+from .config import (
+    CourseConfig,
+    CourseSecrets,
+    Lti13Registration,
+    Settings,
+    load_course,
+    load_secrets,
+)
+from .lti import platform_keys
 from .errors import NbunitsError
 from .names import USER_RE, check_course
 from .notebooks import NotebookError, find_masters, normalize
@@ -182,18 +191,117 @@ def check_launch_secrets(config: CourseConfig, secrets: CourseSecrets) -> None:
 
 
 def fetch_platform_keys(config: CourseConfig, say: Say) -> None:
-    """Save the LMS's LTI 1.3 public keys (JWKS) where the dispatcher reads them."""
-    if not config.lti13_keys_url:
-        return
-    say(f"fetching the platform's keys from {config.lti13_keys_url}")
+    """Save the LMS's LTI 1.3 public keys (JWKS) where the dispatcher reads them,
+    and check that the dispatcher can read every registration's keys."""
+    for registration in config.lti13:
+        if registration.keys_url:
+            fetch_keys(registration, say)
+        if registration.keys:
+            check_keys(Path(registration.keys))
+
+
+def fetch_keys(registration: Lti13Registration, say: Say) -> None:
+    url = registration.keys_url
+    say(f"fetching the platform's keys for client {registration.client_id} from {url}")
     try:
-        with urllib.request.urlopen(config.lti13_keys_url, timeout=30) as reply:
+        with urllib.request.urlopen(url, timeout=30) as reply:
             text = reply.read(1 << 20).decode()
-        jwt.PyJWKSet.from_json(text)
+        if not jwt.PyJWKSet.from_json(text).keys:
+            raise ValueError("no usable key in it")
     except (OSError, ValueError, jwt.PyJWTError) as exc:
-        raise CourseError("bad_keys", f"cannot get the keys at {config.lti13_keys_url}: {exc}",
+        raise CourseError("bad_keys", f"cannot get the keys at {url}: {exc}",
                           hint="check --lti13-keys-url (the platform's JWKS URL)") from exc
-    write_file(Path(config.lti13_keys), text)
+    path = Path(registration.keys)
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    write_file(path, text)  # atomically: a launch never reads half a key set
+    say(f"  new keys saved in {path}")
+
+
+def check_keys(path: Path) -> None:
+    """The key file parses, and the dispatcher's user (nbunits) can read it: a file
+    it cannot read would turn every launch into an error."""
+    try:
+        platform_keys(path)
+    except (OSError, ValueError, NbunitsError, jwt.PyJWTError) as exc:
+        raise CourseError("bad_keys", f"{path} is not a JWKS or PEM public key: {exc}",
+                          hint="--lti13-keys names the platform's key file (JWKS or PEM)") from exc
+    if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
+        return  # not installed yet: nobody to check for
+    readable = run(["setpriv", "--reuid=nbunits", "--regid=nbunits", "--init-groups",
+                    "--", "test", "-r", str(path)], check=False)
+    if readable.returncode != 0:
+        raise CourseError("bad_keys", f"the dispatcher (user nbunits) cannot read {path}",
+                          hint=f"make it and its folders readable, e.g. chmod a+r {path}")
+
+
+def keys_path(settings: Settings, course: str, issuer: str, client_id: str) -> Path:
+    """Where a registration's keys are kept when the admin names no file."""
+    digest = hashlib.sha256(f"{issuer} {client_id}".encode()).hexdigest()[:16]
+    return settings.etc_dir / "lti13-keys" / f"{check_course(course)}-{digest}.json"
+
+
+def edit_registrations(settings: Settings, course: str,
+                       current: tuple[Lti13Registration, ...], change: dict[str, Any],
+                       remove: list[str]) -> tuple[Lti13Registration, ...]:
+    """The course's LTI 1.3 registrations after `course add/update` options.
+
+    `change` holds the --lti13-* options given (issuer, client_id, deployment_ids,
+    auth_url, keys, keys_url). With a client id, the registration of that client id
+    is updated, or added (its issuer defaults to the course's other registrations'
+    one); without, the course's only registration is updated. `remove` names
+    client ids to drop."""
+    registrations = list(current)
+    for client_id in remove:
+        kept = [r for r in registrations if r.client_id != client_id]
+        if len(kept) == len(registrations):
+            raise CourseError("bad_request", f"course {course} has no LTI 1.3 client {client_id}")
+        registrations = kept
+    if not change:
+        return tuple(registrations)
+    client_id = change.get("client_id")
+    if client_id:
+        found = [i for i, r in enumerate(registrations) if r.client_id == client_id
+                 and r.issuer == change.get("issuer", r.issuer)]
+    elif len(registrations) == 1:
+        found = [0]
+    else:
+        raise CourseError("bad_request", f"course {course} has {len(registrations)} LTI 1.3 "
+                          "registrations: say which with --lti13-client-id")
+    if found:
+        merged = dataclasses.replace(registrations[found[0]], **change)
+    else:
+        issuers = {r.issuer for r in registrations}
+        issuer = change.get("issuer") or (issuers.pop() if len(issuers) == 1 else "")
+        if not issuer:
+            raise CourseError("bad_request", "a new LTI 1.3 registration needs --lti13-issuer")
+        merged = Lti13Registration(**{**change, "issuer": issuer})
+    if merged.keys_url and not merged.keys:
+        merged = dataclasses.replace(merged, keys=str(
+            keys_path(settings, course, merged.issuer, merged.client_id)))
+    if found:
+        registrations[found[0]] = merged
+    else:
+        registrations.append(merged)
+    return tuple(registrations)
+
+
+def refresh_keys(settings: Settings, names: list[str], say: Say) -> list[str]:
+    """Fetch every LTI 1.3 registration's JWKS again (the nbunits-refresh-keys timer).
+    Returns the problems; one course failing does not stop the others."""
+    problems = []
+    for name in names:
+        try:
+            config = load_course(settings, name)
+            for registration in config.lti13:
+                if registration.keys_url:
+                    fetch_keys(registration, say)
+        except NbunitsError as exc:
+            problems.append(f"{name}: {exc.message}")
+    return problems
 
 
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:

@@ -14,6 +14,8 @@ object per line each way:
     <- {"ok": true, "html": "..."}
     -> {"action": "staff_link", "course", "student": "<edX id>", "notebook"}
     <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
+    -> {"action": "staff_students", "course", "notebook"}
+    <- {"ok": true, "students": [{"user": "nb...", "id": "<edX id>", "url": "/staff/..." or ""}]}
     <- {"ok": false, "code": "unknown_course", "message": "...", "hint": "..."}
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .errors import NbunitsError
-from .provision import provision, staff_link, staff_view, wake
+from .provision import provision, staff_link, staff_students, staff_view, wake
 from .service import listen_socket, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -70,11 +72,19 @@ async def _staff_link(settings: Settings, request: dict[str, Any]) -> dict[str, 
     return {"url": staff_link(settings, *_fields(request, "course", "student", "notebook"))}
 
 
+async def _staff_students(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+    # Asked by the dispatcher only after a verified staff LTI launch naming no student.
+    students = await asyncio.to_thread(staff_students, settings,
+                                       *_fields(request, "course", "notebook"))
+    return {"students": students}
+
+
 ACTIONS: dict[str, Callable[[Settings, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "open": _open,
     "wake": _wake,
     "staff_view": _staff_view,
     "staff_link": _staff_link,
+    "staff_students": _staff_students,
 }
 
 
