@@ -16,10 +16,11 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, courses, nginx, staff
+from . import copies, courses, identity, lms_keys, nginx, staff
 from .capability import ensure_secret, read_secret
 from .config import (
     DEFAULT_CONFIG,
+    Lti13Registration,
     Server,
     Settings,
     list_courses,
@@ -97,7 +98,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         install_nginx(server, args.listen, args.tls_listen)
     step("systemctl daemon-reload; enable the dispatcher and helper sockets")
     daemon_reload()
-    systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket")
+    systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket",
+              "nbunits-refresh-keys.timer")
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
@@ -197,6 +199,8 @@ def course_options(args: argparse.Namespace) -> dict[str, object]:
                                   if getattr(args, f.name, None) is not None}
     if "legacy_referrers" in options:
         options["legacy_referrers"] = tuple(options["legacy_referrers"])  # type: ignore[arg-type]
+    if "lti_staff_roles" in options:
+        options["lti_staff_roles"] = tuple(options["lti_staff_roles"])  # type: ignore[arg-type]
     if "lti_notebooks" in options:
         pairs = [item.partition("=") for item in options["lti_notebooks"]]  # type: ignore[attr-defined]
         if not all(sep for _, sep, _ in pairs):
@@ -220,21 +224,50 @@ def course_secrets(args: argparse.Namespace) -> dict[str, str]:
     return found
 
 
+LTI13_OPTIONS = ("issuer", "client_id", "deployment_ids", "auth_url", "keys", "keys_url")
+
+
+def lti13_options(settings: Settings, args: argparse.Namespace,
+                  current: tuple[Lti13Registration, ...]) -> dict[str, object]:
+    """--lti13-* options -> {"lti13": the course's registrations after them}, or {}."""
+    change: dict[str, object] = {name: getattr(args, f"lti13_{name}") for name in LTI13_OPTIONS
+                                 if getattr(args, f"lti13_{name}", None) is not None}
+    if "deployment_ids" in change:
+        change["deployment_ids"] = tuple(change["deployment_ids"])  # type: ignore[arg-type]
+    remove = args.lti13_remove or []
+    if not change and not remove:
+        return {}
+    return {"lti13": courses.edit_registrations(settings, args.name, current, change, remove)}
+
+
 def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     published = courses.add(settings, args.name, git_url=args.git or "",
                             git_branch=args.branch or "", directory=args.dir or "",
-                            options=course_options(args), say=step,
-                            secrets=course_secrets(args))
+                            options={**course_options(args), **lti13_options(settings, args, ())},
+                            say=step, secrets=course_secrets(args))
     for notebook in published:
         print(f"  /ipythonExercice/{args.name}/{notebook}/<student id>")
 
 
 def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
+    current = load_course(settings, args.name).lti13
     courses.update(settings, args.name, git_url=args.git or "", git_branch=args.branch,
-                   directory=args.dir or "", options=course_options(args), say=step,
-                   secrets=course_secrets(args))
+                   directory=args.dir or "",
+                   options={**course_options(args), **lti13_options(settings, args, current)},
+                   say=step, secrets=course_secrets(args))
+
+
+def cmd_course_refresh_keys(settings: Settings, args: argparse.Namespace) -> None:
+    """Fetch the platforms' LTI 1.3 keys again (run daily by nbunits-refresh-keys.timer)."""
+    require_root()
+    problems = lms_keys.refresh_keys(settings, [args.name] if args.name else list_courses(settings),
+                                    say=step)
+    for problem in problems:
+        print(f"nbunits: error: {problem}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
 
 
 def cmd_course_remove(settings: Settings, args: argparse.Namespace) -> None:
@@ -325,6 +358,17 @@ def cmd_student_link(settings: Settings, args: argparse.Namespace) -> None:
                      args.hours))
 
 
+def cmd_student_link_ids(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    print(identity.link(settings, args.course, args.keep, args.other,
+                        identity.HasWork(settings)))
+
+
+def cmd_student_unlink_id(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    print(identity.unlink(settings, args.course, args.other))
+
+
 # --- status and logs -----------------------------------------------------
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
@@ -374,6 +418,25 @@ def add_course_settings(parser: argparse.ArgumentParser) -> None:
                         metavar="DOMAIN", help="a domain allowed for legacy = referrer (repeat)")
     parser.add_argument("--lti-notebook", dest="lti_notebooks", action="append",
                         metavar="LINK=NOTEBOOK", help="the notebook of an LTI resource link id (repeat)")
+    parser.add_argument("--lti-staff-role", dest="lti_staff_roles", action="append",
+                        metavar="ROLE", help="a context role that opens the staff views "
+                        "(repeat; default Instructor and Administrator)")
+    lti13 = parser.add_argument_group(
+        "LTI 1.3 registration", "add or change the registration of --lti13-client-id (or the "
+        "course's only one); Open edX: one per LTI 1.3 component")
+    lti13.add_argument("--lti13-issuer", metavar="URL", help="the platform's issuer "
+                       "(Open edX: the LMS root URL)")
+    lti13.add_argument("--lti13-client-id", metavar="ID")
+    lti13.add_argument("--lti13-deployment-id", dest="lti13_deployment_ids", action="append",
+                       metavar="ID", help="an accepted deployment id (repeat; none: any)")
+    lti13.add_argument("--lti13-auth-url", metavar="URL", help="the platform's OIDC "
+                       "authorization URL (Open edX: Login URL ... /api/lti_consumer/v1/launch/)")
+    lti13.add_argument("--lti13-keys-url", metavar="URL", help="the platform's JWKS "
+                       "(Open edX: Keyset URL), fetched now and by nbunits-refresh-keys.timer")
+    lti13.add_argument("--lti13-keys", metavar="FILE", help="where the keys are kept, or a "
+                       "JWKS/PEM file you maintain")
+    lti13.add_argument("--lti13-remove", action="append", metavar="CLIENT_ID",
+                       help="drop the registration of this client id (repeat)")
     parser.add_argument("--lti11-secret-file", metavar="FILE", help="the LTI 1.1 consumer secret")
     parser.add_argument("--legacy-secret-file", metavar="FILE",
                         help="the HMAC secret of signed legacy links")
@@ -431,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--purge", action="store_true",
                    help="also delete every student's copies of this course")
+    p = add(course, "refresh-keys", cmd_course_refresh_keys,
+            "fetch the LTI 1.3 platforms' keys again (nbunits-refresh-keys.timer runs it)")
+    p.add_argument("name", nargs="?", help="only this course")
     add(course, "list", cmd_course_list, "list the courses")
     p = add(course, "show", cmd_course_show, "show a course's settings and notebooks")
     p.add_argument("name")
@@ -460,6 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("student", help="the Linux user (nb...) or the edX id")
     p.add_argument("notebook")
     p.add_argument("--hours", type=float, default=24, help="how long the link works (24)")
+
+    p = add(student, "link-ids", cmd_student_link_ids,
+            "make launches as OTHER open the work of KEEP (the same learner under two LMS "
+            "ids, e.g. LTI 1.1 and 1.3); refused if OTHER has work in the course")
+    p.add_argument("course")
+    p.add_argument("keep", help="the id whose work is kept (e.g. the LTI 1.1 user_id)")
+    p.add_argument("other", help="the other id (e.g. the LTI 1.3 sub)")
+    p = add(student, "unlink-id", cmd_student_unlink_id, "undo link-ids for OTHER")
+    p.add_argument("course")
+    p.add_argument("other")
 
     p = add(sub, "status", cmd_status,
             "students' notebook servers: state, since when, memory (from systemd)")

@@ -189,6 +189,66 @@ _OPAQUE_RE = re.compile(r"[!-~]{1,255}")
 _ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
+# LIS context roles (LTI 1.3 membership#NAME, LTI 1.1 short names / urn:lti:role:ims/lis/).
+CONTEXT_ROLES = ("Administrator", "ContentDeveloper", "Instructor", "Learner", "Mentor",
+                 "Manager", "Member", "Officer")
+DEFAULT_STAFF_ROLES = ("Instructor", "Administrator")
+# Open edX sends its forum roles (Community TA, Group Moderator), often held by
+# students, as TeachingAssistant: never a staff role here.
+FORUM_ROLE = "TeachingAssistant"
+# The LTI 1.3 settings of `course add/update` before registrations were tables.
+LEGACY_LTI13_FIELDS = {"lti13_issuer": "issuer", "lti13_client_id": "client_id",
+                       "lti13_deployment_id": "deployment_ids", "lti13_auth_url": "auth_url",
+                       "lti13_keys": "keys", "lti13_keys_url": "keys_url"}
+
+
+@dataclass(frozen=True)
+class Lti13Registration:
+    """One LTI 1.3 tool registration on the platform (in Open edX: one component,
+    or one reusable configuration): who signs, for which client, with which keys."""
+
+    issuer: str  # the platform (Open edX: the LMS root URL)
+    client_id: str
+    deployment_ids: tuple[str, ...] = ()  # empty: any deployment of this client
+    auth_url: str = ""  # the platform's OIDC authorization endpoint
+    keys: str = ""  # a file: the platform's JWKS (JSON) or public key (PEM)
+    # Where `nbunits course add/update` and the nbunits-refresh-keys timer fetch
+    # that JWKS from (the dispatcher has no network, so it never fetches keys).
+    keys_url: str = ""
+
+    def problems(self) -> list[str]:
+        found = []
+        for key in ("issuer", "client_id"):
+            if not _OPAQUE_RE.fullmatch(getattr(self, key)):
+                found.append(f"lti13 {key}={getattr(self, key)!r}")
+        if not isinstance(self.deployment_ids, tuple) or not all(
+                isinstance(d, str) and _OPAQUE_RE.fullmatch(d) for d in self.deployment_ids):
+            found.append(f"lti13 deployment_ids={self.deployment_ids!r}")
+        if self.auth_url and not re.match(r"https?://[!-~]+$", self.auth_url):
+            found.append(f"lti13 auth_url={self.auth_url!r} (an http(s) URL)")
+        if self.keys and not self.keys.startswith("/"):
+            found.append(f"lti13 keys={self.keys!r} (an absolute path)")
+        if self.keys_url and (not re.match(r"(https?|file)://\S+$", self.keys_url)
+                              or not self.keys):
+            found.append(f"lti13 keys_url={self.keys_url!r} (a URL, with keys naming the "
+                         "file to keep the keys in)")
+        return found
+
+
+def check_staff_roles(roles: tuple[str, ...]) -> list[str]:
+    problems = []
+    for role in roles:
+        principal, _, sub = role.partition("#")
+        if FORUM_ROLE in (principal, sub):
+            problems.append(f"lti_staff_roles: {role!r} (Open edX sends its forum roles, "
+                            "often held by students, as TeachingAssistant)")
+        elif principal not in CONTEXT_ROLES or (sub and not re.fullmatch(r"[A-Za-z]+", sub)):
+            problems.append(f"lti_staff_roles: {role!r} (a context role: "
+                            f"{', '.join(CONTEXT_ROLES)}, or a sub-role such as "
+                            "Instructor#Lecturer)")
+    return problems
+
+
 @dataclass(frozen=True)
 class CourseConfig:
     """One course's settings. Defaults suit a small course on a small server."""
@@ -227,14 +287,12 @@ class CourseConfig:
     # LTI: the course's id in the LMS (context_id; Open edX: course-v1:Org+Num+Run).
     lti_context_id: str = ""
     lti11_key: str = ""  # the consumer key; its secret is in the secrets file
-    lti13_issuer: str = ""
-    lti13_client_id: str = ""
-    lti13_deployment_id: str = ""
-    lti13_auth_url: str = ""  # the platform's OIDC authorization endpoint
-    lti13_keys: str = ""  # a file: the platform's JWKS (JSON) or public key (PEM)
-    # Where `nbunits course add/update` fetch that JWKS from (the dispatcher has
-    # no network by design, so it never fetches keys itself).
-    lti13_keys_url: str = ""
+    # LTI 1.3 registrations (`[[course.lti13]]`): Open edX gives each LTI 1.3
+    # component its own client id and key by default, so a course has several.
+    lti13: tuple[Lti13Registration, ...] = ()
+    # Context roles that open the staff views (LIS names; a sub-role as
+    # "Instructor#Lecturer"). Institution and system roles never count.
+    lti_staff_roles: tuple[str, ...] = DEFAULT_STAFF_ROLES
     # resource_link_id -> notebook, for links that carry no notebook parameter.
     lti_notebooks: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -279,19 +337,11 @@ class CourseConfig:
             problems.append(f"legacy_referrers={self.legacy_referrers!r} (domain names)")
         if self.legacy == "referrer" and not self.legacy_referrers:
             problems.append("legacy = referrer needs legacy_referrers")
-        for key in ("lti_context_id", "lti11_key", "lti13_issuer", "lti13_client_id",
-                    "lti13_deployment_id", "lti13_auth_url"):
+        for key in ("lti_context_id", "lti11_key"):
             value = getattr(self, key)
             if value and not _OPAQUE_RE.fullmatch(value):
                 problems.append(f"{key}={value!r}")
-        if self.lti13_auth_url and not re.match(r"https?://", self.lti13_auth_url):
-            problems.append(f"lti13_auth_url={self.lti13_auth_url!r} (an http(s) URL)")
-        if self.lti13_keys and not self.lti13_keys.startswith("/"):
-            problems.append(f"lti13_keys={self.lti13_keys!r} (an absolute path)")
-        if self.lti13_keys_url and (not re.match(r"(https?|file)://\S+$", self.lti13_keys_url)
-                                    or not self.lti13_keys):
-            problems.append(f"lti13_keys_url={self.lti13_keys_url!r} (a URL, with lti13_keys "
-                            "naming the file to keep the keys in)")
+        problems += self._lti13_problems()
         if not isinstance(self.lti_notebooks, dict):  # from TOML: anything
             problems.append(  # type: ignore[unreachable]
                 "lti_notebooks must be a table of resource link id = notebook")
@@ -303,15 +353,40 @@ class CourseConfig:
                     problems.append(f"lti_notebooks[{link!r}]={notebook!r}")
         return problems
 
+    def _lti13_problems(self) -> list[str]:
+        if not isinstance(self.lti13, tuple) or not all(
+                isinstance(r, Lti13Registration) for r in self.lti13):
+            return ["lti13 must be a list of registrations ([[course.lti13]] tables)"]
+        problems = [p for r in self.lti13 for p in r.problems()]
+        seen = [(r.issuer, r.client_id) for r in self.lti13]
+        if len(set(seen)) != len(seen):
+            problems.append("lti13: two registrations with the same issuer and client_id")
+        if not isinstance(self.lti_staff_roles, tuple) or not all(
+                isinstance(r, str) for r in self.lti_staff_roles):
+            return problems + ["lti_staff_roles must be a list of role names"]
+        return problems + check_staff_roles(self.lti_staff_roles)
+
+    def registration(self, issuer: str, client_id: str) -> Lti13Registration | None:
+        """The registration a login names; without a client id, the issuer's only one."""
+        found = [r for r in self.lti13 if r.issuer == issuer
+                 and (r.client_id == client_id or not client_id)]
+        return found[0] if len(found) == 1 else None
+
     def to_toml(self) -> str:
         values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                  if f.name not in ("name", "lti_notebooks")}
-        # An inline table, so that the file stays one [course] section that an admin
-        # can append a line to (a sub-table would have to come last).
+                  if f.name not in ("name", "lti_notebooks", "lti13")}
+        # An inline table, so that [course] stays one section that an admin can append
+        # a line to; the LTI 1.3 registrations, if any, are tables that come after it.
         pairs = (tomli_w.dumps({k: v}).strip() for k, v in self.lti_notebooks.items())
-        return ("# nbunits course settings; apply with: systemctl daemon-reload\n"
+        text = ("# nbunits course settings; apply with: systemctl daemon-reload\n"
                 + tomli_w.dumps({"course": values})
                 + "lti_notebooks = {" + ", ".join(pairs) + "}\n")
+        if self.lti13:
+            registrations = [{f.name: _plain(getattr(r, f.name))
+                              for f in dataclasses.fields(r) if getattr(r, f.name)}
+                             for r in self.lti13]
+            text += "\n" + tomli_w.dumps({"course": {"lti13": registrations}})
+        return text
 
 
 def _plain(value: object) -> object:
@@ -332,7 +407,7 @@ def load_course(settings: Settings, course: str) -> CourseConfig:
 
 
 def course_from_toml(course: str, data: dict[str, Any]) -> CourseConfig:
-    section = dict(data.get("course", {}))
+    section = _lti13_from_toml(course, dict(data.get("course", {})))
     known = {f.name for f in dataclasses.fields(CourseConfig)} - {"name"}
     unknown = set(section) - known
     if unknown:
@@ -340,12 +415,41 @@ def course_from_toml(course: str, data: dict[str, Any]) -> CourseConfig:
     if "source" not in section:
         raise ConfigError("bad_course_config", f"course {course}: 'source' is missing")
     section["source"] = Path(section["source"])
-    if isinstance(section.get("legacy_referrers"), list):
-        section["legacy_referrers"] = tuple(section["legacy_referrers"])
+    for key in ("legacy_referrers", "lti_staff_roles"):
+        if isinstance(section.get(key), list):
+            section[key] = tuple(section[key])
     try:
         return CourseConfig(name=course, **section)
     except TypeError as exc:
         raise ConfigError("bad_course_config", f"course {course}: {exc}") from exc
+
+
+def _lti13_from_toml(course: str, section: dict[str, Any]) -> dict[str, Any]:
+    """`[[course.lti13]]` tables -> registrations; the single lti13_* settings of
+    older course files become one registration (written as a table at the next
+    `course update`)."""
+    tables = section.get("lti13", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError("bad_course_config", f"course {course}: lti13 must be "
+                          "[[course.lti13]] tables")
+    old = {LEGACY_LTI13_FIELDS[k]: section.pop(k) for k in list(section)
+           if k in LEGACY_LTI13_FIELDS}
+    if old:
+        deployment = old.pop("deployment_ids", "")
+        tables = [*tables, {**old, "deployment_ids": [deployment] if deployment else []}]
+    registrations = []
+    known = {f.name for f in dataclasses.fields(Lti13Registration)}
+    for table in tables:
+        if set(table) - known or not {"issuer", "client_id"} <= set(table):
+            raise ConfigError("bad_course_config", f"course {course}: an lti13 table needs "
+                              f"issuer and client_id and may have {sorted(known)}")
+        if not all(isinstance(v, str) for k, v in table.items() if k != "deployment_ids") \
+                or not isinstance(table.get("deployment_ids", []), list):
+            raise ConfigError("bad_course_config", f"course {course}: invalid lti13 table")
+        registrations.append(Lti13Registration(
+            **{**table, "deployment_ids": tuple(table.get("deployment_ids", []))}))
+    section["lti13"] = tuple(registrations)
+    return section
 
 
 @dataclass(frozen=True)

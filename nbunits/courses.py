@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from . import copies, git
-from .config import CourseConfig, CourseSecrets, Settings, load_course, load_secrets
+from .config import (
+    CourseConfig,
+    CourseSecrets,
+    Lti13Registration,
+    Settings,
+    load_course,
+    load_secrets,
+)
 from .errors import NbunitsError
 from .files import write_atomic
-from .lms_keys import fetch_platform_keys
+from .lms_keys import fetch_platform_keys, keys_path
 from .names import check_course
 from .notebooks import NotebookError
 from .publish import check_masters, publish
@@ -75,6 +82,51 @@ def check_launch_secrets(config: CourseConfig, secrets: CourseSecrets) -> None:
     if config.legacy == "signed" and not secrets.legacy_secret:
         raise CourseError("no_secret", f"course {config.name}: legacy = signed needs a secret",
                           hint="add --legacy-secret-file FILE")
+
+
+def edit_registrations(settings: Settings, course: str,
+                       current: tuple[Lti13Registration, ...], change: dict[str, Any],
+                       remove: list[str]) -> tuple[Lti13Registration, ...]:
+    """The course's LTI 1.3 registrations after `course add/update` options.
+
+    `change` holds the --lti13-* options given (issuer, client_id, deployment_ids,
+    auth_url, keys, keys_url). With a client id, the registration of that client id
+    is updated, or added (its issuer defaults to the course's other registrations'
+    one); without, the course's only registration is updated. `remove` names
+    client ids to drop."""
+    registrations = list(current)
+    for client_id in remove:
+        kept = [r for r in registrations if r.client_id != client_id]
+        if len(kept) == len(registrations):
+            raise CourseError("bad_request", f"course {course} has no LTI 1.3 client {client_id}")
+        registrations = kept
+    if not change:
+        return tuple(registrations)
+    client_id = str(change.get("client_id") or "")
+    if client_id:
+        found = [i for i, r in enumerate(registrations) if r.client_id == client_id
+                 and r.issuer == change.get("issuer", r.issuer)]
+    elif len(registrations) == 1:
+        found = [0]
+    else:
+        raise CourseError("bad_request", f"course {course} has {len(registrations)} LTI 1.3 "
+                          "registrations: say which with --lti13-client-id")
+    if found:
+        merged = dataclasses.replace(registrations[found[0]], **change)
+    else:
+        issuers = {r.issuer for r in registrations}
+        issuer = change.get("issuer") or (issuers.pop() if len(issuers) == 1 else "")
+        if not issuer:
+            raise CourseError("bad_request", "a new LTI 1.3 registration needs --lti13-issuer")
+        merged = Lti13Registration(**{**change, "issuer": issuer})
+    if merged.keys_url and not merged.keys:
+        merged = dataclasses.replace(merged, keys=str(
+            keys_path(settings, course, merged.issuer, merged.client_id)))
+    if found:
+        registrations[found[0]] = merged
+    else:
+        registrations.append(merged)
+    return tuple(registrations)
 
 
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:

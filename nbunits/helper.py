@@ -27,14 +27,17 @@ from .protocol import (
     Reply,
     Request,
     StaffLinkRequest,
+    StaffStudentsRequest,
     StaffViewRequest,
+    StudentEntry,
+    Students,
     WakeRequest,
     decode_request,
     encode_reply,
     error_reply,
     ok_reply,
 )
-from .provision import provision, staff_link, staff_view, wake
+from .provision import provision, staff_link, staff_students, staff_view, wake
 from .service import listen_socket, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,11 @@ async def act(settings: Settings, request: Request) -> Reply:
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
                                      request.expires, request.sig))
+    if isinstance(request, StaffStudentsRequest):
+        # After a verified staff LTI launch naming no student.
+        found = await asyncio.to_thread(staff_students, settings, request.course,
+                                        request.notebook)
+        return Students(tuple(StudentEntry(**entry) for entry in found))
     # Asked by the dispatcher only after a verified staff LTI launch: the signing
     # secret is root's, so the link is made here.
     assert isinstance(request, StaffLinkRequest)

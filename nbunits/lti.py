@@ -7,6 +7,8 @@ signatures are checked by oauthlib, LTI 1.3 id_tokens by PyJWT. The dispatcher
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -19,7 +21,7 @@ from typing import Any
 import jwt
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 
-from .config import CourseConfig
+from .config import DEFAULT_STAFF_ROLES, CourseConfig, Lti13Registration
 from .errors import NbunitsError
 from .names import check_notebook, check_student_id
 
@@ -27,9 +29,10 @@ logger = logging.getLogger(__name__)
 
 # A launch older or newer than this is refused; nonces are remembered this long.
 MAX_CLOCK_SKEW = 300
-STAFF_ROLES = frozenset({"Instructor", "Administrator", "TeachingAssistant", "ContentDeveloper"})
 
 LTI13_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+MEMBERSHIP = "http://purl.imsglobal.org/vocab/lis/v2/membership"
+LTI11_ROLE_URN = "urn:lti:role:ims/lis/"
 
 
 class LaunchError(NbunitsError):
@@ -51,6 +54,12 @@ class Launch:
     notebook: str
     staff: bool
     view: str = ""  # the LMS id of the student whose copy staff asked to see
+
+    @property
+    def staff_page(self) -> bool:
+        """Staff naming no student get the course's student list (one component
+        serves every staff member: Studio's custom parameters are per component)."""
+        return self.staff and not self.view
 
 
 class NonceStore:
@@ -129,26 +138,51 @@ def verify_lti11(url: str, body: str, headers: Mapping[str, str], course: Course
         raise LaunchError("bad_launch", f"unsupported LTI message {params['lti_message_type']!r}")
     return launch_for(course, context_id=params.get("context_id", ""),
                       student=params.get("user_id", ""),
-                      notebook=params.get("custom_notebook", ""),
+                      notebook=custom_param(params, "notebook", "custom_"),
                       resource_link=params.get("resource_link_id", ""),
                       roles=params.get("roles", "").split(","),
-                      view=params.get("custom_student", ""))
+                      view=custom_param(params, "student", "custom_"))
+
+
+def custom_param(params: Mapping[str, Any], name: str, prefix: str) -> str:
+    """A custom parameter as Open edX sends what Studio's "Custom Parameters" field
+    holds: `notebook=...` arrives as custom_notebook in LTI 1.1 and as `notebook`
+    in the 1.3 custom claim; Studio adds the prefix itself, so an admin who writes
+    `custom_notebook=...` gives custom_custom_notebook (1.1) or custom_notebook (1.3)."""
+    for key in (prefix + name, prefix + "custom_" + name):
+        value = params.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 # --- LTI 1.3: OIDC login, then an id_token signed by the platform -----------------
 
-def issue_state(key: bytes, course: str, nonce: str, now: float | None = None) -> str:
-    """The OIDC `state`: signed by the dispatcher and carrying the course and nonce,
-    so the launch is checked without a cookie (the iframe is cross-site)."""
+@dataclass(frozen=True)
+class State:
+    """What the login step learned, carried to the launch in the signed `state`."""
+
+    course: str
+    issuer: str
+    client_id: str
+    nonce: str
+
+
+def issue_state(key: bytes, state: State, now: float | None = None) -> str:
+    """The OIDC `state`: signed by the dispatcher and carrying the course, the
+    registration and the nonce, so the launch is checked without a cookie (the
+    iframe is cross-site)."""
     now = int(time.time() if now is None else now)
-    return jwt.encode({"course": course, "nonce": nonce, "iat": now,
-                       "exp": now + MAX_CLOCK_SKEW}, key, algorithm="HS256")
+    return jwt.encode({"course": state.course, "iss": state.issuer, "client_id": state.client_id,
+                       "nonce": state.nonce, "iat": now, "exp": now + MAX_CLOCK_SKEW},
+                      key, algorithm="HS256")
 
 
-def read_state(key: bytes, state: str) -> tuple[str, str]:
+def read_state(key: bytes, state: str) -> State:
     try:
         claims = jwt.decode(state, key, algorithms=["HS256"], options={"require": ["exp"]})
-        return str(claims["course"]), str(claims["nonce"])
+        return State(str(claims["course"]), str(claims["iss"]), str(claims["client_id"]),
+                     str(claims["nonce"]))
     except (jwt.InvalidTokenError, KeyError) as exc:
         raise LaunchError("unauthorized", "this launch did not start here or took too long",
                           hint="open the notebook again from the course") from exc
@@ -174,7 +208,12 @@ def platform_keys(path: Path) -> list[jwt.PyJWK]:
     return keys
 
 
-def _key_for(token: str, keys: list[jwt.PyJWK]) -> jwt.PyJWK:
+class UnknownKey(LaunchError):
+    """A token signed with a key id the saved JWKS lacks: the platform rotated its
+    keys, or someone else signed it. The dispatcher logs it for the admin."""
+
+
+def key_for(token: str, keys: list[jwt.PyJWK]) -> jwt.PyJWK:
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.InvalidTokenError as exc:
@@ -184,18 +223,23 @@ def _key_for(token: str, keys: list[jwt.PyJWK]) -> jwt.PyJWK:
     if not matching and len(keys) == 1 and keys[0].key_id is None:
         matching = keys
     if len(matching) != 1:
-        raise LaunchError("unauthorized", "this launch is signed with a key we do not know",
-                          hint="the administrator may need to refresh the platform's keys")
+        raise UnknownKey("unauthorized", f"this launch is signed with a key we do not know "
+                         f"(key id {str(kid)[:64]!r})",
+                         hint="the platform may have new keys: tell the course's administrator "
+                              "(nbunits course refresh-keys)")
     return matching[0]
 
 
-def verify_lti13(id_token: str, course: CourseConfig, nonce: str, keys: list[jwt.PyJWK],
-                 nonces: NonceStore) -> Launch:
-    """Check an LTI 1.3 id_token for `course` (started with `nonce`); return what to open."""
-    key = _key_for(id_token, keys)
+def verify_lti13(id_token: str, course: CourseConfig, registration: Lti13Registration,
+                 nonce: str, keys: list[jwt.PyJWK], nonces: NonceStore,
+                 lti11_secret: str = "") -> Launch:
+    """Check an LTI 1.3 id_token for `course` (started with `nonce` by a login for
+    `registration`); return what to open."""
+    key = key_for(id_token, keys)
+    client_id = registration.client_id
     try:
         claims = jwt.decode(id_token, key, algorithms=["RS256", "RS384", "RS512"],
-                            audience=course.lti13_client_id, issuer=course.lti13_issuer,
+                            audience=client_id, issuer=registration.issuer,
                             leeway=60, options={"require": ["exp", "iat", "sub", "nonce"]})
     except jwt.InvalidTokenError as exc:
         logger.info("refused id_token: %s", exc, extra={"COURSE": course.name})
@@ -203,13 +247,12 @@ def verify_lti13(id_token: str, course: CourseConfig, nonce: str, keys: list[jwt
                           hint="open the notebook again from the course") from exc
     if not hmac.compare_digest(str(claims["nonce"]), nonce):
         raise LaunchError("unauthorized", "this launch does not match its login")
-    nonces.use(f"1.3 {course.lti13_issuer} {nonce}")
+    nonces.use(f"1.3 {registration.issuer} {nonce}")
     # One token may name several audiences; then it must be meant for us.
-    if isinstance(claims.get("aud"), list) and claims.get("azp", course.lti13_client_id) \
-            != course.lti13_client_id:
+    if isinstance(claims.get("aud"), list) and claims.get("azp", client_id) != client_id:
         raise LaunchError("unauthorized", "this launch is meant for another tool")
     deployment = claims.get(LTI13_CLAIM + "deployment_id", "")
-    if course.lti13_deployment_id and deployment != course.lti13_deployment_id:
+    if registration.deployment_ids and deployment not in registration.deployment_ids:
         raise LaunchError("forbidden", "this launch comes from another deployment")
     if claims.get(LTI13_CLAIM + "message_type") != "LtiResourceLinkRequest" \
             or claims.get(LTI13_CLAIM + "version") != "1.3.0":
@@ -218,11 +261,40 @@ def verify_lti13(id_token: str, course: CourseConfig, nonce: str, keys: list[jwt
     custom = custom if isinstance(custom, dict) else {}
     roles = claims.get(LTI13_CLAIM + "roles")
     return launch_for(course, context_id=str(_field(claims, "context", "id")),
-                      student=str(claims["sub"]),
-                      notebook=str(custom.get("notebook", "")),
+                      student=lti11_user(claims, course, lti11_secret) or str(claims["sub"]),
+                      notebook=custom_param(custom, "notebook", ""),
                       resource_link=str(_field(claims, "resource_link", "id")),
                       roles=[str(r) for r in roles] if isinstance(roles, list) else [],
-                      view=str(custom.get("student", "")))
+                      view=custom_param(custom, "student", ""))
+
+
+def lti11_user(claims: Mapping[str, Any], course: CourseConfig, secret: str) -> str:
+    """The LTI 1.1 user id of the LTI 1.3 migration claim (LTI 1.3 spec, "LTI 1.1
+    migration"), so a course moving from 1.1 to 1.3 keeps each student's work.
+
+    Trusted only when it proves the platform holds this course's 1.1 secret
+    (`oauth_consumer_key_sign`); otherwise the launch uses `sub`. Open edX does
+    not send this claim (README)."""
+    claim = claims.get(LTI13_CLAIM + "lti1p1")
+    if not isinstance(claim, dict) or not isinstance(claim.get("user_id"), str):
+        return ""
+    key, sign = claim.get("oauth_consumer_key"), claim.get("oauth_consumer_key_sign")
+    if not (course.lti11_key and secret and key == course.lti11_key and isinstance(sign, str)):
+        logger.info("ignoring an lti1p1 claim without a matching 1.1 key and signature",
+                    extra={"COURSE": course.name})
+        return ""
+    aud = claims.get("aud")
+    client_id = claims.get("azp") if isinstance(aud, list) else aud
+    base = "&".join(str(part) for part in (key, claims.get(LTI13_CLAIM + "deployment_id", ""),
+                                           claims.get("iss"), client_id, claims.get("exp"),
+                                           claims.get("nonce")))
+    expected = base64.b64encode(hmac.new(secret.encode(), base.encode(),
+                                         hashlib.sha256).digest()).decode()
+    if not hmac.compare_digest(expected, sign):
+        logger.warning("ignoring an lti1p1 claim with a wrong oauth_consumer_key_sign",
+                       extra={"COURSE": course.name})
+        return ""
+    return str(claim["user_id"])
 
 
 def _field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
@@ -252,14 +324,32 @@ def launch_for(course: CourseConfig, *, context_id: str, student: str, notebook:
                           hint="give the LTI component the custom parameter notebook=PATH, "
                                "or map its resource link id in the course's lti_notebooks")
     check_notebook(notebook)
-    staff = is_staff(roles)
+    staff = is_staff(roles, course.lti_staff_roles)
     if staff and view:
         check_student_id(view)
     return Launch(course.name, student, notebook, staff=staff, view=view if staff else "")
 
 
-def is_staff(roles: list[str]) -> bool:
-    """LTI 1.1 short names, or 1.1/1.3 role URNs and URIs (…/membership#Instructor)."""
-    names = {role.strip().replace("#", "/").replace(":", "/").rsplit("/", 1)[-1]
-             for role in roles}
-    return bool(names & STAFF_ROLES)
+def context_role(role: str) -> str:
+    """A context role as "Name" or "Principal#Sub"; "" for any other role.
+
+    LTI 1.3: …/membership#Instructor, …/membership/Instructor#TeachingAssistant;
+    LTI 1.1: Instructor, urn:lti:role:ims/lis/Instructor[/TeachingAssistant].
+    Institution and system roles (…/institution/person#Administrator,
+    urn:lti:instrole:…) say nothing about this course: "".
+    """
+    role = role.strip()
+    if role.startswith(MEMBERSHIP + "#") or role.startswith(MEMBERSHIP + "/"):
+        name = role[len(MEMBERSHIP) + 1:]
+    elif role.startswith(LTI11_ROLE_URN):
+        name = role[len(LTI11_ROLE_URN):].replace("/", "#", 1)
+    elif role.isalpha():
+        name = role
+    else:
+        return ""
+    return name if all(part.isalpha() for part in name.split("#", 1)) else ""
+
+
+def is_staff(roles: list[str], staff_roles: tuple[str, ...] = DEFAULT_STAFF_ROLES) -> bool:
+    """Whether one of the launch's context roles is one the course names as staff."""
+    return any(context_role(role) in staff_roles for role in roles)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .errors import NbunitsError
-from .names import Target
+from .names import Target, check_course, check_notebook
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -135,9 +135,32 @@ class StaffLinkRequest:
                           get_str(data, "notebook")))
 
 
-Request = OpenRequest | WakeRequest | StaffViewRequest | StaffLinkRequest
+@dataclass(frozen=True)
+class StaffStudentsRequest:
+    """The course's students with read-only links to their copies of a notebook, after
+    a verified staff LTI launch that names no student (root holds the key)."""
+
+    action: ClassVar[str] = "staff_students"
+    course: str
+    notebook: str
+
+    def __post_init__(self) -> None:
+        check_course(self.course)
+        check_notebook(self.notebook)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"course": self.course, "notebook": self.notebook}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StaffStudentsRequest:
+        return cls(get_str(data, "course"), get_str(data, "notebook"))
+
+
+Request = (OpenRequest | WakeRequest | StaffViewRequest | StaffLinkRequest
+           | StaffStudentsRequest)
 REQUESTS: dict[str, type[Request]] = {
-    c.action: c for c in (OpenRequest, WakeRequest, StaffViewRequest, StaffLinkRequest)}
+    c.action: c for c in (OpenRequest, WakeRequest, StaffViewRequest, StaffLinkRequest,
+                          StaffStudentsRequest)}
 
 
 def encode_request(request: Request) -> bytes:
@@ -195,8 +218,28 @@ class Link:
         return cls(get_str(data, "url"))
 
 
-Reply = Opened | Done | Html | Link
-R = TypeVar("R", Opened, Done, Html, Link)
+@dataclass(frozen=True)
+class StudentEntry:
+    user: str
+    id: str  # the LMS's id, as recorded
+    url: str  # a signed staff link to their copy, "" if they have none
+
+
+@dataclass(frozen=True)
+class Students:
+    students: tuple[StudentEntry, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Students:
+        entries = data.get("students")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ProtocolError("'students' must be a list of objects")
+        return cls(tuple(StudentEntry(get_str(e, "user"), get_str(e, "id"), get_str(e, "url"))
+                         for e in entries))
+
+
+Reply = Opened | Done | Html | Link | Students
+R = TypeVar("R", Opened, Done, Html, Link, Students)
 
 
 def ok_reply(reply: Reply) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .files import write_atomic
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
 from .notebooks import master_path, read_copy, read_master
 from .run import run_async
+from .systemd import provisioned_students
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,23 @@ def staff_link(settings: Settings, target: Target) -> str:
                            hint="check the student's id; they must have opened a notebook")
     logger.info("staff link for %s", notebook, extra={"COURSE": course, "STUDENT": user})
     return staff.link(read_secret(settings), course, user, notebook, STAFF_LAUNCH_HOURS)
+
+
+def staff_students(settings: Settings, course: str, notebook: str) -> list[dict[str, str]]:
+    """The course's students (whoever opened one of its notebooks), each with a signed
+    staff link to their copy of `notebook` ("" if they have none), for a verified
+    staff LTI launch that names no student."""
+    config = load_course(settings, course)
+    master_path(config.source, notebook)  # a notebook of this course
+    secret = read_secret(settings)
+    found = []
+    for user in provisioned_students(settings, course):
+        has_copy = notebook in copies.load_manifest(settings.copies_file(StudentUnits(course, user)))
+        found.append({"user": user, "id": users.recorded_id(settings, user) or "",
+                      "url": staff.link(secret, course, user, notebook, STAFF_LAUNCH_HOURS)
+                      if has_copy else ""})
+    logger.info("staff list of %s: %d student(s)", notebook, len(found), extra={"COURSE": course})
+    return found
 
 
 async def staff_view(settings: Settings, course: str, user: str, notebook: str,

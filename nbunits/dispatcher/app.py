@@ -16,7 +16,8 @@ from aiohttp import web
 
 from ..config import Settings, load_course, load_secrets
 from ..errors import NbunitsError
-from ..names import Target, check_course
+from ..identity import canonical
+from ..names import Target, check_course, check_student_id
 from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
 from . import lti
 from .legacy import check_legacy
@@ -102,6 +103,9 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
     config = load_course(settings, course)
     if config.legacy != "open":
         check_legacy(request, config, load_secrets(settings, course), notebook, student)
+    # The legacy link carries the same per-course id as Open edX's LTI 1.1 launches;
+    # linked ids (nbunits student link-ids) lead to the same work.
+    student = canonical(settings, course, check_student_id(student))
     return await open_notebook(request, Target(course, student, notebook),
                                reset=reset_requested(request))
 

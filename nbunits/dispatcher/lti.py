@@ -24,10 +24,13 @@ from ..config import (
     load_secrets,
 )
 from ..errors import NbunitsError
+from ..identity import canonical
 from ..lti import (
     Launch,
     LaunchError,
     NonceStore,
+    State,
+    UnknownKey,
     issue_state,
     platform_keys,
     read_state,
@@ -35,7 +38,8 @@ from ..lti import (
     verify_lti13,
 )
 from ..names import Target
-from ..protocol import Link, StaffLinkRequest, ask
+from ..protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
+from .pages import staff_page
 
 logger = logging.getLogger(__name__)
 
@@ -88,51 +92,77 @@ class Handlers:
         issuer, client_id = str(params.get("iss", "")), str(params.get("client_id", ""))
         if not issuer or not params.get("login_hint"):
             raise LaunchError("bad_launch", "this LTI 1.3 login lacks iss or login_hint")
-        course = find_course(settings, lambda c: c.lti13_issuer == issuer
-                             and bool(c.lti13_auth_url)
-                             and (not client_id or c.lti13_client_id == client_id))
+
+        def accepts(c: CourseConfig) -> bool:
+            registration = c.registration(issuer, client_id)
+            return registration is not None and bool(registration.auth_url) and (
+                not registration.deployment_ids or not params.get("lti_deployment_id")
+                or params.get("lti_deployment_id") in registration.deployment_ids)
+
+        course = find_course(settings, accepts)
+        registration = course.registration(issuer, client_id)
+        assert registration is not None  # accepts() found it
         nonce = secrets.token_urlsafe(24)
+        state = State(course.name, registration.issuer, registration.client_id, nonce)
         query = {"scope": "openid", "response_type": "id_token", "response_mode": "form_post",
-                 "prompt": "none", "client_id": course.lti13_client_id,
+                 "prompt": "none", "client_id": registration.client_id,
                  "redirect_uri": public_url(request, "/lti/1.3/launch"),
                  "login_hint": str(params["login_hint"]), "nonce": nonce,
-                 "state": issue_state(request.app[STATE_KEY], course.name, nonce)}
+                 "state": issue_state(request.app[STATE_KEY], state)}
         if params.get("lti_message_hint"):
             query["lti_message_hint"] = str(params["lti_message_hint"])
         # The hints go back in the Location: keep it well within nginx's header buffer.
         if len(urlencode(hints(params))) > MAX_HINTS:
             raise LaunchError("bad_launch", "this LTI 1.3 login's hints are too long")
-        raise web.HTTPFound(course.lti13_auth_url + "?" + urlencode(query))
+        raise web.HTTPFound(registration.auth_url + "?" + urlencode(query))
 
     async def launch13(self, request: web.Request) -> web.StreamResponse:
         settings = request.app[self.settings_key]
         form = await request.post()
-        name, nonce = read_state(request.app[STATE_KEY], str(form.get("state", "")))
-        course = load_course(settings, name)
-        if not course.lti13_keys:
+        state = read_state(request.app[STATE_KEY], str(form.get("state", "")))
+        course = load_course(settings, state.course)
+        registration = course.registration(state.issuer, state.client_id)
+        if registration is None or not registration.keys:
             raise LaunchError("forbidden", "LTI 1.3 launches are not set up for this course")
         try:
-            keys = platform_keys(Path(course.lti13_keys))
+            keys = platform_keys(Path(registration.keys))
         except (OSError, ValueError, NbunitsError) as exc:
-            logger.error("cannot read the platform keys %s: %s", course.lti13_keys, exc,
-                         extra={"COURSE": name})
+            logger.error("cannot read the platform keys %s: %s", registration.keys, exc,
+                         extra={"COURSE": course.name})
             raise ConfigError("bad_course_config", "this course's LTI keys cannot be read",
                               student_hint="tell the course team") from exc
-        launch = verify_lti13(str(form.get("id_token", "")), course, nonce, keys,
-                              request.app[NONCES])
+        try:
+            launch = verify_lti13(str(form.get("id_token", "")), course, registration,
+                                  state.nonce, keys, request.app[NONCES],
+                                  load_secrets(settings, course.name).lti11_secret)
+        except UnknownKey as exc:
+            # For the admin: a rotation the timer has not fetched yet, or a forgery.
+            logger.error("LTI 1.3 launch for client %s signed with an unknown key: %s; "
+                         "run nbunits course refresh-keys %s", registration.client_id,
+                         exc.message, course.name, extra={"COURSE": course.name})
+            raise
         return await self.opened(request, launch, "1.3")
 
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
         logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
                     "staff" if launch.staff else "learner", extra={"COURSE": launch.course})
+        settings = request.app[self.settings_key]
+        if launch.staff_page:
+            # The course's students, each with a read-only link; only root holds
+            # the signing secret, so the helper makes the links.
+            listed = await ask(settings.helper_socket,
+                               StaffStudentsRequest(launch.course, launch.notebook), Students)
+            return staff_page(launch.course, launch.notebook, listed.students)
         if launch.staff and launch.view:
             # Staff naming a student: that student's copy, read-only. Only root
             # holds the signing secret, so the helper makes the link.
-            reply = await ask(request.app[self.settings_key].helper_socket, StaffLinkRequest(
-                Target(launch.course, launch.view, launch.notebook)), Link)
+            reply = await ask(settings.helper_socket, StaffLinkRequest(Target(
+                launch.course, canonical(settings, launch.course, launch.view),
+                launch.notebook)), Link)
             raise web.HTTPFound(reply.url)
-        return await self.opener(request, Target(launch.course, launch.student, launch.notebook))
+        student = canonical(settings, launch.course, launch.student)
+        return await self.opener(request, Target(launch.course, student, launch.notebook))
 
 
 def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from html import escape
 
 from aiohttp import web
+
+from ..protocol import StudentEntry
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -109,3 +112,30 @@ def waking_page() -> web.Response:
 def _js(text: str) -> str:
     """A JSON string literal that is also safe inside a <script> element."""
     return json.dumps(text).replace("<", "\\u003c")
+
+
+_STAFF = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Students of {course}</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;color:#222}}
+td,th{{padding:.2em .8em;text-align:left}} code{{font-size:.9em}}</style></head>
+<body><h1>Students' copies of <code>{notebook}</code></h1>
+<p>Course staff view: each link opens a student's copy read-only; links expire in an
+hour (launch again for new ones). {count}</p>
+<table><tr><th>Student (LMS id)</th><th>Copy</th></tr>
+{rows}</table></body></html>
+"""
+
+
+def staff_page(course: str, notebook: str, students: Sequence[StudentEntry]) -> web.Response:
+    """A staff LTI launch naming no student: the course's students, with links."""
+    rows = []
+    for student in students:
+        link = (f'<a href="{escape(student.url)}" target="_blank">read-only view</a>'
+                if student.url else "no copy yet")
+        rows.append(f"<tr><td><code>{escape(student.id)}</code> "
+                    f"({escape(student.user)})</td><td>{link}</td></tr>")
+    count = f"{len(students)} student(s) have opened a notebook of this course."
+    body = _STAFF.format(course=escape(course), notebook=escape(notebook), count=count,
+                         rows="\n".join(rows))
+    return web.Response(text=body, content_type="text/html", headers={
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})

@@ -75,7 +75,7 @@ def id_token(nonce: str, sub: str, key: rsa.RSAPrivateKey = PLATFORM_KEY,
         LTI13_CLAIM + "deployment_id": "1",
         LTI13_CLAIM + "context": {"id": CONTEXT},
         LTI13_CLAIM + "resource_link": {"id": "any"},
-        LTI13_CLAIM + "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"],
+        LTI13_CLAIM + "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"],
         LTI13_CLAIM + "custom": {"notebook": "welcome.ipynb", **custom},
     }
     for name, value in (claims or {}).items():

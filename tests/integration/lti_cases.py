@@ -68,9 +68,13 @@ from .lms import (
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PUBLIC_PEM = PLATFORM_KEY.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-STAFF = ("Instructor", "urn:lti:role:ims/lis/Administrator", "TeachingAssistant",
+STAFF = ("Instructor", "urn:lti:role:ims/lis/Administrator",
          "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor")
-ROLES = STAFF + ("Learner", "", "Student", "urn:lti:role:ims/lis/Learner", "Instructorx",
+# Open edX's forum roles arrive as TeachingAssistant; institution roles are not the course's.
+ROLES = STAFF + ("TeachingAssistant", "Learner", "", "Student", "urn:lti:role:ims/lis/Learner",
+                 "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant",
+                 "http://purl.imsglobal.org/vocab/lis/v2/institution/person#Administrator",
+                 "Instructorx",
                  "Instructor\x00", "instructor", "Mentor", "urn:lti:instrole:ims/lis/Observer")
 
 
@@ -296,11 +300,14 @@ CASE = st.one_of(LTI11, LTI11, LTI13, LOGIN)
 def expect(context: str, student: str, notebook: str, link: str, roles: list[str],
            view: str) -> tuple[str, str, str] | None:
     """What a verified launch must do: ("open", student, notebook), ("staff", the
-    student to view, notebook), or None (refused)."""
+    student to view, notebook), ("page", "", notebook): the staff page listing the
+    students, or None (refused)."""
     notebook = notebook or (LINKED_NOTEBOOK if link == LINK else "")
     if context != CONTEXT or not valid_id(student) or notebook not in NOTEBOOKS:
         return None
-    if is_staff(roles) and view:
+    if is_staff(roles):
+        if not view:
+            return ("page", "", notebook)
         return ("staff", view, notebook) if valid_id(view) else None
     return ("open", student, notebook)
 
@@ -320,7 +327,7 @@ async def send(session: aiohttp.ClientSession, case: Lti11 | Lti13 | Login,
         return
     expected = case.expected()
     if expected and expected[0] == "open":
-        outcome.valid_ids.add(expected[1])
+        outcome.valid_ids.add(expected[1])  # the launch's own id
     try:
         if isinstance(case, Lti11):
             body = case.body()
@@ -383,6 +390,10 @@ async def send_login(session: aiohttp.ClientSession, case: Login, outcome: Outco
 
 
 def judge(expected: tuple[str, str, str] | None, got: Answer) -> str:
+    if expected and expected[0] == "page":
+        if got.status != 200 or b"Students' copies of" not in got.body:
+            return f"a staff launch naming no student got {got.status} {got.body[:200]!r}"
+        return ""
     if got.status not in REDIRECTS:
         if got.status < 400:
             return f"a launch got {got.status}"

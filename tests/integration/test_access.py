@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import secrets
-import ssl
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from tests.browser import Opened, open_exercise
 from tests.forward import Names
+from tests.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
 
 from .conftest import LMS, SERVER, Nbunits, client
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _open(nb: Nbunits, course: str, student: str) -> Opened:
@@ -65,50 +58,6 @@ def test_only_the_courses_lms_may_frame_the_notebook(nb: Nbunits) -> None:
     assert "frame-ancestors 'self' https://lms.example.org" in asyncio.run(headers())
 
 
-class _ParentSite:
-    """The course's page on another site (the LMS), over HTTPS, embedding the exercise link."""
-
-    def __init__(self, context: ssl.SSLContext, iframe_src: str) -> None:
-        self.context, self.iframe_src, self.address = context, iframe_src, ""
-
-    def start(self) -> str:
-        ready = threading.Event()
-        threading.Thread(target=asyncio.run, args=(self._serve(ready),), daemon=True).start()
-        assert ready.wait(10)
-        return self.address
-
-    async def _serve(self, ready: threading.Event) -> None:
-        async def page(request: web.Request) -> web.Response:
-            return web.Response(content_type="text/html", text=(
-                "<!doctype html><title>Course</title><h1>Week 1</h1>"
-                f'<iframe id="exercise" src="{self.iframe_src}" width="1200" height="900"></iframe>'))
-        app = web.Application()
-        app.router.add_get("/course", page)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        for _ in range(20):  # a free address of 127/8, port 443 as a real site
-            address = f"127.{random.randint(64, 250)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
-            try:
-                await web.TCPSite(runner, address, 443, ssl_context=self.context).start()
-            except OSError:
-                continue
-            self.address = address
-            break
-        ready.set()
-        await asyncio.Event().wait()
-
-
-def browser_home(ca: Path, home: Path) -> dict[str, str]:
-    """A HOME whose NSS database trusts the test CA, as an admin's browser trusts
-    their CA: Chromium then verifies both sites' certificates for real."""
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "nbunits test CA",
-                    "-i", str(ca)], check=True)
-    return {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-
-
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
 def test_a_notebook_in_a_cross_site_iframe_runs_a_cell_without_third_party_cookies(
         nb: Nbunits, tmp_path: Path) -> None:
@@ -118,23 +67,17 @@ def test_a_notebook_in_a_cross_site_iframe_runs_a_cell_without_third_party_cooki
     ca = nb.site.ca
     assert ca is not None
     nb.add_course("iframe", lms_origin=f"https://{LMS}")
-    student = secrets.token_hex(16)
-    lms = _ParentSite(ca.server_context(ca.issue(LMS)),
-                      nb.site.url(f"/ipythonExercice/iframe/welcome.ipynb/{student}"))
+    link = nb.site.url(f"/ipythonExercice/iframe/welcome.ipynb/{secrets.token_hex(16)}")
+    lms = HttpsSite(ca.server_context(ca.issue(LMS)), framing_page(lambda _: link))
     names = Names({**nb.site.names.names, LMS: lms.start()})
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), env=browser_home(ca.cert, tmp_path / "home"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--test-third-party-cookie-phaseout",
-                  f"--host-resolver-rules={names.chromium_rules()}"])
+        browser = launch_chromium(playwright, names, ca.cert, tmp_path / "home")
         try:
             context = browser.new_context()  # blocks third-party cookies
             page = context.new_page()
             page.goto(f"https://{LMS}/course")
-            frame = page.frame_locator("#exercise")
+            frame = page.frame_locator("#f")
             cell = frame.locator(".jp-CodeCell").nth(1)  # the `6 * 7` cell
             cell.locator(".cm-content").click(timeout=120_000)
             page.keyboard.press("Shift+Enter")

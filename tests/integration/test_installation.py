@@ -20,7 +20,8 @@ def test_units_and_nginx_config_verify(nb: Nbunits) -> None:
     # verify takes files; per-course templates are checked as an instance for a real user.
     nb.box.run("mkdir", "-p", "/run/nbunits-verify")
     paths = [f"/etc/systemd/system/nbunits-{name}" for name in
-             ("dispatcher.socket", "dispatcher.service", "helper.socket", "helper.service")]
+             ("dispatcher.socket", "dispatcher.service", "helper.socket", "helper.service",
+              "refresh-keys.service", "refresh-keys.timer")]
     for template in ("nbunits-demo@.socket", "nbunits-demo@.service", "nbunits-demo-proxy@.service"):
         instance = "/run/nbunits-verify/" + template.replace("@.", f"@{user}.")
         nb.box.run("cp", f"/run/systemd/generator/{template}", instance)

@@ -150,7 +150,9 @@ def test_staff_launch_naming_a_student_shows_their_copy(nb: Nbunits, lti_course:
             # LTI 1.3 too, with the custom claim `student`.
             state, nonce = await lti13_login(session)
             async with session.post("/lti/1.3/launch", allow_redirects=False, data={
-                    "state": state, "id_token": id_token(nonce, teacher, student=student)}) as r:
+                    "state": state, "id_token": id_token(nonce, teacher, claims={"roles": [
+                        "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"]},
+                        student=student)}) as r:
                 assert r.status == 302, await r.text()
                 assert r.headers["Location"].startswith(
                     f"/staff/{lti_course}/{student_user}/welcome.ipynb?"), r.headers["Location"]

@@ -31,7 +31,16 @@ def test_launch_settings_round_trip(tmp_path):
     ('[course]\nsource = "/x"\nlegacy = "maybe"\n', "legacy"),
     ('[course]\nsource = "/x"\nlegacy = "referrer"\n', "legacy_referrers"),
     ('[course]\nsource = "/x"\nlti_notebooks = {a = "../x.ipynb"}\n', "lti_notebooks"),
-    ('[course]\nsource = "/x"\nlti13_keys_url = "https://lms/jwks"\n', "lti13_keys_url"),
+    ('[course]\nsource = "/x"\nlti13_keys_url = "https://lms/jwks"\n', "issuer and client_id"),
+    ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
+     'keys_url = "https://lms/jwks"\n', "keys_url"),
+    ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
+     '[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n', "same issuer and client_id"),
+    ('[course]\nsource = "/x"\nlti_staff_roles = ["TeachingAssistant"]\n', "forum roles"),
+    ('[course]\nsource = "/x"\nlti_staff_roles = ["Instructor#TeachingAssistant"]\n',
+     "forum roles"),
+    ('[course]\nsource = "/x"\nlti_staff_roles = ["urn:lti:instrole:ims/lis/Administrator"]\n',
+     "context role"),
     ('[course]\nsource = "/x"\nmemory_max = "lots"\n', "memory_max"),
     ('[course]\nsource = "/x"\nnetwork = "host"\n', "network"),
     ('[course]\nsource = "/x"\ncolour = "red"\n', "unknown settings"),

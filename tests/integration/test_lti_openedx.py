@@ -1,0 +1,267 @@
+"""Open edX's own LTI consumer (lti-consumer-xblock) as the LMS, through nginx on a
+real systemd: LTI 1.1 and two LTI 1.3 components (each its own client id and key),
+one learner under three ids, roles as edX sends them, the staff page, key rotation,
+and the MFE -> LMS -> notebook framing in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from nbunits.names import user_for
+from tests import openedx
+from tests.forward import Names
+from tests.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
+
+from .conftest import SERVER, SHARED_IN_BOX, Nbunits, client
+
+COURSE, CONTEXT = "openedx", "course-v1:OpenedX+Py101+2026"
+LMS = "https://lms.mooc.test"
+AUTH = LMS + "/api/lti_consumer/v1/launch/"
+BASE = f"https://{SERVER}"  # what client(nb) is, for the URLs the platform signs
+KEY, SECRET = "openedx-key", secrets.token_hex(16)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _key() -> tuple[rsa.RSAPrivateKey, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()).decode()
+
+
+def _jwks(*pairs: tuple[rsa.RSAPrivateKey, str]) -> str:
+    return json.dumps({"keys": [
+        {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": kid}
+        for key, kid in pairs]})
+
+
+def _component(pem: str, kid: str, client_id: str) -> openedx.Platform13:
+    return openedx.Platform13(LMS, f"{BASE}/lti/1.3/login", f"{BASE}/lti/1.3/launch", pem, kid,
+                              client_id=client_id)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+async def _reply(resp: aiohttp.ClientResponse) -> Reply:
+    return Reply(resp.status, dict(resp.headers), await resp.text())
+
+
+class Lms:
+    """The course in Open edX: one LTI 1.1 passport, two LTI 1.3 components."""
+
+    def __init__(self, nb: Nbunits) -> None:
+        self.nb = nb
+        (self.key_a, pem_a), (self.key_b, pem_b) = _key(), _key()
+        self.a = _component(pem_a, "a1", str(uuid.uuid4()))
+        self.b = _component(pem_b, "b1", str(uuid.uuid4()))
+        shared = nb.shared
+        (shared / "openedx-a.json").write_text(_jwks((self.key_a, "a1")))
+        (shared / "openedx-b.json").write_text(_jwks((self.key_b, "b1")))
+        (shared / "openedx-11.secret").write_text(SECRET + "\n")
+        nb.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo",
+                   "--lti-context-id", CONTEXT, "--lti11-key", KEY,
+                   "--lti11-secret-file", f"{SHARED_IN_BOX}/openedx-11.secret",
+                   "--lti13-issuer", LMS, "--lti13-client-id", self.a.client_id,
+                   "--lti13-deployment-id", "1", "--lti13-auth-url", AUTH,
+                   "--lti13-keys-url", f"file://{SHARED_IN_BOX}/openedx-a.json")
+        nb.nbunits("course", "update", COURSE, "--lti13-client-id", self.b.client_id,
+                   "--lti13-auth-url", AUTH,
+                   "--lti13-keys-url", f"file://{SHARED_IN_BOX}/openedx-b.json")
+
+    async def launch11(self, session: aiohttp.ClientSession, user_id: str, role: str,
+                       custom: list[str]) -> Reply:
+        form = openedx.launch11(f"{BASE}/lti/1.1/launch", KEY, SECRET, user_id=user_id,
+                                role=role, context_id=CONTEXT,
+                                resource_link_id=f"block-v1:OpenedX+Py101+2026+type@lti_consumer"
+                                                 f"+block@{uuid.uuid4().hex}", custom=custom)
+        async with session.post("/lti/1.1/launch", data=urlencode(form), headers=FORM,
+                                allow_redirects=False) as resp:
+            return await _reply(resp)
+
+    async def launch13(self, session: aiohttp.ClientSession, component: openedx.Platform13,
+                       sub: str, role: str, custom: list[str],
+                       forum_role: str = "") -> Reply:
+        started = component.login(external_user_id=sub, role=role, context_id=CONTEXT,
+                                  resource_link_id=f"block-v1:x+type@lti_consumer+block@"
+                                                   f"{uuid.uuid4().hex}",
+                                  custom=custom, forum_role=forum_role)
+        login = urlsplit(started.login_url)
+        async with session.get(f"{login.path}?{login.query}", allow_redirects=False) as resp:
+            assert resp.status == 302, await resp.text()
+            location = resp.headers["Location"]
+        assert location.startswith(AUTH + "?")
+        form = started.answer(location)
+        async with session.post("/lti/1.3/launch", data=form, allow_redirects=False) as resp:
+            return await _reply(resp)
+
+
+@pytest.fixture(scope="module")
+def lms(nb: Nbunits) -> Lms:
+    return Lms(nb)
+
+
+def _user(resp: Reply) -> str:
+    location = resp.headers.get("Location", "")
+    parts = urlsplit(location).path.split("/")
+    assert resp.status == 302 and parts[1:3] == ["nb", COURSE], (resp.status, location)
+    return parts[3]
+
+
+def test_one_learner_one_copy_by_legacy_link_lti11_and_both_lti13_components(
+        nb: Nbunits, lms: Lms) -> None:
+    anon, external = secrets.token_hex(16), str(uuid.uuid4())  # what edX sends in 1.1 / 1.3
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            user = _user(await lms.launch11(session, anon, "student",
+                                            ["notebook=week1/loops.ipynb"]))
+            assert user == user_for(anon)
+            async with session.get(f"/ipythonExercice/{COURSE}/welcome.ipynb/{anon}",
+                                   allow_redirects=False) as resp:
+                assert _user(await _reply(resp)) == user
+            # The admin links edX's 1.3 id to the 1.1 one: both components reach it.
+            linked = nb.nbunits("student", "link-ids", COURSE, anon, external)
+            assert user in linked.stdout
+            for component in (lms.a, lms.b):
+                assert _user(await lms.launch13(session, component, external, "student",
+                                                ["notebook=welcome.ipynb"])) == user
+            # Linking the other way would hide that work: refused, nothing changes.
+            refused = nb.nbunits("student", "link-ids", COURSE, str(uuid.uuid4()), anon,
+                                 check=False)
+            assert refused.returncode != 0 and "has work" in refused.stderr
+    asyncio.run(scenario())
+    assert nb.users() >= {user_for(anon)} and user_for(external) not in nb.users()
+
+
+def test_roles_as_edx_sends_them_and_the_staff_page(nb: Nbunits, lms: Lms) -> None:
+    learner, moderator, teacher = secrets.token_hex(16), str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            learner_user = _user(await lms.launch11(session, learner, "student",
+                                                    ["notebook=welcome.ipynb"]))
+            # A forum moderator (edX: TeachingAssistant in 1.3) is a learner here.
+            assert _user(await lms.launch13(session, lms.a, moderator, "student",
+                                            ["notebook=welcome.ipynb"],
+                                            forum_role="Group Moderator")) == user_for(moderator)
+            # Course staff naming no student (the component's parameters are the
+            # learners'): the staff page, with a read-only link to each copy.
+            for resp in (await lms.launch11(session, secrets.token_hex(16), "staff",
+                                            ["notebook=welcome.ipynb"]),
+                         await lms.launch13(session, lms.b, teacher, "instructor",
+                                            ["notebook=welcome.ipynb"])):
+                page = resp.body
+                assert resp.status == 200 and "Students' copies of" in page, page[:300]
+                assert learner in page and "Traceback" not in page
+                link = re.search(rf'href="(/staff/{COURSE}/{learner_user}/welcome\.ipynb\?[^"]+)"',
+                                 page)
+                assert link, page
+                async with session.get(link.group(1).replace("&amp;", "&")) as view:
+                    assert view.status == 200 and "Read-only view" in await view.text()
+            # Written in Studio as custom_student=ID (edX sends custom_custom_student).
+            resp = await lms.launch11(session, secrets.token_hex(16), "instructor",
+                                      ["custom_notebook=welcome.ipynb",
+                                       f"custom_student={learner}"])
+            assert resp.status == 302 and resp.headers["Location"].startswith(
+                f"/staff/{COURSE}/{learner_user}/welcome.ipynb?"), resp.headers.get("Location")
+    asyncio.run(scenario())
+    assert user_for(teacher) not in nb.users()
+
+
+def test_a_rotated_key_is_a_clear_401_until_the_timer_fetches_it(nb: Nbunits, lms: Lms) -> None:
+    new_key, new_pem = _key()
+    rotated = _component(new_pem, "a2", lms.a.client_id)
+    student = str(uuid.uuid4())
+
+    async def launch() -> Reply:
+        async with client(nb) as session:
+            return await lms.launch13(session, rotated, student, "student",
+                                      ["notebook=welcome.ipynb"])
+
+    resp = asyncio.run(launch())
+    assert resp.status == 401
+    journal = nb.box.run("journalctl", "-u", "nbunits-dispatcher.service", "--no-pager",
+                         "-o", "cat").stdout
+    assert "signed with an unknown key" in journal and "refresh-keys" in journal
+    (nb.shared / "openedx-a.json").write_text(
+        _jwks((lms.key_a, "a1"), (new_key, "a2")))
+    # What nbunits-refresh-keys.timer runs (installed and enabled by nbunits install).
+    assert nb.box.systemctl("is-enabled", "nbunits-refresh-keys.timer").stdout.strip() == "enabled"
+    nb.box.systemctl("start", "nbunits-refresh-keys.service")
+    assert _user(asyncio.run(launch())) == user_for(student)
+
+
+def test_key_files_are_checked_when_set(nb: Nbunits, lms: Lms) -> None:
+    nb.box.write_file("/root/platform.json", _jwks((lms.key_a, "a1")))
+    nb.box.run("chmod", "600", "/root/platform.json")
+    failed = nb.nbunits("course", "update", COURSE, "--lti13-client-id", lms.a.client_id,
+                        "--lti13-keys", "/root/platform.json", "--lti13-keys-url", "",
+                        check=False)
+    assert failed.returncode != 0 and "cannot read /root/platform.json" in failed.stderr
+    nb.box.write_file("/etc/nbunits/garbage.json", "{not keys")
+    failed = nb.nbunits("course", "update", COURSE, "--lti13-client-id", lms.a.client_id,
+                        "--lti13-keys", "/etc/nbunits/garbage.json", "--lti13-keys-url", "",
+                        check=False)
+    assert failed.returncode != 0 and "not a JWKS or PEM" in failed.stderr
+    assert lms.a.client_id in nb.box.read_file(f"/etc/nbunits/courses/{COURSE}.toml")
+    assert "garbage" not in nb.box.read_file(f"/etc/nbunits/courses/{COURSE}.toml")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
+def test_mfe_frames_lms_frames_notebook_in_chromium(nb: Nbunits, tmp_path: Path) -> None:
+    """Courseware is the learning MFE framing the LMS's xblock view, which frames
+    us: Chromium checks frame-ancestors against every ancestor, so the course lists
+    both origins. Three HTTPS sites: apps.mooc.test, lms.mooc.test, notebooks.mooc.test."""
+    from playwright.sync_api import sync_playwright
+
+    ca = nb.site.ca
+    assert ca is not None
+    mfe, lms = "apps.mooc.test", "lms.mooc.test"
+    # The LMS's xblock view frames the exercise link of the learner named in its path;
+    # the MFE frames the LMS URL it is given.
+    lms_site = HttpsSite(ca.server_context(ca.issue(lms)), framing_page(
+        lambda r: nb.site.url("/ipythonExercice/mfe/welcome.ipynb/" + r.path.rsplit("/", 1)[-1])))
+    mfe_site = HttpsSite(ca.server_context(ca.issue(mfe)),
+                         framing_page(lambda r: r.query.get("xblock", "")))
+    names = Names({**nb.site.names.names, lms: lms_site.start(), mfe: mfe_site.start()})
+
+    def frames_notebook(origins: str, home: Path) -> bool:
+        # A student's Jupyter gets the course's origins when it starts: a new student.
+        nb.nbunits("course", "update", "mfe", "--lms-origin", origins)
+        student = secrets.token_hex(16)
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright, names, ca.cert, home)
+            try:
+                page = browser.new_context().new_page()
+                page.goto(f"https://{mfe}/learning/course/{CONTEXT}/home?xblock="
+                          f"https://{lms}/xblock/{student}")
+                inner = page.frame_locator("#f").frame_locator("#f")
+                try:
+                    inner.locator(".jp-Notebook").first.wait_for(timeout=60_000 if
+                                                                 " " in origins else 8_000)
+                    return True
+                except Exception:
+                    return False
+            finally:
+                browser.close()
+
+    nb.add_course("mfe")
+    assert frames_notebook(f"https://{mfe} https://{lms}", tmp_path / "a")
+    assert not frames_notebook(f"https://{lms}", tmp_path / "b")  # Chromium blocks the MFE's view
