@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from tests.browser import execute, open_exercise, start_kernel  # noqa: E402
 from tests.forward import Forwarder, Names  # noqa: E402
 from tests.harness import DEFAULT_BASE, Bind, BoxError, SystemdBox  # noqa: E402
-from tests.integration.conftest import IMAGE_STORE, VENV, use_checkout  # noqa: E402
+from tests.integration.conftest import IMAGE_STORE, IMAGE_STORE_IN_BOX, VENV, use_checkout  # noqa: E402
 
 STATE = Path("/var/lib/nbunits-demo")
 SERVER = "notebooks.localhost"
@@ -86,7 +86,7 @@ def main() -> int:
     if (DEFAULT_BASE / name / "state.json").exists():
         print("==> cleaning up after a demo that did not stop cleanly", flush=True)
         SystemdBox.reap(DEFAULT_BASE / name)
-    binds = [Bind(IMAGE_STORE, str(IMAGE_STORE)), Bind(REPO, "/opt/nbunits/src", readonly=True)]
+    binds = [Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX), Bind(REPO, "/opt/nbunits/src", readonly=True)]
     # What a server keeps across reinstalls: homes, and the records of whose they are.
     for folder, inside in (("home", "/home"), ("students", "/var/lib/nbunits/students"),
                            ("copies", "/var/lib/nbunits/copies")):

@@ -28,7 +28,10 @@ from tests.tls import TestCA
 REPO = Path(__file__).resolve().parents[2]
 # Per process, so that several test runs (developers, helpers) can share a machine.
 WORK = Path(f"/var/tmp/nbunits-test-{os.getpid()}")
-IMAGE_STORE = Path("/var/lib/nbunits/images")
+# The image store every box uses at /var/lib/nbunits/images; another one on this
+# machine (an image being reworked) with NBUNITS_TEST_IMAGE_STORE.
+IMAGE_STORE = Path(os.environ.get("NBUNITS_TEST_IMAGE_STORE", "/var/lib/nbunits/images"))
+IMAGE_STORE_IN_BOX = "/var/lib/nbunits/images"
 VENV = Path("/opt/nbunits/venv")
 SHARED_IN_BOX = "/srv/nbunits-test"
 # The name browsers use for the nbunits server, and the LMS's.
@@ -183,7 +186,7 @@ def box_folders(work: Path) -> tuple[Path, Path, list[Bind]]:
     home.mkdir(parents=True)
     shared.mkdir()
     return home, shared, [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
-                          Bind(IMAGE_STORE, str(IMAGE_STORE)),
+                          Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX),
                           Bind(REPO, "/opt/nbunits/src", readonly=True)]
 
 
