@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
 

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from nbunits.names import user_for
-from tests.browser import open_exercise, save_notebook
+from testbed.browser import open_exercise, save_notebook
 
 from .conftest import SHARED_IN_BOX, Nbunits, client
 

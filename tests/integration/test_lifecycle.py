@@ -7,7 +7,7 @@ import secrets
 
 import aiohttp
 
-from tests.browser import Opened, execute, open_exercise, save_notebook, start_kernel
+from testbed.browser import Opened, execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import Nbunits, client
 

@@ -21,7 +21,7 @@ import secrets
 
 import pytest
 
-from tests.browser import Opened, open_exercise
+from testbed.browser import Opened, open_exercise
 
 from .conftest import REPO, Nbunits, client
 

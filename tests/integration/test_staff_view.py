@@ -6,7 +6,7 @@ import asyncio
 import secrets
 
 from nbunits import staff
-from tests.browser import open_exercise, save_notebook
+from testbed.browser import open_exercise, save_notebook
 
 from .conftest import Nbunits, client
 
