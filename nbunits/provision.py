@@ -79,7 +79,7 @@ async def update_copies(settings: Settings, config: CourseConfig, student: users
         logger.info("reset %s for %s; old copy kept as %s", notebook, student.user, kept,
                     extra=fields)
     report = await asyncio.to_thread(copies.sync, theirs, running=running)
-    if report.done:
+    if report.done or report.linked:
         logger.info("copies of %s: %s", student.user, report.summary(), extra=fields)
     return notebook in report.of(copies.Action.INSTALL)
 
