@@ -30,7 +30,7 @@ from .config import (
 )
 from .errors import NbunitsError
 from .files import fill, write_atomic
-from .names import check_notebook, user_for
+from .names import check_notebook, quote_path, user_for
 from .notebooks import as_text, find_masters, read_copy
 from .run import is_root, run
 from .status import (
@@ -247,7 +247,7 @@ def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
                             options={**course_options(args), **lti13_options(settings, args, ())},
                             say=step, secrets=course_secrets(args))
     for notebook in published:
-        print(f"  /ipythonExercice/{args.name}/{notebook}/<student id>")
+        print(f"  /ipythonExercice/{args.name}/{quote_path(notebook)}/<student id>")
 
 
 def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:

@@ -49,6 +49,9 @@ from .users import Student
 logger = logging.getLogger(__name__)
 
 MARKER_SUFFIX = ".NEW-VERSION.md"
+# Where a student's container mounts the published course, read-only (the course
+# unit's --volume): inside its /home/student tmpfs, so any image has room for it.
+COURSE_IN_CONTAINER = PurePosixPath("/home/student/course")
 
 
 class Action(enum.Enum):
@@ -164,7 +167,7 @@ def sync(copies: Copies, *, running: bool) -> Report:
     with locked(copies.manifest):
         try:
             report.linked = link_tree(copies.home, copies.course, copies.masters,
-                                      copies.uid, copies.gid)
+                                      COURSE_IN_CONTAINER, copies.uid, copies.gid)
         except (NbunitsError, OSError) as exc:  # the student's folder is odd: the notebooks still go on
             logger.warning("not linking the course's files for %s: %s", copies.home.name,
                            getattr(exc, "message", exc),

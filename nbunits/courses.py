@@ -31,6 +31,7 @@ from .errors import NbunitsError
 from .files import write_atomic
 from .lms_keys import fetch_platform_keys, keys_path
 from .names import check_course
+from .names import course_image as image_name
 from .notebooks import NotebookError
 from .publish import check_masters, publish
 from .systemd import active_users, daemon_reload, provisioned_students, start_days, stop_course
@@ -224,7 +225,7 @@ def update_students(settings: Settings, config: CourseConfig, say: Say) -> None:
             totals[action.value] += len(notebooks)
         totals["linked"] += report.linked
     if +totals:
-        say("  " + ", ".join(f"{count} {action}" for action, count in sorted(totals.items())))
+        say("  " + ", ".join(f"{count} {action}" for action, count in sorted((+totals).items())))
 
 
 def local_student(settings: Settings, user: str) -> Student | None:
@@ -249,6 +250,9 @@ def remove(settings: Settings, name: str, *, purge: bool, say: Say) -> None:
     settings.secrets_file(name).unlink(missing_ok=True)
     for path in (config.source, settings.git_dir / name, settings.tokens_dir / name):
         shutil.rmtree(path, ignore_errors=True)
+    if config.image == image_name(name):
+        course_image.store_podman(settings, "rmi", config.image, check=False)
+        say(f"image {config.image} removed")
     homes = [s.home / name for s in (local_student(settings, u) for u in users) if s]
     if purge:
         for folder in homes:

@@ -107,11 +107,13 @@ def install_copy(home: Path, relative: PurePosixPath, data: bytes, uid: int, gid
                 os.unlink(tmp, dir_fd=dir_fd)
 
 
-def link_tree(home: Path, folder: str, tree: Path, uid: int, gid: int) -> int:
+def link_tree(home: Path, folder: str, tree: Path, mounted: PurePosixPath,
+              uid: int, gid: int) -> int:
     """Make the course's other files appear in the student's course folder home/folder.
 
     `tree` is the published course, which the student's container mounts read-only
-    at the same path. A folder with notebooks somewhere below is a real folder here
+    at `mounted` (links point there: they dangle outside the container, and root
+    never follows them). A folder with notebooks somewhere below is a real folder here
     (it holds the student's copies); anything else (a data file, a module, a folder
     of data) is a symlink into `tree`: read-only, and no per-student copy. So
     `data/grades.csv` and `import helpers` work from a notebook's own folder.
@@ -121,11 +123,11 @@ def link_tree(home: Path, folder: str, tree: Path, uid: int, gid: int) -> int:
     below = {PurePosixPath(m).parents[i].parts for m in find_masters(tree)
              for i in range(len(PurePosixPath(m).parts) - 1)}
     with _open_dir(home) as home_fd, _make_dirs(home_fd, (folder,), uid, gid) as fd:
-        return _link_dir(fd, tree, (), below, uid, gid)
+        return _link_dir(fd, tree, mounted, (), below, uid, gid)
 
 
-def _link_dir(dir_fd: int, tree: Path, rel: tuple[str, ...], below: set[tuple[str, ...]],
-              uid: int, gid: int) -> int:
+def _link_dir(dir_fd: int, tree: Path, mounted: PurePosixPath, rel: tuple[str, ...],
+              below: set[tuple[str, ...]], uid: int, gid: int) -> int:
     made = 0
     names = set()
     with os.scandir(tree.joinpath(*rel)) as entries:
@@ -135,7 +137,7 @@ def _link_dir(dir_fd: int, tree: Path, rel: tuple[str, ...], below: set[tuple[st
                     name.endswith(".ipynb") and entry.is_file()):
                 continue  # hidden, or a notebook: its copy is copies.py's
             names.add(name)
-            target = str(tree.joinpath(*rel, name))
+            target = str(mounted.joinpath(*rel, name))
             current = _lstat(dir_fd, name)
             ours = current is not None and stat.S_ISLNK(current.st_mode) \
                 and os.readlink(name, dir_fd=dir_fd) == target
@@ -146,13 +148,13 @@ def _link_dir(dir_fd: int, tree: Path, rel: tuple[str, ...], below: set[tuple[st
                     current = None
                 if current is None or stat.S_ISDIR(current.st_mode):
                     with _make_dirs(dir_fd, (name,), uid, gid) as child:
-                        made += _link_dir(child, tree, rel + (name,), below, uid, gid)
+                        made += _link_dir(child, tree, mounted, rel + (name,), below, uid, gid)
             elif current is None:
                 with contextlib.suppress(FileExistsError):  # the student was quicker
                     os.symlink(target, name, dir_fd=dir_fd)
                     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
                     made += 1
-    prefix = str(tree.joinpath(*rel)) + "/"
+    prefix = str(mounted.joinpath(*rel)) + "/"
     for name in os.listdir(dir_fd):
         if name in names:
             continue

@@ -2,7 +2,7 @@
 
 Everything in the course's repository but hidden files (data, modules, folders)
 goes into a root-owned, world-readable folder, /var/lib/nbunits/courses/<course>,
-which every student's container mounts read-only at that same path; students'
+which every student's container mounts read-only (at /home/student/course); students'
 course folders hold their own copies of the notebooks and symlinks to the rest
 (notebooks.link_tree). Invalid notebooks, and notebooks whose names cannot be
 used, are reported and skipped: the others still publish.
