@@ -197,3 +197,15 @@ def test_an_image_that_is_not_in_the_store_is_refused_and_a_server_that_cannot_s
         assert "exit status 125" in state, state
     finally:
         nb.nbunits("course", "remove", "noimage", "--purge", check=False)
+
+
+def test_the_demo_course_shows_a_data_file_a_helper_module_and_a_plot(nb: Nbunits):
+    async def go() -> str:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "demo", "data-and-plots.ipynb",
+                                         secrets.token_hex(16))
+            return await run_in_folder(session, opened, "", (
+                "import helpers\nrows = helpers.read_table('data/temperatures.csv')\n"
+                "svg = helpers.LinePlot('t').add('Paris', [r['month'] for r in rows], "
+                "[r['paris'] for r in rows])._repr_svg_()\n(rows[0]['paris'], '<polyline' in svg)"))
+    assert asyncio.run(go()) == "(5.0, True)"

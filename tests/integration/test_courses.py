@@ -92,7 +92,7 @@ def teacher(nb: Nbunits):
     added = nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main",
                        "--memory-max", "512M")
     assert "skipped: notebook broken.ipynb is not valid JSON" in added.stdout, added.stdout
-    assert "2 notebook(s) published, 1 skipped" in added.stdout, added.stdout
+    assert "2 notebook(s) and 0 other file(s) published, 1 skipped" in added.stdout, added.stdout
     yield teacher
     nb.nbunits("course", "remove", COURSE, "--purge", check=False)
 
