@@ -57,7 +57,7 @@ def image_id(nb: Nbunits, image: str) -> str:
 @pytest.fixture(scope="module")
 def teacher(nb: Nbunits):
     local_index(nb)
-    teacher = Teacher(nb)
+    teacher = Teacher(nb, "repo-with-data")
     teacher.commit({NOTEBOOK: master("from helpers import mean"),
                     "intro.ipynb": master("print('hi')"),
                     "Leçon 1/helpers.py": "def mean(xs):\n    return sum(xs) / len(xs)\n",

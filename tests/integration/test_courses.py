@@ -35,9 +35,9 @@ def master(*code: str) -> str:
 class Teacher:
     """A teacher's git repository, on the host, seen by the box through the shared bind."""
 
-    def __init__(self, nb: Nbunits) -> None:
-        self.repo = nb.shared / "teacher-repo"
-        self.url = f"file://{SHARED_IN_BOX}/teacher-repo"
+    def __init__(self, nb: Nbunits, name: str = "teacher-repo") -> None:
+        self.repo = nb.shared / name
+        self.url = f"file://{SHARED_IN_BOX}/{name}"
         self.git("init", "--quiet", "--initial-branch=main", str(self.repo), cwd=Path("/"))
 
     def git(self, *args: str, cwd: Path | None = None) -> None:
