@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, courses, identity, lms_keys, nginx, staff
+from . import copies, course_image, courses, identity, lms_keys, nginx, staff
 from .capability import ensure_secret, read_secret
 from .config import (
     DEFAULT_CONFIG,
@@ -30,7 +30,7 @@ from .config import (
 )
 from .errors import NbunitsError
 from .files import fill, write_atomic
-from .names import check_notebook, user_for
+from .names import check_notebook, quote_path, user_for
 from .notebooks import as_text, find_masters, read_copy
 from .run import is_root, run
 from .status import (
@@ -247,7 +247,7 @@ def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
                             options={**course_options(args), **lti13_options(settings, args, ())},
                             say=step, secrets=course_secrets(args))
     for notebook in published:
-        print(f"  /ipythonExercice/{args.name}/{notebook}/<student id>")
+        print(f"  /ipythonExercice/{args.name}/{quote_path(notebook)}/<student id>")
 
 
 def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
@@ -391,11 +391,17 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_image_build(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
+    if args.course:  # from the course's published repository (course_image.py)
+        config = load_course(settings, args.course)
+        image = course_image.build(settings, config, config.source, print, force=args.force)
+        if image != config.image:
+            die(f"course {config.name} runs {config.image}, its repository makes {image}",
+                hint=f"nbunits course update {config.name}")
+        return
     script = resources.files("nbunits") / "data" / "images" / "build"
     env = {**os.environ, "NBUNITS_IMAGE_STORE": str(settings.image_store)}
-    image = load_course(settings, args.course).image if args.course else args.image
     argv = ["bash", str(script), *(["--force"] if args.force else []),
-            *(["--image", image] if image else [])]
+            *(["--image", args.image] if args.image else [])]
     os.execvpe("bash", argv, env)
 
 
@@ -555,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--image", help="image name (default localhost/nbunits/jupyter:latest)")
-    which.add_argument("--course", help="build the image this course names")
+    which.add_argument("--course", help="build the course's own image from the requirements.txt "
+                       "or Containerfile of its repository")
     return parser
 
 

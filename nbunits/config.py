@@ -23,6 +23,8 @@ from .errors import NbunitsError
 from .names import StudentUnits, check_course, check_notebook
 
 DEFAULT_CONFIG = Path("/etc/nbunits/nbunits.toml")
+# The base image every course runs, unless its repository makes its own on it.
+DEFAULT_IMAGE = "localhost/nbunits/jupyter:latest"
 
 
 class ConfigError(NbunitsError):
@@ -255,7 +257,7 @@ class CourseConfig:
 
     name: str
     source: Path  # the folder of master notebooks
-    image: str = "localhost/nbunits/jupyter:latest"
+    image: str = DEFAULT_IMAGE
     title: str = ""
     # Seconds without a connection before the proxy exits (and the container stops).
     proxy_idle_timeout: int = 120

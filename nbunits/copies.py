@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from .config import CourseConfig, Settings
+from .errors import NbunitsError
 from .files import write_atomic
 from .names import StudentUnits, exercise_url
 from .notebooks import (
@@ -34,6 +35,7 @@ from .notebooks import (
     exists,
     find_masters,
     install_copy,
+    link_tree,
     master_path,
     read_copy,
     read_master,
@@ -47,6 +49,9 @@ from .users import Student
 logger = logging.getLogger(__name__)
 
 MARKER_SUFFIX = ".NEW-VERSION.md"
+# Where a student's container mounts the published course, read-only (the course
+# unit's --volume): inside its /home/student tmpfs, so any image has room for it.
+COURSE_IN_CONTAINER = PurePosixPath("/home/student/course")
 
 
 class Action(enum.Enum):
@@ -91,6 +96,7 @@ class Report:
     """What a sync did, by action: notebook paths relative to the course."""
 
     done: dict[Action, list[str]] = field(default_factory=dict)
+    linked: int = 0  # links made to the course's other files (notebooks.link_tree)
 
     def add(self, action: Action, notebook: str) -> None:
         self.done.setdefault(action, []).append(notebook)
@@ -100,6 +106,7 @@ class Report:
 
     def summary(self) -> str:
         words = [f"{len(v)} {k.value}" for k, v in sorted(self.done.items(), key=lambda i: i[0].value)]
+        words += [f"{self.linked} linked"] if self.linked else []
         return ", ".join(words) or "nothing to do"
 
 
@@ -158,13 +165,20 @@ def sync(copies: Copies, *, running: bool) -> Report:
     """Bring every copy in line with the masters, as `decide` says."""
     report = Report()
     with locked(copies.manifest):
+        try:
+            report.linked = link_tree(copies.home, copies.course, copies.masters,
+                                      COURSE_IN_CONTAINER, copies.uid, copies.gid)
+        except (NbunitsError, OSError) as exc:  # the student's folder is odd: the notebooks still go on
+            logger.warning("not linking the course's files for %s: %s", copies.home.name,
+                           getattr(exc, "message", exc),
+                           extra={"COURSE": copies.course})
         records = load_manifest(copies.manifest)
         before = {nb: vars(r).copy() for nb, r in records.items()}
         for notebook in find_masters(copies.masters):
             try:
                 data, master = _master(copies.masters, notebook)
                 _sync_one(copies, notebook, data, master, records, running, report)
-            except (NotebookError, OSError) as exc:  # a broken master, a student's odd file
+            except (NbunitsError, OSError) as exc:  # a broken master, a student's odd file
                 # Skipped, not fatal: the student's launch must go on.
                 logger.warning("not syncing %s for %s: %s", notebook, copies.home.name,
                                getattr(exc, "message", exc), extra={"COURSE": copies.course})

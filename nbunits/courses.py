@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import copies, git
+from . import copies, course_image, git
 from .config import (
     CourseConfig,
     CourseSecrets,
@@ -31,6 +31,7 @@ from .errors import NbunitsError
 from .files import write_atomic
 from .lms_keys import fetch_platform_keys, keys_path
 from .names import check_course
+from .names import course_image as image_name
 from .notebooks import NotebookError
 from .publish import check_masters, publish
 from .systemd import active_users, daemon_reload, provisioned_students, start_days, stop_course
@@ -129,18 +130,33 @@ def edit_registrations(settings: Settings, course: str,
     return tuple(registrations)
 
 
+def check_host(config: CourseConfig) -> None:
+    """Settings this host cannot honour are refused now, not at a student's start."""
+    if config.network == "slirp4netns" and not (
+            shutil.which("slirp4netns") and Path("/dev/net/tun").exists()):
+        raise CourseError("bad_network", "network = slirp4netns, but this host has no "
+                          "slirp4netns (or no /dev/net/tun): students could not start",
+                          hint="apt-get install slirp4netns, or keep --network none")
+
+
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:
+    """Check, build the course's image, publish; all checks and the build come first,
+    so a failure leaves the course as it was."""
     fetch_platform_keys(config, say)
     say(f"checking the notebooks in {source}")
     broken = check_masters(source)
     for reason in broken.values():
         say(f"  skipped: {reason}")
+    config = dataclasses.replace(config, image=course_image.build(settings, config, source, say))
+    course_image.check_image(settings, config.image)
     say(f"publishing into {config.source}")
     published = publish(source, config.source, skip=set(broken))
     write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     daemon_reload()
-    say(f"course {config.name}: {len(published)} notebook(s) published"
+    others = sum(len(files) for _, _, files in os.walk(config.source)) - len(published)
+    say(f"course {config.name}: {len(published)} notebook(s) and {others} other file(s) "
+        "published"
         + (f", {len(broken)} skipped" if broken else ""))
     return published
 
@@ -157,6 +173,7 @@ def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "
     config = CourseConfig(name=name, source=settings.masters_dir / name, git_url=git_url,
                           git_branch=git_branch, origin_dir=origin, **options)
     check_launch_secrets(config, dataclasses.replace(CourseSecrets(), **(secrets or {})))
+    check_host(config)
     write_secrets(settings, name, secrets or {}, say)
     return publish_from(settings, config, fetch(settings, config, say), say)
 
@@ -176,6 +193,7 @@ def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str 
     config = dataclasses.replace(config, **changes)
     check_launch_secrets(config, dataclasses.replace(load_secrets(settings, name),
                                                      **(secrets or {})))
+    check_host(config)
     write_secrets(settings, name, secrets or {}, say)
     published = publish_from(settings, config, fetch(settings, config, say), say)
     update_students(settings, config, say)
@@ -205,8 +223,9 @@ def update_students(settings: Settings, config: CourseConfig, say: Say) -> None:
             continue
         for action, notebooks in report.done.items():
             totals[action.value] += len(notebooks)
-    if totals:
-        say("  " + ", ".join(f"{count} {action}" for action, count in sorted(totals.items())))
+        totals["linked"] += report.linked
+    if +totals:
+        say("  " + ", ".join(f"{count} {action}" for action, count in sorted((+totals).items())))
 
 
 def local_student(settings: Settings, user: str) -> Student | None:
@@ -231,6 +250,9 @@ def remove(settings: Settings, name: str, *, purge: bool, say: Say) -> None:
     settings.secrets_file(name).unlink(missing_ok=True)
     for path in (config.source, settings.git_dir / name, settings.tokens_dir / name):
         shutil.rmtree(path, ignore_errors=True)
+    if config.image == image_name(name):
+        course_image.store_podman(settings, "rmi", config.image, check=False)
+        say(f"image {config.image} removed")
     homes = [s.home / name for s in (local_student(settings, u) for u in users) if s]
     if purge:
         for folder in homes:

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 PUBLIC_CODES = frozenset({
     "bad_course", "bad_student", "bad_notebook", "bad_request", "bad_capability",
     "unknown_course", "unknown_notebook", "unknown_student", "student_collision",
-    "bad_home", "broken_notebook", "forbidden", "bad_course_config",
+    "bad_home", "broken_notebook", "forbidden", "bad_course_config", "server_failed",
 })
 
 

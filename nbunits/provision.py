@@ -79,7 +79,7 @@ async def update_copies(settings: Settings, config: CourseConfig, student: users
         logger.info("reset %s for %s; old copy kept as %s", notebook, student.user, kept,
                     extra=fields)
     report = await asyncio.to_thread(copies.sync, theirs, running=running)
-    if report.done:
+    if report.done or report.linked:
         logger.info("copies of %s: %s", student.user, report.summary(), extra=fields)
     return notebook in report.of(copies.Action.INSTALL)
 
@@ -106,8 +106,37 @@ async def wake(settings: Settings, course: str, user: str) -> None:
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits for its readiness gate),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
-    await run_async(["systemctl", "start", units.proxy], timeout=150)
+    code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
+    if code != 0:
+        reason = await start_failure(units)
+        logger.error("%s cannot start: %s", units.container, reason,
+                     extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": "server_failed"})
+        raise NbunitsError(
+            "server_failed", "Your notebook server could not start.", hint=reason,
+            student_hint="This is not something you can fix: the course team can see why "
+                         "in the server's log. Your saved work is safe; please try again later.")
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
+
+
+# What a container's exit status says (podman's own codes: podman-run(1)).
+EXIT_MEANINGS = {125: "podman could not run the container (is the course's image in the "
+                      "store? nbunits course show)",
+                 126: "the container's command could not be run",
+                 127: "the container's command was not found"}
+
+
+async def start_failure(units: StudentUnits) -> str:
+    """Why a student's container did not start, from systemd's own record."""
+    _, out, _ = await run_async(["systemctl", "show", units.container, "--property=Result",
+                                 "--property=ExecMainStatus", "--property=ActiveState"],
+                                check=False)
+    shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    result, status = shown.get("Result", "?"), shown.get("ExecMainStatus", "")
+    meaning = EXIT_MEANINGS.get(int(status)) if status.isdigit() else None
+    if result == "start-limit-hit":
+        meaning = "it failed to start too often in a row"
+    return f"{units.container}: {result}" + (f", exit status {status}" if status not in (
+        "", "0") else "") + (f": {meaning}" if meaning else "")
 
 
 def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits) -> str:

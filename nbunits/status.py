@@ -16,7 +16,8 @@ from .names import (
 )
 from .systemd import list_units, show
 
-_PROPS = ("ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent")
+_PROPS = ("ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent",
+          "ExecMainStatus")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def _state_of(units: StudentUnits, shown: dict[str, dict[str, str]]) -> StudentS
     active = container.get("ActiveState", "inactive")
     if active in ("active", "activating", "deactivating", "failed"):
         state = {"active": "running", "activating": "starting", "deactivating": "stopping",
-                 "failed": f"failed ({container.get('Result', '?')})"}[active]
+                 "failed": f"failed ({_why(container)})"}[active]
         decided_by = container
     elif socket.get("ActiveState") == "active":
         state, decided_by = "idle", socket
@@ -68,6 +69,12 @@ def _state_of(units: StudentUnits, shown: dict[str, dict[str, str]]) -> StudentS
     return StudentState(units.course, units.user, state,
                         decided_by.get("StateChangeTimestamp", ""),
                         int(memory) if active == "active" and memory.isdigit() else None)
+
+
+def _why(unit: dict[str, str]) -> str:
+    """systemd's result, with the exit status (125: podman could not run the image)."""
+    status = unit.get("ExecMainStatus", "0")
+    return unit.get("Result", "?") + (f", exit status {status}" if status not in ("", "0") else "")
 
 
 def _size(value: int | None) -> str:

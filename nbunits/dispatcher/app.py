@@ -27,6 +27,8 @@ from .reset import reset_requested
 logger = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
+# On an answer that means "this student's server cannot start": the starting page stops.
+START_FAILED = ("X-Nbunits-Start", "failed")
 
 # How the helper's error codes read over HTTP.
 STATUS_FOR_CODE = {
@@ -45,6 +47,7 @@ STATUS_FOR_CODE = {
     "broken_notebook": 500,
     "bad_course_config": 500,
     "too_large": 500,
+    "server_failed": 500,
     "internal": 500,
 }
 
@@ -139,6 +142,14 @@ async def wake(request: web.Request) -> web.StreamResponse:
     except NbunitsError as exc:
         if exc.code.startswith("unknown_") or exc.code.startswith("bad_"):
             raise
+        if exc.code == "server_failed":
+            # It cannot start (no image, a crash at start, its start limit): say so,
+            # and tell the starting page to stop waiting (its probe reads the header).
+            logger.warning("%s's server cannot start", user,
+                           extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": exc.code})
+            page = error_page(500, exc.message, student_hint(500, exc.student_hint))
+            page.headers[START_FAILED[0]] = START_FAILED[1]
+            return page
         logger.warning("could not wake %s: %s", user, exc.message,
                        extra={"COURSE": course, "STUDENT": user})
         if wants_html(request):

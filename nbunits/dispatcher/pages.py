@@ -58,7 +58,7 @@ _STARTING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Starting your notebook</title>
 <noscript><meta http-equiv="refresh" content="0;url={target}"></noscript>
 <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}
-li.done{{color:#2a7}} li.now{{font-weight:bold}}</style></head>
+li.done{{color:#2a7}} li.now{{font-weight:bold}} li.failed{{color:#b22}}</style></head>
 <body><h1>Starting your notebook</h1>
 <ol><li class="done">Your own copy of <code>{notebook}</code> is ready.</li>
 <li class="now" id="step">Starting your notebook server&hellip; <span id="secs"></span></li>
@@ -67,7 +67,7 @@ li.done{{color:#2a7}} li.now{{font-weight:bold}}</style></head>
 <script>
 const target = {target_js}, probe = {probe_js}, t0 = Date.now();
 const secs = document.getElementById("secs"), note = document.getElementById("note");
-setInterval(() => {{
+const timer = setInterval(() => {{
   const s = Math.round((Date.now() - t0) / 1000);
   secs.textContent = s + " s";
   if (s >= 10) note.textContent = "Many students are starting at once: yours is on its way.";
@@ -77,6 +77,16 @@ setInterval(() => {{
     try {{
       const r = await fetch(probe, {{cache: "no-store", credentials: "same-origin"}});
       if (r.status < 500) {{ location.replace(target); return; }}
+      if (r.headers.get("X-Nbunits-Start") === "failed") {{
+        document.getElementById("step").className = "failed";
+        secs.remove();
+        document.title = "Your notebook server could not start";
+        note.textContent = "Your notebook server could not start. This is not something " +
+          "you can fix: the course team can see why in the server's log. Your saved work " +
+          "is safe; please try again later.";
+        clearInterval(timer);
+        return;
+      }}
     }} catch (e) {{}}
     await new Promise(done => setTimeout(done, 1000));
   }}

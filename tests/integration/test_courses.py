@@ -35,9 +35,9 @@ def master(*code: str) -> str:
 class Teacher:
     """A teacher's git repository, on the host, seen by the box through the shared bind."""
 
-    def __init__(self, nb: Nbunits) -> None:
-        self.repo = nb.shared / "teacher-repo"
-        self.url = f"file://{SHARED_IN_BOX}/teacher-repo"
+    def __init__(self, nb: Nbunits, name: str = "teacher-repo") -> None:
+        self.repo = nb.shared / name
+        self.url = f"file://{SHARED_IN_BOX}/{name}"
         self.git("init", "--quiet", "--initial-branch=main", str(self.repo), cwd=Path("/"))
 
     def git(self, *args: str, cwd: Path | None = None) -> None:
@@ -92,7 +92,7 @@ def teacher(nb: Nbunits):
     added = nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main",
                        "--memory-max", "512M")
     assert "skipped: notebook broken.ipynb is not valid JSON" in added.stdout, added.stdout
-    assert "2 notebook(s) published, 1 skipped" in added.stdout, added.stdout
+    assert "2 notebook(s) and 0 other file(s) published, 1 skipped" in added.stdout, added.stdout
     yield teacher
     nb.nbunits("course", "remove", COURSE, "--purge", check=False)
 
