@@ -109,7 +109,8 @@ def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
     """The [server] settings: what was installed before, with this command's options."""
     old = settings.server
     server = Server(
-        names=tuple(args.server_names) or old.names,
+        # DNS names are case-insensitive; browsers send them in lower case.
+        names=tuple(n.lower() for n in args.server_names) or old.names,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,
         trusted_proxies=tuple(args.trusted_proxies) or old.trusted_proxies,
