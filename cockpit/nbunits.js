@@ -131,9 +131,9 @@ async function select(course, student, id) {
 async function act(args, message) {
     try {
         await nbunits(...args);
-        document.getElementById("done").textContent = message;
         await refresh();
         await select(selected.course, selected.student);
+        document.getElementById("done").textContent = message;  // once the page shows it
     } catch (error) {
         fail(error);
     }

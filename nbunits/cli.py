@@ -54,7 +54,7 @@ VENV = Path(sys.prefix)
 SYSTEMD_DIR = Path("/etc/systemd/system")
 GENERATOR_LINK = Path("/etc/systemd/system-generators/nbunits-generator")
 NGINX_DIR = Path("/etc/nginx")
-CATALOG_DIR = Path("/etc/systemd/catalog")
+CATALOG_DIR = Path("/usr/local/lib/systemd/catalog")  # journalctl reads no /etc dir
 BIN_LINK = Path("/usr/local/sbin/nbunits")
 COCKPIT_DIR = Path("/usr/share/cockpit/nbunits")
 
@@ -455,9 +455,10 @@ def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
     theirs = student_copies(settings, args.course, args.student)
     kept = copies.reset(theirs, str(check_notebook(args.notebook)), datetime.now())
     user = resolve_student(args.student)
-    send_event(Event.RESET, f"reset {args.notebook} for {user} (asked by an admin); old copy "
-               f"kept as {kept}", course=args.course, student=user, NOTEBOOK=args.notebook,
-               KEPT=kept or "", BY="admin", ADMIN=courses.admin())
+    kept_text = f"old copy kept as {kept}" if kept else "the copy was unmodified"
+    send_event(Event.RESET, f"reset {args.notebook} for {user} (asked by an admin); {kept_text}",
+               course=args.course, student=user, NOTEBOOK=args.notebook, KEPT=kept or "",
+               BY="admin", ADMIN=courses.admin())
     where = theirs.home / args.course
     print(f"{where / args.notebook}: a fresh copy of the current master")
     print(f"  the old copy is kept as {where / kept}" if kept else "  (there was nothing to keep)")
@@ -593,10 +594,10 @@ def add_course_settings(parser: argparse.ArgumentParser, *, update: bool = False
         metavar, text = SETTING_HELP.get(field.name, (field.name.upper(),
                                                       f"course setting {field.name}"))
         default = field.default if field.default not in ("", None) else "none"
+        now = "unchanged unless given" if update else f"default: {default}"
         settings.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind,
                               metavar=metavar, choices=SETTING_CHOICES.get(field.name),
-                              help=f"{text} (default: {default})".replace("%%", "%")
-                              .replace("%", "%%"))
+                              help=f"{text} ({now})".replace("%%", "%").replace("%", "%%"))
     parser.add_argument("--legacy-referrer", dest="legacy_referrers", action="append",
                         metavar="DOMAIN", help="a domain allowed for legacy = referrer (repeat)")
     parser.add_argument("--lti-notebook", dest="lti_notebooks", action="append",

@@ -1,8 +1,8 @@
 """The events an admin searches the journal for, each with a fixed MESSAGE_ID.
 
 `journalctl MESSAGE_ID=<id>` finds every occurrence; `journalctl -x` adds the
-explanation from units/catalog/nbunits.catalog (installed by `nbunits install`,
-then `journalctl --update-catalog`). Every event carries COURSE= and STUDENT=.
+explanation from units/catalog/nbunits.catalog (installed by `nbunits install` in
+/usr/local/lib/systemd/catalog, then `journalctl --update-catalog`). Every event carries COURSE= and STUDENT=.
 
 Standard library only: the readiness gate and the container unit's stop hook
 (`python3 -m nbunits.events stopped COURSE USER`) send events on every start and
@@ -94,10 +94,10 @@ def stopped_main(argv: list[str]) -> None:
     code, status = os.environ.get("EXIT_CODE", ""), os.environ.get("EXIT_STATUS", "")
     how = {"SERVICE_RESULT": result, "EXIT_CODE": code, "EXIT_STATUS": status}
     if result == "success":
-        why = "Jupyter shut itself down, idle" if status == "0" else \
-              "idle (no connection left), its lifetime cap, or an admin"
-        send(Event.STOPPED, f"{user}'s Jupyter stopped: {why}", course=course, student=user,
-             **how)
+        # Jupyter ends with 0 whether it shut itself down or was stopped (SIGTERM):
+        # the lines before this one say which.
+        send(Event.STOPPED, f"{user}'s Jupyter stopped: idle, its lifetime cap, or an admin",
+             course=course, student=user, **how)
     elif result in ("timeout", "oom-kill"):
         send(Event.CAPPED, f"{user}'s Jupyter was stopped by a limit ({result})",
              course=course, student=user, **how)

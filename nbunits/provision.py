@@ -82,8 +82,9 @@ async def update_copies(settings: Settings, config: CourseConfig, student: users
     theirs = copies.for_student(settings, config, student)
     if reset:
         kept = await asyncio.to_thread(copies.reset, theirs, notebook, datetime.now())
+        kept_text = f"old copy kept as {kept}" if kept else "the copy was unmodified"
         log_event(logger, Event.RESET, f"reset {notebook} for {student.user} (asked by the "
-                  f"student); old copy kept as {kept}", course=config.name, student=student.user,
+                  f"student); {kept_text}", course=config.name, student=student.user,
                   NOTEBOOK=notebook, KEPT=kept or "", BY="student")
     report = await asyncio.to_thread(copies.sync, theirs, running=running)
     if report.done:
