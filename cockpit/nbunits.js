@@ -4,7 +4,7 @@
 
 const NBUNITS = "/usr/local/sbin/nbunits";
 const SVG = "http://www.w3.org/2000/svg";
-let selected = null; // {course, student}
+let selected = null; // {course, student, id}
 
 function nbunits(...args) {
     return cockpit.spawn([NBUNITS, ...args], { superuser: "try", err: "message" });
@@ -112,7 +112,7 @@ async function refresh() {
 }
 
 async function select(course, student, id) {
-    selected = { course, student };
+    selected = { course, student, id };
     document.getElementById("student-panel").hidden = false;
     document.getElementById("student-title").textContent =
         `${student}${id ? " (" + id + ")" : ""} in ${course}`;
@@ -132,7 +132,7 @@ async function act(args, message) {
     try {
         await nbunits(...args);
         await refresh();
-        await select(selected.course, selected.student);
+        await select(selected.course, selected.student, selected.id);
         document.getElementById("done").textContent = message;  // once the page shows it
     } catch (error) {
         fail(error);

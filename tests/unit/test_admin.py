@@ -123,3 +123,18 @@ def test_help_has_units_and_defaults_no_empty_ones(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.build_parser().parse_args(["course", "add", "x", "--dir", ".", "--legacy", "maybe"])
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(("result", "status", "event"), [
+    ("success", "0", events.Event.STOPPED), ("success", "143", events.Event.STOPPED),
+    ("timeout", "", events.Event.CAPPED), ("oom-kill", "9", events.Event.CAPPED),
+    ("exit-code", "1", events.Event.FAILED), ("", "", events.Event.FAILED)])
+def test_the_stop_hook_says_how_a_server_ended(monkeypatch, result: str, status: str,
+                                               event: events.Event) -> None:
+    sent: list[tuple[events.Event, dict[str, object]]] = []
+    monkeypatch.setattr(events, "send", lambda e, message, **kw: sent.append((e, kw)))
+    monkeypatch.setenv("SERVICE_RESULT", result)
+    monkeypatch.setenv("EXIT_STATUS", status)
+    events.stopped_main(["demo", "nbaaaaaaaaaaaaaaaa"])
+    [(got, fields)] = sent
+    assert got is event and fields["course"] == "demo" and fields["SERVICE_RESULT"] == result
