@@ -28,12 +28,15 @@ from .config import (
     load_secrets,
 )
 from .errors import NbunitsError
+from .events import Event
+from .events import send as send_event
 from .files import write_atomic
 from .lms_keys import fetch_platform_keys, keys_path
 from .names import check_course
 from .names import course_image as image_name
 from .notebooks import NotebookError
 from .publish import check_masters, publish
+from .students import all_users
 from .systemd import active_users, daemon_reload, provisioned_students, start_days, stop_course
 from .users import Student, recorded_id
 
@@ -239,31 +242,94 @@ def local_student(settings: Settings, user: str) -> Student | None:
 
 # --- removing ---------------------------------------------------------------
 
-def remove(settings: Settings, name: str, *, purge: bool, say: Say) -> None:
-    config = load_course(settings, name)
-    users = provisioned_students(settings, name)
-    say(f"stopping the units of course {name}")
-    stop_course(name)
-    settings.course_file(name).unlink()
-    say("systemctl daemon-reload (removes the course's units)")
-    daemon_reload()
-    settings.secrets_file(name).unlink(missing_ok=True)
-    for path in (config.source, settings.git_dir / name, settings.tokens_dir / name):
-        shutil.rmtree(path, ignore_errors=True)
-    if config.image == image_name(name):
-        course_image.store_podman(settings, "rmi", config.image, check=False)
-        say(f"image {config.image} removed")
-    homes = [s.home / name for s in (local_student(settings, u) for u in users) if s]
-    if purge:
-        for folder in homes:
+@dataclass(frozen=True)
+class Removal:
+    """Exactly what `course remove` does: shown first, then done, nothing else."""
+
+    course: str
+    exists: bool  # False: removed before; only --purge of left-over copies remains
+    running: tuple[str, ...]  # students whose Jupyter runs now (stopped first)
+    own: tuple[Path, ...]  # nbunits' files of the course (settings, masters, records)
+    folders: tuple[Path, ...]  # students' copies: deleted with --purge, else kept
+    purge: bool
+    image: str = ""  # the course's own image (built from its repository), removed too
+
+    def describe(self) -> list[str]:
+        lines = [f"course {self.course}:"]
+        if self.exists:
+            lines.append("  stop and remove its units, and delete:")
+            if self.running:
+                lines.append(f"    (the Jupyter of {len(self.running)} student(s) runs now "
+                             f"and is stopped: {', '.join(self.running)})")
+        else:
+            lines.append("  removed already; what is left:")
+        lines += [f"    {path}" for path in self.own]
+        if self.image:
+            lines.append(f"    the image {self.image}")
+        if self.purge:
+            lines.append(f"  delete the copies of {len(self.folders)} student(s):")
+            lines += [f"    {folder}" for folder in self.folders]
+        elif self.folders:
+            lines.append(f"  keep the copies of {len(self.folders)} student(s) in "
+                         f"<home>/{self.course}/ (--purge deletes them)")
+        return lines
+
+
+def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
+    check_course(name)
+    exists = settings.course_file(name).exists()
+    image = ""
+    if exists:
+        config = load_course(settings, name)  # a broken course file is an error, not a guess
+        image = config.image if config.image == image_name(name) else ""
+    folders = tuple(folder for user in all_users(settings)
+                    if (student := local_student(settings, user))
+                    and (folder := student.home / name).is_dir() and not folder.is_symlink())
+    own = tuple(p for p in (settings.course_file(name), settings.secrets_file(name),
+                            settings.masters_dir / name, settings.git_dir / name,
+                            settings.tokens_dir / name,
+                            *((settings.copies_dir / name,) if purge else ()))
+                if p.exists())
+    if not exists and not (purge and (own or folders)):
+        raise CourseError("unknown_course", f"unknown course {name}",
+                          hint="nbunits course list shows the courses"
+                               + ("" if purge else f"; after a removal, nbunits course remove "
+                                  f"{name} --purge deletes students' left-over copies"))
+    running = tuple(sorted(active_users(name))) if exists else ()
+    return Removal(name, exists, running, own, folders, purge, image)
+
+
+def remove(settings: Settings, plan: Removal, say: Say) -> None:
+    name = plan.course
+    if plan.exists:
+        say(f"stopping the units of course {name}")
+        stop_course(name)
+        settings.course_file(name).unlink()
+        say("systemctl daemon-reload (removes the course's units)")
+        daemon_reload()
+    if plan.image:
+        course_image.store_podman(settings, "rmi", plan.image, check=False)
+        say(f"image {plan.image} removed")
+    for path in plan.own:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if plan.purge:
+        for folder in plan.folders:
             if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder)  # fd-based on Linux: never follows a student's symlink
-        shutil.rmtree(settings.copies_dir / name, ignore_errors=True)
-        say(f"course {name} removed; the copies of {len(homes)} student(s) were deleted")
+            send_event(Event.DELETED, f"deleted {folder} (nbunits course remove {name} --purge)",
+                       course=name, student=folder.parent.name, ADMIN=admin())
+        say(f"course {name} removed; the copies of {len(plan.folders)} student(s) were deleted")
     else:
-        say(f"course {name} removed; the copies of {len(homes)} student(s) are kept in "
-            f"{settings.home_base}/<user>/{name}/ "
-            f"(nbunits course remove {name} --purge would delete them)")
+        say(f"course {name} removed; the copies of {len(plan.folders)} student(s) are kept in "
+            f"<home>/{name}/ (nbunits course remove {name} --purge would delete them)")
+
+
+def admin() -> str:
+    """Who runs this command, for the journal (sudo's caller, else the user)."""
+    return os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
 # --- usage ------------------------------------------------------------------

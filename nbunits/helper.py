@@ -16,6 +16,8 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .errors import NbunitsError
+from .events import Event
+from .events import log as log_event
 from .names import user_for
 from .protocol import (
     MAX_REQUEST_BYTES,
@@ -38,7 +40,7 @@ from .protocol import (
     ok_reply,
 )
 from .provision import provision, staff_link, staff_students, staff_view, wake
-from .service import listen_socket, notify_ready, setup_logging
+from .service import listen_socket, log_context, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -89,21 +91,26 @@ def _fields(request: Any) -> dict[str, str]:
 
 async def handle_request(settings: Settings, raw: Any) -> dict[str, Any]:
     """A decoded JSON request -> the JSON reply (errors included)."""
+    fields = _fields(raw)
+    log_context(fields.get("COURSE"), fields.get("STUDENT"), new=True)
     try:
         reply = await act(settings, decode_request(raw))
     except NbunitsError as exc:
-        fields = _fields(raw)
         if exc.code in PUBLIC_CODES:
-            logger.info("refused: %s", exc, extra={**fields, "ERROR_CODE": exc.code})
+            log_event(logger, Event.REFUSED, f"refused: {exc}", course=fields.get("COURSE"),
+                      student=fields.get("STUDENT"), ERROR_CODE=exc.code)
             return error_reply(exc)
         logger.error("request failed: %s", exc, exc_info=exc.__cause__ is not None,
-                     extra={**fields, "ERROR_CODE": exc.code})
+                     extra={**fields, "MESSAGE_ID": Event.FAILED.value,
+                            "NBUNITS_EVENT": "failed", "ERROR_CODE": exc.code})
         return error_reply(NbunitsError(
             "internal", "your notebook could not be prepared",
             student_hint="please try again in a minute; if it keeps failing, "
                          "tell the course team"))
     except Exception:
-        logger.exception("helper request failed", extra=_fields(raw))
+        logger.exception("helper request failed",
+                         extra={**fields, "MESSAGE_ID": Event.FAILED.value,
+                                "NBUNITS_EVENT": "failed"})
         return error_reply(NbunitsError("internal", "internal error",
                                         student_hint="please try again in a minute"))
     return ok_reply(reply)
@@ -120,7 +127,7 @@ async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
         try:
             line = encode_reply(reply)
         except NbunitsError as exc:
-            logger.error("reply not sent: %s", exc, extra=_fields(request))
+            logger.error("reply not sent: %s", exc)
             line = encode_reply(error_reply(NbunitsError(
                 "too_large", "this notebook is too large to show here")))
         writer.write(line)

@@ -18,6 +18,8 @@ from . import copies, staff, users
 from .capability import capability, jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
+from .events import Event
+from .events import log as log_event
 from .files import write_atomic
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
 from .notebooks import master_path, read_copy, read_master
@@ -56,7 +58,11 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)
+    first = not settings.token_file(units).exists()
     token = ensure_token(settings, config, units)
+    if first:
+        log_event(logger, Event.PROVISIONED, f"provisioned {student.user} in course {config.name}",
+                  course=config.name, student=student.user, HOME=student.home)
     running = await is_active(units.container)
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
@@ -76,8 +82,10 @@ async def update_copies(settings: Settings, config: CourseConfig, student: users
     theirs = copies.for_student(settings, config, student)
     if reset:
         kept = await asyncio.to_thread(copies.reset, theirs, notebook, datetime.now())
-        logger.info("reset %s for %s; old copy kept as %s", notebook, student.user, kept,
-                    extra=fields)
+        kept_text = f"old copy kept as {kept}" if kept else "the copy was unmodified"
+        log_event(logger, Event.RESET, f"reset {notebook} for {student.user} (asked by the "
+                  f"student); {kept_text}", course=config.name, student=student.user,
+                  NOTEBOOK=notebook, KEPT=kept or "", BY="student")
     report = await asyncio.to_thread(copies.sync, theirs, running=running)
     if report.done or report.linked:
         logger.info("copies of %s: %s", student.user, report.summary(), extra=fields)

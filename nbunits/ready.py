@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from .events import Event, send
+
 POLL_SECONDS = 0.005
 
 
@@ -55,9 +57,17 @@ def main() -> None:
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: python3 -m nbunits.ready SOCKET [TIMEOUT]")
     timeout = float(sys.argv[2]) if len(sys.argv) == 3 else 110
+    started = time.monotonic()
+    # The socket is /run/nbunits/jupyter/<course>/<user>/jupyter.sock.
+    course, user = Path(sys.argv[1]).parts[-3:-1]
     url, host = jupyter_settings()
     if not wait(sys.argv[1], url + "api", timeout, host):
+        send(Event.FAILED, f"{user}'s Jupyter did not answer within {timeout:.0f} s",
+             course=course, student=user, identifier="nbunits-ready")
         sys.exit(f"Jupyter did not answer on {sys.argv[1]} within {timeout:.0f} s")
+    send(Event.STARTED, f"{user}'s Jupyter for course {course} answers", course=course,
+         student=user, identifier="nbunits-ready",
+         READY_SECONDS=f"{time.monotonic() - started:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ result.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -39,7 +40,13 @@ def unit_files() -> Traversable:
 
 
 def static_units() -> Iterator[Traversable]:
-    return (f for f in unit_files().iterdir() if f.is_file())
+    return (f for f in unit_files().iterdir() if f.is_file() and f.name.startswith("nbunits")
+            and f.name.rsplit(".", 1)[-1] in ("service", "socket", "timer", "slice"))
+
+
+def catalog_file() -> Traversable:
+    """The journal catalog of nbunits' events (events.py)."""
+    return unit_files() / "catalog" / "nbunits.catalog"
 
 
 def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, str]:
@@ -60,6 +67,9 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
         "COURSE_MEMORY_MAX": course.course_memory_max,
+        # Mounted into the container: a real path, readable by every student.
+        "JUPYTER_LOG_CONFIG": os.path.realpath(
+            str(unit_files() / "jupyter" / "jupyter_server_config.py")),
     }
 
 
@@ -129,15 +139,24 @@ def list_units(patterns: list[str], states: str = "") -> list[str]:
 
 
 def show(names: list[str], props: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """{unit: {property: value}} from `systemctl show`."""
+    """{unit: {property: value}} from `systemctl show`; timestamps in ISO 8601 (UTC)."""
     if not names:
         return {}
-    out = systemctl("show", "--property=" + ",".join(("Id", *props)), *names)
+    out = systemctl("show", "--timestamp=unix", "--property=" + ",".join(("Id", *props)),
+                    *names)
     units = {}
     for block in out.strip().split("\n\n"):
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        units[fields.get("Id", "")] = fields
+        units[fields.get("Id", "")] = {k: iso_time(v) if k.endswith("Timestamp") else v
+                                       for k, v in fields.items()}
     return units
+
+
+def iso_time(unix: str) -> str:
+    """systemctl's --timestamp=unix ("@1764510715") as ISO 8601; "" for never."""
+    if not unix.startswith("@"):
+        return unix
+    return datetime.fromtimestamp(int(unix[1:]), UTC).isoformat()
 
 
 def active_users(course: str) -> list[str]:

@@ -14,11 +14,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from .. import events
 from ..config import Settings, load_course, load_secrets
 from ..errors import NbunitsError
 from ..identity import canonical
-from ..names import Target, check_course, check_student_id
+from ..names import COURSE_RE, USER_RE, Target, check_course, check_student_id
 from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
+from ..service import log_context
 from . import lti
 from .legacy import check_legacy
 from .pages import error_page, starting_page, student_hint, waking_page
@@ -65,8 +67,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                          extra={"ERROR_CODE": exc.code})
             return error_page(500, "Something went wrong on our side.",
                               "Please try again later.")
-        logger.warning("%s %s: %s", request.method, request.path, exc.message,
-                       extra={"ERROR_CODE": exc.code})
+        events.log(logger, events.Event.REFUSED, f"{request.method} {request.path}: {exc.message}",
+                   course=None, student=None, ERROR_CODE=exc.code)
         return error_page(status, exc.message, student_hint(status, exc.student_hint))
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -87,8 +89,19 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
     an admin's own server block may be a catch-all. Nothing is created for them."""
     names = request.app[SETTINGS].server.names
     if names and host_name(request.host) not in names:
-        logger.warning("refused a request for host %r", request.host[:100])
+        events.log(logger, events.Event.REFUSED, f"refused a request for host {request.host[:100]!r}",
+                   course=None, student=None, ERROR_CODE="misdirected")
         return error_page(421, "This server does not serve that host name.")
+    return await handler(request)
+
+
+@web.middleware
+async def log_fields_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """COURSE= and STUDENT= on every line logged while handling this request, from
+    its path as far as it names them (the handlers refine them: service.log_context)."""
+    course, user = request.match_info.get("course", ""), request.match_info.get("user", "")
+    log_context(course if COURSE_RE.fullmatch(course) else None,
+                user if USER_RE.fullmatch(user) else None, new=True)
     return await handler(request)
 
 
@@ -109,6 +122,7 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
     # The legacy link carries the same per-course id as Open edX's LTI 1.1 launches;
     # linked ids (nbunits student link-ids) lead to the same work.
     student = canonical(settings, course, check_student_id(student))
+    log_context(student=Target(course, student, notebook).user)
     return await open_notebook(request, Target(course, student, notebook),
                                reset=reset_requested(request))
 
@@ -121,9 +135,9 @@ async def open_notebook(request: web.Request, target: Target,
     if not settings.course_file(target.course).is_file():
         raise NbunitsError("unknown_course", f"unknown course {target.course!r}")
 
+    log_context(target.course, target.user)
     reply = await ask(settings.helper_socket, OpenRequest(target, reset), Opened)
-    logger.info("opening %s", target.notebook,
-                extra={"COURSE": target.course, "STUDENT": reply.user})
+    logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py).
     location = quote(reply.url)
     if not reply.running and wants_html(request):
@@ -184,7 +198,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[host_middleware, error_middleware])
+    app = web.Application(middlewares=[log_fields_middleware, host_middleware, error_middleware])
     app[SETTINGS] = settings
     # No HEAD: a link prefetcher must not create users or start units.
     app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise, allow_head=False)

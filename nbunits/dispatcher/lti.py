@@ -39,6 +39,7 @@ from ..lti import (
 )
 from ..names import Target
 from ..protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
+from ..service import log_context
 from .pages import staff_page
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,9 @@ class Handlers:
 
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
+        log_context(launch.course)
         logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
-                    "staff" if launch.staff else "learner", extra={"COURSE": launch.course})
+                    "staff" if launch.staff else "learner")
         settings = request.app[self.settings_key]
         if launch.staff_page:
             # The course's students, each with a read-only link; only root holds

@@ -94,7 +94,7 @@ def teacher(nb: Nbunits):
     assert "skipped: notebook broken.ipynb is not valid JSON" in added.stdout, added.stdout
     assert "2 notebook(s) and 0 other file(s) published, 1 skipped" in added.stdout, added.stdout
     yield teacher
-    nb.nbunits("course", "remove", COURSE, "--purge", check=False)
+    nb.nbunits("course", "remove", COURSE, "--purge", "--yes", check=False)
 
 
 def test_updates_follow_unmodified_copies_and_never_touch_edited_ones(nb: Nbunits, teacher):
@@ -178,7 +178,7 @@ def test_remove_keeps_student_work_and_says_so(nb: Nbunits, teacher):
         return user_for(student)
 
     user = asyncio.run(go())
-    out = nb.nbunits("course", "remove", name).stdout
+    out = nb.nbunits("course", "remove", name, "--yes").stdout
     assert "are kept" in out and "--purge" in out, out
     assert (nb.home / user / name / "a.ipynb").exists()
     assert name not in nb.nbunits("course", "list").stdout

@@ -61,6 +61,7 @@ def installed_units(user: str) -> dict[str, str]:
         "nbunits-helper.service": "nbunits-helper.service",
         "course/nbunits-@COURSE@@.service": f"nbunits-demo@{user}.service",
         "course/nbunits-@COURSE@-proxy@.service": f"nbunits-demo-proxy@{user}.service",
+        "nbunits-metrics.service": "nbunits-metrics.service",
     }
 
 
