@@ -47,8 +47,10 @@ def jupyter_settings() -> tuple[str, str]:
     credentials = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent"))
     try:
         server = json.loads((credentials / "jupyter.json").read_text())["ServerApp"]
-    except (OSError, ValueError, KeyError):
-        return "/", "localhost"  # still proves that Jupyter listens (with a 404)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"nbunits.ready: no Jupyter settings in {credentials} ({exc!r}): asking / "
+              "as localhost", file=sys.stderr)
+        return "/", "localhost"  # still proves that Jupyter listens (with a 403 or 404)
     names = server.get("local_hostnames") or ["localhost"]
     return str(server.get("base_url", "/")), str(names[0])
 
