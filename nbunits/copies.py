@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 MARKER_SUFFIX = ".NEW-VERSION.md"
 # Where a student's container mounts the published course, read-only (the course
-# unit's --volume): inside its /home/student tmpfs, so any image has room for it.
+# unit's --volume): inside the student's home there, so any image has room for it.
 COURSE_IN_CONTAINER = PurePosixPath("/home/student/course")
 
 
