@@ -19,7 +19,7 @@ from ..errors import NbunitsError
 from ..identity import canonical
 from ..names import Target, check_course, check_student_id
 from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
-from . import lti
+from . import lti, student
 from .legacy import check_legacy
 from .pages import error_page, starting_page, student_hint, waking_page
 from .reset import reset_requested
@@ -49,6 +49,7 @@ STATUS_FOR_CODE = {
     "too_large": 500,
     "server_failed": 500,
     "internal": 500,
+    "unknown_share": 404,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -192,4 +193,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/_nbunits/health", health)
     app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)
     app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
+    student.setup(app, SETTINGS)
     return app
