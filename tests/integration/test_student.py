@@ -10,14 +10,17 @@ import secrets
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import nbformat
 import pytest
 
 from testbed.browser import Opened, open_exercise, save_notebook
+from testbed.forward import Names
+from testbed.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
 
-from .conftest import LMS, REPO, SHARED_IN_BOX, Nbunits, client
+from .conftest import LMS, REPO, SERVER, SHARED_IN_BOX, Nbunits, client
 
 COURSE = "s16"
 NOTEBOOK = "welcome.ipynb"
@@ -110,3 +113,77 @@ def test_actions_need_only_the_capability(nb: Nbunits, source: Path) -> None:
         asyncio.run(go())
     finally:
         set_course(nb, legacy="open")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
+def test_the_course_menu_and_banner_in_a_cross_site_iframe(
+        nb: Nbunits, source: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    student = secrets.token_hex(16)
+
+    async def edit() -> None:
+        async with client(nb) as session:
+            opened = await open_exercise(session, COURSE, NOTEBOOK, student)
+            await save_notebook(session, opened, "mine = 1")
+
+    asyncio.run(edit())
+    publish_new_cell(nb, source, "new_in_v3 = 3")
+    ca = nb.site.ca
+    assert ca is not None
+    link = nb.site.url(f"/ipythonExercice/{COURSE}/{NOTEBOOK}/{student}")
+    lms = HttpsSite(ca.server_context(ca.issue(LMS)), framing_page(lambda _: link))
+    names = Names({**nb.site.names.names, LMS: lms.start()})
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, names, ca.cert, tmp_path / "home")
+        try:
+            # Third-party cookies blocked; tall enough for the whole 900-pixel iframe.
+            page = browser.new_context(viewport={"width": 1280, "height": 960}).new_page()
+            page.goto(f"https://{LMS}/course")
+            set_course(nb, legacy="off")  # the page is open: LTI only from now on
+            frame = page.frame_locator("#f")
+            banner = frame.locator(".nbunits-banner")
+            banner.wait_for(timeout=120_000)
+            assert "new version" in banner.inner_text() and "new_in_v3" in banner.inner_text()
+
+            def menu(item: str) -> None:
+                frame.locator(".lm-MenuBar-itemLabel", has_text="Course").click()
+                frame.locator(".lm-Menu-itemLabel", has_text=item).click()
+
+            dialog = frame.locator(".jp-Dialog")
+            menu("Show my student id")
+            assert frame.locator(".nbunits-student-id").inner_text() == student
+            dialog.get_by_role("button", name="Ok").click()
+            dialog.wait_for(state="detached")
+
+            menu("Share a static version")
+            url = frame.locator(".nbunits-share-link").get_attribute("href")
+            assert url and url.startswith(f"https://{SERVER}/shared/"), url
+            dialog.get_by_role("button", name="Ok").click()
+            dialog.wait_for(state="detached")
+
+            banner.get_by_role("button", name="Reset to the new version").click()
+            dialog.get_by_role("button", name="Reset", exact=True).click()
+            done = dialog.locator(".jp-Dialog-body")
+            done.get_by_text("kept as").wait_for(timeout=30_000)
+            kept = done.inner_text()
+            dialog.get_by_role("button", name="Ok").click()
+            frame.locator(".jp-CodeCell", has_text="new_in_v3").wait_for(timeout=30_000)
+            assert banner.count() == 0
+        except Exception:
+            page.screenshot(path=str(tmp_path / "student.png"))
+            raise
+        finally:
+            browser.close()
+            set_course(nb, legacy="open")
+
+    async def check() -> tuple[int, str]:
+        async with client(nb) as session:
+            assert url is not None
+            async with session.get(urlsplit(url).path) as resp:
+                return resp.status, await resp.text()
+
+    status, shared = asyncio.run(check())
+    assert status == 200 and "mine = 1" in shared  # the static version, as shared
+    assert "welcome-" in kept
