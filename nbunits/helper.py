@@ -59,7 +59,8 @@ PUBLIC_CODES = frozenset({
 async def act(settings: Settings, request: Request) -> Reply:
     if isinstance(request, OpenRequest):
         done = await provision(settings, request.target, reset=request.reset)
-        return Opened(done.user, done.url, done.prefix, done.copied, done.running)
+        return Opened(done.user, done.url, done.prefix, done.copied, done.running,
+                      done.removed)
     if isinstance(request, WakeRequest):
         await wake(settings, request.course, request.user)
         return Done()

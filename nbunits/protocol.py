@@ -250,11 +250,13 @@ class Opened:
     prefix: str  # the student's Jupyter: /nb/<course>/<user>/<capability>/
     copied: bool  # the notebook was copied now
     running: bool  # the student's Jupyter was up already (a warm open)
+    removed: bool = False  # no longer in the course: what opens is the student's copy
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Opened:
         return cls(get_str(data, "user"), get_str(data, "url"), get_str(data, "prefix"),
-                   get_bool(data, "copied"), get_bool(data, "running"))
+                   get_bool(data, "copied"), get_bool(data, "running"),
+                   get_bool(data, "removed"))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
 from .files import write_atomic
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
-from .notebooks import master_path, read_copy, read_master
+from .notebooks import exists, master_path, read_copy, read_master
 from .run import run_async
 from .systemd import provisioned_students
 
@@ -33,6 +33,7 @@ class Provisioned:
     token: str
     copied: bool
     running: bool  # the student's Jupyter is up already (a warm open)
+    removed: bool = False  # gone from the course; the student's copy is what opens
 
     @property
     def user(self) -> str:
@@ -51,7 +52,14 @@ class Provisioned:
 async def provision(settings: Settings, target: Target, reset: bool = False) -> Provisioned:
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
-    read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    removed = False
+    try:
+        read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    except NbunitsError as exc:
+        # Removed from the course: a student who has a copy still gets to it.
+        if exc.code != "unknown_notebook" or not has_copy(settings, target):
+            raise
+        removed = True
     units = target.units
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
@@ -61,7 +69,14 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
     await run_async(["systemctl", "start", units.socket])
-    return Provisioned(target, token, copied, running)
+    return Provisioned(target, token, copied, running, removed)
+
+
+def has_copy(settings: Settings, target: Target) -> bool:
+    """Whether an existing student has a copy of the notebook (nothing is created)."""
+    student = users.lookup(settings, target.student)
+    return student is not None and exists(
+        student.home, PurePosixPath(target.course, *PurePosixPath(target.notebook).parts))
 
 
 async def update_copies(settings: Settings, config: CourseConfig, student: users.Student,

@@ -21,7 +21,15 @@ from ..names import Target, check_course, check_student_id
 from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
 from . import lti, student
 from .legacy import check_legacy
-from .pages import error_page, starting_page, student_hint, waking_page
+from .pages import (
+    error_page,
+    nginx_page,
+    removed_page,
+    starting_page,
+    student_hint,
+    student_message,
+    waking_page,
+)
 from .reset import reset_requested
 
 logger = logging.getLogger(__name__)
@@ -68,7 +76,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                               "Please try again later.")
         logger.warning("%s %s: %s", request.method, request.path, exc.message,
                        extra={"ERROR_CODE": exc.code})
-        return error_page(status, exc.message, student_hint(status, exc.student_hint))
+        message, hint = student_message(exc.code, exc.message, exc.student_hint)
+        return error_page(status, message, student_hint(status, hint))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_page(exc.status, exc.reason)
@@ -127,6 +136,8 @@ async def open_notebook(request: web.Request, target: Target,
                 extra={"COURSE": target.course, "STUDENT": reply.user})
     # The capability in the path is the student's credential (see capability.py).
     location = quote(reply.url)
+    if reply.removed and wants_html(request):
+        return removed_page(location, target.notebook)
     if not reply.running and wants_html(request):
         # A cold start takes a moment: show that it is happening, not a blank iframe.
         return starting_page(location, probe=quote(reply.prefix) + "api",
@@ -180,6 +191,11 @@ async def staff_view(request: web.Request) -> web.Response:
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
+async def page(request: web.Request) -> web.Response:
+    """What nginx shows for what it refuses itself (a bad capability, no such path)."""
+    return nginx_page(request.match_info["kind"])
+
+
 async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -194,4 +210,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)
     app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
     student.setup(app, SETTINGS)
+    app.router.add_get("/_nbunits/page/{kind}", page)
     return app

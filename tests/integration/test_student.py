@@ -187,3 +187,48 @@ def test_the_course_menu_and_banner_in_a_cross_site_iframe(
     status, shared = asyncio.run(check())
     assert status == 200 and "mine = 1" in shared  # the static version, as shared
     assert "welcome-" in kept
+
+
+# Words that belong to admins, never on a student's page.
+ADMIN_WORDS = ("nginx", "nbunits ", "journal", "systemctl", "admin", "Traceback")
+
+
+def test_pages_a_student_may_meet_are_written_for_them(nb: Nbunits, source: Path) -> None:
+    student, html = secrets.token_hex(16), {"Accept": "text/html"}
+    nb.add_course("gone16")
+
+    async def go() -> dict[str, tuple[int, str]]:
+        pages = {}
+        async with client(nb) as session:
+            async def get(name: str, path: str) -> None:
+                async with session.get(path, headers=html, allow_redirects=False) as resp:
+                    pages[name] = (resp.status, await resp.text())
+
+            opened = await open_exercise(session, COURSE, "data-and-plots.ipynb", student)
+            await get("bad capability", f"/nb/{COURSE}/{opened.user}/{'A' * 22}/tree")
+            await get("no capability", f"/nb/{COURSE}/{opened.user}/tree")
+            await get("nothing there", "/nothing/here")
+            gone = await open_exercise(session, "gone16", NOTEBOOK, student)
+            await asyncio.to_thread(nb.nbunits, "course", "remove", "gone16")
+            await get("course gone", f"{gone.prefix}tree")
+            (source / "data-and-plots.ipynb").unlink()
+            await asyncio.to_thread(nb.nbunits, "course", "update", COURSE)
+            await get("removed, has a copy",
+                      f"/ipythonExercice/{COURSE}/data-and-plots.ipynb/{student}")
+            await get("removed, no copy",
+                      f"/ipythonExercice/{COURSE}/data-and-plots.ipynb/{secrets.token_hex(16)}")
+        return pages
+
+    pages = asyncio.run(go())
+    expected = {"bad capability": (403, "This link does not work"),
+                "no capability": (403, "This link does not work"),
+                "nothing there": (404, "There is nothing at this address"),
+                "course gone": (404, "This course is not available"),
+                "removed, has a copy": (200, "You still have your own copy"),
+                "removed, no copy": (404, "This notebook is not in the course")}
+    for name, (status, text) in expected.items():
+        got, page = pages[name]
+        assert got == status and text in page, (name, got, page[:600])
+        assert "course page" in page or "Open my copy" in page, (name, page[:600])
+        assert not any(word in page for word in ADMIN_WORDS), (name, page[:600])
+    assert f'href="/nb/{COURSE}/' in pages["removed, has a copy"][1]

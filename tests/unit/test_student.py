@@ -83,3 +83,13 @@ def test_the_helper_checks_the_capability_again(tmp_path):
     assert ask("A" * 22)["code"] == "forbidden"
     assert ask(CAP)["code"] == "unknown_student"  # the right capability, never provisioned
     assert "admin" not in json.dumps(ask(CAP)).lower()
+
+
+def test_pages_for_students_offer_the_way_back_and_no_admin_hints():
+    from nbunits.dispatcher.pages import NGINX_PAGES, STUDENT_MESSAGES
+
+    texts = [" ".join(m) for m in STUDENT_MESSAGES.values()]
+    texts += [f"{message} {hint}" for _, message, hint in NGINX_PAGES.values()]
+    for text in texts:
+        assert "course page" in text, text
+        assert not any(w in text.lower() for w in ("nbunits ", "admin", "journal", "nginx")), text
