@@ -142,6 +142,11 @@ class Settings:
     def home(self, user: str) -> Path:
         return self.home_base / user
 
+    @property
+    def shares_dir(self) -> Path:
+        """Static versions students share (shares.py): root's, served by the helper."""
+        return self.state_dir / "shares"
+
 
 def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
     """The settings of this server. Its paths are fixed: the unit files and nginx's

@@ -14,6 +14,7 @@ import logging
 import socket
 from typing import Any
 
+from . import shares, student
 from .config import Settings, load_settings
 from .errors import NbunitsError
 from .events import Event
@@ -28,10 +29,12 @@ from .protocol import (
     OpenRequest,
     Reply,
     Request,
+    SharedViewRequest,
     StaffLinkRequest,
     StaffStudentsRequest,
     StaffViewRequest,
     StudentEntry,
+    StudentRequest,
     Students,
     WakeRequest,
     decode_request,
@@ -51,13 +54,15 @@ PUBLIC_CODES = frozenset({
     "bad_course", "bad_student", "bad_notebook", "bad_request", "bad_capability",
     "unknown_course", "unknown_notebook", "unknown_student", "student_collision",
     "bad_home", "broken_notebook", "forbidden", "bad_course_config", "server_failed",
+    "unknown_share",
 })
 
 
 async def act(settings: Settings, request: Request) -> Reply:
     if isinstance(request, OpenRequest):
         done = await provision(settings, request.target, reset=request.reset)
-        return Opened(done.user, done.url, done.prefix, done.copied, done.running)
+        return Opened(done.user, done.url, done.prefix, done.copied, done.running,
+                      done.removed)
     if isinstance(request, WakeRequest):
         await wake(settings, request.course, request.user)
         return Done()
@@ -69,6 +74,11 @@ async def act(settings: Settings, request: Request) -> Reply:
         found = await asyncio.to_thread(staff_students, settings, request.course,
                                         request.notebook)
         return Students(tuple(StudentEntry(**entry) for entry in found))
+    if isinstance(request, StudentRequest):
+        # From the student's own page; the capability is checked again in there.
+        return await asyncio.to_thread(student.act, settings, request)
+    if isinstance(request, SharedViewRequest):
+        return Html(await asyncio.to_thread(shares.page, settings, request.token))
     # Asked by the dispatcher only after a verified staff LTI launch: the signing
     # secret is root's, so the link is made here.
     assert isinstance(request, StaffLinkRequest)

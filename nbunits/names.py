@@ -251,6 +251,27 @@ def exercise_url(course: str, notebook: str, student: str, *, reset: bool = Fals
     return path + ("?reset=1" if reset else "")
 
 
+# A shared static version's token: 24 random bytes, base64url (shares.py).
+SHARE_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def check_share_token(token: str) -> str:
+    if not SHARE_TOKEN_RE.fullmatch(token):
+        raise InvalidName("unknown_share", "this shared link is not valid")
+    return token
+
+
+def shared_path(token: str) -> str:
+    """Where anyone reads a static version a student shares."""
+    return f"/shared/{check_share_token(token)}"
+
+
+def check_capability(capability: str) -> str:
+    if not CAPABILITY_RE.fullmatch(capability):
+        raise InvalidName("bad_capability", "invalid capability")
+    return capability
+
+
 def staff_path(course: str, user: str, notebook: str) -> str:
     """A staff view's path, before its query (expires, sig)."""
     return f"/staff/{check_course(course)}/{check_user(user)}/" \

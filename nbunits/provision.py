@@ -22,7 +22,7 @@ from .events import Event
 from .events import log as log_event
 from .files import write_atomic
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
-from .notebooks import master_path, read_copy, read_master
+from .notebooks import exists, master_path, read_copy, read_master
 from .run import run_async
 from .systemd import provisioned_students
 
@@ -35,6 +35,7 @@ class Provisioned:
     token: str
     copied: bool
     running: bool  # the student's Jupyter is up already (a warm open)
+    removed: bool = False  # gone from the course; the student's copy is what opens
 
     @property
     def user(self) -> str:
@@ -53,7 +54,14 @@ class Provisioned:
 async def provision(settings: Settings, target: Target, reset: bool = False) -> Provisioned:
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
-    read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    removed = False
+    try:
+        read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    except NbunitsError as exc:
+        # Removed from the course: a student who has a copy still gets to it.
+        if exc.code != "unknown_notebook" or not has_copy(settings, target):
+            raise
+        removed = True
     units = target.units
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
@@ -67,7 +75,14 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
     await run_async(["systemctl", "start", units.socket])
-    return Provisioned(target, token, copied, running)
+    return Provisioned(target, token, copied, running, removed)
+
+
+def has_copy(settings: Settings, target: Target) -> bool:
+    """Whether an existing student has a copy of the notebook (nothing is created)."""
+    student = users.lookup(settings, target.student)
+    return student is not None and exists(
+        student.home, PurePosixPath(target.course, *PurePosixPath(target.notebook).parts))
 
 
 async def update_copies(settings: Settings, config: CourseConfig, student: users.Student,

@@ -58,12 +58,15 @@ _PAGE = """<!doctype html>
 .cell{{margin:1em 0}} pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}}
 .md pre{{background:none;border-left:3px solid #ccc}} .out pre{{background:#fff;border-left:3px solid #7a7}}
 .label{{color:#888;font-size:.8em}}</style></head>
-<body><h1>{title}</h1><p class="label">Read-only view for course staff. Nothing here runs.</p>
+<body><h1>{title}</h1><p class="label">{note}</p>
 {cells}</body></html>
 """
 
 
-def render(data: bytes, title: str) -> str:
+STAFF_NOTE = "Read-only view for course staff. Nothing here runs."
+
+
+def render(data: bytes, title: str, note: str = STAFF_NOTE) -> str:
     """Static HTML of a notebook: sources and text/image outputs, all escaped."""
     nb = json.loads(data)
     parts = []
@@ -76,7 +79,7 @@ def render(data: bytes, title: str) -> str:
                          f"<pre>{escape(source)}</pre>{_outputs(cell.get('outputs', []))}</div>")
         else:
             parts.append(f'<div class="cell md"><pre>{escape(source)}</pre></div>')
-    return _PAGE.format(title=escape(title), cells="\n".join(parts))
+    return _PAGE.format(title=escape(title), note=escape(note), cells="\n".join(parts))
 
 
 def _outputs(outputs: list[dict[str, Any]]) -> str:

@@ -21,9 +21,17 @@ from ..identity import canonical
 from ..names import COURSE_RE, USER_RE, Target, check_course, check_student_id
 from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
 from ..service import log_context
-from . import lti
+from . import lti, student
 from .legacy import check_legacy
-from .pages import error_page, starting_page, student_hint, waking_page
+from .pages import (
+    error_page,
+    nginx_page,
+    removed_page,
+    starting_page,
+    student_hint,
+    student_message,
+    waking_page,
+)
 from .reset import reset_requested
 
 logger = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ STATUS_FOR_CODE = {
     "too_large": 500,
     "server_failed": 500,
     "internal": 500,
+    "unknown_share": 404,
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,7 +78,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                               "Please try again later.")
         events.log(logger, events.Event.REFUSED, f"{request.method} {request.path}: {exc.message}",
                    course=None, student=None, ERROR_CODE=exc.code)
-        return error_page(status, exc.message, student_hint(status, exc.student_hint))
+        message, hint = student_message(exc.code, exc.message, exc.student_hint)
+        return error_page(status, message, student_hint(status, hint))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_page(exc.status, exc.reason)
@@ -140,6 +150,8 @@ async def open_notebook(request: web.Request, target: Target,
     logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py).
     location = quote(reply.url)
+    if reply.removed and wants_html(request):
+        return removed_page(location, target.notebook)
     if not reply.running and wants_html(request):
         # A cold start takes a moment: show that it is happening, not a blank iframe.
         return starting_page(location, probe=quote(reply.prefix) + "api",
@@ -193,6 +205,11 @@ async def staff_view(request: web.Request) -> web.Response:
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
+async def page(request: web.Request) -> web.Response:
+    """What nginx shows for what it refuses itself (a bad capability, no such path)."""
+    return nginx_page(request.match_info["kind"])
+
+
 async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -206,4 +223,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/_nbunits/health", health)
     app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)
     app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
+    student.setup(app, SETTINGS)
+    app.router.add_get("/_nbunits/page/{kind}", page)
     return app

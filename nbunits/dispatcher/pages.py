@@ -20,7 +20,7 @@ p.hint{{color:#555}}</style></head>
 TITLES = {
     400: "This link is not valid",
     401: "This launch could not be verified",
-    403: "This link is not allowed here",
+    403: "This link does not work",
     404: "Not found",
     409: "This account needs an administrator",
     421: "Wrong address",
@@ -39,6 +39,67 @@ STUDENT_HINTS = {
     500: "Please try again in a minute; if it keeps failing, tell the course team.",
     503: "Please try again in a minute.",
 }
+
+
+# Errors whose own message is an admin's wording ("unknown course 'x'"): what a
+# student reads instead, as (message, hint). Their work is never at stake in these.
+STUDENT_MESSAGES = {
+    "unknown_course": (
+        "This course is not available on this notebook server (any more).",
+        "Your saved work has not been deleted. Open the notebook from your course page; "
+        "if this page comes back, tell the course team."),
+    "unknown_notebook": (
+        "This notebook is not in the course (any more).",
+        "The course team may have renamed or removed it: open it again from your "
+        "course page."),
+    "unknown_student": (
+        "This link does not lead to your notebooks (any more).",
+        "Open the notebook again from your course page: it gives you a link that works."),
+    "bad_capability": (
+        "This link does not lead to your notebooks (any more).",
+        "Open the notebook again from your course page: it gives you a link that works."),
+}
+
+# Pages nginx shows for what it refuses itself (nginx/nbunits-locations.conf,
+# error_page -> /_nbunits/page/<kind>): (status, message, hint).
+NGINX_PAGES = {
+    "bad-link": (403, "This link does not work (any more).",
+                 "Notebook links are personal and change from time to time. Your work is "
+                 "safe: open the notebook again from your course page."),
+    "not-found": (404, "There is nothing at this address.",
+                  "Open your notebook from your course page."),
+}
+
+
+def student_message(code: str, message: str, hint: str | None) -> tuple[str, str | None]:
+    """The message and hint a student reads for an error of this code."""
+    return STUDENT_MESSAGES.get(code, (message, hint))
+
+
+def nginx_page(kind: str) -> web.Response:
+    status, message, hint = NGINX_PAGES.get(kind, NGINX_PAGES["not-found"])
+    page = error_page(status, message, hint)
+    page.headers["Cache-Control"] = "no-store"
+    return page
+
+
+_REMOVED = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>This notebook was removed from the course</title>
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}
+p.hint{{color:#555}}</style></head>
+<body><h1>This notebook was removed from the course</h1>
+<p>The course team removed <code>{notebook}</code> from the course, or renamed it.
+You still have your own copy, with everything you wrote in it.</p>
+<p><a href="{target}">Open my copy</a></p>
+<p class="hint">Your course page may link to a newer notebook instead.</p></body></html>
+"""
+
+
+def removed_page(target: str, notebook: str) -> web.Response:
+    """A notebook gone from the course that the student has a copy of."""
+    body = _REMOVED.format(target=escape(target), notebook=escape(notebook))
+    return web.Response(text=body, content_type="text/html",
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
 def student_hint(status: int, hint: str | None) -> str | None:
