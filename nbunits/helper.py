@@ -19,7 +19,6 @@ from .errors import NbunitsError
 from .names import user_for
 from .protocol import (
     MAX_REQUEST_BYTES,
-    Done,
     Html,
     Link,
     Opened,
@@ -32,6 +31,7 @@ from .protocol import (
     StudentEntry,
     Students,
     WakeRequest,
+    Woke,
     decode_request,
     encode_reply,
     error_reply,
@@ -57,8 +57,7 @@ async def act(settings: Settings, request: Request) -> Reply:
         done = await provision(settings, request.target, reset=request.reset)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running)
     if isinstance(request, WakeRequest):
-        await wake(settings, request.course, request.user)
-        return Done()
+        return Woke(await wake(settings, request.course, request.user, request.capability))
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
                                      request.expires, request.sig))

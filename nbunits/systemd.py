@@ -32,6 +32,7 @@ from .names import (
     socket_template,
 )
 from .run import run
+from .seccomp import DEFAULT_SECCOMP, NO_USERNS_PROFILE
 
 
 def unit_files() -> Traversable:
@@ -39,7 +40,7 @@ def unit_files() -> Traversable:
 
 
 def static_units() -> Iterator[Traversable]:
-    return (f for f in unit_files().iterdir() if f.is_file())
+    return (f for f in unit_files().iterdir() if f.is_file() and not f.name.endswith(".py"))
 
 
 def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, str]:
@@ -60,6 +61,10 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
         "COURSE_MEMORY_MAX": course.course_memory_max,
+        # Nested user namespaces: podman's default seccomp profile allows them; the
+        # other one is that profile with them refused (seccomp.py).
+        "SECCOMP_PROFILE": str(DEFAULT_SECCOMP if course.user_namespaces
+                               else settings.etc_dir / NO_USERNS_PROFILE),
     }
 
 
