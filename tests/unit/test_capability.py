@@ -4,6 +4,7 @@ path's own check, and the start-limit rule of the wake path."""
 import json
 import logging
 import runpy
+import typing
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
 
     class Config:
         class ServerApp:
-            logging_config: dict = {}
+            logging_config: typing.ClassVar[dict] = {}
 
     namespace = runpy.run_path(str(REPO / "units" / "jupyter_log_filter.py"),
                                init_globals={"get_config": lambda: Config})
