@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from . import capability as caps
-from . import copies, staff, users
+from . import copies, quota, staff, users
 from .capability import jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
@@ -56,6 +56,8 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
     config = load_course(settings, target.course)
     read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
     units = target.units
+    if config.disk_quota:  # set by the container unit at each start
+        quota.check(settings.home_base)
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)

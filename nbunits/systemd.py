@@ -61,6 +61,10 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
         "COURSE_MEMORY_MAX": course.course_memory_max,
+        # One home per student: the course started last sets their quota (quota.py).
+        "DISK_QUOTA": (f"ExecStartPre=+/opt/nbunits/venv/bin/python3 -m nbunits.quota %i "
+                       f"{course.disk_quota}" if course.disk_quota
+                       else "# no disk_quota: the home's file system is the limit"),
         # Nested user namespaces: podman's default seccomp profile allows them; the
         # other one is that profile with them refused (seccomp.py).
         "SECCOMP_PROFILE": str(DEFAULT_SECCOMP if course.user_namespaces

@@ -127,3 +127,20 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
     assert redact.filter(record) and cap not in record.getMessage()
     assert "[capability]" in record.getMessage()
     assert Config.ServerApp.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
+
+
+def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
+    from nbunits.errors import NbunitsError
+    from nbunits.quota import check, kib
+
+    with_quota = ("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                  "30 22 7:0 / /home rw,relatime - ext4 /dev/loop0 rw,usrquota\n")
+    check(Path("/home"), with_quota)
+    check(Path("/home/nbx"), with_quota)
+    for without in ("22 1 8:1 / / rw - ext4 /dev/sda1 rw,usrquota\n"
+                    "30 22 7:0 / /home rw - ext4 /dev/loop0 rw\n",
+                    "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                    "30 22 7:0 / /homes rw - ext4 /dev/loop0 rw,usrquota\n"):
+        with pytest.raises(NbunitsError, match="no user quotas"):
+            check(Path("/home"), without)
+    assert kib("2G") == 2 * 1024 * 1024 and kib("512K") == 512
