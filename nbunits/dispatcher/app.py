@@ -206,11 +206,16 @@ async def wake(request: web.Request) -> web.StreamResponse:
                         text="notebook server restarted, retry\n")
 
 
+MAX_RETURN = 4000  # nginx buffers an upstream's headers in 16k (nbunits-locations.conf)
+
+
 def wake_return(raw: str, prefix: str) -> str | None:
     """Where a woken request goes back to: the browser's own URI if, decoded and
     normalized as nginx does, it is plainly under the verified `prefix` (no dot
     segments, doubled or encoded slashes, control characters); else None (the
     client retries the URI it has)."""
+    if len(raw) > MAX_RETURN:
+        return None
     path, sep, query = raw.partition("?")
     try:
         decoded = unquote(path, errors="strict")
