@@ -54,7 +54,9 @@ def test_no_capability_token_or_secret_reaches_any_log(nb: Nbunits) -> None:
     journal += nb.box.run("journalctl", "--no-pager", "-o", "cat", timeout=300).stdout
     assert "[capability]" in logs and "[capability]" in journal  # redacted, not just absent
     leaked = [g for g in given if g in logs or g in journal]
-    assert not leaked, f"{len(leaked)} of {len(given)} secrets are in the logs"
+    where = [text[max(0, text.index(g) - 300):text.index(g) + 100]
+             for g in leaked for text in (logs, journal) if g in text]
+    assert not leaked, f"{len(leaked)} of {len(given)} secrets are in the logs, e.g. {where[:3]}"
 
 
 async def _get(nb: Nbunits, path: str) -> None:
