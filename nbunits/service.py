@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
 
 from systemd import daemon, journal
+
+# What a log line must never carry, whoever put it in a request: a capability
+# (capability.py) or a 64-hex HMAC (staff and signed legacy links).
+SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}|(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+class Redact(logging.Filter):
+    """Replaces secrets in a record's message (requests echo what clients sent)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_RE.sub("[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -23,6 +39,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Redact())
     root.addHandler(handler)
 
 

@@ -10,16 +10,20 @@ log handler replaces it with "[capability]" (README, "Security").
 
 import logging
 import os
+import re
 
 _CAPABILITY = os.environ.get("JUPYTER_TOKEN", "")
+# Any capability-shaped text (nbunits.names.CAPABILITY_RE), whoever sent it.
+_SHAPE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 
 
 class RedactCapability(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if _CAPABILITY:
-            message = record.getMessage()
-            if _CAPABILITY in message:
-                record.msg, record.args = message.replace(_CAPABILITY, "[capability]"), None
+        message = record.getMessage()
+        redacted = _SHAPE.sub("[capability]", message.replace(_CAPABILITY, "[capability]")
+                              if _CAPABILITY else message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

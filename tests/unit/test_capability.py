@@ -144,3 +144,14 @@ def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
         with pytest.raises(NbunitsError, match="no user quotas"):
             check(Path("/home"), without)
     assert kib("2G") == 2 * 1024 * 1024 and kib("512K") == 512
+
+
+def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
+    from nbunits.service import Redact
+
+    cap, sig = "C" * 22 + ".3.9999999999", "ab" * 32
+    record = logging.LogRecord("x", logging.WARNING, "x", 1, "GET %s: invalid notebook path %r",
+                               (f"/staff/demo/u/{cap}/x?sig={sig}", f"../{cap}"), None)
+    assert Redact().filter(record)
+    assert cap not in record.getMessage() and sig not in record.getMessage()
+    assert "/staff/demo/u/[redacted]/x" in record.getMessage()
