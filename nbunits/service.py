@@ -24,6 +24,11 @@ class Redact(logging.Filter):
         redacted = SECRET_RE.sub("[redacted]", message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        # A traceback quotes values too (the formatter then uses this text as it is).
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = SECRET_RE.sub("[redacted]", record.exc_text)
         return True
 
 

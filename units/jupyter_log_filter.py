@@ -17,13 +17,23 @@ _CAPABILITY = os.environ.get("JUPYTER_TOKEN", "")
 _SHAPE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 
 
+def _redact(text: str) -> str:
+    return _SHAPE.sub("[capability]", text.replace(_CAPABILITY, "[capability]")
+                      if _CAPABILITY else text)
+
+
 class RedactCapability(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _SHAPE.sub("[capability]", message.replace(_CAPABILITY, "[capability]")
-                              if _CAPABILITY else message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        if _redact(message) != message:
+            record.msg, record.args = _redact(message), None
+        # A traceback quotes paths too (the formatter then uses this text as it is).
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _redact(record.stack_info)
         return True
 
 

@@ -155,3 +155,8 @@ def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
     assert Redact().filter(record)
     assert cap not in record.getMessage() and sig not in record.getMessage()
     assert "/staff/demo/u/[redacted]/x" in record.getMessage()
+    try:
+        raise NotADirectoryError(f"/home/student/work/{cap}")
+    except OSError as exc:
+        record = logging.LogRecord("x", logging.ERROR, "x", 1, "failed", (), (type(exc), exc, None))
+    assert Redact().filter(record) and cap not in logging.Formatter().format(record)
