@@ -38,8 +38,10 @@ class RedactCapability(logging.Filter):
 
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821 (Jupyter's config loader)
-# Merged into traitlets' default logging configuration: its one "console" handler.
-c.ServerApp.logging_config = {
+# Merged into traitlets' default logging configuration (its one "console" handler)
+# of every application: the server, and the extensions that log on their own
+# (JupyterNotebookApp, LabApp).
+c.Application.logging_config = {
     "filters": {"nbunits_redact": {"()": RedactCapability}},
     "handlers": {"console": {"filters": ["nbunits_redact"]}},
 }

@@ -116,7 +116,7 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
     monkeypatch.setenv("JUPYTER_TOKEN", cap)
 
     class Config:
-        class ServerApp:
+        class Application:
             logging_config: typing.ClassVar[dict] = {}
 
     namespace = runpy.run_path(str(REPO / "units" / "jupyter_log_filter.py"),
@@ -126,7 +126,7 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
                                "running at %s", (f"http+unix://x/nb/demo/u/{cap}/tree",), None)
     assert redact.filter(record) and cap not in record.getMessage()
     assert "[capability]" in record.getMessage()
-    assert Config.ServerApp.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
+    assert Config.Application.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
 
 
 def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
