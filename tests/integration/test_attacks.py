@@ -8,11 +8,18 @@ import asyncio
 import json
 import secrets
 
+import pytest
 import yarl
 
 from tests.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def attacks_course(nb: Nbunits) -> None:
+    """A course of their own: these tests break and stop servers on purpose."""
+    nb.add_course("attacks")
 
 
 def _open(nb: Nbunits, course: str, student: str) -> Opened:
@@ -36,15 +43,15 @@ def _state(nb: Nbunits, unit: str) -> str:
 
 
 def test_a_student_who_breaks_their_server_cannot_wake_someone_elses(nb: Nbunits) -> None:
-    attacker, victim = (_open(nb, "demo", secrets.token_hex(16)) for _ in range(2))
-    victim_units = [f"nbunits-demo@{victim.user}.socket", f"nbunits-demo@{victim.user}.service"]
-    nb.box.systemctl("stop", *victim_units, f"nbunits-demo-proxy@{victim.user}.service")
+    attacker, victim = (_open(nb, "attacks", secrets.token_hex(16)) for _ in range(2))
+    victim_units = [f"nbunits-attacks@{victim.user}.socket", f"nbunits-attacks@{victim.user}.service"]
+    nb.box.systemctl("stop", *victim_units, f"nbunits-attacks-proxy@{victim.user}.service")
     # The attacker breaks their own server (its socket no longer answers: 502).
-    nb.box.systemctl("stop", f"nbunits-demo@{attacker.user}.socket",
-                     f"nbunits-demo@{attacker.user}.service")
-    tricks = [f"/nb/demo/{victim.user}/x/../../{attacker.user}/{attacker.token}/api/status",
-              f"/nb/demo/{victim.user}/%2e%2e/{attacker.user}/{attacker.token}/api/status",
-              f"/nb/demo//{victim.user}/..//{attacker.user}/{attacker.token}/api/status"]
+    nb.box.systemctl("stop", f"nbunits-attacks@{attacker.user}.socket",
+                     f"nbunits-attacks@{attacker.user}.service")
+    tricks = [f"/nb/attacks/{victim.user}/x/../../{attacker.user}/{attacker.token}/api/status",
+              f"/nb/attacks/{victim.user}/%2e%2e/{attacker.user}/{attacker.token}/api/status",
+              f"/nb/attacks//{victim.user}/..//{attacker.user}/{attacker.token}/api/status"]
     for path in tricks:
         status, headers, _ = _get(nb, path)
         # nginx resolved the path to the attacker's own server: only that one woke,
@@ -61,10 +68,10 @@ def test_a_student_who_breaks_their_server_cannot_wake_someone_elses(nb: Nbunits
 
 
 def test_whether_a_student_exists_does_not_show(nb: Nbunits) -> None:
-    real = _open(nb, "demo", secrets.token_hex(16))
+    real = _open(nb, "attacks", secrets.token_hex(16))
     nobody = "nb" + "a" * 16
     forged = "A" * 22 + ".0.9999999999"
-    answers = {_get(nb, f"/nb/demo/{user}/{forged}/api/status")[::2] for user in (real.user, nobody)}
+    answers = {_get(nb, f"/nb/attacks/{user}/{forged}/api/status")[::2] for user in (real.user, nobody)}
     assert len(answers) == 1 and next(iter(answers))[0] == 403
 
 
@@ -90,12 +97,12 @@ def test_a_failed_server_is_not_reset_before_its_start_limit_interval(nb: Nbunit
 def test_revoking_a_student_makes_old_links_403_and_the_course_link_hands_out_a_new_one(
         nb: Nbunits) -> None:
     student = secrets.token_hex(16)
-    before = _open(nb, "demo", student)
-    nb.nbunits("student", "revoke", "demo", student)
-    assert _state(nb, f"nbunits-demo@{before.user}.service") == "inactive"
+    before = _open(nb, "attacks", student)
+    nb.nbunits("student", "revoke", "attacks", student)
+    assert _state(nb, f"nbunits-attacks@{before.user}.service") == "inactive"
     status, _, _ = _get(nb, f"{before.prefix}api/status", Authorization=f"token {before.token}")
     assert status == 403
-    after = _open(nb, "demo", student)
+    after = _open(nb, "attacks", student)
     assert after.prefix != before.prefix and after.page_status == 200
     assert _get(nb, f"{before.prefix}tree")[0] == 403
 
@@ -105,15 +112,15 @@ HOSTILE = '"><meta http-equiv="refresh" content="0;url=https://evil.example/"><f
 
 def test_a_hostile_notebook_is_shown_to_staff_escaped_and_unframeable(nb: Nbunits) -> None:
     student = secrets.token_hex(16)
-    opened = _open(nb, "demo", student)
+    opened = _open(nb, "attacks", student)
     notebook = {"cells": [{"cell_type": "code", "source": HOSTILE, "execution_count": HOSTILE,
                            "metadata": {}, "outputs": [
                                {"output_type": "error", "ename": HOSTILE, "evalue": HOSTILE,
                                 "traceback": []}]}],
                 "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    nb.box.write_file(f"/home/{opened.user}/demo/welcome.ipynb", json.dumps(notebook))
-    nb.box.run("chown", f"{opened.user}:{opened.user}", f"/home/{opened.user}/demo/welcome.ipynb")
-    link = nb.nbunits("student", "link", "demo", student, "welcome.ipynb").stdout.strip()
+    nb.box.write_file(f"/home/{opened.user}/attacks/welcome.ipynb", json.dumps(notebook))
+    nb.box.run("chown", f"{opened.user}:{opened.user}", f"/home/{opened.user}/attacks/welcome.ipynb")
+    link = nb.nbunits("student", "link", "attacks", student, "welcome.ipynb").stdout.strip()
     status, headers, page = _get(nb, link)
     assert status == 200 and "<meta http-equiv=\"refresh\"" not in page and "<form" not in page
     assert "frame-ancestors 'self'" in headers["Content-Security-Policy"]
@@ -139,7 +146,7 @@ def test_a_kernel_cannot_make_user_namespaces_unless_the_course_allows_them(nb: 
             kernel = await start_kernel(session, opened)
             return await execute(session, opened, kernel, UNSHARE)
 
-    assert asyncio.run(probe("demo")) == "'-1'"
+    assert asyncio.run(probe("attacks")) == "'-1'"
     assert asyncio.run(probe("nested")) == "'0'"
 
 
@@ -163,7 +170,7 @@ def test_a_kernel_cannot_fill_run_through_its_socket_directory(nb: Nbunits) -> N
 
     async def go() -> str:
         async with client(nb) as session:
-            opened = await open_exercise(session, "demo", "welcome.ipynb", secrets.token_hex(16))
+            opened = await open_exercise(session, "attacks", "welcome.ipynb", secrets.token_hex(16))
             kernel = await start_kernel(session, opened)
             return await execute(session, opened, kernel, fill)
 
