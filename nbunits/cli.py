@@ -17,8 +17,8 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, course_image, courses, identity, lms_keys, nginx, staff, students
-from .capability import ensure_secret, read_secret
+from . import copies, course_image, courses, identity, lms_keys, nginx, seccomp, staff, students
+from .capability import ensure_secret, read_secret, revoked_map
 from .config import (
     DEFAULT_CONFIG,
     LEGACY_MODES,
@@ -114,6 +114,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         os.chmod(path, mode)
     write_atomic(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
+    # Students' containers: the seccomp profile without nested user namespaces.
+    seccomp.write_profile(settings.etc_dir)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 
@@ -135,7 +137,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
 
     write_server_settings(settings, server)
     if not args.no_nginx:
-        install_nginx(server, args.listen, args.tls_listen)
+        install_nginx(server, args.listen, args.tls_listen, revoked_map(settings))
     step("systemctl daemon-reload; enable the dispatcher and helper sockets")
     daemon_reload()
     systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket",
@@ -204,10 +206,11 @@ def write_server_settings(settings: Settings, server: Server) -> None:
     write_atomic(path, "# nbunits settings; written by `nbunits install`\n" + tomli_w.dumps(data))
 
 
-def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> None:
+def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str],
+                  revoked: str) -> None:
     step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
     files = {nginx.CONF_D: nginx.http_conf(server), nginx.LOCATIONS: nginx.locations_conf(server),
-             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
+             nginx.PROXY: nginx.template("nbunits-proxy.conf"), nginx.REVOKED: revoked}
     if listen or tls_listen:
         files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)
     before = {name: (NGINX_DIR / name).read_text() if (NGINX_DIR / name).exists() else None
@@ -494,6 +497,17 @@ def cmd_student_link(settings: Settings, args: argparse.Namespace) -> None:
     print(staff.link(read_secret(settings), config.name, user, notebook, args.hours))
 
 
+def cmd_student_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    from .revocation import revoke
+
+    user = resolve_student(args.student)
+    grant = revoke(settings, args.course, user)
+    print(f"{user}: every earlier link to {args.course} now gets 403 (generation "
+          f"{grant.generation}); their server was stopped; the course link hands out "
+          "the new one")
+
+
 def cmd_student_link_ids(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     print(identity.link(settings, args.course, args.keep, args.other,
@@ -595,6 +609,11 @@ def add_course_settings(parser: argparse.ArgumentParser, *, update: bool = False
         "course settings", "changed settings apply at each student's next start"
         if update else None)
     for field in courses.SETTABLE:
+        if field.type in (bool, "bool"):
+            parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
+                                action=argparse.BooleanOptionalAction, default=None,
+                                help=f"course setting {field.name} (default {field.default})")
+            continue
         if field.type not in (int, "int", str, "str"):
             continue  # lists and tables: below
         kind = int if field.type in (int, "int") else str
@@ -759,6 +778,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook")
     p.add_argument("--hours", type=float, default=24, metavar="HOURS",
                    help="how long the link works (default: 24)")
+
+    p = add(student, "revoke", cmd_student_revoke,
+            "take back a student's links to a course (old links 403; the course link "
+            "hands out a new one)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
 
     p = add(student, "link-ids", cmd_student_link_ids,
             "make launches as OTHER open the work of KEEP (the same learner under two LMS "

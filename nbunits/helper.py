@@ -22,7 +22,6 @@ from .events import log as log_event
 from .names import user_for
 from .protocol import (
     MAX_REQUEST_BYTES,
-    Done,
     Html,
     Link,
     Opened,
@@ -37,6 +36,7 @@ from .protocol import (
     StudentRequest,
     Students,
     WakeRequest,
+    Woke,
     decode_request,
     encode_reply,
     error_reply,
@@ -64,8 +64,7 @@ async def act(settings: Settings, request: Request) -> Reply:
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
                       done.removed)
     if isinstance(request, WakeRequest):
-        await wake(settings, request.course, request.user)
-        return Done()
+        return Woke(await wake(settings, request.course, request.user, request.capability))
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
                                      request.expires, request.sig))

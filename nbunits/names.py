@@ -153,8 +153,9 @@ class StudentUnits:
         return f"{self.url_prefix}{capability}/"
 
 
-# The capability in /nb/ URLs: base64url of an MD5 digest, unpadded (capability.py).
-CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+# The capability in /nb/ URLs: <mac>.<generation>.<expires>, the mac being base64url
+# of an MD5 digest, unpadded (capability.py); nginx's /nb/ location has the same pattern.
+CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 
 # Unit names, as systemd lists them. A course never ends in "-proxy", so
 # "nbunits-C-proxy@U.service" is read as course C's proxy, never as course "C-proxy".

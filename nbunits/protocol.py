@@ -8,7 +8,8 @@ one reply per connection, each a JSON object on one line:
         "reset": false}
     <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../CAP/notebooks/w1/a.ipynb",
         "prefix": "/nb/demo/nb.../CAP/", "copied": false, "running": true}
-    -> {"action": "wake", "course": "demo", "user": "nb..."}              <- {"ok": true}
+    -> {"action": "wake", "course": "demo", "user": "nb...", "capability": "..."}
+    <- {"ok": true, "retry_after": 0}
     -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
     <- {"ok": true, "html": "..."}
     -> {"action": "staff_link", "course", "student", "notebook"}
@@ -97,18 +98,20 @@ class OpenRequest:
 
 @dataclass(frozen=True)
 class WakeRequest:
-    """Make a provisioned student's server answer again (nginx's 502 fallback)."""
+    """Make a provisioned student's server answer again (nginx's 502 fallback), for
+    the holder of their capability (the helper checks it again)."""
 
     action: ClassVar[str] = "wake"
     course: str
     user: str
+    capability: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"course": self.course, "user": self.user}
+        return {"course": self.course, "user": self.user, "capability": self.capability}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WakeRequest:
-        return cls(get_str(data, "course"), get_str(data, "user"))
+        return cls(get_str(data, "course"), get_str(data, "user"), get_str(data, "capability"))
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,18 @@ class Done:
 
 
 @dataclass(frozen=True)
+class Woke:
+    retry_after: int  # 0: woken; else seconds before the units may be reset
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Woke:
+        value = data.get("retry_after")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProtocolError("retry_after must be a whole number of seconds")
+        return cls(value)
+
+
+@dataclass(frozen=True)
 class Html:
     html: str
 
@@ -326,8 +341,8 @@ class StudentState:
                    get_str(data, "kept"), get_str(data, "url"))
 
 
-Reply = Opened | Done | Html | Link | Students | StudentState
-R = TypeVar("R", Opened, Done, Html, Link, Students, StudentState)
+Reply = Opened | Done | Woke | Html | Link | Students | StudentState
+R = TypeVar("R", Opened, Done, Woke, Html, Link, Students, StudentState)
 
 
 def ok_reply(reply: Reply) -> dict[str, Any]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import pwd
+import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from . import copies, staff, users
-from .capability import capability, jupyter_config, read_secret
+from . import capability as caps
+from . import copies, quota, staff, users
+from .capability import jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
 from .events import Event
@@ -63,15 +66,17 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
             raise
         removed = True
     units = target.units
+    if config.disk_quota:  # set by the container unit at each start
+        quota.check(settings.home_base)
 
     # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)
+    running = await is_active(units.container)
     first = not settings.token_file(units).exists()
-    token = ensure_token(settings, config, units)
+    token = ensure_token(settings, config, units, running=running)
     if first:
         log_event(logger, Event.PROVISIONED, f"provisioned {student.user} in course {config.name}",
                   course=config.name, student=student.user, HOME=student.home)
-    running = await is_active(units.container)
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
     await run_async(["systemctl", "start", units.socket])
@@ -112,18 +117,33 @@ async def is_active(unit: str) -> bool:
     return code == 0
 
 
-async def wake(settings: Settings, course: str, user: str) -> None:
-    """Make a provisioned student's server answer again, whatever stopped it.
+async def wake(settings: Settings, course: str, user: str, presented: str) -> int:
+    """Make a provisioned student's server answer again, whatever stopped it; returns
+    0, or the seconds to wait when its units failed too recently to be reset.
 
     nginx falls back to this when a student's socket does not answer (502): the
     container was killed a moment ago, an admin stopped the course, or a unit hit
-    its start limit. Nothing is created here.
+    its start limit. It acts only for the holder of the student's current
+    capability (checked again here, whatever the dispatcher was handed), answers
+    the same for a student who does not exist, and never resets a failed unit
+    sooner than its start limit's interval after it failed, so nobody can restart
+    a failing server faster than systemd itself would. Nothing is created here.
     """
-    load_course(settings, course)
-    units = StudentUnits(course, check_user(user))
-    if not settings.token_file(units).exists():
-        raise NbunitsError("unknown_student", f"no student {user} in course {course}",
-                           hint="open the notebook from the course page")
+    try:
+        load_course(settings, course)
+        units = StudentUnits(course, check_user(user))
+        allowed = caps.is_current(settings, units, presented)
+    except NbunitsError:
+        allowed = False
+    if not allowed:
+        raise NbunitsError("forbidden", "this link is not valid",
+                           student_hint="open the notebook from your course page")
+    wait = await failed_recently(units)
+    if wait:
+        logger.warning("not waking %s: a unit failed less than its start limit "
+                       "interval ago; retry in %d s", units.socket, wait,
+                       extra={"COURSE": course, "STUDENT": user})
+        return wait
     await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container],
                     check=False)
     await run_async(["systemctl", "start", units.socket])
@@ -139,6 +159,7 @@ async def wake(settings: Settings, course: str, user: str) -> None:
             student_hint="This is not something you can fix: the course team can see why "
                          "in the server's log. Your saved work is safe; please try again later.")
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
+    return 0
 
 
 # What a container's exit status says (podman's own codes: podman-run(1)).
@@ -162,20 +183,56 @@ async def start_failure(units: StudentUnits) -> str:
         "", "0") else "") + (f": {meaning}" if meaning else "")
 
 
-def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits) -> str:
+async def failed_recently(units: StudentUnits) -> int:
+    """Seconds until the most recently failed of the student's units may be reset
+    (its StartLimitIntervalSec= after it failed); 0 if none is failed."""
+    _, out, _ = await run_async(
+        ["systemctl", "show", "--property=Id,ActiveState,StateChangeTimestampMonotonic,"
+         "StartLimitIntervalUSec", units.socket, units.proxy, units.container], check=False)
+    return reset_wait(out, time.monotonic())
+
+
+def reset_wait(show_output: str, now: float) -> int:
+    """From `systemctl show` blocks: seconds left before every failed unit's start
+    limit interval has passed since it failed (pure, for tests)."""
+    wait = 0.0
+    for block in show_output.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("ActiveState") != "failed":
+            continue
+        failed_at = int(props.get("StateChangeTimestampMonotonic", "0") or 0) / 1e6
+        interval = parse_usec(props.get("StartLimitIntervalUSec", "")) or 10.0
+        wait = max(wait, failed_at + interval - now)
+    return int(wait + 0.999) if wait > 0 else 0
+
+
+def parse_usec(text: str) -> float:
+    """A systemd time span as `systemctl show` prints it ("1min", "10s", "1min 30s")."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400}
+    total = 0.0
+    for number, unit in re.findall(r"([0-9.]+)\s*(us|ms|min|s|h|d)?", text):
+        total += float(number) * units[unit or "s"]
+    return total
+
+
+def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, *,
+                 running: bool) -> str:
     """The student's capability for this course, and the Jupyter settings that carry it.
 
     Both files are root's; the container unit reads them with LoadCredential=, so
     the capability never shows on a command line or in `systemctl show`. Rewritten
-    at each launch, so a course's new settings (its LMS origin) apply at the next.
+    at each launch while the server is stopped, so a course's new settings (its LMS
+    origin, terminals) and a new capability (revoked, expired) apply at its next start.
     """
-    secret = read_secret(settings)
-    token = capability(secret, units)
+    grant = caps.current_grant(settings, config, units, running=running)
+    token = caps.capability(read_secret(settings), units, grant)
     path = settings.token_file(units)
+    if running and path.exists():
+        return token  # the running Jupyter's files, as it read them
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, f"JUPYTER_TOKEN={token}\n", 0o600, unless_same=True)
-    write_atomic(path.with_suffix(".json"), jupyter_config(config, units, secret, settings.server), 0o600,
-                 unless_same=True)
+    write_atomic(path.with_suffix(".json"), jupyter_config(config, units, token, settings.server),
+                 0o600, unless_same=True)
     return token
 
 

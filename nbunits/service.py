@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -42,6 +43,27 @@ class ContextFields(logging.Filter):
         return True
 
 
+# What a log line must never carry, whoever put it in a request: a capability
+# (capability.py) or a 64-hex HMAC (staff and signed legacy links).
+SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}|(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+class Redact(logging.Filter):
+    """Replaces secrets in a record's message (requests echo what clients sent)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_RE.sub("[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        # A traceback quotes values too (the formatter then uses this text as it is).
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = SECRET_RE.sub("[redacted]", record.exc_text)
+        return True
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to journald with structured fields when under systemd, else to stderr.
 
@@ -57,6 +79,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter(
             "%(levelname)s %(name)s [%(COURSE)s %(STUDENT)s]: %(message)s"))
     handler.addFilter(ContextFields())
+    handler.addFilter(Redact())
     root.addHandler(handler)
 
 

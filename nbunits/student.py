@@ -12,13 +12,12 @@ capability is what proves the student.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from . import capability as caps
 from . import copies, shares, staff, users
-from .capability import capability, read_secret
 from .config import Settings, load_course
 from .errors import NbunitsError
 from .names import StudentUnits, shared_path
@@ -34,8 +33,7 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
     """Blocking (file work): the helper runs it in a thread."""
     config = load_course(settings, request.course)
     units = StudentUnits(request.course, request.user)
-    expected = capability(read_secret(settings), units)
-    if not hmac.compare_digest(expected.encode(), request.capability.encode()):
+    if not caps.is_current(settings, units, request.capability):
         raise NbunitsError("forbidden", "This link is not valid any more.",
                            student_hint=BAD_LINK_HINT)
     student_id = users.recorded_id(settings, units.user)

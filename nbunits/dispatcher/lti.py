@@ -44,6 +44,9 @@ from .pages import staff_page
 
 logger = logging.getLogger(__name__)
 
+# The course a request turned out to be about, for headers set after the handler.
+COURSE_KEY = web.RequestKey("nbunits_course", str)
+
 # Platforms send short opaque hints; a Location longer than nginx's buffer (16k for
 # /lti/) would be a 502.
 MAX_HINTS = 4096
@@ -147,6 +150,7 @@ class Handlers:
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
         log_context(launch.course)
+        request[COURSE_KEY] = launch.course  # its LMS may frame what follows
         logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
                     "staff" if launch.staff else "learner")
         settings = request.app[self.settings_key]

@@ -167,17 +167,18 @@ def starting_page(target: str, probe: str, notebook: str) -> web.Response:
 
 _WAKING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Restarting your notebook</title>
-<meta http-equiv="refresh" content="3">
-<style>body{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}</style></head>
+<meta http-equiv="refresh" content="{seconds}">
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}</style></head>
 <body><h1>Restarting your notebook server</h1>
 <p>Your notebook server did not start just now. This page tries again by itself;
 your saved work is safe.</p></body></html>
 """
 
 
-def waking_page() -> web.Response:
-    return web.Response(status=503, text=_WAKING, content_type="text/html",
-                        headers={"Retry-After": "2", "Cache-Control": "no-store"})
+def waking_page(seconds: int = 2) -> web.Response:
+    return web.Response(status=503, text=_WAKING.format(seconds=seconds),
+                        content_type="text/html",
+                        headers={"Retry-After": str(seconds), "Cache-Control": "no-store"})
 
 
 def _js(text: str) -> str:

@@ -48,6 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    # Tests that check what the whole session left behind (test_logs.py) run last.
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def _require_setup() -> None:

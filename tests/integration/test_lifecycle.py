@@ -130,7 +130,9 @@ def test_a_killed_container_serves_the_next_request(nb: Nbunits) -> None:
 
 
 def test_many_stop_start_cycles_never_leave_a_502(nb: Nbunits) -> None:
-    """More cycles than the start limit allows: the fallback heals it, nginx never 502s."""
+    """Stop/start cycles up to the start limit (20 in 60 s): the fallback heals each,
+    nginx never 502s. (Past the limit, the fallback waits out its interval:
+    test_attacks.py.)"""
     student = secrets.token_hex(16)
 
     async def scenario() -> list[int]:
@@ -138,7 +140,7 @@ def test_many_stop_start_cycles_never_leave_a_502(nb: Nbunits) -> None:
         async with client(nb) as session:
             opened = await open_exercise(session, "demo", NOTEBOOK, student)
             unit = f"nbunits-demo@{opened.user}.service"
-            for _ in range(25):
+            for _ in range(18):
                 nb.box.systemctl("stop", unit)
                 for _attempt in range(30):
                     async with session.get(f"{opened.prefix}api/status",
