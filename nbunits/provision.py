@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 from . import capability as caps
 from . import copies, quota, staff, users
@@ -140,6 +141,9 @@ async def wake(settings: Settings, course: str, user: str, presented: str) -> in
                            student_hint="open the notebook from your course page")
     wait = await failed_recently(units)
     if wait:
+        reason = await start_failure(units, only_lasting=True)
+        if reason:  # no image, its command missing, its start limit: waiting cannot help
+            server_failed(course, user, reason)
         logger.warning("not waking %s: a unit failed less than its start limit "
                        "interval ago; retry in %d s", units.socket, wait,
                        extra={"COURSE": course, "STUDENT": user})
@@ -151,13 +155,7 @@ async def wake(settings: Settings, course: str, user: str, presented: str) -> in
     # so the browser's retry is served at once. The proxy gets the socket's fds.
     code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
     if code != 0:
-        reason = await start_failure(units)
-        logger.error("%s cannot start: %s", units.container, reason,
-                     extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": "server_failed"})
-        raise NbunitsError(
-            "server_failed", "Your notebook server could not start.", hint=reason,
-            student_hint="This is not something you can fix: the course team can see why "
-                         "in the server's log. Your saved work is safe; please try again later.")
+        server_failed(course, user, await start_failure(units))
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
     return 0
 
@@ -169,8 +167,19 @@ EXIT_MEANINGS = {125: "podman could not run the container (is the course's image
                  127: "the container's command was not found"}
 
 
-async def start_failure(units: StudentUnits) -> str:
-    """Why a student's container did not start, from systemd's own record."""
+def server_failed(course: str, user: str, reason: str) -> NoReturn:
+    logger.error("nbunits-%s@%s cannot start: %s", course, user, reason,
+                 extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": "server_failed"})
+    raise NbunitsError(
+        "server_failed", "Your notebook server could not start.", hint=reason,
+        student_hint="This is not something you can fix: the course team can see why "
+                     "in the server's log. Your saved work is safe; please try again later.")
+
+
+async def start_failure(units: StudentUnits, *, only_lasting: bool = False) -> str:
+    """Why a student's container did not start, from systemd's own record; with
+    `only_lasting`, "" unless it is a failure that waiting does not mend (podman
+    could not run it, or its start limit was hit)."""
     _, out, _ = await run_async(["systemctl", "show", units.container, "--property=Result",
                                  "--property=ExecMainStatus", "--property=ActiveState"],
                                 check=False)
@@ -179,6 +188,8 @@ async def start_failure(units: StudentUnits) -> str:
     meaning = EXIT_MEANINGS.get(int(status)) if status.isdigit() else None
     if result == "start-limit-hit":
         meaning = "it failed to start too often in a row"
+    if only_lasting and meaning is None:
+        return ""
     return f"{units.container}: {result}" + (f", exit status {status}" if status not in (
         "", "0") else "") + (f": {meaning}" if meaning else "")
 
