@@ -217,6 +217,8 @@ async def wake(request: web.Request) -> web.StreamResponse:
                           Woke)
         retry_after = reply.retry_after
     except NbunitsError as exc:
+        if exc.code == "unknown_course":
+            raise  # the course is gone: says nothing about its students
         if exc.code.startswith("unknown_") or exc.code == "forbidden":
             # One answer whether or not the student exists.
             raise NbunitsError("forbidden", "this link is not valid",

@@ -209,7 +209,7 @@ def test_pages_a_student_may_meet_are_written_for_them(nb: Nbunits, source: Path
             await get("no capability", f"/nb/{COURSE}/{opened.user}/tree")
             await get("nothing there", "/nothing/here")
             gone = await open_exercise(session, "gone16", NOTEBOOK, student)
-            await asyncio.to_thread(nb.nbunits, "course", "remove", "gone16")
+            await asyncio.to_thread(nb.nbunits, "course", "remove", "gone16", "--yes")
             await get("course gone", f"{gone.prefix}tree")
             (source / "data-and-plots.ipynb").unlink()
             await asyncio.to_thread(nb.nbunits, "course", "update", COURSE)
