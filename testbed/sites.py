@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from testbed.forward import Names
+from testbed.tls import TestCA
 
 CHROMIUM = Path("/usr/bin/chromium")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,6 +59,13 @@ def framing_page(src: Callable[[web.Request], str]) -> Handler:
             f"<!doctype html><title>{request.host}</title>"
             f'<iframe id="f" src="{src(request)}" width="1200" height="900"></iframe>'))
     return page
+
+
+def framing_site(ca: TestCA, names: Names, name: str, src: str) -> Names:
+    """A site `name` (an LMS) whose every page frames `src`, served with a certificate
+    from `ca`: `names` plus its address, for the browser's DNS."""
+    site = HttpsSite(ca.server_context(ca.issue(name)), framing_page(lambda _: src))
+    return Names({**names.names, name: site.start()})
 
 
 def browser_home(ca: Path, home: Path) -> dict[str, str]:

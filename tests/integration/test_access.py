@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from testbed.browser import Opened, open_exercise
-from testbed.forward import Names
-from testbed.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
+from testbed.sites import CHROMIUM, framing_site, launch_chromium
 
 from .conftest import LMS, SERVER, Nbunits, client
 
@@ -68,8 +67,7 @@ def test_a_notebook_in_a_cross_site_iframe_runs_a_cell_without_third_party_cooki
     assert ca is not None
     nb.add_course("iframe", lms_origin=f"https://{LMS}")
     link = nb.site.url(f"/ipythonExercice/iframe/welcome.ipynb/{secrets.token_hex(16)}")
-    lms = HttpsSite(ca.server_context(ca.issue(LMS)), framing_page(lambda _: link))
-    names = Names({**nb.site.names.names, LMS: lms.start()})
+    names = framing_site(ca, nb.site.names, LMS, link)
 
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, names, ca.cert, tmp_path / "home")

@@ -17,8 +17,7 @@ import nbformat
 import pytest
 
 from testbed.browser import Opened, open_exercise, save_notebook
-from testbed.forward import Names
-from testbed.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
+from testbed.sites import CHROMIUM, framing_site, launch_chromium
 
 from .conftest import LMS, REPO, SERVER, SHARED_IN_BOX, Nbunits, client
 
@@ -132,8 +131,7 @@ def test_the_course_menu_and_banner_in_a_cross_site_iframe(
     ca = nb.site.ca
     assert ca is not None
     link = nb.site.url(f"/ipythonExercice/{COURSE}/{NOTEBOOK}/{student}")
-    lms = HttpsSite(ca.server_context(ca.issue(LMS)), framing_page(lambda _: link))
-    names = Names({**nb.site.names.names, LMS: lms.start()})
+    names = framing_site(ca, nb.site.names, LMS, link)
 
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, names, ca.cert, tmp_path / "home")
