@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -78,7 +79,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     step(f"folders under {settings.etc_dir} and {settings.state_dir}")
     for path, mode in ((settings.etc_dir, 0o755), (settings.courses_conf_dir, 0o755),
                        (settings.state_dir, 0o755), (settings.masters_dir, 0o755),
-                       (settings.tokens_dir, 0o700), (settings.students_dir, 0o700)):
+                       (settings.tokens_dir, 0o700), (settings.students_dir, 0o700),
+                       (settings.recent_dir, 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)
     write_atomic(settings.etc_dir / "storage.conf",
@@ -99,7 +101,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     step("systemctl daemon-reload; enable the dispatcher and helper sockets")
     daemon_reload()
     systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket",
-              "nbunits-refresh-keys.timer")
+              "nbunits-refresh-keys.timer", "nbunits-unload.timer")
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
@@ -108,7 +110,9 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
 def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
     """The [server] settings: what was installed before, with this command's options."""
     old = settings.server
-    server = Server(
+    # Settings with no option here (admission control, unloading) are kept as written.
+    server = dataclasses.replace(
+        old,
         names=tuple(args.server_names) or old.names,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,

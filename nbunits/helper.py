@@ -14,6 +14,7 @@ import logging
 import socket
 from typing import Any
 
+from .admission import Admission
 from .config import Settings, load_settings
 from .errors import NbunitsError
 from .names import user_for
@@ -48,16 +49,16 @@ logger = logging.getLogger(__name__)
 PUBLIC_CODES = frozenset({
     "bad_course", "bad_student", "bad_notebook", "bad_request", "bad_capability",
     "unknown_course", "unknown_notebook", "unknown_student", "student_collision",
-    "bad_home", "broken_notebook", "forbidden", "bad_course_config",
+    "bad_home", "broken_notebook", "forbidden", "bad_course_config", "busy",
 })
 
 
-async def act(settings: Settings, request: Request) -> Reply:
+async def act(settings: Settings, request: Request, admission: Admission) -> Reply:
     if isinstance(request, OpenRequest):
-        done = await provision(settings, request.target, reset=request.reset)
+        done = await provision(settings, request.target, admission, reset=request.reset)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running)
     if isinstance(request, WakeRequest):
-        await wake(settings, request.course, request.user)
+        await wake(settings, request.course, request.user, admission)
         return Done()
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
@@ -87,12 +88,16 @@ def _fields(request: Any) -> dict[str, str]:
     return {k: v for k, v in fields.items() if isinstance(v, str)}
 
 
-async def handle_request(settings: Settings, raw: Any) -> dict[str, Any]:
+async def handle_request(settings: Settings, raw: Any,
+                         admission: Admission | None = None) -> dict[str, Any]:
     """A decoded JSON request -> the JSON reply (errors included)."""
     try:
-        reply = await act(settings, decode_request(raw))
+        reply = await act(settings, decode_request(raw),
+                          admission or Admission(settings.server, settings.run_dir / "jupyter"))
     except NbunitsError as exc:
         fields = _fields(raw)
+        if exc.code == "busy":  # admission.py wrote the admin's line, once a minute
+            return error_reply(exc)
         if exc.code in PUBLIC_CODES:
             logger.info("refused: %s", exc, extra={**fields, "ERROR_CODE": exc.code})
             return error_reply(exc)
@@ -109,14 +114,14 @@ async def handle_request(settings: Settings, raw: Any) -> dict[str, Any]:
     return ok_reply(reply)
 
 
-async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+async def _serve_connection(settings: Settings, admission: Admission,
+                            reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         try:
             request = json.loads(await reader.readline())
         except ValueError:  # not JSON, or over MAX_REQUEST_BYTES
             request = None
-        reply = await handle_request(settings, request)
+        reply = await handle_request(settings, request, admission)
         try:
             line = encode_reply(reply)
         except NbunitsError as exc:
@@ -130,8 +135,10 @@ async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
 
 
 async def serve(settings: Settings, sock: socket.socket) -> None:
+    admission = Admission(settings.server, settings.run_dir / "jupyter")
     server = await asyncio.start_unix_server(
-        lambda r, w: _serve_connection(settings, r, w), sock=sock, limit=MAX_REQUEST_BYTES)
+        lambda r, w: _serve_connection(settings, admission, r, w), sock=sock,
+        limit=MAX_REQUEST_BYTES)
     notify_ready()
     async with server:
         await server.serve_forever()

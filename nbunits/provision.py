@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from . import copies, staff, users
+from . import activity, copies, staff, users
+from .admission import Admission
 from .capability import capability, jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
@@ -48,18 +49,25 @@ class Provisioned:
         return notebook_url(self.target.units, self.token, self.target.notebook)
 
 
-async def provision(settings: Settings, target: Target, reset: bool = False) -> Provisioned:
+async def provision(settings: Settings, target: Target, admission: Admission,
+                    reset: bool = False) -> Provisioned:
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
     read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
     units = target.units
+    # 2. Admission control (admission.py): past a cap nothing is created or started.
+    running = await is_active(units.container)
+    if users.lookup(settings, target.student) is None:
+        admission.new_student()
+    if not running:
+        admission.start(units.course, units.user)
 
-    # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
+    # 3. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)
     token = ensure_token(settings, config, units)
-    running = await is_active(units.container)
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
+    activity.mark(settings, units)
     await run_async(["systemctl", "start", units.socket])
     return Provisioned(target, token, copied, running)
 
@@ -89,18 +97,22 @@ async def is_active(unit: str) -> bool:
     return code == 0
 
 
-async def wake(settings: Settings, course: str, user: str) -> None:
+async def wake(settings: Settings, course: str, user: str, admission: Admission) -> None:
     """Make a provisioned student's server answer again, whatever stopped it.
 
-    nginx falls back to this when a student's socket does not answer (502): the
-    container was killed a moment ago, an admin stopped the course, or a unit hit
-    its start limit. Nothing is created here.
+    nginx falls back to this when a student's socket does not answer (502): their
+    units are not loaded (idle students' are unloaded, activity.py), the container
+    was killed a moment ago, an admin stopped the course, or a unit hit its start
+    limit. Nothing is created here.
     """
     load_course(settings, course)
     units = StudentUnits(course, check_user(user))
     if not settings.token_file(units).exists():
         raise NbunitsError("unknown_student", f"no student {user} in course {course}",
                            hint="open the notebook from the course page")
+    if not await is_active(units.container):
+        admission.start(course, user)
+    activity.mark(settings, units)
     await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container],
                     check=False)
     await run_async(["systemctl", "start", units.socket])

@@ -5,7 +5,7 @@ the course's settings. nbunits-generator renders them at every daemon-reload (as
 podman's quadlet does), so /etc/nbunits/courses/*.toml stays the one source of
 truth: edit a course's settings, `systemctl daemon-reload`, and the next start of
 each student's unit uses them. `systemctl cat nbunits-COURSE@STUDENT` shows the
-result.
+result. It enables the sockets of recently active students only (activity.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from systemd import journal
 
+from .activity import recent_students
 from .config import CourseConfig, Settings, list_courses, load_course
 from .errors import NbunitsError
 from .files import fill
@@ -71,7 +72,7 @@ def render_course(course: CourseConfig, settings: Settings) -> dict[str, str]:
 
 
 def provisioned_students(settings: Settings, course: str) -> list[str]:
-    """Users with a token for this course: their sockets listen from boot on."""
+    """Users with a token for this course: whoever opened one of its notebooks."""
     folder = settings.tokens_dir / course
     if not folder.is_dir():
         return []
@@ -89,8 +90,10 @@ def generate(settings: Settings, out: Path) -> list[str]:
             continue
         for filename, text in render_course(course, settings).items():
             (out / filename).write_text(text)
+        # Only recently active students' sockets listen from boot on (activity.py):
+        # systemd's memory and reload time follow them, not every provisioned student.
         wants = out / "sockets.target.wants"
-        for user in provisioned_students(settings, name):
+        for user in recent_students(settings, name):
             wants.mkdir(exist_ok=True)
             link = wants / StudentUnits(name, user).socket
             link.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from ..names import Target, check_course, check_student_id
 from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
 from . import lti
 from .legacy import check_legacy
-from .pages import error_page, starting_page, student_hint, waking_page
+from .pages import busy_page, error_page, starting_page, student_hint, waking_page
 from .reset import reset_requested
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NbunitsError as exc:
+        if exc.code == "busy":  # admission control: the helper logged it for the admin
+            return busy_page(exc.message, exc.retry_after or 30,
+                             reload=request.method in ("GET", "HEAD"))
         status = STATUS_FOR_CODE.get(exc.code)
         if status is None:  # not written for a student (a bug, a failed command)
             logger.error("%s %s: %s", request.method, request.path, exc, exc_info=exc,
@@ -137,7 +140,7 @@ async def wake(request: web.Request) -> web.StreamResponse:
     try:
         await ask(request.app[SETTINGS].helper_socket, WakeRequest(course, user), Done)
     except NbunitsError as exc:
-        if exc.code.startswith("unknown_") or exc.code.startswith("bad_"):
+        if exc.code.startswith("unknown_") or exc.code.startswith("bad_") or exc.code == "busy":
             raise
         logger.warning("could not wake %s: %s", user, exc.message,
                        extra={"COURSE": course, "STUDENT": user})

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from nbunits import activity
 from nbunits.config import ConfigError, CourseConfig, Settings, load_course
+from nbunits.names import StudentUnits
 from nbunits.systemd import generate, render_course
 
 
@@ -76,13 +78,16 @@ def test_rendered_units_carry_the_settings_and_no_placeholder():
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
 
 
-def test_generator_skips_a_broken_course_and_enables_provisioned_sockets(tmp_path):
+def test_generator_skips_a_broken_course_and_enables_recent_students_only(tmp_path):
     settings = make_course(tmp_path, '[course]\nsource = "/x"\n')
     (settings.courses_conf_dir / "broken.toml").write_text("[course\n")
     tokens = settings.tokens_dir / "demo"
     tokens.mkdir(parents=True)
+    # Provisioned long ago, not active: not loaded (a click or a link wakes them).
+    (tokens / "nbbbbbbbbbbbbbbbbb.env").write_text("JUPYTER_TOKEN=x\n")
     (tokens / "nbaaaaaaaaaaaaaaaa.env").write_text("JUPYTER_TOKEN=x\n")
-    (tokens / "junk.env").write_text("")
+    activity.mark(settings, StudentUnits("demo", "nbaaaaaaaaaaaaaaaa"))
+    (settings.recent_dir / "demo" / "junk").write_text("")
     out = tmp_path / "out"
     out.mkdir()
     problems = generate(settings, out)

@@ -182,7 +182,8 @@ def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, 
     from nbunits import helper
     from nbunits.run import CommandError
 
-    async def failing(settings: Settings, target: Target, reset: bool = False) -> None:
+    async def failing(settings: Settings, target: Target, admission: object,
+                      reset: bool = False) -> None:
         raise CommandError(["systemctl", "start", "x.socket"], 1, "Job failed")
 
     monkeypatch.setattr(helper, "provision", failing)
