@@ -19,6 +19,7 @@ from pathlib import Path
 
 from systemd import journal
 
+from . import rootfs
 from .activity import recent_students
 from .config import CourseConfig, Settings, list_courses, load_course
 from .errors import NbunitsError
@@ -44,11 +45,16 @@ def static_units() -> Iterator[Traversable]:
 
 
 def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, str]:
+    image = rootfs.resolve(settings.image_store, course.image)
     return {
-        "IMAGE_STORE": str(settings.image_store),
         "COURSE": course.name,
         "SLICE": course_slice(course.name),
-        "IMAGE": course.image,
+        "ROOTFS": rootfs.unit_words((str(image.path),)),
+        "IMAGE_ENV": rootfs.unit_words(tuple(f"--env={e}" for e in image.env)),
+        "IMAGE_WORKDIR": rootfs.unit_words((image.workdir,)),
+        "ENTRYPOINT": rootfs.unit_words(image.entrypoint),
+        # An image without an entrypoint (an init such as tini) gets podman's.
+        "INIT": "" if image.entrypoint else "--init",
         "NETWORK": course.network,
         "PROXY_IDLE_TIMEOUT": str(course.proxy_idle_timeout),
         "JUPYTER_IDLE_TIMEOUT": str(course.jupyter_idle_timeout),
@@ -85,10 +91,11 @@ def generate(settings: Settings, out: Path) -> list[str]:
     for name in list_courses(settings):
         try:
             course = load_course(settings, name)
+            rendered = render_course(course, settings)
         except NbunitsError as exc:
             problems.append(str(exc))
             continue
-        for filename, text in render_course(course, settings).items():
+        for filename, text in rendered.items():
             (out / filename).write_text(text)
         # Only recently active students' sockets listen from boot on (activity.py):
         # systemd's memory and reload time follow them, not every provisioned student.
