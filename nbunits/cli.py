@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, courses, identity, lms_keys, nginx, staff
+from . import copies, courses, identity, lms_keys, nginx, staff, users
 from .capability import ensure_secret, read_secret
 from .config import (
     DEFAULT_CONFIG,
@@ -72,6 +72,10 @@ def data_file(*parts: str) -> str:
 def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     server = server_settings(settings, args)  # checked before anything changes
+    problem = users.nss_problem()
+    if problem:
+        die(problem, hint="apt-get install libnss-systemd (it adds 'systemd' to passwd: "
+                          "and group: in /etc/nsswitch.conf)")
     step("system user nbunits (runs the dispatcher)")
     if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
         run(["useradd", "--system", "--user-group", "--no-create-home",

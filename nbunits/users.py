@@ -148,6 +148,21 @@ def _exists(lookup_id: Callable[[int], Sequence[object]], uid: int) -> str | Non
     return str(entry[0])
 
 
+def nss_problem(nsswitch: Path = Path("/etc/nsswitch.conf")) -> str | None:
+    """Why students' JSON user records would not be seen, if they would not."""
+    try:
+        lines = nsswitch.read_text().splitlines()
+    except OSError as exc:
+        return f"cannot read {nsswitch}: {exc.strerror}"
+    sources = {line.split(":")[0].strip(): line.split(":", 1)[1].split()
+               for line in lines if ":" in line and not line.lstrip().startswith("#")}
+    missing = [db for db in ("passwd", "group") if "systemd" not in sources.get(db, [])]
+    if missing:
+        return (f"{nsswitch} does not list 'systemd' for {' and '.join(missing)}: students' "
+                "users (JSON records in /etc/userdb) would not be found")
+    return None
+
+
 def write_user_record(settings: Settings, user: str, uid: int, home: Path, comment: str) -> None:
     """The student's user and group as systemd JSON user records (userdb drop-ins):
     NAME.user/NAME.group, and UID.user/GID.group symlinks for lookups by id.
