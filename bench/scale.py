@@ -106,7 +106,7 @@ async def wake_by_bookmark(bench: Bench, student: str) -> float:
     return elapsed
 
 
-def scale(bench: Bench, n: int, clicks: int = 5) -> dict:
+def scale(bench: Bench, n: int, clicks: int = 10) -> dict:
     result: dict = {"n": n}
     result["before"] = measure(bench, clicks)
     t0 = time.monotonic()
