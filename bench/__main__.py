@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import density, parts, peer, scale, variants
+from . import density, parts, peer, profile, scale, variants
 from .box import booted
 from .stats import ratio, summary
 
@@ -94,6 +94,9 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
         if "cost" in want:
             say("cost of a student")
             out["cost"] = parts.cost(bench)
+        if args.profile:
+            say(f"profile: where {args.profile} new students' starts spend CPU (perf)")
+            out["profile"] = profile.profile(bench, args.profile)
         if "burst" in want:
             out["burst"] = {}
             for n in args.bursts:
@@ -185,6 +188,13 @@ def table(r: dict) -> str:
         row("5. disk per student beyond their files (home minus course dir)",
             f"{c['disk_beyond_files_kb']} KB",
             f"their files {c['disk_own_files_kb']} KB; runtime tmpfs {c['runtime_tmpfs_kb']} KB")
+    if "profile" in r:
+        pr = r["profile"]
+        row(f"8. CPU per new student's start, page 200 + 2 s (N={pr['n']}, perf at {profile.FREQ} Hz)",
+            f"{pr['cpu_per_start_sampled']:.2f} s sampled",
+            f"{pr['cpu_per_start_cpuacct']:.2f} s by the box's cpuacct")
+        for comm, seconds in pr["per_comm"].items():
+            row(f"   {comm}", f"{seconds:.3f} s")
     if "density" in r:
         d = r["density"]
         n = d["n"]
@@ -270,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="students active at once for the density part [150]")
     parser.add_argument("--peer-n", type=int, default=10)
     parser.add_argument("--skip", default="", type=lambda s: [x for x in s.split(",") if x])
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile N new students' starts by program (perf)")
     parser.add_argument("--variants", action="store_true",
                         help="also measure cold-path variants (podman flags, image config, drop-ins)")
     parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")
