@@ -203,7 +203,9 @@ def table(r: dict) -> str:
             f"{ratio(d['last'], d['first']):.2f}x (last/first tenth "
             f"{ratio(d['last_tenth']['median'], d['first_tenth']['median']):.2f}x)")
         row(f"6. density: idle CPU with {n} active students (idle kernels, open tabs)",
-            f"{d['idle_cpu_cores'] * 100:.1f}% of a core", f"over {d['idle_seconds']:.0f} s")
+            f"{d['idle_cpu_cores'] * 100:.1f}% of a core",
+            f"over {d['idle_seconds']:.0f} s; servers running then: "
+            f"{d.get('running_at_measure', '?')}")
         for what in ("page", "rest"):
             via, direct = d["warm"][f"{what}_nginx"], d["warm"][f"{what}_direct"]
             row(f"6. density: warm {what} with {n} active",

@@ -25,7 +25,7 @@ from .stats import summary
 
 
 async def _active(bench: Bench, session: aiohttp.ClientSession, student: str
-                  ) -> tuple[Opened, float, aiohttp.ClientWebSocketResponse]:
+                  ) -> tuple[Opened, float, aiohttp.ClientWebSocketResponse, asyncio.Task]:
     t0 = time.monotonic()
     opened = await open_exercise(session, COURSE, NOTEBOOK, student)
     assert opened.page_status == 200, opened.page_status
@@ -33,7 +33,15 @@ async def _active(bench: Bench, session: aiohttp.ClientSession, student: str
     kernel = await start_kernel(session, opened)
     ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
                                   headers=opened.headers)
-    return opened, page, ws
+    return opened, page, ws, asyncio.create_task(_read(ws))
+
+
+async def _read(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """What a browser's tab does with its kernel's websocket: read it, which also
+    answers Jupyter's pings (unanswered, Jupyter closes the socket after 90 s, the
+    proxy goes idle and the server stops)."""
+    async for _message in ws:
+        pass
 
 
 def uids_pids(bench: Bench, uids: set[int]) -> dict[int, list[int]]:
@@ -53,11 +61,13 @@ def uids_pids(bench: Bench, uids: set[int]) -> dict[int, list[int]]:
 async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> dict:
     colds: list[float] = []
     tabs = []
+    readers: list[asyncio.Task] = []
     async with bench.session(timeout=600, limit=0) as session:
         for _ in range(n):
-            opened, page, ws = await _active(bench, session, secrets.token_hex(16))
+            opened, page, ws, reader = await _active(bench, session, secrets.token_hex(16))
             colds.append(page)
             tabs.append((opened, ws))
+            readers.append(reader)
         await asyncio.sleep(10)  # the last kernels settle
         cpu0, t0 = bench.cpu_seconds(), time.monotonic()
         await asyncio.sleep(idle_seconds)
@@ -79,14 +89,17 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> di
                                     ("rest_nginx", session, rest),
                                     ("rest_direct", direct, rest)):
                     warm[key].append(await _timed_get(s, url, opened.headers))
+        running = int(bench.box.run("sh", "-c", f"ls /run/nbunits/jupyter/{COURSE} | wc -l")
+                      .stdout)
         uids = {int(bench.box.run("id", "-u", o.user).stdout) for o, _ in tabs}
         pids = uids_pids(bench, uids)
         per_student = [pss_kb(p) for p in pids.values()]
         for _, ws in tabs:
             await ws.close()
+        await asyncio.gather(*readers, return_exceptions=True)
     stop_all(bench)
     tenth = max(1, n // 10)
-    return {"n": n, "cold": colds, "first": colds[0], "last": colds[-1],
+    return {"n": n, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
             "first_tenth": summary(colds[:tenth]), "last_tenth": summary(colds[-tenth:]),
             "idle_cpu_cores": idle_cpu, "idle_seconds": idle_seconds,
             "warm": {k: summary(v) for k, v in warm.items()},
