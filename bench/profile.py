@@ -4,7 +4,8 @@ perf attaches to every process in the box (systemd, nginx, the dispatcher, the
 helper...) and follows the children they fork from then on (podman, conmon, crun,
 Jupyter and its kernel, the readiness gate...), sampling CPU time at 999 Hz while
 N new students open a notebook one after the other (edX URL -> page 200, and two
-seconds after). Samples / 999 / N = CPU seconds per start and program.
+seconds after), or all at once (a burst). Samples / 999 / N = CPU seconds per start
+and program.
 Processes elsewhere on the machine are not sampled.
 """
 
@@ -38,7 +39,7 @@ def box_pids(bench: Bench) -> list[int]:
     return pids
 
 
-def profile(bench: Bench, n: int) -> dict:
+def profile(bench: Bench, n: int, burst: bool = False) -> dict:
     # One start first: the page cache, Python's bytecode, podman's first use.
     stop_student(bench, asyncio.run(one_cold(bench, secrets.token_hex(16))).user)
     data = Path(tempfile.mkdtemp(prefix="nbunits-perf-")) / "perf.data"
@@ -48,8 +49,14 @@ def profile(bench: Bench, n: int) -> dict:
     time.sleep(2)  # perf attached
     cpu0 = bench.cpu_seconds()
     users = []
-    for _ in range(n):
-        users.append(asyncio.run(one_cold(bench, secrets.token_hex(16), kernel=False)).user)
+    if burst:
+        async def everyone() -> list[str]:
+            return [c.user for c in await asyncio.gather(
+                *(one_cold(bench, secrets.token_hex(16), kernel=False) for _ in range(n)))]
+        users = asyncio.run(everyone())
+    else:
+        for _ in range(n):
+            users.append(asyncio.run(one_cold(bench, secrets.token_hex(16), kernel=False)).user)
     time.sleep(2)  # what runs right after the page (kernel start) settles
     cpu = bench.cpu_seconds() - cpu0
     perf.send_signal(signal.SIGINT)

@@ -8,10 +8,13 @@ container runs on the image's own unpacked layer, `podman run --rootfs DIR
 students (files of other uids read as nobody in the container, as before). No
 overlay mount, no per-student layer: less work per start and a few KB per student.
 
+An image of several layers is stacked by a read-only overlay mount that root
+makes (no upper layer, nothing to write): the generator writes a mount unit for
+/run/nbunits/rootfs/<image id> and the container units require it.
+
 `--rootfs` ignores the image's configuration, so the generator reads it here from
 the store (read only; podman's own JSON files) and the unit passes it on: the
-environment, the working directory and the entrypoint. Images must be one layer
-(`images/build` makes them so; `podman build --squash-all` does).
+environment, the working directory and the entrypoint.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ from typing import Any
 
 from .errors import NbunitsError
 
+MOUNTS = Path("/run/nbunits/rootfs")
+
 
 @dataclass(frozen=True)
 class Rootfs:
-    path: Path
+    path: Path  # the tree the containers run on
     env: tuple[str, ...]
     workdir: str
     entrypoint: tuple[str, ...]
+    layers: tuple[Path, ...] = ()  # several: top first, stacked at `path` by a mount unit
+
+    @property
+    def mount_unit(self) -> str:
+        """The name systemd gives the mount at `path` (no character there needs escaping)."""
+        return str(self.path).strip("/").replace("/", "-") + ".mount"
 
 
 def resolve(store: Path, image: str) -> Rootfs:
@@ -44,15 +55,22 @@ def resolve(store: Path, image: str) -> Rootfs:
                            hint="nbunits image build --image NAME builds it")
     entry = found[0]
     layers = {layer["id"]: layer for layer in _json(store / "overlay-layers" / "layers.json")}
-    layer = layers.get(entry.get("layer", ""))
-    if layer is None or layer.get("parent"):
-        raise NbunitsError("bad_image", f"image {image} has more than one layer",
-                           hint="students' containers run on one unpacked layer: build it "
-                                "with images/build or podman build --squash-all")
+    chain: list[Path] = []
+    layer_id = entry.get("layer", "")
+    while layer_id:
+        layer = layers.get(layer_id)
+        if layer is None or len(chain) > 125:
+            raise NbunitsError("bad_image", f"image {image}: layer {layer_id} is missing",
+                               hint=f"rebuild it (nbunits image build --image {image})")
+        chain.append(store / "overlay" / layer_id / "diff")
+        layer_id = layer.get("parent", "")
     key = "=" + base64.b64encode(f"sha256:{entry['id']}".encode()).decode()
     config = _json(store / "overlay-images" / entry["id"] / key).get("config", {})
-    return Rootfs(store / "overlay" / layer["id"] / "diff", tuple(config.get("Env") or ()),
-                  config.get("WorkingDir") or "/", tuple(config.get("Entrypoint") or ()))
+    env, workdir = tuple(config.get("Env") or ()), config.get("WorkingDir") or "/"
+    entrypoint = tuple(config.get("Entrypoint") or ())
+    if len(chain) == 1:
+        return Rootfs(chain[0], env, workdir, entrypoint)
+    return Rootfs(MOUNTS / entry["id"], env, workdir, entrypoint, tuple(chain))
 
 
 def unit_words(words: tuple[str, ...]) -> str:

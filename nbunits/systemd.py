@@ -55,6 +55,8 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "ENTRYPOINT": rootfs.unit_words(image.entrypoint),
         # An image without an entrypoint (an init such as tini) gets podman's.
         "INIT": "" if image.entrypoint else "--init",
+        "ROOTFS_MOUNT": f"RequiresMountsFor={image.path}" if image.layers
+                        else "# the image is one layer: its own directory, no mount",
         "NETWORK": course.network,
         "PROXY_IDLE_TIMEOUT": str(course.proxy_idle_timeout),
         "JUPYTER_IDLE_TIMEOUT": str(course.jupyter_idle_timeout),
@@ -71,10 +73,17 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
 
 
 def render_course(course: CourseConfig, settings: Settings) -> dict[str, str]:
-    """{unit file name: text} for one course."""
+    """{unit file name: text} for one course (and the mount of its image's layers)."""
     values = course_placeholders(course, settings)
-    return {fill(t.name, values): fill(t.read_text(), values)
-            for t in (unit_files() / "course").iterdir() if t.is_file()}
+    units = {fill(t.name, values): fill(t.read_text(), values)
+             for t in (unit_files() / "course").iterdir() if t.is_file()}
+    image = rootfs.resolve(settings.image_store, course.image)
+    if image.layers:
+        template = (unit_files() / "image" / "rootfs.mount").read_text()
+        units[image.mount_unit] = fill(template, {
+            "IMAGE": course.image, "WHERE": str(image.path),
+            "LOWERDIRS": ":".join(str(layer) for layer in image.layers)})
+    return units
 
 
 def provisioned_students(settings: Settings, course: str) -> list[str]:

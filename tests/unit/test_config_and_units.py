@@ -104,13 +104,28 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
 
 
-def test_an_image_without_init_gets_podmans_and_a_layered_image_is_refused(tmp_path):
+def test_an_image_without_init_gets_podmans(tmp_path):
     config = CourseConfig(name="demo", source=Path("/srv"))
     store = make_store(tmp_path / "a", entrypoint=[])
-    assert "no-conmon --init --read-only" in render_course(config, Settings(image_store=store))["nbunits-demo@.service"]
-    store = make_store(tmp_path / "b", layers=2)
-    with pytest.raises(NbunitsError, match="more than one layer"):
-        render_course(config, Settings(image_store=store))
+    assert "no-conmon --init --read-only" in render_course(config, Settings(image_store=store))[
+        "nbunits-demo@.service"]
+
+
+def test_a_layered_image_is_stacked_by_a_read_only_mount_the_units_require(tmp_path):
+    config = CourseConfig(name="demo", source=Path("/srv"))
+    store = make_store(tmp_path, layers=3)
+    units = render_course(config, Settings(image_store=store))
+    where = "/run/nbunits/rootfs/" + "f" * 64
+    mount = units["run-nbunits-rootfs-" + "f" * 64 + ".mount"]
+    lower = ":".join(f"{store}/overlay/{n:064x}/diff" for n in (3, 2, 1))  # top first
+    assert f"Where={where}\n" in mount and f"Options=ro,lowerdir={lower}\n" in mount
+    service = units["nbunits-demo@.service"]
+    assert f"RequiresMountsFor={where}\n" in service and f'--rootfs "{where}"' in service
+    broken = make_store(tmp_path / "broken", layers=2)
+    (broken / "overlay-layers" / "layers.json").write_text(json.dumps([{"id": f"{2:064x}",
+                                                                        "parent": "gone"}]))
+    with pytest.raises(NbunitsError, match="is missing"):
+        render_course(config, Settings(image_store=broken))
 
 
 def test_generator_skips_a_broken_course_and_enables_recent_students_only(tmp_path):
