@@ -3,7 +3,7 @@
     bench/run [--n 10] [--bursts 25,50] [--density 150] [--scale 100000] [--peer-n 10]
               [--skip PART,...]
 
-Boots the real-systemd harness (tests/harness.py), installs this checkout's nbunits
+Boots the real-systemd harness (testbed/harness.py), installs this checkout's nbunits
 and the demo course with the shared image, and measures side by side, in one run:
 cold start vs the podman-run floor, warm latency through nginx vs straight to
 Jupyter, bursts, the cost of a student, density (many active students), scale (a

@@ -1,6 +1,6 @@
 """A booted box with nbunits and the demo course, as the integration tests set it up.
 
-Reuses tests/harness.py (the throwaway systemd) and the integration conftest's
+Reuses testbed/harness.py (the throwaway systemd) and the integration conftest's
 `use_checkout` (the checkout's code runs in the box, the shared venv is untouched).
 Adds what the benchmark needs on top: a host cpuacct cgroup holding every process
 of the box (CPU seconds of a start, whatever runs elsewhere on the machine), and
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.harness import SystemdBox
-from tests.integration.conftest import (
+from testbed.deploy import (
     IMAGE_STORE,
     LIFTED_CAPS,
     SERVER,
@@ -29,6 +28,7 @@ from tests.integration.conftest import (
     box_folders,
     use_checkout,
 )
+from testbed.harness import SystemdBox
 
 COURSE = "demo"
 NOTEBOOK = "welcome.ipynb"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.browser import Opened, open_exercise, start_kernel
+from testbed.browser import Opened, open_exercise, start_kernel
 
 from .box import COURSE, NOTEBOOK, Bench
 from .parts import _in_box, _timed_get, pss_kb, stop_all

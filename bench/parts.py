@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from nbunits.names import user_for
-from tests.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .box import COURSE, NOTEBOOK, SERVER, SHARED_IN_BOX, Bench, _descends
 from .stats import summary

@@ -8,7 +8,7 @@ host-wide, before anything is created or started:
 Past a cap the launch fails with code "busy" (the dispatcher answers 503 with
 Retry-After and a page that retries by itself); what runs is never touched. The
 admin gets one journal line when a cap starts refusing, and one a minute while
-it does, with the count.
+it does, with the count: a "capped" event (events.py) naming the cap.
 
 The counts live in the helper's memory (one process serves every launch); a
 helper restart forgets the last minute's creations, which a cap can afford.
@@ -25,6 +25,8 @@ from pathlib import Path
 
 from .config import Server
 from .errors import NbunitsError
+from .events import Event
+from .events import log as log_event
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +56,15 @@ class Admission:
         if not self.mem_total:
             self.mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
-    def new_student(self, now: float | None = None) -> None:
+    def new_student(self, course: str | None = None, user: str | None = None,
+                    now: float | None = None) -> None:
         """Count a user about to be created, or refuse it."""
         now = time.monotonic() if now is None else now
         while self.created and now - self.created[0] > WINDOW:
             self.created.popleft()
         if len(self.created) >= self.server.new_students_per_minute:
             self._refuse("new_students", f"{self.server.new_students_per_minute} new students "
-                         "per minute", now)
+                         "per minute", now, course, user)
             raise Busy("Many students are starting at once.", RETRY_NEW)
         self.created.append(now)
 
@@ -76,7 +79,7 @@ class Admission:
             return
         cap = self.server.max_running(self.mem_total)
         if len(running) + len(self.starting) >= cap:
-            self._refuse("servers", f"{cap} running servers (memory budget)", now)
+            self._refuse("servers", f"{cap} running servers (memory budget)", now, course, user)
             raise Busy("The notebook server is full right now.", RETRY_FULL)
         self.starting[(course, user)] = now
 
@@ -93,11 +96,15 @@ class Admission:
                 continue
         return found
 
-    def _refuse(self, cap: str, what: str, now: float) -> None:
+    def _refuse(self, cap: str, what: str, now: float, course: str | None,
+                user: str | None) -> None:
         self.refused[cap] = self.refused.get(cap, 0) + 1
         if now - self.last_said.get(cap, -WINDOW) >= WINDOW:
-            logger.warning("admission: at the cap of %s: refused %d launch(es) since the "
-                           "last such line; nothing running is touched", what,
-                           self.refused[cap], extra={"ADMISSION_CAP": cap})
+            # The launch that reached the cap names the course and student; the
+            # count covers every refusal since the last line.
+            log_event(logger, Event.CAPPED,
+                      f"admission: at the cap of {what}: refused {self.refused[cap]} "
+                      "launch(es) since the last such line; nothing running is touched",
+                      course=course, student=user, ADMISSION_CAP=cap)
             self.refused[cap] = 0
             self.last_said[cap] = now

@@ -12,15 +12,17 @@ import tomllib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
 import tomli_w
 
-from . import copies, courses, identity, lms_keys, nginx, staff, users
-from .capability import ensure_secret, read_secret
+from . import copies, course_image, courses, identity, lms_keys, nginx, seccomp, staff, students, users
+from .capability import ensure_secret, read_secret, revoked_map
 from .config import (
     DEFAULT_CONFIG,
+    LEGACY_MODES,
+    NETWORKS,
     Lti13Registration,
     Server,
     Settings,
@@ -30,8 +32,10 @@ from .config import (
     server_to_toml,
 )
 from .errors import NbunitsError
+from .events import Event
+from .events import send as send_event
 from .files import fill, write_atomic
-from .names import check_notebook, user_for
+from .names import StudentUnits, check_notebook, quote_path, user_for
 from .notebooks import as_text, find_masters, read_copy
 from .run import is_root, run
 from .status import (
@@ -41,7 +45,7 @@ from .status import (
     resolve_student,
     student_states,
 )
-from .systemd import active_users, daemon_reload, static_units, systemctl
+from .systemd import active_users, catalog_file, daemon_reload, static_units, systemctl
 from .users import lookup
 
 logger = logging.getLogger("nbunits")
@@ -50,13 +54,39 @@ VENV = Path(sys.prefix)
 SYSTEMD_DIR = Path("/etc/systemd/system")
 GENERATOR_LINK = Path("/etc/systemd/system-generators/nbunits-generator")
 NGINX_DIR = Path("/etc/nginx")
+CATALOG_DIR = Path("/usr/local/lib/systemd/catalog")  # journalctl reads no /etc dir
+BIN_LINK = Path("/usr/local/sbin/nbunits")
+COCKPIT_DIR = Path("/usr/share/cockpit/nbunits")
 
 
-def die(message: str, hint: str | None = None) -> NoReturn:
+# Exit codes (README, "Exit codes"); argparse's usage errors exit with 2.
+EXIT_ERROR, EXIT_UNKNOWN, EXIT_NOT_ROOT, EXIT_DECLINED = 1, 3, 4, 5
+
+
+def die(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> NoReturn:
     print(f"nbunits: error: {message}", file=sys.stderr)
     if hint:
         print(f"nbunits: hint: {hint}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(code)
+
+
+def exit_code(error: NbunitsError) -> int:
+    return EXIT_UNKNOWN if error.code.startswith("unknown_") else EXIT_ERROR
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def confirm(lines: list[str], yes: bool, action: str = "Delete") -> None:
+    """Show exactly what is about to happen; go on with --yes or a "y" on stdin."""
+    print("\n".join(lines), flush=True)
+    if yes:
+        return
+    print(f"{action} all of the above? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        die("nothing was done", hint="answer y, or give --yes", code=EXIT_DECLINED)
 
 
 def step(message: str) -> None:
@@ -89,6 +119,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         os.chmod(path, mode)
     write_atomic(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
+    # Students' containers: the seccomp profile without nested user namespaces.
+    seccomp.write_profile(settings.etc_dir)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 
@@ -98,17 +130,37 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     GENERATOR_LINK.parent.mkdir(parents=True, exist_ok=True)
     GENERATOR_LINK.unlink(missing_ok=True)
     GENERATOR_LINK.symlink_to(VENV / "bin" / "nbunits-generator")
+    step(f"journal catalog {CATALOG_DIR / 'nbunits.catalog'}, `nbunits` in {BIN_LINK.parent}")
+    CATALOG_DIR.mkdir(parents=True, exist_ok=True)
+    write_atomic(CATALOG_DIR / "nbunits.catalog", catalog_file().read_text(), 0o644)
+    run(["journalctl", "--update-catalog"])
+    # Cockpit's page and admins' shells find the command by name.
+    if not BIN_LINK.is_symlink() or os.readlink(BIN_LINK) != str(VENV / "bin" / "nbunits"):
+        BIN_LINK.unlink(missing_ok=True)
+        BIN_LINK.symlink_to(VENV / "bin" / "nbunits")
+    install_cockpit_page()
 
     write_server_settings(settings, server)
     if not args.no_nginx:
-        install_nginx(server, args.listen, args.tls_listen)
+        install_nginx(server, args.listen, args.tls_listen, revoked_map(settings))
     step("systemctl daemon-reload; enable the dispatcher and helper sockets")
     daemon_reload()
     systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket",
-              "nbunits-refresh-keys.timer", "nbunits-unload.timer")
+              "nbunits-refresh-keys.timer", "nbunits-metrics.timer", "nbunits-unload.timer")
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
+
+
+def install_cockpit_page() -> None:
+    """The admins' dashboard: a Cockpit page (static files, no build step) that runs
+    `nbunits ... --json` through the admin's own Cockpit session."""
+    step(f"Cockpit page in {COCKPIT_DIR}")
+    COCKPIT_DIR.mkdir(parents=True, exist_ok=True)
+    page = resources.files("nbunits") / "data" / "cockpit"
+    for item in page.iterdir():
+        if item.is_file():
+            write_atomic(COCKPIT_DIR / item.name, item.read_text(), 0o644)
 
 
 def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
@@ -117,7 +169,8 @@ def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
     # Settings with no option here (admission control, unloading) are kept as written.
     server = dataclasses.replace(
         old,
-        names=tuple(args.server_names) or old.names,
+        # DNS names are case-insensitive; browsers send them in lower case.
+        names=tuple(n.lower() for n in args.server_names) or old.names,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,
         trusted_proxies=tuple(args.trusted_proxies) or old.trusted_proxies,
@@ -160,10 +213,11 @@ def write_server_settings(settings: Settings, server: Server) -> None:
     write_atomic(path, "# nbunits settings; written by `nbunits install`\n" + tomli_w.dumps(data))
 
 
-def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> None:
+def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str],
+                  revoked: str) -> None:
     step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
     files = {nginx.CONF_D: nginx.http_conf(server), nginx.LOCATIONS: nginx.locations_conf(server),
-             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
+             nginx.PROXY: nginx.template("nbunits-proxy.conf"), nginx.REVOKED: revoked}
     if listen or tls_listen:
         files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)
     before = {name: (NGINX_DIR / name).read_text() if (NGINX_DIR / name).exists() else None
@@ -255,7 +309,7 @@ def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
                             options={**course_options(args), **lti13_options(settings, args, ())},
                             say=step, secrets=course_secrets(args))
     for notebook in published:
-        print(f"  /ipythonExercice/{args.name}/{notebook}/<student id>")
+        print(f"  /ipythonExercice/{args.name}/{quote_path(notebook)}/<student id>")
 
 
 def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
@@ -280,11 +334,17 @@ def cmd_course_refresh_keys(settings: Settings, args: argparse.Namespace) -> Non
 
 def cmd_course_remove(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
-    courses.remove(settings, args.name, purge=args.purge, say=step)
+    plan = courses.plan_removal(settings, args.name, purge=args.purge)
+    confirm(plan.describe(), args.yes, "Remove" if not args.purge else "Delete")
+    courses.remove(settings, plan, say=step)
 
 
 def cmd_course_stats(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("course stats reads the students' records and the journal")
     usage = courses.usage(settings, args.name, days=args.days)
+    if args.json:
+        print_json(dataclasses.asdict(usage))
+        return
     print(f"course {usage.course}")
     print(f"  students provisioned: {usage.provisioned}")
     print(f"  running now:          {usage.running}")
@@ -297,18 +357,31 @@ def cmd_course_stats(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_course_list(settings: Settings, args: argparse.Namespace) -> None:
+    listed: list[dict[str, object]] = []
     for name in list_courses(settings):
         try:
             course = load_course(settings, name)
-            count = sum(1 for _ in find_masters(course.source))
+            notebooks = [str(n) for n in find_masters(course.source)]
             origin = course.git_url or course.origin_dir or "-"
-            print(f"{name}\t{count} notebook(s)\t{course.image}\t{origin}")
+            listed.append({"name": name, "title": course.title, "notebooks": notebooks,
+                           "image": course.image, "origin": origin})
+            if not args.json:
+                print(f"{name}\t{len(notebooks)} notebook(s)\t{course.image}\t{origin}")
         except NbunitsError as exc:
-            print(f"{name}\tBROKEN: {exc}")
+            listed.append({"name": name, "error": str(exc)})
+            if not args.json:
+                print(f"{name}\tBROKEN: {exc}")
+    if args.json:
+        print_json(listed)
 
 
 def cmd_course_show(settings: Settings, args: argparse.Namespace) -> None:
     course = load_course(settings, args.name)
+    if args.json:
+        print_json({"file": str(settings.course_file(course.name)),
+                    "settings": tomllib.loads(course.to_toml()),
+                    "notebooks": [str(n) for n in find_masters(course.source)]})
+        return
     print(f"# {settings.course_file(course.name)}")
     print(course.to_toml(), end="")
     print("# notebooks:")
@@ -331,14 +404,72 @@ def student_copies(settings: Settings, course: str, student: str) -> copies.Copi
     found = courses.local_student(settings, user)
     if found is None:
         raise NbunitsError("unknown_student", f"no student user {user}",
-                           hint="nbunits student find ID gives the user of an edX id")
+                           hint="nbunits student list shows them; nbunits student find ID "
+                                "gives the user of an edX id")
     return copies.for_student(settings, config, found)
+
+
+def known_student(settings: Settings, course: str, student: str) -> str:
+    """The user of a student who opened a notebook of `course` (else an error)."""
+    load_course(settings, course)
+    user = resolve_student(student)
+    if not settings.token_file(StudentUnits(course, user)).exists():
+        raise NbunitsError("unknown_student", f"no student {student} in course {course}",
+                           hint=f"nbunits student list --course {course} shows them")
+    return user
+
+
+def cmd_student_list(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("student list reads the students' records")
+    if args.course:
+        load_course(settings, args.course)
+    found = students.listing(settings, args.course)
+    if args.json:
+        print_json([dataclasses.asdict(s) for s in found])
+        return
+    print(format_rows([["USER", "ID", "COURSES", "SINCE", "HOME"],
+                       *([s.user, s.id or "-", ",".join(s.courses) or "-", s.since or "-",
+                          s.home or "-"] for s in found)]))
+    print(f"\n{len(found)} student(s)")
+
+
+def format_rows(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_student_delete(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    user = resolve_student(args.student)
+    plan = students.plan_deletion(settings, user, backup=not args.no_backup)
+    confirm(plan.describe(), args.yes)
+    students.delete(settings, plan)
+    send_event(Event.DELETED, f"deleted student {user}: " + "; ".join(
+        line.strip() for line in plan.describe()[1:]), course=None, student=user,
+        ADMIN=courses.admin(), BACKUP=plan.backup or "")
+    print(f"student {user} deleted" + (f"; their home is saved in {plan.backup}"
+                                       if plan.backup else ""))
+
+
+def cmd_student_stop(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    user = known_student(settings, args.course, args.student)
+    units = StudentUnits(args.course, user)
+    run(["systemctl", "stop", units.proxy, units.container])
+    send_event(Event.STOPPED, f"{user}'s Jupyter stopped by an admin", course=args.course,
+               student=user, ADMIN=courses.admin(), BY="admin")
+    print(f"stopped {units.container}; the student's next click starts it again")
 
 
 def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     theirs = student_copies(settings, args.course, args.student)
     kept = copies.reset(theirs, str(check_notebook(args.notebook)), datetime.now())
+    user = resolve_student(args.student)
+    kept_text = f"old copy kept as {kept}" if kept else "the copy was unmodified"
+    send_event(Event.RESET, f"reset {args.notebook} for {user} (asked by an admin); {kept_text}",
+               course=args.course, student=user, NOTEBOOK=args.notebook, KEPT=kept or "",
+               BY="admin", ADMIN=courses.admin())
     where = theirs.home / args.course
     print(f"{where / args.notebook}: a fresh copy of the current master")
     print(f"  the old copy is kept as {where / kept}" if kept else "  (there was nothing to keep)")
@@ -347,7 +478,11 @@ def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_student_show(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("student show reads the student's home and records")
     theirs = student_copies(settings, args.course, args.student)
+    if args.json and not args.notebook:
+        print_json([{"notebook": n, "state": s} for n, s in copies.status(theirs).items()])
+        return
     if not args.notebook:
         for notebook, state in copies.status(theirs).items():
             print(f"{notebook}\t{state}")
@@ -360,10 +495,24 @@ def cmd_student_show(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_student_link(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
-    course = load_course(settings, args.course).name
+    user = known_student(settings, args.course, args.student)
+    config = load_course(settings, args.course)
     notebook = str(check_notebook(args.notebook))
-    print(staff.link(read_secret(settings), course, resolve_student(args.student), notebook,
-                     args.hours))
+    if read_copy(settings.home(user), PurePosixPath(args.course, notebook)) is None:
+        raise NbunitsError("unknown_notebook", f"{user} has no copy of {notebook}",
+                           hint=f"nbunits student show {args.course} {user} lists them")
+    print(staff.link(read_secret(settings), config.name, user, notebook, args.hours))
+
+
+def cmd_student_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    from .revocation import revoke
+
+    user = resolve_student(args.student)
+    grant = revoke(settings, args.course, user)
+    print(f"{user}: every earlier link to {args.course} now gets 403 (generation "
+          f"{grant.generation}); their server was stopped; the course link hands out "
+          "the new one")
 
 
 def cmd_student_link_ids(settings: Settings, args: argparse.Namespace) -> None:
@@ -380,6 +529,8 @@ def cmd_student_unlink_id(settings: Settings, args: argparse.Namespace) -> None:
 # --- status and logs -----------------------------------------------------
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
+    if args.course:
+        load_course(settings, args.course)
     states = student_states(settings, args.course)
     if args.json:
         print(json.dumps(as_dicts(states), indent=2))
@@ -388,40 +539,98 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
-    argv = journalctl_args(args.course, resolve_student(args.student),
+    require_root("logs reads the students' records and the journal")
+    argv = journalctl_args(args.course, known_student(settings, args.course, args.student),
                            (["--follow"] if args.follow else [])
                            + (["--lines", str(args.lines)] if args.lines else [])
-                           + (["--since", args.since] if args.since else []))
+                           + (["--since", args.since] if args.since else [])
+                           + (["--output=json"] if args.json else []))
     os.execvp(argv[0], argv)
+
+
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> None:
+    from . import metrics  # prometheus_client: only for this command
+
+    require_root("metrics reads the journal and nbunits' records")
+    text = metrics.collect_text(settings)
+    if args.textfile:
+        write_atomic(Path(args.textfile), text, 0o644)
+    else:
+        print(text, end="")
 
 
 # --- images ----------------------------------------------------------------
 
 def cmd_image_build(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
+    if args.course:  # from the course's published repository (course_image.py)
+        config = load_course(settings, args.course)
+        image = course_image.build(settings, config, config.source, print, force=args.force)
+        if image != config.image:
+            die(f"course {config.name} runs {config.image}, its repository makes {image}",
+                hint=f"nbunits course update {config.name}")
+        return
     script = resources.files("nbunits") / "data" / "images" / "build"
     env = {**os.environ, "NBUNITS_IMAGE_STORE": str(settings.image_store)}
-    image = load_course(settings, args.course).image if args.course else args.image
     argv = ["bash", str(script), *(["--force"] if args.force else []),
-            *(["--image", image] if image else [])]
+            *(["--image", args.image] if args.image else [])]
     os.execvpe("bash", argv, env)
 
 
 # --- plumbing --------------------------------------------------------------
 
-def require_root() -> None:
+def require_root(why: str = "this command changes the system") -> None:
     if not is_root():
-        die("this command changes the system and must run as root", hint="use sudo")
+        die(f"{why}: it must run as root", hint="use sudo", code=EXIT_NOT_ROOT)
 
 
-def add_course_settings(parser: argparse.ArgumentParser) -> None:
+# What each course setting means, in the units it takes: (metavar, help).
+SETTING_HELP = {
+    "image": ("NAME", "the Jupyter image students run"),
+    "title": ("TEXT", "the course's title, for people"),
+    "proxy_idle_timeout": ("SECONDS", "idle stop: seconds without a connection before the "
+                           "student's server stops"),
+    "jupyter_idle_timeout": ("SECONDS", "seconds without activity (open tabs included) "
+                             "before Jupyter shuts itself down"),
+    "kernel_idle_timeout": ("SECONDS", "seconds before an idle kernel is culled"),
+    "max_lifetime": ("SECONDS", "hard cap on a student's server's lifetime"),
+    "memory_max": ("BYTES", "memory per student (systemd MemoryMax=: K, M, G, T "
+                   "suffixes, or infinity)"),
+    "cpu_quota": ("PERCENT", "CPU per student (systemd CPUQuota=; 100%% is one core)"),
+    "tasks_max": ("N", "processes and threads per student (systemd TasksMax=)"),
+    "course_memory_max": ("BYTES", "memory for the whole course (its slice's MemoryMax=)"),
+    "network": ("NETWORK", "the containers' network: none (loopback only) or slirp4netns "
+                "(outbound only)"),
+    "lms_origin": ("ORIGINS", "origins allowed to frame the notebooks, space separated, "
+                   "e.g. https://lms.example.org"),
+    "legacy": ("MODE", "who may open the legacy /ipythonExercice/ link: open, off, "
+               "referrer or signed (README)"),
+    "lti_context_id": ("ID", "the course's id in the LMS (Open edX: course-v1:Org+Num+Run)"),
+    "lti11_key": ("KEY", "the LTI 1.1 consumer key (its secret: --lti11-secret-file)"),
+}
+SETTING_CHOICES = {"network": NETWORKS, "legacy": LEGACY_MODES}
+
+
+def add_course_settings(parser: argparse.ArgumentParser, *, update: bool = False) -> None:
+    settings = parser.add_argument_group(
+        "course settings", "changed settings apply at each student's next start"
+        if update else None)
     for field in courses.SETTABLE:
+        if field.type in (bool, "bool"):
+            parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
+                                action=argparse.BooleanOptionalAction, default=None,
+                                help=f"course setting {field.name} (default {field.default})")
+            continue
         if field.type not in (int, "int", str, "str"):
             continue  # lists and tables: below
         kind = int if field.type in (int, "int") else str
-        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind,
-                            metavar=field.name.split("_")[-1].upper(),
-                            help=f"course setting {field.name} (default {field.default})".replace("%", "%%"))
+        metavar, text = SETTING_HELP.get(field.name, (field.name.upper(),
+                                                      f"course setting {field.name}"))
+        default = field.default if field.default not in ("", None) else "none"
+        now = "unchanged unless given" if update else f"default: {default}"
+        settings.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind,
+                              metavar=metavar, choices=SETTING_CHOICES.get(field.name),
+                              help=f"{text} ({now})".replace("%%", "%").replace("%", "%%"))
     parser.add_argument("--legacy-referrer", dest="legacy_referrers", action="append",
                         metavar="DOMAIN", help="a domain allowed for legacy = referrer (repeat)")
     parser.add_argument("--lti-notebook", dest="lti_notebooks", action="append",
@@ -451,16 +660,37 @@ def add_course_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbunits", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    # --debug anywhere on the command line: every parser knows it. SUPPRESS keeps a
+    # subcommand's parser from resetting what the main parser read.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks and the commands nbunits runs")
+    parser = argparse.ArgumentParser(prog="nbunits", description=__doc__, parents=[debug],
+                                     epilog="exit codes: 0 done, 1 error, 2 bad usage, "
+                                     "3 unknown course/student/notebook, 4 needs root, "
+                                     "5 not confirmed")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
             func: Callable[[Settings, argparse.Namespace], None], help: str
             ) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = subparsers.add_parser(name, help=help, description=help)
+        p: argparse.ArgumentParser = subparsers.add_parser(
+            name, help=help, description=help, parents=[debug])
         p.set_defaults(func=func)
         return p
+
+    def group(name: str, help: str, dest: str
+              ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        return sub.add_parser(name, help=help, description=help, parents=[debug]
+                              ).add_subparsers(dest=dest, required=True)
+
+    def json_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", default=False,
+                       help="machine-readable output (times in ISO 8601)")
+
+    def yes_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-y", "--yes", action="store_true", default=False,
+                       help="do not ask before deleting (it still lists what it deletes)")
 
     p = add(sub, "install", cmd_install, "install units, configuration and nginx snippets")
     p.add_argument("--server-name", dest="server_names", action="append", default=[],
@@ -480,8 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default X-Forwarded-For)")
     p.add_argument("--no-nginx", action="store_true", help="leave nginx alone")
 
-    course = sub.add_parser("course", help="publish, update and inspect courses").add_subparsers(
-        dest="course_command", required=True)
+    course = group("course", "publish, update and inspect courses", "course_command")
     p = add(course, "add", cmd_course_add, "publish a course from a git repository or a folder")
     p.add_argument("name")
     origin = p.add_mutually_exclusive_group(required=True)
@@ -496,25 +725,45 @@ def build_parser() -> argparse.ArgumentParser:
     origin.add_argument("--git", metavar="URL", help="switch to this git repository")
     origin.add_argument("--dir", help="switch to this folder")
     p.add_argument("--branch", help="switch to this git branch or tag")
-    add_course_settings(p)
+    add_course_settings(p, update=True)
     p = add(course, "remove", cmd_course_remove,
-            "remove a course (students' copies are kept unless --purge)")
+            "remove a course (students' copies are kept unless --purge); lists what it "
+            "removes and asks first")
     p.add_argument("name")
     p.add_argument("--purge", action="store_true",
-                   help="also delete every student's copies of this course")
+                   help="also delete every student's copies of this course (also after "
+                   "the course was removed)")
+    yes_option(p)
     p = add(course, "refresh-keys", cmd_course_refresh_keys,
             "fetch the LTI 1.3 platforms' keys again (nbunits-refresh-keys.timer runs it)")
     p.add_argument("name", nargs="?", help="only this course")
-    add(course, "list", cmd_course_list, "list the courses")
+    json_option(add(course, "list", cmd_course_list, "list the courses"))
     p = add(course, "show", cmd_course_show, "show a course's settings and notebooks")
     p.add_argument("name")
+    json_option(p)
     p = add(course, "stats", cmd_course_stats,
-            "usage: students provisioned, running now, starts per day")
+            "usage: students provisioned, running now, starts per day (root)")
     p.add_argument("name")
-    p.add_argument("--days", type=int, default=14, help="how far back to count starts")
+    p.add_argument("--days", type=int, default=14, metavar="DAYS",
+                   help="how many days back to count starts (default: 14)")
+    json_option(p)
 
-    student = sub.add_parser("student", help="find students, show and reset their copies").add_subparsers(
-        dest="student_command", required=True)
+    student = group("student", "list, find, show, reset, stop and delete students",
+                    "student_command")
+    p = add(student, "list", cmd_student_list,
+            "every student: Linux user, LMS id, courses, first launch (root)")
+    p.add_argument("--course", help="only the students of this course")
+    json_option(p)
+    p = add(student, "delete", cmd_student_delete,
+            "delete a student: their user, home, records and units (a tarball of the home "
+            "is kept in /var/lib/nbunits/backups unless --no-backup); lists it all and asks first")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
+    p.add_argument("--no-backup", action="store_true", help="keep no copy of the home")
+    yes_option(p)
+    p = add(student, "stop", cmd_student_stop,
+            "stop a student's Jupyter now (their next click starts it again)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
     p = add(student, "find", cmd_student_find, "the Linux user of an edX student id")
     p.add_argument("id")
     p = add(student, "reset", cmd_student_reset,
@@ -527,13 +776,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("course")
     p.add_argument("student", help="the Linux user (nb...) or the edX id")
     p.add_argument("notebook", nargs="?", help="print this copy's cells and outputs")
+    json_option(p)
 
     p = add(student, "link", cmd_student_link,
             "a link for course staff to a read-only view of a student's copy (expires)")
     p.add_argument("course")
     p.add_argument("student", help="the Linux user (nb...) or the edX id")
     p.add_argument("notebook")
-    p.add_argument("--hours", type=float, default=24, help="how long the link works (24)")
+    p.add_argument("--hours", type=float, default=24, metavar="HOURS",
+                   help="how long the link works (default: 24)")
+
+    p = add(student, "revoke", cmd_student_revoke,
+            "take back a student's links to a course (old links 403; the course link "
+            "hands out a new one)")
+    p.add_argument("course")
+    p.add_argument("student", help="the Linux user (nb...) or the edX id")
 
     p = add(student, "link-ids", cmd_student_link_ids,
             "make launches as OTHER open the work of KEEP (the same learner under two LMS "
@@ -548,37 +805,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "status", cmd_status,
             "students' notebook servers: state, since when, memory (from systemd)")
     p.add_argument("--course", help="only this course")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(p)
     p = add(sub, "logs", cmd_logs,
             "one student's logs: their units, Jupyter, and the dispatcher's lines (journalctl)")
     p.add_argument("course")
     p.add_argument("student", help="the Linux user (nb...) or the edX id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("-n", "--lines", type=int, help="only the last N lines")
-    p.add_argument("--since", help="e.g. '1 hour ago', 'today'")
+    p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--since", metavar="TIME", help="e.g. '1 hour ago', 'today'")
+    p.add_argument("--json", action="store_true", default=False,
+                   help="journal entries as JSON, one per line (journalctl --output=json)")
+    p = add(sub, "metrics", cmd_metrics,
+            "Prometheus metrics: running, starting, failed, starts, start times, per course")
+    p.add_argument("--textfile", metavar="FILE",
+                   help="write them atomically to FILE (node_exporter's textfile collector) "
+                   "instead of printing them")
 
-    image = sub.add_parser("image", help="build images").add_subparsers(
-        dest="image_command", required=True)
+    image = group("image", "build images", "image_command")
     p = add(image, "build", cmd_image_build, "build the Jupyter image into the shared store")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--image", help="image name (default localhost/nbunits/jupyter:latest)")
-    which.add_argument("--course", help="build the image this course names")
+    which.add_argument("--course", help="build the course's own image from the requirements.txt "
+                       "or Containerfile of its repository")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(load_settings(), args)
     except NbunitsError as exc:
-        if args.debug:
+        if debug:
             raise
-        die(exc.message, exc.hint)
+        die(exc.message, exc.hint, exit_code(exc))
+    except PermissionError as exc:
+        if debug:
+            raise
+        die(f"{exc.filename or 'nbunits'}: permission denied",
+            "this needs root: use sudo" if not is_root() else None,
+            EXIT_NOT_ROOT if not is_root() else EXIT_ERROR)
     except OSError as exc:
-        if args.debug:
+        if debug:
             raise
         die(f"{exc.filename or 'nbunits'}: {exc.strerror or exc}",
             "run again with --debug for the details")

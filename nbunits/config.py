@@ -23,6 +23,8 @@ from .errors import NbunitsError
 from .names import StudentUnits, check_course, check_notebook
 
 DEFAULT_CONFIG = Path("/etc/nbunits/nbunits.toml")
+# The base image every course runs, unless its repository makes its own on it.
+DEFAULT_IMAGE = "localhost/nbunits/jupyter:latest"
 
 
 class ConfigError(NbunitsError):
@@ -176,12 +178,21 @@ class Settings:
     def token_file(self, units: StudentUnits) -> Path:
         return self.tokens_dir / units.course / f"{units.user}.env"
 
+    def grant_file(self, units: StudentUnits) -> Path:
+        """The student's capability generation and expiry (root's; capability.py)."""
+        return self.tokens_dir / units.course / f"{units.user}.grant"
+
     def copies_file(self, units: StudentUnits) -> Path:
         """The manifest of a student's copies: which master each was made from."""
         return self.copies_dir / units.course / f"{units.user}.json"
 
     def home(self, user: str) -> Path:
         return self.home_base / user
+
+    @property
+    def shares_dir(self) -> Path:
+        """Static versions students share (shares.py): root's, served by the helper."""
+        return self.state_dir / "shares"
 
 
 def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
@@ -298,7 +309,7 @@ class CourseConfig:
 
     name: str
     source: Path  # the folder of master notebooks
-    image: str = "localhost/nbunits/jupyter:latest"
+    image: str = DEFAULT_IMAGE
     title: str = ""
     # Seconds without a connection before the proxy exits (and the container stops).
     proxy_idle_timeout: int = 120
@@ -313,6 +324,23 @@ class CourseConfig:
     tasks_max: int = 512
     course_memory_max: str = "infinity"
     network: str = "none"
+    # Security choices (README, "Security"), each with the reason for its default:
+    # Jupyter's terminals: a shell is what a kernel's `!cmd` gives anyway, in the
+    # same container as the same user, so they add no power; off where a course
+    # wants the notebook interface only.
+    terminals: bool = True
+    # Nested user namespaces (podman's default seccomp profile allows unshare and
+    # clone with CLONE_NEWUSER): off by default, since a kernel that can make user
+    # namespaces reaches kernel code paths an unprivileged user otherwise cannot,
+    # the usual way kernel bugs are exploited. On for courses that run containers
+    # or sandboxes (e.g. bubblewrap) inside the notebook.
+    user_namespaces: bool = False
+    # Per-student disk quota on the home's filesystem (user quota, e.g. "2G"; "" =
+    # none). Enforced by the file system, so it needs usrquota on /home (README).
+    disk_quota: str = ""
+    # Seconds a student's link (capability) stays valid; 0: until revoked. At least
+    # max_lifetime + 1 hour, so that a running server's link never expires under it.
+    link_lifetime: int = 0
     # Origins allowed to embed the notebooks in a frame (the course's LMS), space
     # separated, e.g. "https://lms.example.org". The server's own origin always is.
     lms_origin: str = ""
@@ -358,6 +386,15 @@ class CourseConfig:
             problems.append(f"git_branch={self.git_branch!r}")
         if not all(_ORIGIN_RE.fullmatch(o) for o in self.lms_origins):
             problems.append(f"lms_origin={self.lms_origin!r} (e.g. https://lms.example.org)")
+        if self.disk_quota and not re.fullmatch(r"[1-9][0-9]*[KMGT]", self.disk_quota):
+            problems.append(f"disk_quota={self.disk_quota!r} (e.g. 2G; empty for none)")
+        for key in ("terminals", "user_namespaces"):
+            if not isinstance(getattr(self, key), bool):
+                problems.append(f"{key} must be true or false")
+        if not isinstance(self.link_lifetime, int) or not (
+                self.link_lifetime == 0 or self.link_lifetime >= self.max_lifetime + 3600):
+            problems.append(f"link_lifetime={self.link_lifetime!r} (0, or at least "
+                            "max_lifetime + 3600 seconds)")
         for key in ("proxy_idle_timeout", "jupyter_idle_timeout", "kernel_idle_timeout",
                     "max_lifetime", "tasks_max"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:

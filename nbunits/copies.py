@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from .config import CourseConfig, Settings
+from .errors import NbunitsError
 from .files import write_atomic
 from .names import StudentUnits, exercise_url
 from .notebooks import (
@@ -34,6 +35,7 @@ from .notebooks import (
     exists,
     find_masters,
     install_copy,
+    link_tree,
     master_path,
     read_copy,
     read_master,
@@ -47,6 +49,9 @@ from .users import Student
 logger = logging.getLogger(__name__)
 
 MARKER_SUFFIX = ".NEW-VERSION.md"
+# Where a student's container mounts the published course, read-only (the course
+# unit's --volume): inside the student's home there, so any image has room for it.
+COURSE_IN_CONTAINER = PurePosixPath("/home/student/course")
 
 
 class Action(enum.Enum):
@@ -91,6 +96,7 @@ class Report:
     """What a sync did, by action: notebook paths relative to the course."""
 
     done: dict[Action, list[str]] = field(default_factory=dict)
+    linked: int = 0  # links made to the course's other files (notebooks.link_tree)
 
     def add(self, action: Action, notebook: str) -> None:
         self.done.setdefault(action, []).append(notebook)
@@ -100,6 +106,7 @@ class Report:
 
     def summary(self) -> str:
         words = [f"{len(v)} {k.value}" for k, v in sorted(self.done.items(), key=lambda i: i[0].value)]
+        words += [f"{self.linked} linked"] if self.linked else []
         return ", ".join(words) or "nothing to do"
 
 
@@ -158,13 +165,20 @@ def sync(copies: Copies, *, running: bool) -> Report:
     """Bring every copy in line with the masters, as `decide` says."""
     report = Report()
     with locked(copies.manifest):
+        try:
+            report.linked = link_tree(copies.home, copies.course, copies.masters,
+                                      COURSE_IN_CONTAINER, copies.uid, copies.gid)
+        except (NbunitsError, OSError) as exc:  # the student's folder is odd: the notebooks still go on
+            logger.warning("not linking the course's files for %s: %s", copies.home.name,
+                           getattr(exc, "message", exc),
+                           extra={"COURSE": copies.course})
         records = load_manifest(copies.manifest)
         before = {nb: vars(r).copy() for nb, r in records.items()}
         for notebook in find_masters(copies.masters):
             try:
                 data, master = _master(copies.masters, notebook)
                 _sync_one(copies, notebook, data, master, records, running, report)
-            except (NotebookError, OSError) as exc:  # a broken master, a student's odd file
+            except (NbunitsError, OSError) as exc:  # a broken master, a student's odd file
                 # Skipped, not fatal: the student's launch must go on.
                 logger.warning("not syncing %s for %s: %s", notebook, copies.home.name,
                                getattr(exc, "message", exc), extra={"COURSE": copies.course})
@@ -282,10 +296,74 @@ def status(copies: Copies) -> dict[str, str]:
     return result
 
 
+@dataclass(frozen=True)
+class Newer:
+    """Whether the course has a newer version of a student's copy, and what changed."""
+
+    newer: bool
+    changes: tuple[str, ...] = ()
+
+
+def newer(copies: Copies, notebook: str) -> Newer:
+    """For the student's banner: a newer master than the one their copy was made
+    from (a modified copy, or an unmodified one waiting for the next launch)."""
+    record = load_manifest(copies.manifest).get(notebook)
+    copy = read_copy(copies.home, copies.rel(notebook))
+    if record is None or copy is None:
+        return Newer(False)
+    try:
+        path = master_path(copies.masters, notebook)
+        data = path.read_bytes()
+    except (NbunitsError, OSError):  # removed from the course: nothing newer
+        return Newer(False)
+    master = source_hash(data)
+    if master == record.master or source_hash(copy) == master:
+        return Newer(False)
+    published = f"Published on {datetime.fromtimestamp(path.stat().st_mtime):%Y-%m-%d}."
+    return Newer(True, (published, *describe_changes(copy, data)))
+
+
+def describe_changes(copy: bytes, master: bytes) -> list[str]:
+    """What the new version has that the copy lacks, in a student's words.
+
+    Cells keep their ids in copies, so a master cell whose id the copy lacks is new;
+    one whose text differs may be the course's change or the student's own edit.
+    """
+    def cells(data: bytes) -> dict[str, tuple[str, str]]:
+        found = {}
+        try:
+            for cell in json.loads(data)["cells"]:
+                source = cell.get("source", "")
+                text = "".join(source) if isinstance(source, list) else str(source)
+                found[str(cell.get("id", ""))] = (str(cell.get("cell_type", "")), text)
+        except (ValueError, KeyError, TypeError, AttributeError):  # not a notebook
+            return {}
+        return found
+
+    mine, theirs = cells(copy), cells(master)
+    new = [text for cid, (_, text) in theirs.items() if cid not in mine]
+    differ = sum(1 for cid, cell in theirs.items() if cid in mine and mine[cid] != cell)
+    changes = []
+    if new:
+        firsts = ", ".join(f"\u201c{_first_line(t)}\u201d" for t in new[:3])
+        more = f" and {len(new) - 3} more" if len(new) > 3 else ""
+        changes.append(f"{len(new)} new cell{'s' if len(new) > 1 else ''}: {firsts}{more}.")
+    if differ:
+        changes.append(f"{differ} cell{'s' if differ > 1 else ''} of the new version "
+                       f"{'differ' if differ > 1 else 'differs'} from yours "
+                       "(your own changes included).")
+    return changes
+
+
+def _first_line(text: str, limit: int = 60) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "(empty)")
+    return line if len(line) <= limit else line[:limit - 1] + "\u2026"
+
+
 def marker_text(notebook: str, reset_link: str) -> str:
     name = PurePosixPath(notebook).name
-    how = (f"open the exercise at `{reset_link}`" if reset_link
-           else "ask the course staff to reset it")
+    how = ("choose Course > Reset to original in the notebook's menu"
+           + (f", or open the exercise at `{reset_link}`" if reset_link else ""))
     return (
         f"# A newer version of {name} is available\n\n"
         f"Your copy of `{name}` has your own changes, so it was left exactly as it is.\n"

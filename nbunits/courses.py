@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import copies, git
+from . import copies, course_image, git, rootfs
 from .config import (
     CourseConfig,
     CourseSecrets,
@@ -28,11 +28,16 @@ from .config import (
     load_secrets,
 )
 from .errors import NbunitsError
+from .events import Event
+from .events import send as send_event
 from .files import write_atomic
 from .lms_keys import fetch_platform_keys, keys_path
 from .names import check_course
+from .names import course_image as image_name
 from .notebooks import NotebookError
 from .publish import check_masters, publish
+from .run import run
+from .students import all_users
 from .systemd import active_users, daemon_reload, provisioned_students, start_days, stop_course
 from .users import Student, recorded_id
 
@@ -129,18 +134,33 @@ def edit_registrations(settings: Settings, course: str,
     return tuple(registrations)
 
 
+def check_host(config: CourseConfig) -> None:
+    """Settings this host cannot honour are refused now, not at a student's start."""
+    if config.network == "slirp4netns" and not (
+            shutil.which("slirp4netns") and Path("/dev/net/tun").exists()):
+        raise CourseError("bad_network", "network = slirp4netns, but this host has no "
+                          "slirp4netns (or no /dev/net/tun): students could not start",
+                          hint="apt-get install slirp4netns, or keep --network none")
+
+
 def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Say) -> list[str]:
+    """Check, build the course's image, publish; all checks and the build come first,
+    so a failure leaves the course as it was."""
     fetch_platform_keys(config, say)
     say(f"checking the notebooks in {source}")
     broken = check_masters(source)
     for reason in broken.values():
         say(f"  skipped: {reason}")
+    config = dataclasses.replace(config, image=course_image.build(settings, config, source, say))
+    course_image.check_image(settings, config.image)
     say(f"publishing into {config.source}")
     published = publish(source, config.source, skip=set(broken))
     write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     daemon_reload()
-    say(f"course {config.name}: {len(published)} notebook(s) published"
+    others = sum(len(files) for _, _, files in os.walk(config.source)) - len(published)
+    say(f"course {config.name}: {len(published)} notebook(s) and {others} other file(s) "
+        "published"
         + (f", {len(broken)} skipped" if broken else ""))
     return published
 
@@ -157,6 +177,7 @@ def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "
     config = CourseConfig(name=name, source=settings.masters_dir / name, git_url=git_url,
                           git_branch=git_branch, origin_dir=origin, **options)
     check_launch_secrets(config, dataclasses.replace(CourseSecrets(), **(secrets or {})))
+    check_host(config)
     write_secrets(settings, name, secrets or {}, say)
     return publish_from(settings, config, fetch(settings, config, say), say)
 
@@ -176,6 +197,7 @@ def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str 
     config = dataclasses.replace(config, **changes)
     check_launch_secrets(config, dataclasses.replace(load_secrets(settings, name),
                                                      **(secrets or {})))
+    check_host(config)
     write_secrets(settings, name, secrets or {}, say)
     published = publish_from(settings, config, fetch(settings, config, say), say)
     update_students(settings, config, say)
@@ -205,8 +227,9 @@ def update_students(settings: Settings, config: CourseConfig, say: Say) -> None:
             continue
         for action, notebooks in report.done.items():
             totals[action.value] += len(notebooks)
-    if totals:
-        say("  " + ", ".join(f"{count} {action}" for action, count in sorted(totals.items())))
+        totals["linked"] += report.linked
+    if +totals:
+        say("  " + ", ".join(f"{count} {action}" for action, count in sorted((+totals).items())))
 
 
 def local_student(settings: Settings, user: str) -> Student | None:
@@ -220,28 +243,102 @@ def local_student(settings: Settings, user: str) -> Student | None:
 
 # --- removing ---------------------------------------------------------------
 
-def remove(settings: Settings, name: str, *, purge: bool, say: Say) -> None:
-    config = load_course(settings, name)
-    users = provisioned_students(settings, name)
-    say(f"stopping the units of course {name}")
-    stop_course(name)
-    settings.course_file(name).unlink()
-    say("systemctl daemon-reload (removes the course's units)")
-    daemon_reload()
-    settings.secrets_file(name).unlink(missing_ok=True)
-    for path in (config.source, settings.git_dir / name, settings.tokens_dir / name):
-        shutil.rmtree(path, ignore_errors=True)
-    homes = [s.home / name for s in (local_student(settings, u) for u in users) if s]
-    if purge:
-        for folder in homes:
+@dataclass(frozen=True)
+class Removal:
+    """Exactly what `course remove` does: shown first, then done, nothing else."""
+
+    course: str
+    exists: bool  # False: removed before; only --purge of left-over copies remains
+    running: tuple[str, ...]  # students whose Jupyter runs now (stopped first)
+    own: tuple[Path, ...]  # nbunits' files of the course (settings, masters, records)
+    folders: tuple[Path, ...]  # students' copies: deleted with --purge, else kept
+    purge: bool
+    image: str = ""  # the course's own image (built from its repository), removed too
+
+    def describe(self) -> list[str]:
+        lines = [f"course {self.course}:"]
+        if self.exists:
+            lines.append("  stop and remove its units, and delete:")
+            if self.running:
+                lines.append(f"    (the Jupyter of {len(self.running)} student(s) runs now "
+                             f"and is stopped: {', '.join(self.running)})")
+        else:
+            lines.append("  removed already; what is left:")
+        lines += [f"    {path}" for path in self.own]
+        if self.image:
+            lines.append(f"    the image {self.image}")
+        if self.purge:
+            lines.append(f"  delete the copies of {len(self.folders)} student(s):")
+            lines += [f"    {folder}" for folder in self.folders]
+        elif self.folders:
+            lines.append(f"  keep the copies of {len(self.folders)} student(s) in "
+                         f"<home>/{self.course}/ (--purge deletes them)")
+        return lines
+
+
+def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
+    check_course(name)
+    exists = settings.course_file(name).exists()
+    image = ""
+    if exists:
+        config = load_course(settings, name)  # a broken course file is an error, not a guess
+        image = config.image if config.image == image_name(name) else ""
+    folders = tuple(folder for user in all_users(settings)
+                    if (student := local_student(settings, user))
+                    and (folder := student.home / name).is_dir() and not folder.is_symlink())
+    own = tuple(p for p in (settings.course_file(name), settings.secrets_file(name),
+                            settings.masters_dir / name, settings.git_dir / name,
+                            settings.tokens_dir / name, settings.recent_dir / name,
+                            *((settings.copies_dir / name,) if purge else ()))
+                if p.exists())
+    if not exists and not (purge and (own or folders)):
+        raise CourseError("unknown_course", f"unknown course {name}",
+                          hint="nbunits course list shows the courses"
+                               + ("" if purge else f"; after a removal, nbunits course remove "
+                                  f"{name} --purge deletes students' left-over copies"))
+    running = tuple(sorted(active_users(name))) if exists else ()
+    return Removal(name, exists, running, own, folders, purge, image)
+
+
+def remove(settings: Settings, plan: Removal, say: Say) -> None:
+    name = plan.course
+    if plan.exists:
+        say(f"stopping the units of course {name}")
+        stop_course(name)
+        settings.course_file(name).unlink()
+        say("systemctl daemon-reload (removes the course's units)")
+        daemon_reload()
+    if plan.image:
+        # Students' containers ran on its layers stacked by a mount (rootfs.py): that
+        # mount goes first, or it would outlive the layers under it.
+        try:
+            layers = rootfs.resolve(settings.image_store, plan.image)
+        except NbunitsError:
+            layers = None
+        if layers is not None and layers.layers:
+            run(["systemctl", "stop", layers.mount_unit], check=False)
+        course_image.store_podman(settings, "rmi", plan.image, check=False)
+        say(f"image {plan.image} removed")
+    for path in plan.own:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    if plan.purge:
+        for folder in plan.folders:
             if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder)  # fd-based on Linux: never follows a student's symlink
-        shutil.rmtree(settings.copies_dir / name, ignore_errors=True)
-        say(f"course {name} removed; the copies of {len(homes)} student(s) were deleted")
+            send_event(Event.DELETED, f"deleted {folder} (nbunits course remove {name} --purge)",
+                       course=name, student=folder.parent.name, ADMIN=admin())
+        say(f"course {name} removed; the copies of {len(plan.folders)} student(s) were deleted")
     else:
-        say(f"course {name} removed; the copies of {len(homes)} student(s) are kept in "
-            f"{settings.home_base}/<user>/{name}/ "
-            f"(nbunits course remove {name} --purge would delete them)")
+        say(f"course {name} removed; the copies of {len(plan.folders)} student(s) are kept in "
+            f"<home>/{name}/ (nbunits course remove {name} --purge would delete them)")
+
+
+def admin() -> str:
+    """Who runs this command, for the journal (sudo's caller, else the user)."""
+    return os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
 
 
 # --- usage ------------------------------------------------------------------

@@ -14,32 +14,37 @@ import logging
 import socket
 from typing import Any
 
+from . import shares, student
 from .admission import Admission
 from .config import Settings, load_settings
 from .errors import NbunitsError
+from .events import Event
+from .events import log as log_event
 from .names import user_for
 from .protocol import (
     MAX_REQUEST_BYTES,
-    Done,
     Html,
     Link,
     Opened,
     OpenRequest,
     Reply,
     Request,
+    SharedViewRequest,
     StaffLinkRequest,
     StaffStudentsRequest,
     StaffViewRequest,
     StudentEntry,
+    StudentRequest,
     Students,
     WakeRequest,
+    Woke,
     decode_request,
     encode_reply,
     error_reply,
     ok_reply,
 )
 from .provision import provision, staff_link, staff_students, staff_view, wake
-from .service import listen_socket, notify_ready, setup_logging
+from .service import listen_socket, log_context, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +54,19 @@ logger = logging.getLogger(__name__)
 PUBLIC_CODES = frozenset({
     "bad_course", "bad_student", "bad_notebook", "bad_request", "bad_capability",
     "unknown_course", "unknown_notebook", "unknown_student", "student_collision",
-    "bad_home", "broken_notebook", "forbidden", "bad_course_config", "busy",
+    "bad_home", "broken_notebook", "forbidden", "bad_course_config", "busy", "server_failed",
+    "unknown_share",
 })
 
 
 async def act(settings: Settings, request: Request, admission: Admission) -> Reply:
     if isinstance(request, OpenRequest):
         done = await provision(settings, request.target, admission, reset=request.reset)
-        return Opened(done.user, done.url, done.prefix, done.copied, done.running)
+        return Opened(done.user, done.url, done.prefix, done.copied, done.running,
+                      done.removed)
     if isinstance(request, WakeRequest):
-        await wake(settings, request.course, request.user, admission)
-        return Done()
+        return Woke(await wake(settings, request.course, request.user, request.capability,
+                               admission))
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
                                      request.expires, request.sig))
@@ -68,6 +75,11 @@ async def act(settings: Settings, request: Request, admission: Admission) -> Rep
         found = await asyncio.to_thread(staff_students, settings, request.course,
                                         request.notebook)
         return Students(tuple(StudentEntry(**entry) for entry in found))
+    if isinstance(request, StudentRequest):
+        # From the student's own page; the capability is checked again in there.
+        return await asyncio.to_thread(student.act, settings, request)
+    if isinstance(request, SharedViewRequest):
+        return Html(await asyncio.to_thread(shares.page, settings, request.token))
     # Asked by the dispatcher only after a verified staff LTI launch: the signing
     # secret is root's, so the link is made here.
     assert isinstance(request, StaffLinkRequest)
@@ -91,24 +103,29 @@ def _fields(request: Any) -> dict[str, str]:
 async def handle_request(settings: Settings, raw: Any,
                          admission: Admission | None = None) -> dict[str, Any]:
     """A decoded JSON request -> the JSON reply (errors included)."""
+    fields = _fields(raw)
+    log_context(fields.get("COURSE"), fields.get("STUDENT"), new=True)
     try:
         reply = await act(settings, decode_request(raw),
                           admission or Admission(settings.server, settings.run_dir / "jupyter"))
     except NbunitsError as exc:
-        fields = _fields(raw)
         if exc.code == "busy":  # admission.py wrote the admin's line, once a minute
             return error_reply(exc)
         if exc.code in PUBLIC_CODES:
-            logger.info("refused: %s", exc, extra={**fields, "ERROR_CODE": exc.code})
+            log_event(logger, Event.REFUSED, f"refused: {exc}", course=fields.get("COURSE"),
+                      student=fields.get("STUDENT"), ERROR_CODE=exc.code)
             return error_reply(exc)
         logger.error("request failed: %s", exc, exc_info=exc.__cause__ is not None,
-                     extra={**fields, "ERROR_CODE": exc.code})
+                     extra={**fields, "MESSAGE_ID": Event.FAILED.value,
+                            "NBUNITS_EVENT": "failed", "ERROR_CODE": exc.code})
         return error_reply(NbunitsError(
             "internal", "your notebook could not be prepared",
             student_hint="please try again in a minute; if it keeps failing, "
                          "tell the course team"))
     except Exception:
-        logger.exception("helper request failed", extra=_fields(raw))
+        logger.exception("helper request failed",
+                         extra={**fields, "MESSAGE_ID": Event.FAILED.value,
+                                "NBUNITS_EVENT": "failed"})
         return error_reply(NbunitsError("internal", "internal error",
                                         student_hint="please try again in a minute"))
     return ok_reply(reply)
@@ -125,7 +142,7 @@ async def _serve_connection(settings: Settings, admission: Admission,
         try:
             line = encode_reply(reply)
         except NbunitsError as exc:
-            logger.error("reply not sent: %s", exc, extra=_fields(request))
+            logger.error("reply not sent: %s", exc)
             line = encode_reply(error_reply(NbunitsError(
                 "too_large", "this notebook is too large to show here")))
         writer.write(line)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import quote
@@ -31,8 +32,15 @@ STUDENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}")
 # recorded id (see users.py) turns a collision into an error, not a shared home.
 USER_RE = re.compile(r"nb[a-z2-7]{16}")
 
-NOTEBOOK_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 ._+=,()-]{0,127}")
+# Notebook paths: any name git and Jupyter take (unicode, spaces, punctuation),
+# but not hidden ones (Jupyter hides them), not '\\' (a separator to some), no
+# control or bidi-override characters (they make one name look like another), no
+# space at either end, and short enough that a marker or kept copy beside the
+# copy (copies.py adds ~25 bytes) still fits the file system's 255 bytes.
 MAX_NOTEBOOK_DEPTH = 8
+MAX_NOTEBOOK_PART_BYTES = 200
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
 
 
 class InvalidName(NbunitsError):
@@ -93,6 +101,17 @@ def check_user(user: str) -> str:
     return user
 
 
+def check_path_part(part: str) -> bool:
+    """One folder or file name of a course: see MAX_NOTEBOOK_PART_BYTES above."""
+    return (
+        part != "" and not part.startswith(".") and part == part.strip()
+        and "\\" not in part
+        and len(part.encode("utf-8", errors="replace")) <= MAX_NOTEBOOK_PART_BYTES
+        and not any(unicodedata.category(c) in ("Cc", "Cs") or c in _BIDI_CONTROLS
+                    for c in part)
+    )
+
+
 def check_notebook(path: str) -> PurePosixPath:
     """A notebook path relative to the course: no '..', no absolute, no oddities.
 
@@ -102,13 +121,14 @@ def check_notebook(path: str) -> PurePosixPath:
     if (
         not path.endswith(".ipynb")
         or len(parts) > MAX_NOTEBOOK_DEPTH
-        or not all(NOTEBOOK_PART_RE.fullmatch(p) for p in parts)
-        or any(p.strip(".") == "" or p != p.strip() for p in parts)
+        or not all(check_path_part(p) for p in parts)
+        or parts[-1] == ".ipynb"
     ):
         raise InvalidName(
             "bad_notebook",
             f"invalid notebook path {path!r}",
-            hint="a relative path to a .ipynb file inside the course",
+            hint="a relative path to a .ipynb file inside the course: no hidden "
+                 "folders, no control characters, no space at either end of a name",
         )
     return PurePosixPath(*parts)
 
@@ -152,8 +172,9 @@ class StudentUnits:
         return f"{self.url_prefix}{capability}/"
 
 
-# The capability in /nb/ URLs: base64url of an MD5 digest, unpadded (capability.py).
-CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+# The capability in /nb/ URLs: <mac>.<generation>.<expires>, the mac being base64url
+# of an MD5 digest, unpadded (capability.py); nginx's /nb/ location has the same pattern.
+CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 
 # Unit names, as systemd lists them. A course never ends in "-proxy", so
 # "nbunits-C-proxy@U.service" is read as course C's proxy, never as course "C-proxy".
@@ -192,6 +213,11 @@ def container_pattern(course: str) -> str:
     return f"nbunits-{check_course(course)}@*.service"
 
 
+def course_image(course: str) -> str:
+    """The image a course builds from its repository (course_image.py)."""
+    return f"localhost/nbunits/course-{check_course(course)}:latest"
+
+
 def socket_template(course: str) -> str:
     return f"nbunits-{check_course(course)}@.socket"
 
@@ -227,15 +253,43 @@ class Target:
 
 
 def notebook_url(units: StudentUnits, capability: str, notebook: str) -> str:
-    """The student's notebook in Jupyter, unquoted (the dispatcher quotes Locations)."""
+    """The student's notebook in Jupyter, unquoted (the dispatcher quotes Locations:
+    quote_path)."""
     return f"{units.jupyter_prefix(capability)}notebooks/{check_notebook(notebook).as_posix()}"
 
 
+def quote_path(path: str) -> str:
+    """A path as it goes into a link or a Location: UTF-8, percent-encoded, '/' kept."""
+    return quote(path, safe="/")
+
+
 def exercise_url(course: str, notebook: str, student: str, *, reset: bool = False) -> str:
-    """The course link (FUN's xblock URL) that opens a notebook for a student."""
-    path = f"/ipythonExercice/{check_course(course)}/{check_notebook(notebook).as_posix()}/" \
-           f"{check_student_id(student)}"
+    """The course link (FUN's xblock URL) that opens a notebook for a student,
+    percent-encoded (a notebook may be named `Leçon 1/café.ipynb`)."""
+    path = f"/ipythonExercice/{check_course(course)}/" \
+           f"{quote_path(check_notebook(notebook).as_posix())}/{check_student_id(student)}"
     return path + ("?reset=1" if reset else "")
+
+
+# A shared static version's token: 24 random bytes, base64url (shares.py).
+SHARE_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def check_share_token(token: str) -> str:
+    if not SHARE_TOKEN_RE.fullmatch(token):
+        raise InvalidName("unknown_share", "this shared link is not valid")
+    return token
+
+
+def shared_path(token: str) -> str:
+    """Where anyone reads a static version a student shares."""
+    return f"/shared/{check_share_token(token)}"
+
+
+def check_capability(capability: str) -> str:
+    if not CAPABILITY_RE.fullmatch(capability):
+        raise InvalidName("bad_capability", "invalid capability")
+    return capability
 
 
 def staff_path(course: str, user: str, notebook: str) -> str:

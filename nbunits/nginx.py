@@ -18,6 +18,7 @@ CONF_D = "conf.d/nbunits.conf"
 LOCATIONS = "snippets/nbunits-locations.conf"
 PROXY = "snippets/nbunits-proxy.conf"
 SITE = "sites-enabled/nbunits"
+REVOKED = "snippets/nbunits-revoked.map"  # capability.REVOKED_MAP
 # Mozilla's "intermediate" profile: browsers of the last years, forward secrecy only.
 TLS_SETTINGS = """\
     ssl_protocols TLSv1.2 TLSv1.3;

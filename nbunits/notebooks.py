@@ -107,6 +107,71 @@ def install_copy(home: Path, relative: PurePosixPath, data: bytes, uid: int, gid
                 os.unlink(tmp, dir_fd=dir_fd)
 
 
+def link_tree(home: Path, folder: str, tree: Path, mounted: PurePosixPath,
+              uid: int, gid: int) -> int:
+    """Make the course's other files appear in the student's course folder home/folder.
+
+    `tree` is the published course, which the student's container mounts read-only
+    at `mounted` (links point there: they dangle outside the container, and root
+    never follows them). A folder with notebooks somewhere below is a real folder here
+    (it holds the student's copies); anything else (a data file, a module, a folder
+    of data) is a symlink into `tree`: read-only, and no per-student copy. So
+    `data/grades.csv` and `import helpers` work from a notebook's own folder.
+    What the student put in the way is never touched; our links to files that left
+    the course are removed. Returns how many links were made.
+    """
+    below = {PurePosixPath(m).parents[i].parts for m in find_masters(tree)
+             for i in range(len(PurePosixPath(m).parts) - 1)}
+    with _open_dir(home) as home_fd, _make_dirs(home_fd, (folder,), uid, gid) as fd:
+        return _link_dir(fd, tree, mounted, (), below, uid, gid)
+
+
+def _link_dir(dir_fd: int, tree: Path, mounted: PurePosixPath, rel: tuple[str, ...],
+              below: set[tuple[str, ...]], uid: int, gid: int) -> int:
+    made = 0
+    names = set()
+    with os.scandir(tree.joinpath(*rel)) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or entry.is_symlink() or (
+                    name.endswith(".ipynb") and entry.is_file()):
+                continue  # hidden, or a notebook: its copy is copies.py's
+            names.add(name)
+            target = str(mounted.joinpath(*rel, name))
+            current = _lstat(dir_fd, name)
+            ours = current is not None and stat.S_ISLNK(current.st_mode) \
+                and os.readlink(name, dir_fd=dir_fd) == target
+            if entry.is_dir() and (rel + (name,) in below or (
+                    current is not None and stat.S_ISDIR(current.st_mode))):
+                if ours:  # a folder of data that now holds a notebook
+                    os.unlink(name, dir_fd=dir_fd)
+                    current = None
+                if current is None or stat.S_ISDIR(current.st_mode):
+                    with _make_dirs(dir_fd, (name,), uid, gid) as child:
+                        made += _link_dir(child, tree, mounted, rel + (name,), below, uid, gid)
+            elif current is None:
+                with contextlib.suppress(FileExistsError):  # the student was quicker
+                    os.symlink(target, name, dir_fd=dir_fd)
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                    made += 1
+    prefix = str(mounted.joinpath(*rel)) + "/"
+    for name in os.listdir(dir_fd):
+        if name in names:
+            continue
+        current = _lstat(dir_fd, name)
+        if current is not None and stat.S_ISLNK(current.st_mode) \
+                and os.readlink(name, dir_fd=dir_fd) == prefix + name:
+            os.unlink(name, dir_fd=dir_fd)
+    return made
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def normalize(data: bytes, name: str) -> bytes:
     """The master as nbformat writes it: current v4 minor, every cell with an id.
 

@@ -8,13 +8,19 @@ one reply per connection, each a JSON object on one line:
         "reset": false}
     <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../CAP/notebooks/w1/a.ipynb",
         "prefix": "/nb/demo/nb.../CAP/", "copied": false, "running": true}
-    -> {"action": "wake", "course": "demo", "user": "nb..."}              <- {"ok": true}
+    -> {"action": "wake", "course": "demo", "user": "nb...", "capability": "..."}
+    <- {"ok": true, "retry_after": 0}
     -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
     <- {"ok": true, "html": "..."}
     -> {"action": "staff_link", "course", "student", "notebook"}
     <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
     <- {"ok": false, "code": "unknown_course", "message": "...", "student_hint": "..."}
     <- {"ok": false, "code": "busy", "message": "...", "retry_after": 30}   (admission.py)
+
+    -> {"action": "student", "course", "user", "capability", "what": "info"|"reset"|
+        "share"|"unshare", "notebook"}
+    <- {"ok": true, "student_id", "course", "notebook", "newer", "changes", "kept", "url"}
+    -> {"action": "shared_view", "token"}                     <- {"ok": true, "html": "..."}
 
 Requests are small (a few names); replies can carry a staff view's HTML (a
 notebook with its plots), hence one limit per direction.
@@ -30,7 +36,14 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from .errors import NbunitsError
-from .names import Target, check_course, check_notebook
+from .names import (
+    Target,
+    check_capability,
+    check_course,
+    check_notebook,
+    check_share_token,
+    check_user,
+)
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -86,18 +99,20 @@ class OpenRequest:
 
 @dataclass(frozen=True)
 class WakeRequest:
-    """Make a provisioned student's server answer again (nginx's 502 fallback)."""
+    """Make a provisioned student's server answer again (nginx's 502 fallback), for
+    the holder of their capability (the helper checks it again)."""
 
     action: ClassVar[str] = "wake"
     course: str
     user: str
+    capability: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"course": self.course, "user": self.user}
+        return {"course": self.course, "user": self.user, "capability": self.capability}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WakeRequest:
-        return cls(get_str(data, "course"), get_str(data, "user"))
+        return cls(get_str(data, "course"), get_str(data, "user"), get_str(data, "capability"))
 
 
 @dataclass(frozen=True)
@@ -157,11 +172,63 @@ class StaffStudentsRequest:
         return cls(get_str(data, "course"), get_str(data, "notebook"))
 
 
+# What a student may do from inside their Jupyter (the Course menu, the banner).
+STUDENT_ACTIONS = frozenset({"info", "reset", "share", "unshare"})
+
+
+@dataclass(frozen=True)
+class StudentRequest:
+    """A student's own action, with the capability of their /nb/ URL: nginx checked
+    it already, the helper (which holds the secret) checks it again."""
+
+    action: ClassVar[str] = "student"
+    course: str
+    user: str
+    capability: str
+    what: str
+    notebook: str  # relative to the course; "" only for "info" outside a notebook
+
+    def __post_init__(self) -> None:
+        check_course(self.course)
+        check_user(self.user)
+        check_capability(self.capability)
+        if self.what not in STUDENT_ACTIONS:
+            raise ProtocolError("unknown student action")
+        if self.notebook or self.what != "info":
+            object.__setattr__(self, "notebook", check_notebook(self.notebook).as_posix())
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StudentRequest:
+        return cls(*(get_str(data, k) for k in ("course", "user", "capability", "what",
+                                                "notebook")))
+
+
+@dataclass(frozen=True)
+class SharedViewRequest:
+    """A static version a student shares, for whoever has its link."""
+
+    action: ClassVar[str] = "shared_view"
+    token: str
+
+    def __post_init__(self) -> None:
+        check_share_token(self.token)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"token": self.token}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SharedViewRequest:
+        return cls(get_str(data, "token"))
+
+
 Request = (OpenRequest | WakeRequest | StaffViewRequest | StaffLinkRequest
-           | StaffStudentsRequest)
+           | StaffStudentsRequest | StudentRequest | SharedViewRequest)
 REQUESTS: dict[str, type[Request]] = {
     c.action: c for c in (OpenRequest, WakeRequest, StaffViewRequest, StaffLinkRequest,
-                          StaffStudentsRequest)}
+                          StaffStudentsRequest, StudentRequest, SharedViewRequest)}
 
 
 def encode_request(request: Request) -> bytes:
@@ -187,11 +254,13 @@ class Opened:
     prefix: str  # the student's Jupyter: /nb/<course>/<user>/<capability>/
     copied: bool  # the notebook was copied now
     running: bool  # the student's Jupyter was up already (a warm open)
+    removed: bool = False  # no longer in the course: what opens is the student's copy
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Opened:
         return cls(get_str(data, "user"), get_str(data, "url"), get_str(data, "prefix"),
-                   get_bool(data, "copied"), get_bool(data, "running"))
+                   get_bool(data, "copied"), get_bool(data, "running"),
+                   get_bool(data, "removed"))
 
 
 @dataclass(frozen=True)
@@ -199,6 +268,18 @@ class Done:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Done:
         return cls()
+
+
+@dataclass(frozen=True)
+class Woke:
+    retry_after: int  # 0: woken; else seconds before the units may be reset
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Woke:
+        value = data.get("retry_after")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProtocolError("retry_after must be a whole number of seconds")
+        return cls(value)
 
 
 @dataclass(frozen=True)
@@ -239,8 +320,30 @@ class Students:
                          for e in entries))
 
 
-Reply = Opened | Done | Html | Link | Students
-R = TypeVar("R", Opened, Done, Html, Link, Students)
+@dataclass(frozen=True)
+class StudentState:
+    """What a student's action did, and what the Course menu shows."""
+
+    student_id: str  # the student's own LMS id, as recorded
+    course: str
+    notebook: str
+    newer: bool  # the course has a newer version of this notebook
+    changes: tuple[str, ...]  # what changed, in a student's words
+    kept: str  # reset: where the old copy is kept ("" if nothing was kept)
+    url: str  # share: the static version's link ("" if not shared)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StudentState:
+        changes = data.get("changes")
+        if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+            raise ProtocolError("'changes' must be a list of strings")
+        return cls(get_str(data, "student_id"), get_str(data, "course"),
+                   get_str(data, "notebook"), get_bool(data, "newer"), tuple(changes),
+                   get_str(data, "kept"), get_str(data, "url"))
+
+
+Reply = Opened | Done | Woke | Html | Link | Students | StudentState
+R = TypeVar("R", Opened, Done, Woke, Html, Link, Students, StudentState)
 
 
 def ok_reply(reply: Reply) -> dict[str, Any]:

@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import pwd
+import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from . import activity, copies, staff, users
+from . import activity, copies, quota, staff, users
+from . import capability as caps
 from .admission import Admission
-from .capability import capability, jupyter_config, read_secret
+from .capability import jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
+from .events import Event
+from .events import log as log_event
 from .files import write_atomic
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
-from .notebooks import master_path, read_copy, read_master
+from .notebooks import exists, master_path, read_copy, read_master
 from .run import run_async
 from .systemd import provisioned_students
 
@@ -34,6 +39,7 @@ class Provisioned:
     token: str
     copied: bool
     running: bool  # the student's Jupyter is up already (a warm open)
+    removed: bool = False  # gone from the course; the student's copy is what opens
 
     @property
     def user(self) -> str:
@@ -53,23 +59,43 @@ async def provision(settings: Settings, target: Target, admission: Admission,
                     reset: bool = False) -> Provisioned:
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
-    read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    removed = False
+    try:
+        read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
+    except NbunitsError as exc:
+        # Removed from the course: a student who has a copy still gets to it.
+        if exc.code != "unknown_notebook" or not has_copy(settings, target):
+            raise
+        removed = True
     units = target.units
+    if config.disk_quota:  # set by the container unit at each start
+        quota.check(settings.home_base)
     # 2. Admission control (admission.py): past a cap nothing is created or started.
     running = await is_active(units.container)
     if users.lookup(settings, target.student) is None:
-        admission.new_student()
+        admission.new_student(units.course, units.user)
     if not running:
         admission.start(units.course, units.user)
 
     # 3. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)
-    token = ensure_token(settings, config, units)
+    first = not settings.token_file(units).exists()
+    token = ensure_token(settings, config, units, running=running)
+    if first:
+        log_event(logger, Event.PROVISIONED, f"provisioned {student.user} in course {config.name}",
+                  course=config.name, student=student.user, HOME=student.home)
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
     activity.mark(settings, units)
     await run_async(["systemctl", "start", units.socket])
-    return Provisioned(target, token, copied, running)
+    return Provisioned(target, token, copied, running, removed)
+
+
+def has_copy(settings: Settings, target: Target) -> bool:
+    """Whether an existing student has a copy of the notebook (nothing is created)."""
+    student = users.lookup(settings, target.student)
+    return student is not None and exists(
+        student.home, PurePosixPath(target.course, *PurePosixPath(target.notebook).parts))
 
 
 async def update_copies(settings: Settings, config: CourseConfig, student: users.Student,
@@ -84,10 +110,12 @@ async def update_copies(settings: Settings, config: CourseConfig, student: users
     theirs = copies.for_student(settings, config, student)
     if reset:
         kept = await asyncio.to_thread(copies.reset, theirs, notebook, datetime.now())
-        logger.info("reset %s for %s; old copy kept as %s", notebook, student.user, kept,
-                    extra=fields)
+        kept_text = f"old copy kept as {kept}" if kept else "the copy was unmodified"
+        log_event(logger, Event.RESET, f"reset {notebook} for {student.user} (asked by the "
+                  f"student); {kept_text}", course=config.name, student=student.user,
+                  NOTEBOOK=notebook, KEPT=kept or "", BY="student")
     report = await asyncio.to_thread(copies.sync, theirs, running=running)
-    if report.done:
+    if report.done or report.linked:
         logger.info("copies of %s: %s", student.user, report.summary(), extra=fields)
     return notebook in report.of(copies.Action.INSTALL)
 
@@ -97,19 +125,36 @@ async def is_active(unit: str) -> bool:
     return code == 0
 
 
-async def wake(settings: Settings, course: str, user: str, admission: Admission) -> None:
-    """Make a provisioned student's server answer again, whatever stopped it.
+async def wake(settings: Settings, course: str, user: str, presented: str,
+               admission: Admission) -> int:
+    """Make a provisioned student's server answer again, whatever stopped it; returns
+    0, or the seconds to wait when its units failed too recently to be reset.
 
     nginx falls back to this when a student's socket does not answer (502): their
     units are not loaded (idle students' are unloaded, activity.py), the container
     was killed a moment ago, an admin stopped the course, or a unit hit its start
-    limit. Nothing is created here.
+    limit. It acts only for the holder of the student's current
+    capability (checked again here, whatever the dispatcher was handed), answers
+    the same for a student who does not exist, and never resets a failed unit
+    sooner than its start limit's interval after it failed, so nobody can restart
+    a failing server faster than systemd itself would. A start passes admission
+    control (admission.py) like a launch. Nothing is created here.
     """
-    load_course(settings, course)
-    units = StudentUnits(course, check_user(user))
-    if not settings.token_file(units).exists():
-        raise NbunitsError("unknown_student", f"no student {user} in course {course}",
-                           hint="open the notebook from the course page")
+    try:
+        load_course(settings, course)
+        units = StudentUnits(course, check_user(user))
+        allowed = caps.is_current(settings, units, presented)
+    except NbunitsError:
+        allowed = False
+    if not allowed:
+        raise NbunitsError("forbidden", "this link is not valid",
+                           student_hint="open the notebook from your course page")
+    wait = await failed_recently(units)
+    if wait:
+        logger.warning("not waking %s: a unit failed less than its start limit "
+                       "interval ago; retry in %d s", units.socket, wait,
+                       extra={"COURSE": course, "STUDENT": user})
+        return wait
     if not await is_active(units.container):
         admission.start(course, user)
     activity.mark(settings, units)
@@ -118,24 +163,90 @@ async def wake(settings: Settings, course: str, user: str, admission: Admission)
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits for its readiness gate),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
-    await run_async(["systemctl", "start", units.proxy], timeout=150)
+    code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
+    if code != 0:
+        reason = await start_failure(units)
+        logger.error("%s cannot start: %s", units.container, reason,
+                     extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": "server_failed"})
+        raise NbunitsError(
+            "server_failed", "Your notebook server could not start.", hint=reason,
+            student_hint="This is not something you can fix: the course team can see why "
+                         "in the server's log. Your saved work is safe; please try again later.")
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
+    return 0
 
 
-def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits) -> str:
+# What a container's exit status says (podman's own codes: podman-run(1)).
+EXIT_MEANINGS = {125: "podman could not run the container (is the course's image in the "
+                      "store? nbunits course show)",
+                 126: "the container's command could not be run",
+                 127: "the container's command was not found"}
+
+
+async def start_failure(units: StudentUnits) -> str:
+    """Why a student's container did not start, from systemd's own record."""
+    _, out, _ = await run_async(["systemctl", "show", units.container, "--property=Result",
+                                 "--property=ExecMainStatus", "--property=ActiveState"],
+                                check=False)
+    shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    result, status = shown.get("Result", "?"), shown.get("ExecMainStatus", "")
+    meaning = EXIT_MEANINGS.get(int(status)) if status.isdigit() else None
+    if result == "start-limit-hit":
+        meaning = "it failed to start too often in a row"
+    return f"{units.container}: {result}" + (f", exit status {status}" if status not in (
+        "", "0") else "") + (f": {meaning}" if meaning else "")
+
+
+async def failed_recently(units: StudentUnits) -> int:
+    """Seconds until the most recently failed of the student's units may be reset
+    (its StartLimitIntervalSec= after it failed); 0 if none is failed."""
+    _, out, _ = await run_async(
+        ["systemctl", "show", "--property=Id,ActiveState,StateChangeTimestampMonotonic,"
+         "StartLimitIntervalUSec", units.socket, units.proxy, units.container], check=False)
+    return reset_wait(out, time.monotonic())
+
+
+def reset_wait(show_output: str, now: float) -> int:
+    """From `systemctl show` blocks: seconds left before every failed unit's start
+    limit interval has passed since it failed (pure, for tests)."""
+    wait = 0.0
+    for block in show_output.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("ActiveState") != "failed":
+            continue
+        failed_at = int(props.get("StateChangeTimestampMonotonic", "0") or 0) / 1e6
+        interval = parse_usec(props.get("StartLimitIntervalUSec", "")) or 10.0
+        wait = max(wait, failed_at + interval - now)
+    return int(wait + 0.999) if wait > 0 else 0
+
+
+def parse_usec(text: str) -> float:
+    """A systemd time span as `systemctl show` prints it ("1min", "10s", "1min 30s")."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400}
+    total = 0.0
+    for number, unit in re.findall(r"([0-9.]+)\s*(us|ms|min|s|h|d)?", text):
+        total += float(number) * units[unit or "s"]
+    return total
+
+
+def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, *,
+                 running: bool) -> str:
     """The student's capability for this course, and the Jupyter settings that carry it.
 
     Both files are root's; the container unit reads them with LoadCredential=, so
     the capability never shows on a command line or in `systemctl show`. Rewritten
-    at each launch, so a course's new settings (its LMS origin) apply at the next.
+    at each launch while the server is stopped, so a course's new settings (its LMS
+    origin, terminals) and a new capability (revoked, expired) apply at its next start.
     """
-    secret = read_secret(settings)
-    token = capability(secret, units)
+    grant = caps.current_grant(settings, config, units, running=running)
+    token = caps.capability(read_secret(settings), units, grant)
     path = settings.token_file(units)
+    if running and path.exists():
+        return token  # the running Jupyter's files, as it read them
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, f"JUPYTER_TOKEN={token}\n", 0o600, unless_same=True)
-    write_atomic(path.with_suffix(".json"), jupyter_config(config, units, secret, settings.server), 0o600,
-                 unless_same=True)
+    write_atomic(path.with_suffix(".json"), jupyter_config(config, units, token, settings.server),
+                 0o600, unless_same=True)
     return token
 
 

@@ -9,11 +9,12 @@ and the journal: the helper never passes one on to a student's page.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import NbunitsError
 
@@ -66,6 +67,35 @@ def run_shown(argv: Sequence[str], *, timeout: float | None = 3600) -> None:
         raise _not_run(argv, exc) from exc
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, "(its output is above)")
+
+
+def run_streamed(argv: Sequence[str], show: Callable[[str], None], *,
+                 timeout: float = 3600) -> None:
+    """Run a long step, each line of its output (stdout and stderr) shown as it comes;
+    on failure the CommandError carries the last lines, for the reason."""
+    logger.debug("running %s", shlex.join(argv))
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=CLEAN_ENV, text=True,
+                                errors="replace")
+    except OSError as exc:
+        raise _not_run(argv, exc) from exc
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            show(line)
+        code = proc.wait(timeout=timeout)
+    except BaseException as exc:
+        proc.kill()
+        proc.wait()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise _not_run(argv, exc) from exc
+        raise
+    if code != 0:
+        raise CommandError(argv, code, "\n".join(tail))
 
 
 async def run_async(argv: Sequence[str], *, check: bool = True, timeout: float = 120

@@ -2,19 +2,73 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
 
 from systemd import daemon, journal
 
+# The course and student the current request is about: set where a request enters
+# (the dispatcher's middleware, the helper's request handler), per asyncio task.
+_course: contextvars.ContextVar[str] = contextvars.ContextVar("course", default="-")
+_student: contextvars.ContextVar[str] = contextvars.ContextVar("student", default="-")
+
+
+def log_context(course: str | None = None, student: str | None = None, *,
+                new: bool = False) -> None:
+    """Say which course and student the lines logged from here on (in this task) are
+    about; None leaves a value as it is, `new` starts from none (a new request)."""
+    if new:
+        _course.set("-")
+        _student.set("-")
+    if course:
+        _course.set(course)
+    if student:
+        _student.set(student)
+
+
+class ContextFields(logging.Filter):
+    """Give every record COURSE= and STUDENT= ("-" when it is about none), from
+    `extra` if the call gave them, else from the request being handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "COURSE", None):
+            record.COURSE = _course.get()
+        if not getattr(record, "STUDENT", None):
+            record.STUDENT = _student.get()
+        return True
+
+
+# What a log line must never carry, whoever put it in a request: a capability
+# (capability.py) or a 64-hex HMAC (staff and signed legacy links).
+SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}|(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+class Redact(logging.Filter):
+    """Replaces secrets in a record's message (requests echo what clients sent)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = SECRET_RE.sub("[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        # A traceback quotes values too (the formatter then uses this text as it is).
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = SECRET_RE.sub("[redacted]", record.exc_text)
+        return True
+
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to journald with structured fields when under systemd, else to stderr.
 
-    Pass COURSE= and STUDENT= as `extra` and `journalctl COURSE=demo` finds them.
+    Every line carries COURSE= and STUDENT= (see `log_context`), so
+    `journalctl COURSE=demo STUDENT=nb...` finds all that is about one student.
     """
     root = logging.getLogger()
     root.setLevel(level)
@@ -22,7 +76,10 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER=Path(sys.argv[0]).name)
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(
+            "%(levelname)s %(name)s [%(COURSE)s %(STUDENT)s]: %(message)s"))
+    handler.addFilter(ContextFields())
+    handler.addFilter(Redact())
     root.addHandler(handler)
 
 

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from html import escape
 from typing import Any
@@ -44,7 +45,9 @@ def link(secret: str, course: str, user: str, notebook: str, hours: float,
 
 def check(secret: str, course: str, user: str, notebook: str, expires: str, sig: str,
           now: float | None = None) -> None:
-    if not expires.isdigit() or int(expires) < (now or time.time()):
+    if not re.fullmatch(r"[0-9]{1,12}", expires) or not re.fullmatch(r"[0-9a-f]{64}", sig):
+        raise NbunitsError("bad_request", "this staff link is malformed")
+    if int(expires) < (now or time.time()):
         raise NbunitsError("forbidden", "this staff link has expired",
                            hint="ask an admin for a new one (nbunits student link)")
     expected = signature(secret, course, user, notebook, int(expires))
@@ -58,35 +61,50 @@ _PAGE = """<!doctype html>
 .cell{{margin:1em 0}} pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}}
 .md pre{{background:none;border-left:3px solid #ccc}} .out pre{{background:#fff;border-left:3px solid #7a7}}
 .label{{color:#888;font-size:.8em}}</style></head>
-<body><h1>{title}</h1><p class="label">Read-only view for course staff. Nothing here runs.</p>
+<body><h1>{title}</h1><p class="label">{note}</p>
 {cells}</body></html>
 """
 
 
-def render(data: bytes, title: str) -> str:
-    """Static HTML of a notebook: sources and text/image outputs, all escaped."""
-    nb = json.loads(data)
+STAFF_NOTE = "Read-only view for course staff. Nothing here runs."
+
+
+def render(data: bytes, title: str, note: str = STAFF_NOTE) -> str:
+    """Static HTML of a notebook: sources and text/image outputs, every field escaped.
+
+    The notebook is the student's file: any field may hold anything (markup, wrong
+    types), so nothing from it reaches the page but through escape() or a checked
+    base64 image."""
+    try:
+        nb = json.loads(data)
+    except ValueError:
+        nb = None
+    if not isinstance(nb, dict):
+        raise NbunitsError("broken_notebook", "this copy is not a readable notebook")
     parts = []
-    for cell in nb.get("cells", []):
-        source = _text(cell.get("source", ""))
-        kind = cell.get("cell_type", "code")
-        if kind == "code":
-            count = cell.get("execution_count") or " "
-            parts.append(f'<div class="cell"><span class="label">In [{count}]</span>'
-                         f"<pre>{escape(source)}</pre>{_outputs(cell.get('outputs', []))}</div>")
+    for cell in _dicts(nb.get("cells")):
+        source = escape(_text(cell.get("source", "")))
+        if cell.get("cell_type", "code") == "code":
+            count = cell.get("execution_count")
+            label = escape(str(count)) if isinstance(count, int) else " "
+            parts.append(f'<div class="cell"><span class="label">In [{label}]</span>'
+                         f"<pre>{source}</pre>{_outputs(cell.get('outputs'))}</div>")
         else:
-            parts.append(f'<div class="cell md"><pre>{escape(source)}</pre></div>')
-    return _PAGE.format(title=escape(title), cells="\n".join(parts))
+            parts.append(f'<div class="cell md"><pre>{source}</pre></div>')
+    return _PAGE.format(title=escape(title), note=escape(note), cells="\n".join(parts))
 
 
-def _outputs(outputs: list[dict[str, Any]]) -> str:
+def _outputs(outputs: object) -> str:
     html = []
-    for out in outputs:
-        data = out.get("data", {})
-        if out.get("output_type") == "stream":
+    for out in _dicts(outputs):
+        data = out.get("data")
+        data = data if isinstance(data, dict) else {}
+        kind = out.get("output_type")
+        if kind == "stream":
             html.append(f"<pre>{escape(_text(out.get('text', '')))}</pre>")
-        elif out.get("output_type") == "error":
-            html.append(f"<pre>{escape(out.get('ename', ''))}: {escape(out.get('evalue', ''))}</pre>")
+        elif kind == "error":
+            html.append(f"<pre>{escape(_text(out.get('ename', '')))}: "
+                        f"{escape(_text(out.get('evalue', '')))}</pre>")
         elif "image/png" in data and _is_base64(png := "".join(_text(data["image/png"]).split())):
             html.append(f'<img alt="output" src="data:image/png;base64,{png}">')
         elif "text/plain" in data:
@@ -94,8 +112,14 @@ def _outputs(outputs: list[dict[str, Any]]) -> str:
     return f'<div class="out">{"".join(html)}</div>' if html else ""
 
 
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _text(value: object) -> str:
-    return "".join(value) if isinstance(value, list) else str(value)
+    if isinstance(value, list):
+        return "".join(v if isinstance(v, str) else str(v) for v in value)
+    return value if isinstance(value, str) else str(value)
 
 
 def _is_base64(value: str) -> bool:

@@ -16,19 +16,22 @@ from .names import (
 )
 from .systemd import list_units, show
 
-_PROPS = ("ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent")
+_PROPS = ("ActiveState", "SubState", "Result", "StateChangeTimestamp", "MemoryCurrent",
+          "ExecMainStatus")
 
 
 @dataclass(frozen=True)
 class StudentState:
     course: str
-    student: str
+    student: str  # the Linux user
+    id: str  # their LMS (edX) id; "" where unknown (the records are root's)
     state: str  # running, starting, stopping, idle, stopped, failed
-    since: str
+    since: str  # ISO 8601
     memory: int | None  # bytes, while running and where cgroups report it
 
     def row(self) -> list[str]:
-        return [self.course, self.student, self.state, self.since or "-", _size(self.memory)]
+        return [self.course, self.student, self.id or "-", self.state, self.since or "-",
+                _size(self.memory)]
 
 
 def student_states(settings: Settings, course: str | None = None) -> list[StudentState]:
@@ -37,7 +40,15 @@ def student_states(settings: Settings, course: str | None = None) -> list[Studen
     units = show([name for name, p in parsed if p.kind != "proxy"], _PROPS)
     pairs = {(p.units.course, p.units.user) for _, p in parsed}
     pairs |= _provisioned(settings, course)
-    return [_state_of(StudentUnits(c, u), units) for c, u in sorted(pairs)]
+    ids = {u: _recorded_id(settings, u) for _, u in pairs}
+    return [_state_of(StudentUnits(c, u), ids[u], units) for c, u in sorted(pairs)]
+
+
+def _recorded_id(settings: Settings, user: str) -> str:
+    try:
+        return (settings.students_dir / user).read_text().strip()
+    except OSError:  # none, or not root
+        return ""
 
 
 def _provisioned(settings: Settings, course: str | None) -> set[tuple[str, str]]:
@@ -50,13 +61,14 @@ def _provisioned(settings: Settings, course: str | None) -> set[tuple[str, str]]
         return set()
 
 
-def _state_of(units: StudentUnits, shown: dict[str, dict[str, str]]) -> StudentState:
+def _state_of(units: StudentUnits, student_id: str,
+              shown: dict[str, dict[str, str]]) -> StudentState:
     container = shown.get(units.container, {})
     socket = shown.get(units.socket, {})
     active = container.get("ActiveState", "inactive")
     if active in ("active", "activating", "deactivating", "failed"):
         state = {"active": "running", "activating": "starting", "deactivating": "stopping",
-                 "failed": f"failed ({container.get('Result', '?')})"}[active]
+                 "failed": f"failed ({_why(container)})"}[active]
         decided_by = container
     elif socket.get("ActiveState") == "active":
         state, decided_by = "idle", socket
@@ -65,9 +77,15 @@ def _state_of(units: StudentUnits, shown: dict[str, dict[str, str]]) -> StudentS
     else:
         state, decided_by = "stopped", socket
     memory = container.get("MemoryCurrent", "")
-    return StudentState(units.course, units.user, state,
+    return StudentState(units.course, units.user, student_id, state,
                         decided_by.get("StateChangeTimestamp", ""),
                         int(memory) if active == "active" and memory.isdigit() else None)
+
+
+def _why(unit: dict[str, str]) -> str:
+    """systemd's result, with the exit status (125: podman could not run the image)."""
+    status = unit.get("ExecMainStatus", "0")
+    return unit.get("Result", "?") + (f", exit status {status}" if status not in ("", "0") else "")
 
 
 def _size(value: int | None) -> str:
@@ -82,7 +100,7 @@ def _size(value: int | None) -> str:
 
 
 def format_table(states: list[StudentState]) -> str:
-    rows = [["COURSE", "STUDENT", "STATE", "SINCE", "MEMORY"], *(s.row() for s in states)]
+    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"], *(s.row() for s in states)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     counts: dict[str, int] = {}

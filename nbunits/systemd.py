@@ -10,9 +10,10 @@ result. It enables the sockets of recently active students only (activity.py).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -34,6 +35,7 @@ from .names import (
     socket_template,
 )
 from .run import run
+from .seccomp import DEFAULT_SECCOMP, NO_USERNS_PROFILE
 
 
 def unit_files() -> Traversable:
@@ -41,7 +43,13 @@ def unit_files() -> Traversable:
 
 
 def static_units() -> Iterator[Traversable]:
-    return (f for f in unit_files().iterdir() if f.is_file())
+    return (f for f in unit_files().iterdir() if f.is_file() and f.name.startswith("nbunits")
+            and f.name.rsplit(".", 1)[-1] in ("service", "socket", "timer", "slice"))
+
+
+def catalog_file() -> Traversable:
+    """The journal catalog of nbunits' events (events.py)."""
+    return unit_files() / "catalog" / "nbunits.catalog"
 
 
 def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, str]:
@@ -69,6 +77,17 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
         "COURSE_MEMORY_MAX": course.course_memory_max,
+        # Mounted into the container: a real path, readable by every student.
+        "JUPYTER_LOG_CONFIG": os.path.realpath(
+            str(unit_files() / "jupyter" / "jupyter_server_config.py")),
+        # One home per student: the course started last sets their quota (quota.py).
+        "DISK_QUOTA": (f"ExecStartPre=+/opt/nbunits/venv/bin/python3 -m nbunits.quota %i "
+                       f"{course.disk_quota}" if course.disk_quota
+                       else "# no disk_quota: the home's file system is the limit"),
+        # Nested user namespaces: podman's default seccomp profile allows them; the
+        # other one is that profile with them refused (seccomp.py).
+        "SECCOMP_PROFILE": str(DEFAULT_SECCOMP if course.user_namespaces
+                               else settings.etc_dir / NO_USERNS_PROFILE),
     }
 
 
@@ -148,15 +167,24 @@ def list_units(patterns: list[str], states: str = "") -> list[str]:
 
 
 def show(names: list[str], props: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """{unit: {property: value}} from `systemctl show`."""
+    """{unit: {property: value}} from `systemctl show`; timestamps in ISO 8601 (UTC)."""
     if not names:
         return {}
-    out = systemctl("show", "--property=" + ",".join(("Id", *props)), *names)
+    out = systemctl("show", "--timestamp=unix", "--property=" + ",".join(("Id", *props)),
+                    *names)
     units = {}
     for block in out.strip().split("\n\n"):
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        units[fields.get("Id", "")] = fields
+        units[fields.get("Id", "")] = {k: iso_time(v) if k.endswith("Timestamp") else v
+                                       for k, v in fields.items()}
     return units
+
+
+def iso_time(unix: str) -> str:
+    """systemctl's --timestamp=unix ("@1764510715") as ISO 8601; "" for never."""
+    if not unix.startswith("@"):
+        return unix
+    return datetime.fromtimestamp(int(unix[1:]), UTC).isoformat()
 
 
 def active_users(course: str) -> list[str]:

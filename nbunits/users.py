@@ -97,6 +97,7 @@ async def ensure(settings: Settings, student_id: str) -> Student:
         user = user_for(student_id)
         student = lookup(settings, student_id)
         if student is not None:
+            await asyncio.to_thread(repair_home, settings, student)
             if recorded_id(settings, user) is None:
                 write_record(settings, user, student_id)
             await asyncio.to_thread(write_home_record, student.home, student_id)
@@ -189,6 +190,27 @@ def _symlink_atomic(link: Path, target: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     os.replace(tmp, link)
+
+
+def repair_home(settings: Settings, student: Student) -> None:
+    """The user exists: make sure its home is there and is its own. A home restored
+    from a backup (or kept from an install whose users had other uids) is adopted
+    with the same proof as at creation; a missing one is made anew."""
+    try:
+        st = os.lstat(student.home)
+    except FileNotFoundError:
+        os.mkdir(student.home, 0o700)
+        os.chown(student.home, student.uid, student.gid)
+        logger.warning("made a new, empty home %s: it was missing", student.home,
+                       extra={"STUDENT": student.user})
+        return
+    if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (student.uid, student.gid):
+        return
+    existing_home(student.home, student.id, recorded_id(settings, student.user))  # or raise
+    changed = adopt_home(student.home, student.uid, student.gid)
+    os.chmod(student.home, 0o700)
+    logger.warning("adopted the home %s (owned by uid %d): %d files now belong to uid %d",
+                   student.home, st.st_uid, changed, student.uid, extra={"STUDENT": student.user})
 
 
 def write_record(settings: Settings, user: str, student_id: str) -> None:

@@ -1,7 +1,7 @@
 """Serve the demo course from a throwaway systemd, and print where to open it.
 
 This machine's PID 1 is not systemd, so the demo boots one with systemd-nspawn over
-an overlay of this machine's root (tests/harness.py), with a network of its own.
+an overlay of this machine's root (testbed/harness.py), with a network of its own.
 nbunits is installed there as on a server named `notebooks.localhost` (browsers
 resolve *.localhost to this machine by themselves), nginx on its port 80, and
 127.0.0.1:PORT is forwarded to it. Students' homes and their records persist in
@@ -25,10 +25,10 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.browser import execute, open_exercise, start_kernel  # noqa: E402
-from tests.forward import Forwarder, Names  # noqa: E402
-from tests.harness import DEFAULT_BASE, Bind, BoxError, SystemdBox  # noqa: E402
-from tests.integration.conftest import IMAGE_STORE, IMAGE_STORE_IN_BOX, VENV, use_checkout  # noqa: E402
+from testbed.browser import execute, open_exercise, start_kernel  # noqa: E402
+from testbed.deploy import IMAGE_STORE, IMAGE_STORE_IN_BOX, VENV, use_checkout  # noqa: E402
+from testbed.forward import Forwarder, Names  # noqa: E402
+from testbed.harness import DEFAULT_BASE, Bind, BoxError, SystemdBox  # noqa: E402
 
 STATE = Path("/var/lib/nbunits-demo")
 SERVER = "notebooks.localhost"

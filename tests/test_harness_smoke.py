@@ -1,4 +1,4 @@
-"""The test harness itself, for real: boots throwaway systemd boxes (tests/harness.py)."""
+"""The test harness itself, for real: boots throwaway systemd boxes (testbed/harness.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Bind, BoxCommandError, SystemdBox
+from testbed.harness import Bind, BoxCommandError, SystemdBox
 
 pytestmark = [
     pytest.mark.integration,

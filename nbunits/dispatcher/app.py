@@ -10,23 +10,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from ..config import Settings, load_course, load_secrets
+from .. import events
+from ..config import Settings, list_courses, load_course, load_secrets
 from ..errors import NbunitsError
 from ..identity import canonical
-from ..names import Target, check_course, check_student_id
-from ..protocol import Done, Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, ask
-from . import lti
+from ..names import (
+    CAPABILITY_RE,
+    COURSE_RE,
+    USER_RE,
+    Target,
+    check_course,
+    check_notebook,
+    check_student_id,
+    check_user,
+)
+from ..protocol import Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, Woke, ask
+from ..service import log_context
+from . import lti, params, student
 from .legacy import check_legacy
-from .pages import busy_page, error_page, starting_page, student_hint, waking_page
+from .lti import COURSE_KEY
+from .pages import (
+    busy_page,
+    error_page,
+    nginx_page,
+    removed_page,
+    starting_page,
+    student_hint,
+    student_message,
+    waking_page,
+)
 from .reset import reset_requested
 
 logger = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
+# On an answer that means "this student's server cannot start": the starting page stops.
+START_FAILED = ("X-Nbunits-Start", "failed")
 
 # How the helper's error codes read over HTTP.
 STATUS_FOR_CODE = {
@@ -45,8 +68,13 @@ STATUS_FOR_CODE = {
     "broken_notebook": 500,
     "bad_course_config": 500,
     "too_large": 500,
+    "server_failed": 500,
     "internal": 500,
+    "unknown_share": 404,
 }
+
+# What a course link may carry: ?reset=1, and a signed legacy link's sig and expires.
+LEGACY_PARAMS = {"reset": params.FLAG, "sig": params.HEX_SHA256, "expires": params.EXPIRES}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,13 +89,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                              reload=request.method in ("GET", "HEAD"))
         status = STATUS_FOR_CODE.get(exc.code)
         if status is None:  # not written for a student (a bug, a failed command)
-            logger.error("%s %s: %s", request.method, request.path, exc, exc_info=exc,
+            logger.error("%s %s: %s", request.method, log_path(request), exc, exc_info=exc,
                          extra={"ERROR_CODE": exc.code})
             return error_page(500, "Something went wrong on our side.",
                               "Please try again later.")
-        logger.warning("%s %s: %s", request.method, request.path, exc.message,
-                       extra={"ERROR_CODE": exc.code})
-        return error_page(status, exc.message, student_hint(status, exc.student_hint))
+        events.log(logger, events.Event.REFUSED,
+                   f"{request.method} {log_path(request)}: {exc.message}",
+                   course=None, student=None, ERROR_CODE=exc.code)
+        message, hint = student_message(exc.code, exc.message, exc.student_hint)
+        return error_page(status, message, student_hint(status, hint))
     except web.HTTPException as exc:
         if exc.status >= 400:
             return error_page(exc.status, exc.reason)
@@ -77,7 +107,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_page(503, "The notebook service is not available right now.",
                           "Please try again in a minute.")
     except Exception:
-        logger.exception("unexpected error for %s", request.path)
+        logger.exception("unexpected error for %s", log_path(request))
         return error_page(500, "Something went wrong on our side.", "Please try again later.")
 
 
@@ -87,9 +117,41 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
     an admin's own server block may be a catch-all. Nothing is created for them."""
     names = request.app[SETTINGS].server.names
     if names and host_name(request.host) not in names:
-        logger.warning("refused a request for host %r", request.host[:100])
+        events.log(logger, events.Event.REFUSED, f"refused a request for host {request.host[:100]!r}",
+                   course=None, student=None, ERROR_CODE="misdirected")
         return error_page(421, "This server does not serve that host name.")
     return await handler(request)
+
+
+@web.middleware
+async def log_fields_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """COURSE= and STUDENT= on every line logged while handling this request, from
+    its path as far as it names them (the handlers refine them: service.log_context)."""
+    course, user = request.match_info.get("course", ""), request.match_info.get("user", "")
+    log_context(course if COURSE_RE.fullmatch(course) else None,
+                user if USER_RE.fullmatch(user) else None, new=True)
+    return await handler(request)
+
+
+async def frame_ancestors(request: web.Request, response: web.StreamResponse) -> None:
+    """Every page the dispatcher renders may be framed only where a notebook may: the
+    server itself and the course's LMS origins (for a launch whose course is not
+    known yet, those of any course: its error must show in the LMS's frame)."""
+    if "frame-ancestors" in response.headers.get("Content-Security-Policy", ""):
+        return
+    settings = request.app[SETTINGS]
+    course = request.get(COURSE_KEY) or request.match_info.get("course")
+    names = [course] if course else (
+        list_courses(settings) if request.path.startswith("/lti/") else [])
+    origins: list[str] = []
+    for name in names:
+        try:
+            origins += load_course(settings, name).lms_origins
+        except NbunitsError:
+            continue
+    policy = "frame-ancestors " + " ".join(["'self'", *dict.fromkeys(origins)])
+    csp = response.headers.get("Content-Security-Policy")
+    response.headers["Content-Security-Policy"] = f"{csp}; {policy}" if csp else policy
 
 
 def host_name(host: str) -> str:
@@ -104,11 +166,13 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
     notebook, _, student = request.match_info["tail"].rpartition("/")
     settings = request.app[SETTINGS]
     config = load_course(settings, course)
+    params.query(request, LEGACY_PARAMS)
     if config.legacy != "open":
         check_legacy(request, config, load_secrets(settings, course), notebook, student)
     # The legacy link carries the same per-course id as Open edX's LTI 1.1 launches;
     # linked ids (nbunits student link-ids) lead to the same work.
     student = canonical(settings, course, check_student_id(student))
+    log_context(student=Target(course, student, notebook).user)
     return await open_notebook(request, Target(course, student, notebook),
                                reset=reset_requested(request))
 
@@ -118,14 +182,17 @@ async def open_notebook(request: web.Request, target: Target,
     """Open a notebook once a launch is trusted: provision through the helper, then
     send the browser to the student's Jupyter (or to a starting page)."""
     settings = request.app[SETTINGS]
+    request[COURSE_KEY] = target.course
     if not settings.course_file(target.course).is_file():
         raise NbunitsError("unknown_course", f"unknown course {target.course!r}")
 
+    log_context(target.course, target.user)
     reply = await ask(settings.helper_socket, OpenRequest(target, reset), Opened)
-    logger.info("opening %s", target.notebook,
-                extra={"COURSE": target.course, "STUDENT": reply.user})
+    logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py).
     location = quote(reply.url)
+    if reply.removed and wants_html(request):
+        return removed_page(location, target.notebook)
     if not reply.running and wants_html(request):
         # A cold start takes a moment: show that it is happening, not a blank iframe.
         return starting_page(location, probe=quote(reply.prefix) + "api",
@@ -135,24 +202,84 @@ async def open_notebook(request: web.Request, target: Target,
 
 async def wake(request: web.Request) -> web.StreamResponse:
     """nginx's fallback when a student's socket does not answer (502): start it again,
-    then send the browser back to what it asked for."""
-    course, user = request.match_info["course"], request.match_info["user"]
+    then send the browser back to what it asked for.
+
+    nginx builds this URI from what its /nb/ location verified (course, user,
+    capability), never from the raw request; the helper checks the capability again.
+    """
+    course, user, cap = (request.match_info[k] for k in ("course", "user", "cap"))
     try:
-        await ask(request.app[SETTINGS].helper_socket, WakeRequest(course, user), Done)
+        check_course(course)
+        check_user(user)
+    except NbunitsError:
+        raise web.HTTPBadRequest() from None
+    if not CAPABILITY_RE.fullmatch(cap):
+        raise web.HTTPBadRequest()
+    fields = {"COURSE": course, "STUDENT": user}
+    try:
+        reply = await ask(request.app[SETTINGS].helper_socket, WakeRequest(course, user, cap),
+                          Woke)
+        retry_after = reply.retry_after
     except NbunitsError as exc:
-        if exc.code.startswith("unknown_") or exc.code.startswith("bad_") or exc.code == "busy":
+        if exc.code.startswith("unknown_") or exc.code == "forbidden":
+            # One answer whether or not the student exists.
+            raise NbunitsError("forbidden", "this link is not valid",
+                               student_hint="open the notebook from your course page") from None
+        if exc.code.startswith("bad_") or exc.code == "busy":  # busy: the admission page
             raise
-        logger.warning("could not wake %s: %s", user, exc.message,
-                       extra={"COURSE": course, "STUDENT": user})
+        if exc.code == "server_failed":
+            # It cannot start (no image, a crash at start, its start limit): say so,
+            # and tell the starting page to stop waiting (its probe reads the header).
+            logger.warning("%s's server cannot start", user,
+                           extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": exc.code})
+            page = error_page(500, exc.message, student_hint(500, exc.student_hint))
+            page.headers[START_FAILED[0]] = START_FAILED[1]
+            return page
+        logger.warning("could not wake %s: %s", user, exc.message, extra=fields)
+        retry_after = 2
+    back = wake_return(request.headers.get("X-Nbunits-Request-Uri", ""),
+                       f"/nb/{course}/{user}/{cap}/")
+    if retry_after or back is None:
         if wants_html(request):
-            return waking_page()
-        return web.Response(status=503, headers={"Retry-After": "2"},
+            return waking_page(max(retry_after, 2))
+        return web.Response(status=503, headers={"Retry-After": str(max(retry_after, 1))},
                             text="notebook server restarting, retry\n")
-    original = request.raw_path.removeprefix("/_nbunits/wake")
     if request.method in ("GET", "HEAD"):
-        raise web.HTTPTemporaryRedirect(original)
+        raise web.HTTPTemporaryRedirect(back)
     return web.Response(status=503, headers={"Retry-After": "0"},
                         text="notebook server restarted, retry\n")
+
+
+MAX_RETURN = 4000  # nginx buffers an upstream's headers in 16k (nbunits-locations.conf)
+
+
+def wake_return(raw: str, prefix: str) -> str | None:
+    """Where a woken request goes back to: the browser's own URI if, decoded and
+    normalized as nginx does, it is plainly under the verified `prefix` (no dot
+    segments, doubled or encoded slashes, control characters); else None (the
+    client retries the URI it has)."""
+    if len(raw) > MAX_RETURN:
+        return None
+    path, sep, query = raw.partition("?")
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    if not raw.startswith(prefix) or not decoded.startswith(prefix):
+        return None
+    segments = decoded[len(prefix):].split("/")
+    if any(seg in (".", "..") for seg in segments) or "" in segments[:-1] \
+            or any(ord(c) < 0x20 or c == "\x7f" for c in decoded):
+        return None
+    return path + sep + query
+
+
+def log_path(request: web.Request) -> str:
+    """The request's path for a log line: never a capability (the wake path has one)."""
+    path = request.path
+    if path.startswith("/_nbunits/wake/"):
+        return "/".join(path.split("/")[:5]) + "/[capability]"
+    return path[:200]
 
 
 def wants_html(request: web.Request) -> bool:
@@ -161,14 +288,26 @@ def wants_html(request: web.Request) -> bool:
 
 async def staff_view(request: web.Request) -> web.Response:
     """GET /staff/<course>/<user>/<notebook>?expires=&sig= : a read-only copy for staff."""
+    course, user, notebook = (request.match_info[k] for k in ("course", "user", "notebook"))
+    check_course(course)
+    check_user(user)
+    check_notebook(notebook)
+    given = params.query(request, {"expires": params.EXPIRES, "sig": params.HEX_SHA256})
+    if len(given) != 2:
+        raise NbunitsError("bad_request", "this staff link is incomplete")
     reply = await ask(request.app[SETTINGS].helper_socket, StaffViewRequest(
-        request.match_info["course"], request.match_info["user"],
-        request.match_info["notebook"], request.query.get("expires", ""),
-        request.query.get("sig", "")), Html)
-    # Static HTML: nothing in it may run, load or be framed elsewhere.
+        course, user, notebook, given["expires"], given["sig"]), Html)
+    # Static HTML: nothing in it may run or load; frame-ancestors is added as for
+    # every page (the course's LMS, as for its notebooks).
     return web.Response(text=reply.html, content_type="text/html", headers={
-        "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+        "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                                   "base-uri 'none'; form-action 'none'",
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+async def page(request: web.Request) -> web.Response:
+    """What nginx shows for what it refuses itself (a bad capability, no such path)."""
+    return nginx_page(request.match_info["kind"])
 
 
 async def health(request: web.Request) -> web.Response:
@@ -176,12 +315,15 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[host_middleware, error_middleware])
+    app = web.Application(middlewares=[log_fields_middleware, host_middleware, error_middleware])
     app[SETTINGS] = settings
+    app.on_response_prepare.append(frame_ancestors)
     # No HEAD: a link prefetcher must not create users or start units.
     app.router.add_get("/ipythonExercice/{course}/{tail:.+}", open_exercise, allow_head=False)
     lti.setup(app, SETTINGS, open_notebook)
     app.router.add_get("/_nbunits/health", health)
     app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)
-    app.router.add_route("*", "/_nbunits/wake/nb/{course}/{user}/{rest:.*}", wake)
+    app.router.add_route("*", "/_nbunits/wake/{course}/{user}/{cap}", wake)
+    student.setup(app, SETTINGS)
+    app.router.add_get("/_nbunits/page/{kind}", page)
     return app

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -65,7 +66,7 @@ def check_signed(request: web.Request, course: CourseConfig, secrets: CourseSecr
         raise LaunchError("forbidden", "this course's signed links are not set up",
                           hint="tell the course team")
     sig, expires = request.query.get("sig", ""), request.query.get("expires", "")
-    if expires and (not expires.isdigit() or int(expires) < now):
+    if expires and (not re.fullmatch(r"[0-9]{1,12}", expires) or int(expires) < now):
         raise LaunchError("forbidden", "this link has expired",
                           hint="open the notebook again from the course page")
     expected = legacy_signature(secrets.legacy_secret, course.name, notebook, student,

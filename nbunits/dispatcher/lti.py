@@ -39,9 +39,13 @@ from ..lti import (
 )
 from ..names import Target
 from ..protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
+from ..service import log_context
 from .pages import staff_page
 
 logger = logging.getLogger(__name__)
+
+# The course a request turned out to be about, for headers set after the handler.
+COURSE_KEY = web.RequestKey("nbunits_course", str)
 
 # Platforms send short opaque hints; a Location longer than nginx's buffer (16k for
 # /lti/) would be a 502.
@@ -145,8 +149,10 @@ class Handlers:
 
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
+        log_context(launch.course)
+        request[COURSE_KEY] = launch.course  # its LMS may frame what follows
         logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
-                    "staff" if launch.staff else "learner", extra={"COURSE": launch.course})
+                    "staff" if launch.staff else "learner")
         settings = request.app[self.settings_key]
         if launch.staff_page:
             # The course's students, each with a read-only link; only root holds

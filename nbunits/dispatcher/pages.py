@@ -20,7 +20,7 @@ p.hint{{color:#555}}</style></head>
 TITLES = {
     400: "This link is not valid",
     401: "This launch could not be verified",
-    403: "This link is not allowed here",
+    403: "This link does not work",
     404: "Not found",
     409: "This account needs an administrator",
     421: "Wrong address",
@@ -41,6 +41,67 @@ STUDENT_HINTS = {
 }
 
 
+# Errors whose own message is an admin's wording ("unknown course 'x'"): what a
+# student reads instead, as (message, hint). Their work is never at stake in these.
+STUDENT_MESSAGES = {
+    "unknown_course": (
+        "This course is not available on this notebook server (any more).",
+        "Your saved work has not been deleted. Open the notebook from your course page; "
+        "if this page comes back, tell the course team."),
+    "unknown_notebook": (
+        "This notebook is not in the course (any more).",
+        "The course team may have renamed or removed it: open it again from your "
+        "course page."),
+    "unknown_student": (
+        "This link does not lead to your notebooks (any more).",
+        "Open the notebook again from your course page: it gives you a link that works."),
+    "bad_capability": (
+        "This link does not lead to your notebooks (any more).",
+        "Open the notebook again from your course page: it gives you a link that works."),
+}
+
+# Pages nginx shows for what it refuses itself (nginx/nbunits-locations.conf,
+# error_page -> /_nbunits/page/<kind>): (status, message, hint).
+NGINX_PAGES = {
+    "bad-link": (403, "This link does not work (any more).",
+                 "Notebook links are personal and change from time to time. Your work is "
+                 "safe: open the notebook again from your course page."),
+    "not-found": (404, "There is nothing at this address.",
+                  "Open your notebook from your course page."),
+}
+
+
+def student_message(code: str, message: str, hint: str | None) -> tuple[str, str | None]:
+    """The message and hint a student reads for an error of this code."""
+    return STUDENT_MESSAGES.get(code, (message, hint))
+
+
+def nginx_page(kind: str) -> web.Response:
+    status, message, hint = NGINX_PAGES.get(kind, NGINX_PAGES["not-found"])
+    page = error_page(status, message, hint)
+    page.headers["Cache-Control"] = "no-store"
+    return page
+
+
+_REMOVED = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>This notebook was removed from the course</title>
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}
+p.hint{{color:#555}}</style></head>
+<body><h1>This notebook was removed from the course</h1>
+<p>The course team removed <code>{notebook}</code> from the course, or renamed it.
+You still have your own copy, with everything you wrote in it.</p>
+<p><a href="{target}">Open my copy</a></p>
+<p class="hint">Your course page may link to a newer notebook instead.</p></body></html>
+"""
+
+
+def removed_page(target: str, notebook: str) -> web.Response:
+    """A notebook gone from the course that the student has a copy of."""
+    body = _REMOVED.format(target=escape(target), notebook=escape(notebook))
+    return web.Response(text=body, content_type="text/html",
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
 def student_hint(status: int, hint: str | None) -> str | None:
     """The hint a student sees: the error's own student hint, or one for its status.
     Never an admin's hint (a command, a file)."""
@@ -58,7 +119,7 @@ _STARTING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Starting your notebook</title>
 <noscript><meta http-equiv="refresh" content="0;url={target}"></noscript>
 <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}
-li.done{{color:#2a7}} li.now{{font-weight:bold}}</style></head>
+li.done{{color:#2a7}} li.now{{font-weight:bold}} li.failed{{color:#b22}}</style></head>
 <body><h1>Starting your notebook</h1>
 <ol><li class="done">Your own copy of <code>{notebook}</code> is ready.</li>
 <li class="now" id="step">Starting your notebook server&hellip; <span id="secs"></span></li>
@@ -67,7 +128,7 @@ li.done{{color:#2a7}} li.now{{font-weight:bold}}</style></head>
 <script>
 const target = {target_js}, probe = {probe_js}, t0 = Date.now();
 const secs = document.getElementById("secs"), note = document.getElementById("note");
-setInterval(() => {{
+const timer = setInterval(() => {{
   const s = Math.round((Date.now() - t0) / 1000);
   secs.textContent = s + " s";
   if (s >= 10) note.textContent = "Many students are starting at once: yours is on its way.";
@@ -77,6 +138,16 @@ setInterval(() => {{
     try {{
       const r = await fetch(probe, {{cache: "no-store", credentials: "same-origin"}});
       if (r.status < 500) {{ location.replace(target); return; }}
+      if (r.headers.get("X-Nbunits-Start") === "failed") {{
+        document.getElementById("step").className = "failed";
+        secs.remove();
+        document.title = "Your notebook server could not start";
+        note.textContent = "Your notebook server could not start. This is not something " +
+          "you can fix: the course team can see why in the server's log. Your saved work " +
+          "is safe; please try again later.";
+        clearInterval(timer);
+        return;
+      }}
     }} catch (e) {{}}
     await new Promise(done => setTimeout(done, 1000));
   }}
@@ -96,17 +167,18 @@ def starting_page(target: str, probe: str, notebook: str) -> web.Response:
 
 _WAKING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Restarting your notebook</title>
-<meta http-equiv="refresh" content="3">
-<style>body{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}</style></head>
+<meta http-equiv="refresh" content="{seconds}">
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}</style></head>
 <body><h1>Restarting your notebook server</h1>
 <p>Your notebook server did not start just now. This page tries again by itself;
 your saved work is safe.</p></body></html>
 """
 
 
-def waking_page() -> web.Response:
-    return web.Response(status=503, text=_WAKING, content_type="text/html",
-                        headers={"Retry-After": "2", "Cache-Control": "no-store"})
+def waking_page(seconds: int = 2) -> web.Response:
+    return web.Response(status=503, text=_WAKING.format(seconds=seconds),
+                        content_type="text/html",
+                        headers={"Retry-After": str(seconds), "Cache-Control": "no-store"})
 
 
 _BUSY = """<!doctype html>

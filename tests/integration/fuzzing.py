@@ -23,7 +23,8 @@ from .conftest import Nbunits, client
 
 T = TypeVar("T")
 CONCURRENCY = 32
-NOTEBOOKS = ("welcome.ipynb", "week1/loops.ipynb", "week1/python-basics.ipynb")
+NOTEBOOKS = ("welcome.ipynb", "week1/loops.ipynb", "week1/python-basics.ipynb",
+             "data-and-plots.ipynb")
 # Few valid ids, so that valid cases create few users (and start few containers).
 VALID_IDS = ("fuzz-student-1", "Fuzz.Student+2@example.org", "a" * 255)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import Opened, open_exercise
-from tests.forward import Names
-from tests.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
+from testbed.browser import Opened, open_exercise
+from testbed.forward import Names
+from testbed.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
 
 from .conftest import LMS, SERVER, Nbunits, client
 
@@ -79,10 +79,19 @@ def test_a_notebook_in_a_cross_site_iframe_runs_a_cell_without_third_party_cooki
             page.goto(f"https://{LMS}/course")
             frame = page.frame_locator("#f")
             cell = frame.locator(".jp-CodeCell").nth(1)  # the `6 * 7` cell
-            cell.locator(".cm-content").click(timeout=120_000)
-            page.keyboard.press("Shift+Enter")
             output = frame.locator(".jp-OutputArea-output").filter(has_text="42")
-            output.first.wait_for(timeout=120_000)
+            # Run the cell as a student does; once more if the first Shift+Enter came
+            # before the kernel was there (a loaded machine), never more than 3 times.
+            for attempt in range(3):
+                cell.locator(".cm-content").click(timeout=120_000)
+                page.keyboard.press("Shift+Enter")
+                try:
+                    output.first.wait_for(timeout=40_000)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        page.screenshot(path=str(tmp_path / "iframe.png"))
+                        raise
             inner = page.frames[1]
             assert inner.url.startswith(f"https://{SERVER}/nb/iframe/")
         finally:

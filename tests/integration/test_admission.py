@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 import tomli_w
 
+from nbunits.events import Event
 from nbunits.names import uid_for, user_for
-from tests.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
 
@@ -172,6 +173,9 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     assert len(servers.stdout.split()) <= small_caps
     journal = nb.box.journal("nbunits-helper.service")
     assert journal.count("admission: at the cap of 3 new students per minute") == 1
+    capped = nb.box.run("journalctl", "--no-pager", "--output=cat",
+                        f"MESSAGE_ID={Event.CAPPED.value}", "ADMISSION_CAP=new_students").stdout
+    assert capped.count("admission: at the cap of 3 new students per minute") == 1, capped
 
     async def warm() -> None:  # the student who was running is untouched
         async with client(nb) as session:

@@ -24,8 +24,8 @@ def with_broken_master(nb: Nbunits):
 
 CASES = [
     # (url, status, words the page must say)
-    ("/ipythonExercice/nosuchcourse/welcome.ipynb/{id}", 404, "unknown course"),
-    ("/ipythonExercice/demo/nosuch.ipynb/{id}", 404, "no notebook"),
+    ("/ipythonExercice/nosuchcourse/welcome.ipynb/{id}", 404, "This course is not available"),
+    ("/ipythonExercice/demo/nosuch.ipynb/{id}", 404, "This notebook is not in the course"),
     ("/ipythonExercice/demo/%2e%2e/welcome.ipynb/{id}", 400, "invalid notebook path"),
     ("/ipythonExercice/demo/%2E%2E%2Fdemo%2Fwelcome.ipynb/{id}", 400, "invalid notebook path"),
     ("/ipythonExercice/demo/week1/..%2f..%2fwelcome.ipynb/{id}", 400, "invalid notebook path"),

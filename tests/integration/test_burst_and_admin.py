@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
 
@@ -51,7 +51,7 @@ def test_a_class_of_50_all_get_a_working_notebook(nb: Nbunits, burst: list[Opene
 
 def test_status_and_logs_show_the_class(nb: Nbunits, burst: list[Opened]) -> None:
     table = nb.nbunits("status", "--course", "burst").stdout
-    assert table.splitlines()[0].split() == ["COURSE", "STUDENT", "STATE", "SINCE", "MEMORY"]
+    assert table.splitlines()[0].split() == ["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"]
     assert f"{CLASS_SIZE} student(s): {CLASS_SIZE} running" in table
     states = json.loads(nb.nbunits("status", "--course", "burst", "--json").stdout)
     assert {s["student"] for s in states} == {o.user for o in burst}

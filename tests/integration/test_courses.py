@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from nbunits.names import user_for
-from tests.browser import open_exercise, save_notebook
+from testbed.browser import open_exercise, save_notebook
 
 from .conftest import SHARED_IN_BOX, Nbunits, client
 
@@ -35,9 +35,9 @@ def master(*code: str) -> str:
 class Teacher:
     """A teacher's git repository, on the host, seen by the box through the shared bind."""
 
-    def __init__(self, nb: Nbunits) -> None:
-        self.repo = nb.shared / "teacher-repo"
-        self.url = f"file://{SHARED_IN_BOX}/teacher-repo"
+    def __init__(self, nb: Nbunits, name: str = "teacher-repo") -> None:
+        self.repo = nb.shared / name
+        self.url = f"file://{SHARED_IN_BOX}/{name}"
         self.git("init", "--quiet", "--initial-branch=main", str(self.repo), cwd=Path("/"))
 
     def git(self, *args: str, cwd: Path | None = None) -> None:
@@ -92,9 +92,9 @@ def teacher(nb: Nbunits):
     added = nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main",
                        "--memory-max", "512M")
     assert "skipped: notebook broken.ipynb is not valid JSON" in added.stdout, added.stdout
-    assert "2 notebook(s) published, 1 skipped" in added.stdout, added.stdout
+    assert "2 notebook(s) and 0 other file(s) published, 1 skipped" in added.stdout, added.stdout
     yield teacher
-    nb.nbunits("course", "remove", COURSE, "--purge", check=False)
+    nb.nbunits("course", "remove", COURSE, "--purge", "--yes", check=False)
 
 
 def test_updates_follow_unmodified_copies_and_never_touch_edited_ones(nb: Nbunits, teacher):
@@ -178,7 +178,7 @@ def test_remove_keeps_student_work_and_says_so(nb: Nbunits, teacher):
         return user_for(student)
 
     user = asyncio.run(go())
-    out = nb.nbunits("course", "remove", name).stdout
+    out = nb.nbunits("course", "remove", name, "--yes").stdout
     assert "are kept" in out and "--purge" in out, out
     assert (nb.home / user / name / "a.ipynb").exists()
     assert name not in nb.nbunits("course", "list").stdout

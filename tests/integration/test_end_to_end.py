@@ -7,7 +7,7 @@ import json
 import secrets
 
 from nbunits.names import user_for
-from tests.browser import execute, open_exercise, save_notebook, start_kernel
+from testbed.browser import execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import Nbunits, client
 

@@ -22,6 +22,7 @@ fuzzing.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,9 +35,10 @@ import yarl
 from hypothesis import strategies as st
 
 from nbunits.names import InvalidName, check_student_id, user_for
+from testbed.browser import open_exercise
 
 from . import lti_cases
-from .conftest import Nbunits
+from .conftest import SERVER, Nbunits, client
 from .fuzzing import (
     ABSOLUTES,
     INJECTIONS,
@@ -252,3 +254,90 @@ def test_hostile_lti_launches(nb: Nbunits, lti_course: str) -> None:
     assert not outcome.failures, outcome.report()
     assert outcome.statuses.get(302, 0) > 100  # valid launches and logins did happen
     before.check_only_explained(nb, outcome.valid_ids, lti_course)
+
+
+# --- /nb/, /staff/ and the wake fallback ------------------------------------------------
+
+PATH_CASES = 1_500
+
+
+@dataclass(frozen=True)
+class PathCase:
+    path: str
+    host: str
+
+
+def path_cases(attacker: str, cap: str, victim: str, victim_cap: str, staff_query: str
+               ) -> st.SearchStrategy[PathCase]:
+    """Raw request paths mixing a student's own capability with another's name, dot
+    segments (literal and encoded), doubled and encoded slashes, the internal wake
+    path (with the victim's capability: it is internal), and staff links with
+    hostile parameters, under real host names."""
+    parts = st.sampled_from([
+        "nb", "demo", "dem%6f", attacker, victim, cap, "A" * 22 + ".0.9999999999",
+        cap.split(".")[0], cap + "x", "..", "%2e%2e", ".", "%2e", "", "%2f", "%2F..", "..%2f",
+        "_nbunits", "wake", "%5fnbunits", "staff", "welcome.ipynb", "api", "status", "tree",
+        "api/contents/welcome.ipynb", "%00", "%0d%0aX:%20y", "x" * 300, "nb%2f" + victim,
+        "%252e%252e", ";", "..;", "%c0%ae%c0%ae"])
+    tails = st.lists(parts, min_size=1, max_size=9).map("/".join)
+    starts = st.sampled_from([
+        "/nb/demo/", f"/nb/demo/{victim}/", f"/nb/demo/{victim}/x/../../{attacker}/{cap}/",
+        f"/nb/demo/{attacker}/{cap}/", f"/nb/demo//{attacker}/{cap}/", "/_nbunits/wake/",
+        f"/_nbunits/wake/demo/{victim}/{victim_cap}/", "/staff/demo/", f"/staff/demo/{victim}/",
+        "/./", "/", f"/nb/demo/{attacker}/{cap}/../../{victim}/", "/nb/../_nbunits/wake/demo/"])
+    queries = st.sampled_from(["", "", "?token=" + cap, "?" + staff_query,
+                               "?expires=" + "9" * 5000 + "&sig=" + "0" * 64,
+                               "?expires=1&sig=x&sig=y", "?%00=%00"])
+    hosts = st.sampled_from([SERVER, SERVER, f"{SERVER}:443", SERVER.upper(), "localhost",
+                             f"{SERVER}.", "evil.example", f"{SERVER}:80@evil.example"])
+    # A path may not start with "//" (a client would take it for a host name).
+    return st.builds(lambda s, t, q, h: PathCase(("/." + s + t if (s + t).startswith("//")
+                                                  else s + t) + q, h),
+                     starts, tails, queries, hosts)
+
+
+def test_hostile_paths_to_servers_staff_views_and_the_wake_path(nb: Nbunits) -> None:
+    async def two() -> tuple:
+        async with client(nb) as session:
+            return tuple([await open_exercise(session, "demo", "welcome.ipynb", f"fuzz-path-{i}")
+                          for i in (1, 2)])
+
+    attacker, victim = asyncio.run(two())
+    victim_units = [f"nbunits-demo@{victim.user}.socket",
+                    f"nbunits-demo@{victim.user}.service",
+                    f"nbunits-demo-proxy@{victim.user}.service"]
+    nb.box.systemctl("stop", *victim_units)
+    nb.box.systemctl("stop", f"nbunits-demo@{attacker.user}.socket",
+                     f"nbunits-demo@{attacker.user}.service")
+    staff_link = nb.nbunits("student", "link", "demo", victim.user, "welcome.ipynb").stdout
+    before = Snapshot.take(nb)
+    cases = generate(path_cases(attacker.user, attacker.token, victim.user, victim.token,
+                                staff_link.strip().split("?")[1]), PATH_CASES)
+    outcome = Outcome()
+    own = attacker.prefix.rstrip("/")  # Jupyter may redirect to it without the slash
+
+    async def send(session: aiohttp.ClientSession, case: PathCase, outcome: Outcome) -> None:
+        got = await answer(outcome, case, lambda: session.get(
+            yarl.URL(case.path, encoded=True), headers={"Host": case.host},
+            allow_redirects=False))
+        if got is None:
+            return
+        # Jupyter's own 500 (JSON, no traceback) for an odd path in one's own server.
+        jupyters = got.body.startswith(b'{"message": "Unhandled error"') and b"Traceback" not in got.body
+        if got.status >= 500 and got.status != 503 and not jupyters:
+            outcome.failures.append((case, f"{got.status}: {got.body[:200]!r}"))
+        elif got.status in REDIRECTS and not got.location.startswith(("https://", own)):
+            outcome.failures.append((case, f"redirected to {got.location}"))
+        elif b"Traceback" in got.body:
+            outcome.failures.append((case, "a traceback"))
+
+    started = time.monotonic()
+    fire(nb, cases, outcome, send)
+    print(f"{len(cases)} path cases in {time.monotonic() - started:.1f}s; "
+          f"statuses {sorted(outcome.statuses.items())}")
+    assert not outcome.failures, outcome.report(lambda c: f"{c.host} {c.path}")
+    # Side effects: only the attacker's own server may have been woken; the victim's
+    # stayed down, and nobody was created.
+    states = {u: nb.show(u, "ActiveState")["ActiveState"] for u in victim_units}
+    assert set(states.values()) == {"inactive"}, states
+    before.check_only_explained(nb, {"fuzz-path-1"}, "demo")  # the attacker's own units

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 
 from nbunits.names import user_for
-from tests.browser import execute, open_exercise, save_notebook, start_kernel
+from testbed.browser import execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import Nbunits, client
 
@@ -85,3 +85,17 @@ def test_a_home_without_proof_is_never_given_away(nb: Nbunits) -> None:
     assert nb.box.run("test", "-e", f"/var/lib/nbunits/students/{user}", check=False).returncode == 1
     assert not [u for u in nb.student_units() if user in u]
     assert "no record shows it is the home of student" in nb.box.journal("nbunits-dispatcher.service")
+
+
+def test_a_home_restored_under_an_existing_user_is_given_back_to_it(nb: Nbunits) -> None:
+    student, marker = secrets.token_hex(16), f"# restored {secrets.token_hex(4)}"
+    user = user_for(student)
+    _open(nb, student, marker)
+    uid = nb.uid(user)
+    nb.box.systemctl("stop", f"nbunits-demo@{user}.socket", f"nbunits-demo-proxy@{user}.service",
+                     f"nbunits-demo@{user}.service")
+    # A backup restored with the uids of another machine (the record in it is root's).
+    nb.box.run("find", f"/home/{user}", "-uid", str(uid), "-exec", "chown", "-h", "4343:4343",
+               "{}", "+")
+    assert marker in _open(nb, student)
+    assert nb.box.run("find", f"/home/{user}", "-uid", "4343").stdout == ""

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 
 from nbunits.names import user_for
-from tests.browser import open_exercise
+from testbed.browser import open_exercise
 
 from .conftest import SERVER, SHARED_IN_BOX, Nbunits, client
 

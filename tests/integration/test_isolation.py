@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from nbunits.names import user_for
-from tests.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
 

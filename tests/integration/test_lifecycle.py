@@ -7,7 +7,7 @@ import secrets
 
 import aiohttp
 
-from tests.browser import Opened, execute, open_exercise, save_notebook, start_kernel
+from testbed.browser import Opened, execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import Nbunits, client
 
@@ -31,13 +31,24 @@ def _assert_stopped_cleanly(nb: Nbunits, course: str, user: str) -> None:
     assert nb.processes_of(user) == []
 
 
+# Run in the student's kernel: a file in ~ (outside the course folder), the trust of
+# the notebook the server signed when it was saved, IPython's history.
+OUTSIDE = "__import__('pathlib').Path.home().joinpath('outside.txt')"
+TRUSTED = ("__import__('nbformat.sign', fromlist=['x']).NotebookNotary().check_signature("
+           f"__import__('nbformat').read('/home/student/work/{NOTEBOOK}', 4))")
+IN_HISTORY = "len(list(get_ipython().history_manager.search('*outside.txt*')))"
+
+
 def test_idle_stop_layer1_the_proxy_exits_and_the_container_follows(nb: Nbunits) -> None:
+    """... and what the student's Jupyter keeps in its home survives the stop."""
     nb.add_course("idle1", proxy_idle_timeout=3)
     student = secrets.token_hex(16)
 
     async def use_then_leave() -> str:
-        session, opened, _ = await _open_with_kernel(nb, "idle1", student)
+        session, opened, kernel = await _open_with_kernel(nb, "idle1", student)
+        assert await execute(session, opened, kernel, f"{OUTSIDE}.write_text('kept')") == "4"
         await save_notebook(session, opened, "# kept across idle stops")
+        assert await execute(session, opened, kernel, TRUSTED) == "True"
         await session.close()  # the tab is closed: no connection left
         return opened.user
 
@@ -45,14 +56,29 @@ def test_idle_stop_layer1_the_proxy_exits_and_the_container_follows(nb: Nbunits)
     assert nb.wait_for(f"nbunits-idle1@{user}.service", {"inactive"}, timeout=30) == "inactive"
     _assert_stopped_cleanly(nb, "idle1", user)
 
-    async def come_back() -> str:
+    async def come_back() -> tuple[str, list[str]]:
         async with client(nb) as session:
             opened = await open_exercise(session, "idle1", NOTEBOOK, student)
             async with session.get(f"{opened.prefix}api/contents/{NOTEBOOK}",
                                    headers=opened.headers) as resp:
-                return str(await resp.json())
+                saved = str(await resp.json())
+            kernel = await start_kernel(session, opened)
+            kept = [await execute(session, opened, kernel, code)
+                    for code in (f"{OUTSIDE}.read_text()", TRUSTED, IN_HISTORY)]
+            return saved, kept
 
-    assert "# kept across idle stops" in asyncio.run(come_back())
+    saved, kept = asyncio.run(come_back())
+    assert "# kept across idle stops" in saved
+    assert kept[:2] == ["'kept'", "True"] and int(kept[2]) >= 1, kept
+    # On disk, in the student's own home (counted in their quota), not in the course folder.
+    home = nb.home / user / ".nbunits" / "idle1" / "home"
+    assert (home / "outside.txt").read_text() == "kept"
+    assert (home / ".local/share/jupyter/nbsignatures.db").stat().st_uid == nb.uid(user)
+    assert oct((home).stat().st_mode & 0o777) == "0o700"
+    # What it costs on disk after two sessions (README: "A home per course, on disk").
+    size = sum(f.lstat().st_blocks * 512 for f in home.rglob("*"))
+    print(f"persistent home after two sessions: {size / 1024:.0f} KB")
+    assert size < 2 * 1024 * 1024, size
 
 
 def _keep_a_tab_open_until_it_stops(nb: Nbunits, course: str, timeout: float) -> None:
@@ -104,7 +130,9 @@ def test_a_killed_container_serves_the_next_request(nb: Nbunits) -> None:
 
 
 def test_many_stop_start_cycles_never_leave_a_502(nb: Nbunits) -> None:
-    """More cycles than the start limit allows: the fallback heals it, nginx never 502s."""
+    """Stop/start cycles up to the start limit (20 in 60 s): the fallback heals each,
+    nginx never 502s. (Past the limit, the fallback waits out its interval:
+    test_attacks.py.)"""
     student = secrets.token_hex(16)
 
     async def scenario() -> list[int]:
@@ -112,7 +140,7 @@ def test_many_stop_start_cycles_never_leave_a_502(nb: Nbunits) -> None:
         async with client(nb) as session:
             opened = await open_exercise(session, "demo", NOTEBOOK, student)
             unit = f"nbunits-demo@{opened.user}.service"
-            for _ in range(25):
+            for _ in range(18):
                 nb.box.systemctl("stop", unit)
                 for _attempt in range(30):
                     async with session.get(f"{opened.prefix}api/status",

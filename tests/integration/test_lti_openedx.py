@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nbunits.names import user_for
+from testbed.forward import Names
+from testbed.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
 from tests import openedx
-from tests.forward import Names
-from tests.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
 
 from .conftest import SERVER, SHARED_IN_BOX, Nbunits, client
 

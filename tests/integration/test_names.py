@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 
 from nbunits.names import user_for
-from tests.browser import execute, open_exercise, save_notebook, start_kernel
+from testbed.browser import execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import LB_CLIENT, SERVER, Nbunits, Site, client
 from .lms import CLIENT, FORM, ISSUER, LAUNCH13, lti11_form, sign11

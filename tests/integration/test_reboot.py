@@ -8,8 +8,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-from tests.browser import open_exercise, save_notebook
-from tests.harness import SystemdBox
+from testbed.browser import open_exercise, save_notebook
+from testbed.harness import SystemdBox
 
 from .conftest import VENV, box_folders, deploy, reach, use_checkout
 

@@ -21,7 +21,7 @@ import secrets
 
 import pytest
 
-from tests.browser import Opened, open_exercise
+from testbed.browser import Opened, open_exercise
 
 from .conftest import REPO, Nbunits, client
 
@@ -62,6 +62,7 @@ def installed_units(user: str) -> dict[str, str]:
         "nbunits-unload.service": "nbunits-unload.service",
         "course/nbunits-@COURSE@@.service": f"nbunits-demo@{user}.service",
         "course/nbunits-@COURSE@-proxy@.service": f"nbunits-demo-proxy@{user}.service",
+        "nbunits-metrics.service": "nbunits-metrics.service",
     }
 
 

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 
 from nbunits import staff
-from tests.browser import open_exercise, save_notebook
+from testbed.browser import open_exercise, save_notebook
 
 from .conftest import Nbunits, client
 
@@ -26,7 +26,10 @@ def test_staff_link_shows_the_students_copy_read_only(nb: Nbunits) -> None:
     expired = staff.link(secret, "demo", user, "welcome.ipynb", hours=1, now=1_000_000)
     # A planted symlink must not turn the view into a way to read root's files.
     nb.box.run("ln", "-s", "/etc/shadow", f"/home/{user}/demo/shadow.ipynb", user=user)
-    planted = nb.nbunits("student", "link", "demo", user, "shadow.ipynb").stdout.strip()
+    # The CLI will not even make a link to it; a link signed anyway is refused by the view.
+    refused = nb.nbunits("student", "link", "demo", user, "shadow.ipynb", check=False)
+    assert refused.returncode == 1 and "symbolic links" in refused.stderr, refused.stderr
+    planted = staff.link(secret, "demo", user, "shadow.ipynb", hours=1)
 
     async def look() -> list[tuple[int, str, str]]:
         async with client(nb) as session:

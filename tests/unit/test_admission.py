@@ -12,6 +12,7 @@ import pytest
 from nbunits import activity
 from nbunits.admission import Admission, Busy
 from nbunits.config import ConfigError, Server, Settings
+from nbunits.events import Event
 from nbunits.names import StudentUnits
 from nbunits.nginx import http_conf, locations_conf
 
@@ -23,10 +24,15 @@ def test_new_students_per_minute_is_a_sliding_window_and_logged_once(tmp_path, c
     with caplog.at_level(logging.WARNING):
         for t in (3.0, 4.0, 5.0):
             with pytest.raises(Busy) as refused:
-                admission.new_student(now=t)
+                admission.new_student("demo", "nbaaaaaaaaaaaaaaaa", now=t)
             assert refused.value.code == "busy" and refused.value.retry_after > 0
     lines = [r for r in caplog.records if "admission" in r.getMessage()]
     assert len(lines) == 1 and "3 new students per minute" in lines[0].getMessage()
+    # The admin's line is issue 15's "capped" event, naming the launch that met the cap.
+    event = lines[0].__dict__
+    assert (event["MESSAGE_ID"], event["NBUNITS_EVENT"]) == (Event.CAPPED.value, "capped")
+    assert (event["ADMISSION_CAP"], event["COURSE"], event["STUDENT"]) == (
+        "new_students", "demo", "nbaaaaaaaaaaaaaaaa")
     admission.new_student(now=60.5)  # the first one left the window
 
 

@@ -292,3 +292,59 @@ def test_republishing_swaps_the_course_folder_whole(tmp_path):
     (source / "b.ipynb").write_bytes(notebook("# B"))
     assert publish(source, target, skip=set()) == ["b.ipynb"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["published", "src"]
+
+
+def _nb(code: str) -> str:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    return nbformat.writes(nb)
+
+
+def test_a_course_is_published_whole_in_place_and_unchanged_files_are_not_rewritten(tmp_path):
+    from nbunits.publish import check_masters, publish
+    source, target = tmp_path / "src", tmp_path / "published"
+    (source / "data").mkdir(parents=True)
+    (source / "data" / "big.bin").write_bytes(b"x" * 1000)
+    (source / "helpers.py").write_text("X = 1\n")
+    (source / "Leçon").mkdir()
+    (source / "Leçon" / "café.ipynb").write_text(_nb("1"))
+    (source / " bad.ipynb").write_text(_nb("1"))
+    (source / "link").symlink_to("/etc/passwd")
+    broken = check_masters(source)
+    assert set(broken) == {" bad.ipynb", "link"}
+    assert publish(source, target, set(broken)) == ["Leçon/café.ipynb"]
+    assert (target / "data" / "big.bin").is_file() and not (target / "link").exists()
+    inode, root = (target / "data" / "big.bin").stat().st_ino, target.stat().st_ino
+    (source / "helpers.py").unlink()
+    (source / "new.txt").write_text("new")
+    publish(source, target, set())
+    assert (target / "data" / "big.bin").stat().st_ino == inode, "unchanged: not rewritten"
+    assert target.stat().st_ino == root, "updated in place: containers mount it"
+    assert not (target / "helpers.py").exists() and (target / "new.txt").read_text() == "new"
+
+
+def test_students_folders_link_the_course_files_and_keep_theirs(tmp_path):
+    from pathlib import PurePosixPath
+
+    from nbunits.notebooks import link_tree
+    tree, home = tmp_path / "tree", tmp_path / "home"
+    for path in ("data/a.csv", "helpers.py", "w1/b.ipynb", "w1/w.csv", "w1/sub/c.csv"):
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_text("x")
+    home.mkdir()
+    (home / "c" / "w1").mkdir(parents=True)
+    (home / "c" / "w1" / "w.csv").write_text("mine")  # the student's: kept
+    mounted = PurePosixPath("/home/student/course")
+    uid, gid = os.getuid(), os.getgid()
+    assert link_tree(home, "c", tree, mounted, uid, gid) == 3
+    assert os.readlink(home / "c" / "data") == "/home/student/course/data"
+    assert os.readlink(home / "c" / "w1" / "sub") == "/home/student/course/w1/sub"
+    assert (home / "c" / "w1" / "w.csv").read_text() == "mine"
+    assert not (home / "c" / "w1" / "b.ipynb").exists(), "notebooks are copies, not links"
+    # The course changes: a notebook in data/ (the link becomes a folder), helpers gone.
+    (tree / "data" / "d.ipynb").write_text("x")
+    (tree / "helpers.py").unlink()
+    link_tree(home, "c", tree, mounted, uid, gid)
+    assert (home / "c" / "data").is_dir() and not (home / "c" / "data").is_symlink()
+    assert os.readlink(home / "c" / "data" / "a.csv") == "/home/student/course/data/a.csv"
+    assert not os.path.lexists(home / "c" / "helpers.py")

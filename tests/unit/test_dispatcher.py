@@ -18,7 +18,9 @@ from nbunits.names import Target, user_for
 from nbunits.protocol import MAX_REQUEST_BYTES, Html, StaffViewRequest, ask
 
 USER = user_for("s1")
-PREFIX = f"/nb/demo/{USER}/{'A' * 22}/"
+CAP = "A" * 22 + ".0.9999999999"
+PREFIX = f"/nb/demo/{USER}/{CAP}/"
+SIG = "0" * 64
 
 
 class FakeHelper:
@@ -114,24 +116,110 @@ def test_a_staff_view_larger_than_a_request_is_served(tmp_path):
     helper = FakeHelper(lambda r: {"ok": True, "html": html})
 
     async def test(client: TestClient) -> None:
-        resp = await client.get(f"/staff/demo/{USER}/a.ipynb?expires=1&sig=x")
+        resp = await client.get(f"/staff/demo/{USER}/a.ipynb?expires=1&sig={SIG}")
         assert resp.status == 200 and await resp.text() == html
         assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"]
 
     run_app(tmp_path, helper, test)
     assert helper.requests[0] == {"action": "staff_view", "course": "demo", "user": USER,
-                                  "notebook": "a.ipynb", "expires": "1", "sig": "x"}
+                                  "notebook": "a.ipynb", "expires": "1", "sig": SIG}
 
 
-def test_the_wake_fallback_redirects_back(tmp_path):
-    helper = FakeHelper(lambda r: {"ok": True})
+WAKE = f"/_nbunits/wake/demo/{USER}/{CAP}"
+
+
+def test_the_wake_fallback_redirects_back_only_under_the_verified_prefix(tmp_path):
+    helper = FakeHelper(lambda r: {"ok": True, "retry_after": 0})
 
     async def test(client: TestClient) -> None:
-        resp = await client.get(f"/_nbunits/wake{PREFIX}api/status", allow_redirects=False)
-        assert resp.status == 307 and resp.headers["Location"] == f"{PREFIX}api/status"
+        for original, back in [
+                (f"{PREFIX}api/status?x=1", f"{PREFIX}api/status?x=1"),
+                (f"{PREFIX}notebooks/a%20b.ipynb", f"{PREFIX}notebooks/a%20b.ipynb"),
+                (f"/nb/demo/{user_for('victim')}/x/../../{USER}/{CAP}/api", None),
+                (f"{PREFIX}api/../../../x", None), (f"{PREFIX}api/%2e%2e/x", None),
+                (f"{PREFIX}a//b", None), (f"//evil.example/../..{PREFIX}api", None),
+                (f"{PREFIX}a%0d%0aX: y", None), (f"{PREFIX}%ff", None), ("", None)]:
+            resp = await client.get(WAKE, allow_redirects=False,
+                                    headers={"X-Nbunits-Request-Uri": original})
+            if back is None:
+                assert resp.status == 503 and resp.headers["Retry-After"], original
+            else:
+                assert resp.status == 307 and resp.headers["Location"] == back, original
 
     run_app(tmp_path, helper, test)
-    assert helper.requests == [{"action": "wake", "course": "demo", "user": USER}]
+    assert helper.requests[0] == {"action": "wake", "course": "demo", "user": USER,
+                                  "capability": CAP}
+
+
+@pytest.mark.parametrize("path", [
+    f"/_nbunits/wake/demo/{USER}/{'A' * 22}", f"/_nbunits/wake/demo/victim/{CAP}",
+    f"/_nbunits/wake/Demo/{USER}/{CAP}", f"/_nbunits/wake/demo/{USER}/{CAP}x",
+])
+def test_a_malformed_wake_is_refused_before_the_helper(tmp_path, path):
+    helper = FakeHelper(lambda r: {"ok": True, "retry_after": 0})
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get(path, allow_redirects=False)
+        assert resp.status == 400
+
+    run_app(tmp_path, helper, test)
+    assert helper.requests == []
+
+
+def test_a_refused_or_unknown_wake_gets_the_same_answer(tmp_path):
+    answers = []
+    for code in ("forbidden", "unknown_student"):
+        helper = FakeHelper(lambda r, code=code: {"ok": False, "code": code,
+                                                  "message": "this link is not valid"})
+
+        async def test(client: TestClient) -> None:
+            resp = await client.get(WAKE, allow_redirects=False)
+            answers.append((resp.status, await resp.text()))
+
+        run_app(tmp_path / code, helper, test)
+    assert answers[0] == answers[1] and answers[0][0] == 403
+
+
+def test_a_unit_that_failed_recently_is_not_woken_yet(tmp_path):
+    helper = FakeHelper(lambda r: {"ok": True, "retry_after": 42})
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get(WAKE, allow_redirects=False,
+                                headers={"X-Nbunits-Request-Uri": PREFIX + "api"})
+        assert resp.status == 503 and resp.headers["Retry-After"] == "42"
+
+    run_app(tmp_path, helper, test)
+
+
+@pytest.mark.parametrize("query", [
+    "expires=" + "9" * 5000 + f"&sig={SIG}", f"expires=1&sig={SIG}&sig={SIG}",
+    "expires=1&sig=x", f"expires=%C2%B2&sig={SIG}", f"sig={SIG}", "expires=-1&sig=" + SIG,
+])
+def test_malformed_staff_parameters_are_a_400(tmp_path, query):
+    helper = FakeHelper(lambda r: {"ok": True, "html": "<p>x</p>"})
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get(f"/staff/demo/{USER}/a.ipynb?{query}")
+        assert resp.status == 400
+        assert "frame-ancestors" in resp.headers["Content-Security-Policy"]
+
+    run_app(tmp_path, helper, test)
+    assert helper.requests == []
+
+
+def test_malformed_course_link_parameters_are_a_400(tmp_path):
+    helper = FakeHelper(opened(True))
+
+    async def test(client: TestClient) -> None:
+        for query in ("reset=2", "reset=1&reset=1", "expires=" + "1" * 5000):
+            resp = await client.get(f"/ipythonExercice/demo/a.ipynb/s1?{query}",
+                                    allow_redirects=False)
+            assert resp.status == 400, query
+        resp = await client.get("/ipythonExercice/demo/a.ipynb/s1?utm=x", allow_redirects=False)
+        assert resp.status == 302
+
+    run_app(tmp_path, helper, test)
 
 
 def test_no_helper_is_a_503(tmp_path):

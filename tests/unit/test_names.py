@@ -45,14 +45,18 @@ def test_bad_courses_are_refused(bad):
         check_course(bad)
 
 
-@pytest.mark.parametrize("good", ["welcome.ipynb", "week1/loops.ipynb", "w 1/Exo (2).ipynb"])
+@pytest.mark.parametrize("good", ["welcome.ipynb", "week1/loops.ipynb", "w 1/Exo (2).ipynb",
+                                  "café.ipynb", "Leçon 1/été #2.ipynb", "数据/分析.ipynb",
+                                  "a/b/c/d/e/f/g/h.ipynb"])
 def test_good_notebook_paths(good):
     assert str(check_notebook(good)) == good
 
 
 @pytest.mark.parametrize("bad", ["../x.ipynb", "/etc/x.ipynb", "a/../b.ipynb", "a//b.ipynb",
                                  "x.txt", ".hidden.ipynb", "a/./b.ipynb", "", ".ipynb",
-                                 "a\x00.ipynb", "a\\b.ipynb", " a.ipynb", "/".join("a" * 9) + ".ipynb"])
+                                 "a\x00.ipynb", "a\\b.ipynb", " a.ipynb", "/".join("a" * 9) + ".ipynb",
+                                 "a\u202eb.ipynb", "a\nb.ipynb", "é" * 101 + ".ipynb",
+                                 ".git/x.ipynb", "a /b.ipynb"])
 def test_bad_notebook_paths_are_refused(bad):
     with pytest.raises(InvalidName):
         check_notebook(bad)
@@ -66,3 +70,9 @@ def test_unit_names():
     assert course_slice("python3-s2") == "nbunits-python3\\x2ds2.slice"
     with pytest.raises(InvalidName):
         StudentUnits("demo", "root")
+
+
+def test_links_are_percent_encoded():
+    from nbunits.names import exercise_url
+    assert exercise_url("demo", "Leçon 1/café.ipynb", "s1") == \
+        "/ipythonExercice/demo/Le%C3%A7on%201/caf%C3%A9.ipynb/s1"

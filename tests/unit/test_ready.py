@@ -5,12 +5,13 @@ import threading
 from nbunits import ready
 
 
-def test_the_gate_asks_for_the_students_base_url(tmp_path, monkeypatch):
-    (tmp_path / "jupyter.json").write_text(json.dumps({"ServerApp": {"base_url": "/nb/c/u/cap/"}}))
+def test_the_gate_asks_for_the_students_base_url_by_the_servers_name(tmp_path, monkeypatch):
+    (tmp_path / "jupyter.json").write_text(json.dumps({"ServerApp": {
+        "base_url": "/nb/c/u/cap/", "local_hostnames": ["notebooks.example.org"]}}))
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert ready.base_url() == "/nb/c/u/cap/"
+    assert ready.jupyter_settings() == ("/nb/c/u/cap/", "notebooks.example.org")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "missing"))
-    assert ready.base_url() == "/"
+    assert ready.jupyter_settings() == ("/", "localhost")
 
 
 def test_the_gate_waits_until_something_answers_http(tmp_path):

@@ -19,11 +19,16 @@ def test_links_verify_and_expire():
     staff.check(SECRET, "demo", "nbaaaaaaaaaaaaaaaa", "w1/a b.ipynb", "4600", sig, now=2000)
     for args, now in [(("demo", "nbaaaaaaaaaaaaaaaa", "w1/a b.ipynb", "4600", sig), 5000),  # expired
                       (("demo", "nbbbbbbbbbbbbbbbbb", "w1/a b.ipynb", "4600", sig), 2000),  # other student
-                      (("demo", "nbaaaaaaaaaaaaaaaa", "w1/a b.ipynb", "9999", sig), 2000),  # longer
-                      (("demo", "nbaaaaaaaaaaaaaaaa", "w1/a b.ipynb", "x", sig), 2000)]:
+                      (("demo", "nbaaaaaaaaaaaaaaaa", "w1/a b.ipynb", "9999", sig), 2000)]:  # longer
         with pytest.raises(NbunitsError) as info:
             staff.check(SECRET, *args, now=now)
         assert info.value.code == "forbidden"
+    for expires, bad_sig in [("x", sig), ("9" * 5000, sig), ("\u00b2", sig), ("4600", "x"),
+                             ("4600", sig.upper()), ("4600", sig + "0")]:
+        with pytest.raises(NbunitsError) as info:
+            staff.check(SECRET, "demo", "nbaaaaaaaaaaaaaaaa", "w1/a b.ipynb", expires, bad_sig,
+                        now=2000)
+        assert info.value.code == "bad_request"
     with pytest.raises(NbunitsError):
         staff.link(SECRET, "demo", "nbaaaaaaaaaaaaaaaa", "a.ipynb", hours=10_000)
 
@@ -41,6 +46,37 @@ def test_render_escapes_everything_a_student_wrote():
     assert "<script>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "In [3]" in html and "42" in html
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in html
+
+
+MARKUP = '"><meta http-equiv=refresh content="0;url=//evil"><form action=//evil><script>x()</script>'
+
+
+def test_render_escapes_a_notebook_whose_every_field_is_hostile():
+    nb = {"cells": [
+        {"cell_type": MARKUP, "source": MARKUP},
+        {"cell_type": "code", "source": [MARKUP, 7, None], "execution_count": MARKUP,
+         "outputs": [{"output_type": "stream", "text": MARKUP, "name": MARKUP},
+                     {"output_type": "error", "ename": MARKUP, "evalue": [MARKUP],
+                      "traceback": [MARKUP]},
+                     {"output_type": "display_data", "data": {"image/png": MARKUP}},
+                     {"output_type": "display_data", "data": {"image/png": "iVBO\"><x"}},
+                     {"output_type": "execute_result", "data": {"text/plain": [MARKUP, {}],
+                                                                "text/html": MARKUP}},
+                     {"output_type": MARKUP, "data": MARKUP}, MARKUP, None]},
+        {"cell_type": "code", "source": "", "execution_count": {"x": MARKUP}, "outputs": MARKUP},
+        MARKUP, None, [MARKUP]],
+        "metadata": {"title": MARKUP}, "nbformat": MARKUP}
+    html = staff.render(json.dumps(nb).encode(), MARKUP)
+    assert "<meta http-equiv=refresh" not in html and "<form" not in html
+    assert "<script>" not in html and "=//evil\"" not in html
+    assert html.count("&lt;meta http-equiv=refresh") >= 6
+    for hostile in (b"[]", b'"x"', b"null", b"{", b'{"cells": "x"}', b'{"cells": [1, "<b>"]}'):
+        try:
+            page = staff.render(hostile, "t")
+        except NbunitsError as exc:
+            assert exc.code == "broken_notebook"
+        else:
+            assert "<b>" not in page
 
 
 def test_the_helper_signs_staff_links_only_for_students_of_the_course(tmp_path):

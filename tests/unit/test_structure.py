@@ -55,7 +55,7 @@ BAD_COURSES = ["", "-a", "a-", "A", "a.b", "a" * 33, "é", "a/b"]
 @pytest.mark.parametrize("course", GOOD_COURSES + BAD_COURSES)
 def test_nginx_reaches_exactly_the_units_names_py_makes(course):
     regex = nginx_location_regex()
-    user, cap = user_for("s1"), "A" * 21 + "_"
+    user, cap = user_for("s1"), "A" * 21 + "_.3.9999999999"
     try:
         prefix = StudentUnits(course, user).jupyter_prefix(cap)
     except InvalidName:
@@ -72,8 +72,10 @@ def test_nginx_refuses_users_and_capabilities_names_py_refuses():
     user = user_for("s1")
     for bad_user in ("nb" + "a" * 15, "nb" + "1" * 16, "root", user.upper()):
         assert not USER_RE.fullmatch(bad_user)
-        assert not regex.match(f"/nb/demo/{bad_user}/{'A' * 22}/")
-    for bad_cap in ("A" * 21, "A" * 21 + "=", "A" * 21 + "/"):
+        assert not regex.match(f"/nb/demo/{bad_user}/{'A' * 22}.0.1/")
+    for bad_cap in ("A" * 21, "A" * 21 + "=", "A" * 21 + "/", "A" * 22, "A" * 22 + ".0",
+                    "A" * 22 + ".0.", "A" * 22 + ".x.1", "A" * 22 + ".1." + "9" * 12,
+                    "A" * 22 + "." + "1" * 10 + ".1"):
         assert not CAPABILITY_RE.fullmatch(bad_cap)
         assert not regex.match(f"/nb/demo/{user}/{bad_cap}/")
 

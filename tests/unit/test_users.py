@@ -12,11 +12,13 @@ from nbunits.config import Settings
 from nbunits.names import STUDENT_UID_COUNT, STUDENT_UID_MIN, uid_for
 from nbunits.users import (
     HOME_RECORD,
+    Student,
     StudentError,
     adopt_home,
     existing_home,
     nss_problem,
     read_home_record,
+    repair_home,
     write_home_record,
     write_user_record,
 )
@@ -118,3 +120,36 @@ def test_user_records_are_what_nss_systemd_reads(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["nbaaaaaaaaaaaaaaaa.user", "nbaaaaaaaaaaaaaaaa.group", "900000000.user",
          "900000000.group"])  # no temporary file left
+
+
+def _student(home: Path, uid: int = 5000) -> Student:
+    return Student("s1", home.name, uid, uid, home)
+
+
+def test_a_restored_home_of_an_existing_user_is_given_back_to_it(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    home = tmp_path / "nbx"
+    home.mkdir()
+    write_home_record(home, "s1")
+    (home / "work.ipynb").write_text("{}")
+    for path in (home, home / "work.ipynb"):
+        os.chown(path, 4000, 4000)  # restored from a backup made when the uid was 4000
+    repair_home(settings, _student(home))
+    assert (home.stat().st_uid, (home / "work.ipynb").stat().st_uid) == (5000, 5000)
+    assert oct(home.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_home_of_an_existing_user_without_proof_is_left_alone(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    home = tmp_path / "nbx"
+    home.mkdir()
+    os.chown(home, 4000, 4000)
+    with pytest.raises(StudentError, match="no record shows"):
+        repair_home(settings, _student(home))
+    assert home.stat().st_uid == 4000
+
+
+def test_a_missing_home_is_made_anew(tmp_path: Path) -> None:
+    home = tmp_path / "nbx"
+    repair_home(Settings(state_dir=tmp_path / "state"), _student(home))
+    assert home.is_dir() and home.stat().st_uid == 5000

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.forward import Names
+from testbed.forward import Names
 
 CHROMIUM = Path("/usr/bin/chromium")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

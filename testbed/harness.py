@@ -41,7 +41,7 @@ take port 80 from the machine; tests bring their own nginx config); a tmpfiles.d
 makes /dev/net/tun 0666 (rootless podman's slirp4netns needs it); /etc/hostname is the box's
 name (else the machine's own /etc/hostname wins over nspawn's --machine).
 
-CLI: ``python3 tests/harness.py shell|selftest|reap`` (also ``python3 -m tests.harness``).
+CLI: ``python3 testbed/harness.py shell|selftest|reap`` (also ``python3 -m testbed.harness``).
 """
 
 from __future__ import annotations
@@ -612,7 +612,7 @@ class SystemdBox:
         if alive:  # not ours to stop: leave it alone and say so
             raise BoxError(
                 f"box {self.name} seems to be running already (PIDs {alive}, workdir {self.workdir}); "
-                f"shut it down, or: python3 tests/harness.py reap {self.workdir}")
+                f"shut it down, or: python3 testbed/harness.py reap {self.workdir}")
         log.warning("box %s: cleaning up what a previous run left in %s", self.name, self.workdir)
         self._clean_up(keep_log=False)
 

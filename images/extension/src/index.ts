@@ -1,0 +1,295 @@
+/**
+ * nbunits: what a student can do from inside their notebook.
+ *
+ * A "Course" menu (Reset to original, Share a static version, Stop sharing, Show
+ * my student id) and, on a notebook whose course has a newer version, a banner
+ * saying what changed with the reset at hand. Every action is a request to
+ * /_nbunits/student/<course>/<user>/<capability>/<action>, on the same server as
+ * the notebook: the capability in the path is the student's credential (nginx
+ * and nbunits-helper check it), so nothing depends on cookies, which a browser
+ * may not send inside the course's cross-site iframe.
+ */
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
+import { IMainMenu } from '@jupyterlab/mainmenu';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { Message } from '@lumino/messaging';
+import { Menu, Widget } from '@lumino/widgets';
+
+/** What nbunits-helper answers (protocol.py: StudentState). */
+interface IState {
+  student_id: string;
+  course: string;
+  notebook: string;
+  newer: boolean;
+  changes: string[];
+  kept: string;
+  url: string;
+}
+
+const COMMANDS = {
+  reset: 'nbunits:reset',
+  share: 'nbunits:share',
+  unshare: 'nbunits:unshare',
+  id: 'nbunits:student-id'
+};
+
+/** /nb/<course>/<user>/<cap>/ -> /_nbunits/student/<course>/<user>/<cap>/ */
+function endpoint(): string | null {
+  const base = PageConfig.getOption('baseUrl');
+  const m = /^\/nb\/([^/]+\/[^/]+\/[^/]+\/)$/.exec(base);
+  return m ? `/_nbunits/student/${m[1]}` : null;
+}
+
+async function ask(action: string, notebook: string): Promise<IState> {
+  const base = endpoint();
+  if (!base) {
+    throw new Error('This notebook was not opened from a course.');
+  }
+  let resp: Response;
+  try {
+    resp = await fetch(base + action, {
+      method: 'POST',
+      credentials: 'omit',
+      cache: 'no-store',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ notebook })
+    });
+  } catch (e) {
+    throw new Error('The server could not be reached. Please try again in a minute.');
+  }
+  if (resp.status === 403) {
+    // nginx refused the capability: the link changed (a new secret) or is broken.
+    throw new Error(
+      'Your notebook link does not work any more. Your work is safe: open the ' +
+        'notebook again from your course page.'
+    );
+  }
+  const data = await resp.json().catch(() => null);
+  if (!resp.ok || data === null) {
+    throw new Error(
+      (data && data.message) || 'Something went wrong on our side. Please try again later.'
+    );
+  }
+  return data as IState;
+}
+
+function text(tag: string, content: string, className = ''): HTMLElement {
+  const node = document.createElement(tag);
+  node.textContent = content;
+  if (className) {
+    node.className = className;
+  }
+  return node;
+}
+
+function body(...nodes: HTMLElement[]): Widget {
+  const widget = new Widget();
+  widget.addClass('nbunits-dialog');
+  nodes.forEach(n => widget.node.appendChild(n));
+  return widget;
+}
+
+function changesList(changes: string[]): HTMLElement {
+  const list = document.createElement('ul');
+  changes.forEach(c => list.appendChild(text('li', c)));
+  return list;
+}
+
+async function reset(panel: NotebookPanel): Promise<void> {
+  const path = panel.context.path;
+  const name = path.split('/').pop() || path;
+  const ok = await showDialog({
+    title: 'Reset to original',
+    body: body(
+      text('p', `Replace your copy of ${name} with the course's current version?`),
+      text(
+        'p',
+        'Your copy is kept beside it, renamed with the date: nothing you wrote is deleted.'
+      )
+    ),
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Reset' })]
+  });
+  if (!ok.button.accept) {
+    return;
+  }
+  if (panel.context.model.dirty) {
+    await panel.context.save(); // the kept copy has the last edits too
+  }
+  const state = await ask('reset', path);
+  await panel.context.revert();
+  panel.contentHeader.widgets
+    .filter(w => w.hasClass('nbunits-banner'))
+    .forEach(w => w.dispose());
+  await showDialog({
+    title: 'Reset done',
+    body: body(
+      text('p', `${name} is now the course's current version.`),
+      text(
+        'p',
+        state.kept
+          ? `Your previous copy is kept as ${state.kept}.`
+          : 'Your copy had no changes of yours, so there was nothing to keep.'
+      )
+    ),
+    buttons: [Dialog.okButton()]
+  });
+}
+
+async function share(panel: NotebookPanel): Promise<void> {
+  if (panel.context.model.dirty) {
+    await panel.context.save(); // share what the student sees
+  }
+  const state = await ask('share', panel.context.path);
+  const url = new URL(state.url, window.location.origin).href;
+  const link = document.createElement('a');
+  link.href = url;
+  link.target = '_blank';
+  link.rel = 'noopener noreferrer';
+  link.textContent = url;
+  link.className = 'nbunits-share-link';
+  await showDialog({
+    title: 'Shared: a static version',
+    body: body(
+      text('p', 'Anyone with this link can read this notebook as it is now (nothing in it runs):'),
+      link,
+      text(
+        'p',
+        'Share it again after changes to update it. "Stop sharing" in the Course menu ' +
+          'turns the link off.'
+      )
+    ),
+    buttons: [Dialog.okButton()]
+  });
+}
+
+async function unshare(panel: NotebookPanel): Promise<void> {
+  await ask('unshare', panel.context.path);
+  await showDialog({
+    title: 'No longer shared',
+    body: body(text('p', 'The link to this notebook no longer works.')),
+    buttons: [Dialog.okButton()]
+  });
+}
+
+async function showId(panel: NotebookPanel | null): Promise<void> {
+  const state = await ask('info', panel ? panel.context.path : '');
+  await showDialog({
+    title: 'My student id',
+    body: body(
+      text('p', `Your student id in the course ${state.course}:`),
+      text('code', state.student_id, 'nbunits-student-id'),
+      text('p', 'The course team may ask for it when you need help.')
+    ),
+    buttons: [Dialog.okButton()]
+  });
+}
+
+/**
+ * A banner in a notebook's content header. The header is a Lumino BoxPanel that
+ * sizes its children from their minimum height: give it the text's own height,
+ * or the notebook below covers it.
+ */
+class Banner extends Widget {
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this.update();
+  }
+
+  protected onResize(msg: Widget.ResizeMessage): void {
+    super.onResize(msg);
+    this.update();
+  }
+
+  protected onUpdateRequest(msg: Message): void {
+    super.onUpdateRequest(msg);
+    const height = this.node.scrollHeight;
+    if (height && this.node.style.minHeight !== `${height}px`) {
+      this.node.style.minHeight = `${height}px`;
+      this.parent?.fit();
+    }
+  }
+}
+
+/** The banner on a notebook whose course has a newer version. */
+async function checkNewer(app: JupyterFrontEnd, panel: NotebookPanel): Promise<void> {
+  await panel.context.ready;
+  let state: IState;
+  try {
+    state = await ask('info', panel.context.path);
+  } catch (e) {
+    return; // not a course notebook, or the server is busy: no banner
+  }
+  if (!state.newer || panel.isDisposed) {
+    return;
+  }
+  const banner = new Banner();
+  banner.addClass('nbunits-banner');
+  const message = text(
+    'p',
+    'The course team has published a new version of this notebook. Your copy has ' +
+      'your own changes, so it was left as it is.'
+  );
+  if (state.changes.length) {
+    message.appendChild(changesList(state.changes));
+  }
+  const button = text('button', 'Reset to the new version', 'jp-mod-styled jp-mod-warn');
+  button.addEventListener('click', () => {
+    reset(panel).catch(e => showErrorMessage('Reset to original', e));
+  });
+  banner.node.append(message, button);
+  panel.contentHeader.addWidget(banner);
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'nbunits-course:plugin',
+  description: 'The Course menu and the newer-version banner of nbunits.',
+  autoStart: true,
+  optional: [INotebookTracker, IMainMenu],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker | null,
+    mainMenu: IMainMenu | null
+  ) => {
+    if (!endpoint()) {
+      return; // not a student's server of nbunits
+    }
+    const current = () => (tracker ? tracker.currentWidget : null);
+    const withNotebook = (title: string, run: (p: NotebookPanel) => Promise<void>) => ({
+      label: title,
+      isEnabled: () => current() !== null,
+      execute: async () => {
+        const panel = current();
+        if (panel) {
+          await run(panel).catch(e => showErrorMessage(title, e));
+        }
+      }
+    });
+    app.commands.addCommand(COMMANDS.reset, withNotebook('Reset to original', reset));
+    app.commands.addCommand(COMMANDS.share, withNotebook('Share a static version', share));
+    app.commands.addCommand(COMMANDS.unshare, withNotebook('Stop sharing', unshare));
+    app.commands.addCommand(COMMANDS.id, {
+      label: 'Show my student id',
+      execute: () => showId(current()).catch(e => showErrorMessage('My student id', e))
+    });
+    if (mainMenu) {
+      const menu = new Menu({ commands: app.commands });
+      menu.title.label = 'Course';
+      menu.id = 'nbunits-course-menu';
+      [COMMANDS.reset, COMMANDS.share, COMMANDS.unshare].forEach(command =>
+        menu.addItem({ command })
+      );
+      menu.addItem({ type: 'separator' });
+      menu.addItem({ command: COMMANDS.id });
+      mainMenu.addMenu(menu, true, { rank: 2000 });
+    }
+    if (tracker) {
+      tracker.widgetAdded.connect((_, panel) => {
+        void checkNewer(app, panel);
+      });
+    }
+  }
+};
+
+export default plugin;

@@ -1,0 +1,173 @@
+"""Prometheus metrics, from systemd's own data: `nbunits metrics`.
+
+Gauges come from the units now (running, starting, failed, memory) and the records
+(provisioned). Counters and the start-time histogram come from the journal:
+systemd logs "Starting" and "Started" (or "Failed to start") for every start of a
+student's Jupyter unit, with fixed MESSAGE_IDs; the time between the two is the
+start time a student waits (podman, Jupyter, the readiness gate). The journal is
+read from where the previous run stopped (its cursor and the counts are kept in
+/var/lib/nbunits/metrics.json), so counters only grow and each run reads little.
+
+nbunits-metrics.timer writes them every 30 s for node_exporter's textfile
+collector (/var/lib/prometheus/node-exporter/nbunits.prom).
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from systemd import journal
+
+from .config import Settings, list_courses
+from .files import write_atomic
+from .names import parse_unit
+from .status import student_states
+from .systemd import provisioned_students
+
+# systemd's own catalog ids (systemd's src/systemd/sd-messages.h).
+UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
+UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"
+UNIT_FAILED = "be02cf6855d2428ba40df7e9d022f03d"
+# Start-time buckets, seconds: a warm machine starts a student in about a second.
+BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+
+
+@dataclass
+class CourseStarts:
+    starts: int = 0
+    failed: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    seconds: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.starts += 1
+        self.seconds += seconds
+        self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+
+
+@dataclass
+class State:
+    cursor: str = ""
+    starting: dict[str, int] = field(default_factory=dict)  # unit -> usec of "Starting"
+    courses: dict[str, CourseStarts] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return cls(data["cursor"], data["starting"],
+                       {c: CourseStarts(**v) for c, v in data["courses"].items()})
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return cls()  # none yet, or unreadable: count again from the journal
+
+    def dump(self) -> str:
+        return json.dumps({"cursor": self.cursor, "starting": self.starting,
+                           "courses": {c: vars(v) for c, v in self.courses.items()}})
+
+
+def read_journal(state: State) -> None:
+    """Count the starts logged since the state's cursor."""
+    reader = journal.Reader()
+    try:
+        for message_id in (UNIT_STARTING, UNIT_STARTED, UNIT_FAILED):
+            reader.add_match(MESSAGE_ID=message_id)
+        reader.add_match(_PID="1")
+        if state.cursor:
+            reader.seek_cursor(state.cursor)
+            reader.get_next()  # the entry at the cursor was counted last time
+        for entry in reader:
+            state.cursor = entry["__CURSOR"]
+            unit = str(entry.get("UNIT", ""))
+            parsed = parse_unit(unit)
+            if not parsed or parsed.kind != "container":
+                continue
+            usec = int(entry["__REALTIME_TIMESTAMP"].timestamp() * 1e6)
+            course = state.courses.setdefault(parsed.units.course, CourseStarts())
+            message_id = entry["MESSAGE_ID"].hex
+            if message_id == UNIT_STARTING:
+                state.starting[unit] = usec
+            elif message_id == UNIT_STARTED and unit in state.starting:
+                course.observe((usec - state.starting.pop(unit)) / 1e6)
+            elif message_id == UNIT_FAILED:
+                state.starting.pop(unit, None)
+                course.failed += 1
+    finally:
+        reader.close()
+
+
+@contextmanager
+def locked_state(settings: Settings) -> Iterator[State]:
+    """The saved state, saved again after the block; one run at a time."""
+    path = settings.state_dir / "metrics.json"
+    with open(settings.state_dir / ".metrics.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = State.load(path)
+        yield state
+        write_atomic(path, state.dump(), 0o600)
+
+
+class Collector:
+    def __init__(self, settings: Settings, state: State) -> None:
+        self.settings, self.state = settings, state
+
+    def collect(self) -> Iterator[Any]:
+        courses = sorted(set(list_courses(self.settings)) | set(self.state.courses))
+        states = student_states(self.settings)
+        gauges = {name: GaugeMetricFamily(f"nbunits_students_{name}", text, labels=["course"])
+                  for name, text in (
+                      ("provisioned", "Students who opened a notebook of the course"),
+                      ("running", "Students whose Jupyter is running"),
+                      ("starting", "Students whose Jupyter is starting"),
+                      ("failed", "Students whose units are in the failed state"))}
+        memory = GaugeMetricFamily("nbunits_memory_bytes",
+                                   "Memory used by the course's running Jupyter servers",
+                                   labels=["course"])
+        starts = CounterMetricFamily("nbunits_starts", "Starts of students' Jupyter servers",
+                                     labels=["course"])
+        failed = CounterMetricFamily("nbunits_start_failures",
+                                     "Starts of students' Jupyter servers that failed",
+                                     labels=["course"])
+        seconds = HistogramMetricFamily(
+            "nbunits_start_seconds", "Time from a start request to Jupyter answering",
+            labels=["course"])
+        for course in courses:
+            mine = [s for s in states if s.course == course]
+            counts = {
+                "provisioned": len(provisioned_students(self.settings, course)),
+                "running": sum(s.state == "running" for s in mine),
+                "starting": sum(s.state == "starting" for s in mine),
+                "failed": sum(s.state.startswith("failed") for s in mine)}
+            for name, gauge in gauges.items():
+                gauge.add_metric([course], counts[name])
+            memory.add_metric([course], sum(s.memory or 0 for s in mine))
+            done = self.state.courses.get(course, CourseStarts())
+            starts.add_metric([course], done.starts)
+            failed.add_metric([course], done.failed)
+            cumulative, total = [], 0
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), done.buckets):
+                total += count
+                cumulative.append((bound, total))
+            seconds.add_metric([course], cumulative, done.seconds)
+        yield from (*gauges.values(), memory, starts, failed, seconds)
+
+
+def collect_text(settings: Settings) -> str:
+    """The metrics in Prometheus' text format (the journal read up to now)."""
+    with locked_state(settings) as state:
+        read_journal(state)
+    registry = CollectorRegistry()
+    registry.register(Collector(settings, state))
+    return generate_latest(registry).decode()

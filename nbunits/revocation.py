@@ -1,0 +1,43 @@
+"""`nbunits student revoke`: take back one student's links to one course.
+
+Their capability's generation is raised (capability.py), nginx's map of revoked
+generations is rewritten and nginx reloaded, so every old link gets 403 at once;
+their running server (which holds the old capability as its token and base URL)
+is stopped, so no open tab keeps working. Their work is untouched, and their next
+launch from the course hands out the new link.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import capability as caps
+from .config import Settings, load_course
+from .errors import NbunitsError
+from .names import StudentUnits
+from .provision import ensure_token
+from .run import run
+
+logger = logging.getLogger(__name__)
+
+
+def revoke(settings: Settings, course: str, user: str,
+           nginx_map: Path = caps.REVOKED_MAP) -> caps.Grant:
+    config = load_course(settings, course)
+    units = StudentUnits(course, user)
+    if not settings.token_file(units).exists():
+        raise NbunitsError("unknown_student", f"{user} has no link to course {course}",
+                           hint="they have not opened a notebook of this course")
+    grant = caps.revoke(settings, config, units)
+    if nginx_map.parent.is_dir():
+        if caps.write_revoked_map(settings, nginx_map):
+            run(["systemctl", "reload", "nginx.service"], check=False)
+    else:
+        logger.warning("%s missing: nginx (nbunits install --no-nginx?) still accepts "
+                       "older links of %s", nginx_map.parent, user)
+    run(["systemctl", "stop", units.proxy, units.container])
+    ensure_token(settings, config, units, running=False)
+    logger.info("revoked the links of %s (now generation %d)", user, grant.generation,
+                extra={"COURSE": course, "STUDENT": user})
+    return grant

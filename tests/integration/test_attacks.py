@@ -1,0 +1,177 @@
+"""Issue 14's attacks, replayed against the real stack: the wake fallback, user
+probing, start-limit resets, revocation, a hostile notebook in front of staff,
+nested user namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+import pytest
+import yarl
+
+from testbed.browser import Opened, execute, open_exercise, start_kernel
+
+from .conftest import Nbunits, client
+
+
+@pytest.fixture(scope="module", autouse=True)
+def attacks_course(nb: Nbunits) -> None:
+    """A course of their own: these tests break and stop servers on purpose."""
+    nb.add_course("attacks")
+
+
+def _open(nb: Nbunits, course: str, student: str) -> Opened:
+    async def go() -> Opened:
+        async with client(nb) as session:
+            return await open_exercise(session, course, "welcome.ipynb", student)
+    return asyncio.run(go())
+
+
+def _get(nb: Nbunits, path: str, **headers: str) -> tuple[int, dict[str, str], str]:
+    async def go() -> tuple[int, dict[str, str], str]:
+        async with client(nb) as session:
+            async with session.get(yarl.URL(path, encoded=True), allow_redirects=False,
+                                   headers=headers) as resp:
+                return resp.status, dict(resp.headers), await resp.text()
+    return asyncio.run(go())
+
+
+def _state(nb: Nbunits, unit: str) -> str:
+    return nb.show(unit, "ActiveState")["ActiveState"]
+
+
+def test_a_student_who_breaks_their_server_cannot_wake_someone_elses(nb: Nbunits) -> None:
+    attacker, victim = (_open(nb, "attacks", secrets.token_hex(16)) for _ in range(2))
+    victim_units = [f"nbunits-attacks@{victim.user}.socket", f"nbunits-attacks@{victim.user}.service"]
+    nb.box.systemctl("stop", *victim_units, f"nbunits-attacks-proxy@{victim.user}.service")
+    # The attacker breaks their own server (its socket no longer answers: 502).
+    nb.box.systemctl("stop", f"nbunits-attacks@{attacker.user}.socket",
+                     f"nbunits-attacks@{attacker.user}.service")
+    tricks = [f"/nb/attacks/{victim.user}/x/../../{attacker.user}/{attacker.token}/api/status",
+              f"/nb/attacks/{victim.user}/%2e%2e/{attacker.user}/{attacker.token}/api/status",
+              f"/nb/attacks//{victim.user}/..//{attacker.user}/{attacker.token}/api/status"]
+    for path in tricks:
+        status, headers, _ = _get(nb, path)
+        # nginx resolved the path to the attacker's own server: only that one woke,
+        # and the browser is never sent to a path nginx did not verify.
+        assert status in (307, 200, 403, 404, 503), (path, status)
+        assert victim.user not in headers.get("Location", ""), headers
+    assert all(_state(nb, unit) == "inactive" for unit in victim_units)
+    # The fallback itself is not reachable from outside.
+    status, _, _ = _get(nb, f"/_nbunits/wake/demo/{victim.user}/{victim.token}")
+    assert status == 404 and all(_state(nb, unit) == "inactive" for unit in victim_units)
+    # The victim's own link still wakes their server.
+    status, _, _ = _get(nb, f"{victim.prefix}api/status", Authorization=f"token {victim.token}")
+    assert status in (200, 307)
+
+
+def test_whether_a_student_exists_does_not_show(nb: Nbunits) -> None:
+    real = _open(nb, "attacks", secrets.token_hex(16))
+    nobody = "nb" + "a" * 16
+    forged = "A" * 22 + ".0.9999999999"
+    answers = {_get(nb, f"/nb/attacks/{user}/{forged}/api/status")[::2] for user in (real.user, nobody)}
+    assert len(answers) == 1 and next(iter(answers))[0] == 403
+
+
+def test_a_failed_server_is_not_reset_before_its_start_limit_interval(nb: Nbunits) -> None:
+    # An image that does not exist: podman fails at once (exit 125, no restart).
+    nb.add_course("failing", image="localhost/nbunits/nosuch:latest")
+    opened = _open(nb, "failing", secrets.token_hex(16))
+    container = f"nbunits-failing@{opened.user}.service"
+    statuses = []
+    for _ in range(3):
+        status, headers, _ = _get(nb, f"{opened.prefix}api/status",
+                                  Authorization=f"token {opened.token}")
+        statuses.append(status)
+        assert status == 503 and 1 <= int(headers["Retry-After"]) <= 60, (status, headers)
+        # The wake did not reset it: it stays failed, as systemd left it.
+        assert _state(nb, container) == "failed"
+    assert 502 not in statuses
+    nb.box.systemctl("stop", f"nbunits-failing@{opened.user}.socket")
+    nb.box.systemctl("reset-failed", f"nbunits-failing@{opened.user}.socket",
+                     f"nbunits-failing-proxy@{opened.user}.service", container, check=False)
+
+
+def test_revoking_a_student_makes_old_links_403_and_the_course_link_hands_out_a_new_one(
+        nb: Nbunits) -> None:
+    student = secrets.token_hex(16)
+    before = _open(nb, "attacks", student)
+    nb.nbunits("student", "revoke", "attacks", student)
+    assert _state(nb, f"nbunits-attacks@{before.user}.service") == "inactive"
+    status, _, _ = _get(nb, f"{before.prefix}api/status", Authorization=f"token {before.token}")
+    assert status == 403
+    after = _open(nb, "attacks", student)
+    assert after.prefix != before.prefix and after.page_status == 200
+    assert _get(nb, f"{before.prefix}tree")[0] == 403
+
+
+HOSTILE = '"><meta http-equiv="refresh" content="0;url=https://evil.example/"><form action=x>'
+
+
+def test_a_hostile_notebook_is_shown_to_staff_escaped_and_unframeable(nb: Nbunits) -> None:
+    student = secrets.token_hex(16)
+    opened = _open(nb, "attacks", student)
+    notebook = {"cells": [{"cell_type": "code", "source": HOSTILE, "execution_count": HOSTILE,
+                           "metadata": {}, "outputs": [
+                               {"output_type": "error", "ename": HOSTILE, "evalue": HOSTILE,
+                                "traceback": []}]}],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    nb.box.write_file(f"/home/{opened.user}/attacks/welcome.ipynb", json.dumps(notebook))
+    nb.box.run("chown", f"{opened.user}:{opened.user}", f"/home/{opened.user}/attacks/welcome.ipynb")
+    link = nb.nbunits("student", "link", "attacks", student, "welcome.ipynb").stdout.strip()
+    status, headers, page = _get(nb, link)
+    assert status == 200 and "<meta http-equiv=\"refresh\"" not in page and "<form" not in page
+    assert "frame-ancestors 'self'" in headers["Content-Security-Policy"]
+    base = link.split("?")[0]
+    for query in ("?expires=" + "9" * 5000 + "&sig=" + "0" * 64, "?expires=1&sig=x", "",
+                  link[len(base):] + "&sig=" + "0" * 64):
+        assert _get(nb, base + query)[0] == 400, query
+
+
+# In a child process: the kernel itself must stay in its namespace.
+UNSHARE = ("__import__('subprocess').run([__import__('sys').executable, '-c', "
+           "'import ctypes; print(ctypes.CDLL(None, use_errno=True).unshare(0x10000000))'], "
+           "capture_output=True, text=True).stdout.strip()")
+
+
+def test_a_kernel_cannot_make_user_namespaces_unless_the_course_allows_them(nb: Nbunits) -> None:
+    nb.add_course("nested")
+    nb.nbunits("course", "update", "nested", "--user-namespaces")
+
+    async def probe(course: str) -> str:
+        async with client(nb) as session:
+            opened = await open_exercise(session, course, "welcome.ipynb", secrets.token_hex(16))
+            kernel = await start_kernel(session, opened)
+            return await execute(session, opened, kernel, UNSHARE)
+
+    assert asyncio.run(probe("attacks")) == "'-1'"
+    assert asyncio.run(probe("nested")) == "'0'"
+
+
+def test_a_course_with_a_quota_on_homes_without_quotas_is_refused_before_any_change(
+        nb: Nbunits) -> None:
+    """This test machine's kernel has neither ext4's quota format (CONFIG_QFMT_V2) nor
+    XFS or tmpfs quotas: enforcement itself cannot run here (README, "Disk quotas")."""
+    nb.add_course("quota", disk_quota="100M")
+    student = secrets.token_hex(16)
+    users = nb.users()
+    status, _, page = _get(nb, f"/ipythonExercice/quota/welcome.ipynb/{student}")
+    assert status == 500 and "disk_quota" not in page  # no admin detail for students
+    assert nb.users() == users
+    journal = nb.box.run("journalctl", "--no-pager", "-o", "cat", "-u", "nbunits-helper.service").stdout
+    assert "has no user quotas" in journal, journal[-2000:]
+
+
+def test_a_kernel_cannot_fill_run_through_its_socket_directory(nb: Nbunits) -> None:
+    fill = ("__import__('subprocess').run(['dd', 'if=/dev/zero', 'of=/run/jupyter/fill', "
+            "'bs=1M', 'count=8'], capture_output=True, text=True).stderr.splitlines()[0]")
+
+    async def go() -> str:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "attacks", "welcome.ipynb", secrets.token_hex(16))
+            kernel = await start_kernel(session, opened)
+            return await execute(session, opened, kernel, fill)
+
+    assert "No space left on device" in asyncio.run(go())

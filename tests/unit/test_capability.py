@@ -1,0 +1,162 @@
+"""Capabilities: generations (revocation), expiry, nginx's revoked map, the wake
+path's own check, and the start-limit rule of the wake path."""
+
+import json
+import logging
+import runpy
+import typing
+from pathlib import Path
+
+import pytest
+
+from nbunits import capability as caps
+from nbunits.config import ConfigError, CourseConfig, Settings
+from nbunits.names import CAPABILITY_RE, StudentUnits, user_for
+from nbunits.provision import parse_usec, reset_wait
+from nbunits.seccomp import CLONE_NEWUSER, without_user_namespaces
+
+REPO = Path(__file__).resolve().parents[2]
+UNITS = StudentUnits("demo", user_for("s1"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state")
+    settings.etc_dir.mkdir()
+    settings.capability_secret.write_text("s3cret\n")
+    return settings
+
+
+def course(**values: object) -> CourseConfig:
+    return CourseConfig(name="demo", source=Path("/srv/demo"), **values)  # type: ignore[arg-type]
+
+
+def test_a_revoked_generation_is_no_longer_current_and_goes_into_nginx_map(settings):
+    first = caps.current_grant(settings, course(), UNITS, running=False)
+    old = caps.capability("s3cret", UNITS, first)
+    assert CAPABILITY_RE.fullmatch(old) and old.endswith(".0.9999999999")
+    assert caps.is_current(settings, UNITS, old)
+    new_grant = caps.revoke(settings, course(), UNITS)
+    new = caps.capability("s3cret", UNITS, new_grant)
+    assert not caps.is_current(settings, UNITS, old) and caps.is_current(settings, UNITS, new)
+    assert f'"demo/{UNITS.user}/0" 1;' in caps.revoked_map(settings)
+    assert f'"demo/{UNITS.user}/1"' not in caps.revoked_map(settings)
+    # Another student's capability, a forged one, or none at all: never current.
+    other = StudentUnits("demo", user_for("s2"))
+    assert not caps.is_current(settings, other, caps.capability("s3cret", other))
+    assert not caps.is_current(settings, UNITS, "A" * 22 + ".1.9999999999")
+    assert not caps.is_current(settings, UNITS, new + "x")
+
+
+def test_links_expire_but_never_under_a_running_server(settings):
+    config = course(link_lifetime=8 * 3600 + 7200)
+    grant = caps.current_grant(settings, config, UNITS, running=False, now=1000)
+    assert grant.expires == 1000 + 8 * 3600 + 7200
+    # Still long enough for a whole server run: the same link.
+    assert caps.current_grant(settings, config, UNITS, running=False, now=2000) == grant
+    # Not any more, and the server is stopped: a new expiry.
+    later = caps.current_grant(settings, config, UNITS, running=False, now=9000)
+    assert later.expires == 9000 + 8 * 3600 + 7200
+    # While it runs, the link it started with, whatever the time.
+    assert caps.current_grant(settings, config, UNITS, running=True, now=99999) == later
+    cap = caps.capability("s3cret", UNITS, later)
+    assert caps.is_current(settings, UNITS, cap, now=later.expires)
+    assert not caps.is_current(settings, UNITS, cap, now=later.expires + 1)
+
+
+def test_link_lifetime_must_outlast_a_server_run():
+    with pytest.raises(ConfigError, match="link_lifetime"):
+        course(link_lifetime=60)
+    with pytest.raises(ConfigError, match="disk_quota"):
+        course(disk_quota="lots")
+    with pytest.raises(ConfigError, match="terminals"):
+        course(terminals="no")
+
+
+def test_terminals_are_a_course_setting_in_jupyters_config(settings):
+    for terminals in (True, False):
+        config = json.loads(caps.jupyter_config(course(terminals=terminals), UNITS,
+                                                "A" * 22 + ".0.1", settings.server))
+        assert config["ServerApp"]["terminals_enabled"] is terminals
+
+
+def show(state: str, changed_s: float, interval: str = "1min") -> str:
+    return (f"Id=x\nActiveState={state}\nStateChangeTimestampMonotonic={int(changed_s * 1e6)}\n"
+            f"StartLimitIntervalUSec={interval}\n")
+
+
+def test_a_unit_is_reset_only_once_its_start_limit_interval_has_passed():
+    assert reset_wait(show("inactive", 100), now=101) == 0
+    assert reset_wait(show("failed", 100), now=101) == 59
+    assert reset_wait(show("failed", 100), now=161) == 0
+    blocks = "\n".join([show("active", 0), show("failed", 100, "2min 30s"), show("failed", 150)])
+    assert reset_wait(blocks, now=200) == 50
+    assert parse_usec("1min 30s") == 90 and parse_usec("500ms") == 0.5
+
+
+def test_the_seccomp_profile_refuses_new_user_namespaces_only():
+    default = json.loads(Path("/usr/share/containers/seccomp.json").read_text()) \
+        if Path("/usr/share/containers/seccomp.json").exists() else {
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read", "clone", "clone3", "unshare"],
+                          "action": "SCMP_ACT_ALLOW"}]}
+    profile = without_user_namespaces(default)
+    allowed = [r for r in profile["syscalls"] if r["action"] == "SCMP_ACT_ALLOW"]
+    assert not any("clone3" in r["names"] for r in allowed)
+    for name in ("clone", "unshare"):
+        rules = [r for r in profile["syscalls"] if name in r["names"]]
+        assert all(r.get("args") for r in rules), rules  # never allowed unconditionally
+        refuse = [r for r in rules if r["action"] == "SCMP_ACT_ERRNO"]
+        assert refuse and refuse[0]["args"][0]["valueTwo"] == CLONE_NEWUSER
+    assert any("read" in r["names"] for r in allowed)
+
+
+def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
+    cap = "B" * 22 + ".0.9999999999"
+    monkeypatch.setenv("JUPYTER_TOKEN", cap)
+
+    class Config:
+        class Application:
+            logging_config: typing.ClassVar[dict] = {}
+
+    namespace = runpy.run_path(str(REPO / "units" / "jupyter" / "jupyter_server_config.py"),
+                               init_globals={"get_config": lambda: Config})
+    redact = namespace["RedactCapability"]()
+    record = logging.LogRecord("ServerApp", logging.INFO, "x", 1,
+                               "running at %s", (f"http+unix://x/nb/demo/u/{cap}/tree",), None)
+    assert redact.filter(record) and cap not in record.getMessage()
+    assert "[capability]" in record.getMessage()
+    assert Config.Application.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
+
+
+def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
+    from nbunits.errors import NbunitsError
+    from nbunits.quota import check, kib
+
+    with_quota = ("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                  "30 22 7:0 / /home rw,relatime - ext4 /dev/loop0 rw,usrquota\n")
+    check(Path("/home"), with_quota)
+    check(Path("/home/nbx"), with_quota)
+    for without in ("22 1 8:1 / / rw - ext4 /dev/sda1 rw,usrquota\n"
+                    "30 22 7:0 / /home rw - ext4 /dev/loop0 rw\n",
+                    "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                    "30 22 7:0 / /homes rw - ext4 /dev/loop0 rw,usrquota\n"):
+        with pytest.raises(NbunitsError, match="no user quotas"):
+            check(Path("/home"), without)
+    assert kib("2G") == 2 * 1024 * 1024 and kib("512K") == 512
+
+
+def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
+    from nbunits.service import Redact
+
+    cap, sig = "C" * 22 + ".3.9999999999", "ab" * 32
+    record = logging.LogRecord("x", logging.WARNING, "x", 1, "GET %s: invalid notebook path %r",
+                               (f"/staff/demo/u/{cap}/x?sig={sig}", f"../{cap}"), None)
+    assert Redact().filter(record)
+    assert cap not in record.getMessage() and sig not in record.getMessage()
+    assert "/staff/demo/u/[redacted]/x" in record.getMessage()
+    try:
+        raise NotADirectoryError(f"/home/student/work/{cap}")
+    except OSError as exc:
+        record = logging.LogRecord("x", logging.ERROR, "x", 1, "failed", (), (type(exc), exc, None))
+    assert Redact().filter(record) and cap not in logging.Formatter().format(record)

@@ -1,0 +1,66 @@
+# Jupyter's own log lines, for the journal. Mounted read-only into every student's
+# container as ~/.jupyter/jupyter_server_config.py (units/course/nbunits-@COURSE@@.service),
+# beside the unit's JSON settings. Two things:
+#
+# - No capability in a log line. The capability is the student's token and part of
+#   Jupyter's base URL, so Jupyter's own lines (the "is running at" URL, every
+#   request it logs with its path) would carry it into the journal, where whoever
+#   reads logs could open the notebook. A filter replaces it with "[capability]"
+#   (README, "Security").
+# - The right priority. The container's output is the unit's (podman
+#   --log-driver=passthrough), and journald reads a "<N>" syslog priority at the start
+#   of each line of a service's output (SyslogLevelPrefix=, on by default). Jupyter
+#   logs everything on stderr, so without a prefix its info lines would share one
+#   priority with its errors. journald adds the time: the lines carry none.
+import logging
+import os
+import re
+
+c = get_config()  # noqa: F821 (Jupyter's config loader defines it)
+
+_CAPABILITY = os.environ.get("JUPYTER_TOKEN", "")
+# Any capability-shaped text (nbunits.names.CAPABILITY_RE), whoever sent it.
+_SHAPE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
+PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+def _redact(text: str) -> str:
+    return _SHAPE.sub("[capability]", text.replace(_CAPABILITY, "[capability]")
+                      if _CAPABILITY else text)
+
+
+class RedactCapability(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _redact(message) != message:
+            record.msg, record.args = _redact(message), None
+        # A traceback quotes paths too (the formatter then uses this text as it is).
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _redact(record.stack_info)
+        return True
+
+
+class SyslogPrefixFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in PRIORITIES if record.levelno >= level), 7)
+        # A traceback spans lines: each gets the priority, so none falls to the default.
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def syslog_prefix_formatter(**options: str) -> logging.Formatter:
+    # dictConfig passes traitlets' own formatter options (class, format, datefmt).
+    return SyslogPrefixFormatter("[%(name)s] %(message)s")
+
+
+# Merged into traitlets' default logging configuration (its one "console" handler)
+# of every application: the server, and the extensions that log on their own
+# (JupyterNotebookApp, LabApp).
+c.Application.logging_config = {
+    "formatters": {"console": {"()": syslog_prefix_formatter}},
+    "filters": {"nbunits_redact": {"()": RedactCapability}},
+    "handlers": {"console": {"filters": ["nbunits_redact"]}},
+}
