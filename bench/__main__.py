@@ -1,12 +1,14 @@
 """nbunits benchmark: one command, one table (and a JSON file).
 
-    bench/run [--n 10] [--bursts 25,50] [--scale 2000] [--peer-n 10] [--skip PART,...]
+    bench/run [--n 10] [--bursts 25,50] [--density 150] [--scale 100000] [--peer-n 10]
+              [--skip PART,...]
 
 Boots the real-systemd harness (testbed/harness.py), installs this checkout's nbunits
 and the demo course with the shared image, and measures side by side, in one run:
 cold start vs the podman-run floor, warm latency through nginx vs straight to
-Jupyter, bursts, the cost of a student, scale, and JupyterHub + SystemdSpawner.
-Parts: cold, floor, warm, cost, burst, peer, scale.
+Jupyter, bursts, the cost of a student, density (many active students), scale (a
+whole MOOC provisioned), and JupyterHub + SystemdSpawner.
+Parts: cold, floor, warm, cost, burst, density, peer, scale.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import time
 import traceback
 from pathlib import Path
 
-from . import parts, peer, scale, variants
+from . import density, parts, peer, profile, scale, variants
 from .box import booted
 from .stats import ratio, summary
 
 RESULTS = Path(__file__).with_name("results")
-PARTS = ("cold", "floor", "warm", "cost", "burst", "peer", "scale")
+PARTS = ("cold", "floor", "warm", "cost", "burst", "density", "peer", "scale")
 
 
 def machine() -> dict:
@@ -47,7 +49,8 @@ def machine() -> dict:
 def run(args: argparse.Namespace) -> dict:
     want = [p for p in PARTS if p not in args.skip]
     out: dict = {"machine": machine(), "args": {"n": args.n, "bursts": args.bursts,
-                                                "scale": args.scale, "peer_n": args.peer_n}}
+                                                "density": args.density, "scale": args.scale,
+                                                "peer_n": args.peer_n}}
     started = time.monotonic()
     try:
         _run_parts(args, want, out, started)
@@ -91,6 +94,11 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
         if "cost" in want:
             say("cost of a student")
             out["cost"] = parts.cost(bench)
+        if args.profile:
+            say(f"profile: where {args.profile} new students' starts spend CPU (perf)")
+            out["profile"] = profile.profile(bench, args.profile)
+            say(f"profile: where a burst of {args.profile_burst} new students spends CPU (perf)")
+            out["profile_burst"] = profile.profile(bench, args.profile_burst, burst=True)
         if "burst" in want:
             out["burst"] = {}
             for n in args.bursts:
@@ -100,6 +108,9 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
                 result["summary"] = summary(result.pop("times"))
                 out["burst"][str(n)] = result
             parts.stop_all(bench)
+        if "density" in want:
+            say(f"density: {args.density} students active at once, idle kernels, open tabs")
+            out["density"] = density.density(bench, args.density, args.warm_n)
         if "peer" in want:
             say(f"peer: JupyterHub + SystemdSpawner, {args.peer_n} new users")
             result = peer.peer_runs(bench, args.peer_n)
@@ -111,8 +122,8 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             students = known[1:1 + max(1, args.variants_n // 4)] or known
             out["unit_variants"] = variants.unit_variants(bench, students)
         if "scale" in want:
-            say(f"scale: {args.scale} provisioned students")
-            out["scale"] = scale.scale(bench, args.scale, known)
+            say(f"scale: the empty host, then {args.scale} provisioned students")
+            out["scale"] = scale.scale(bench, args.scale)
         out["failed_units"] = bench.box.failed_units()
         out["machine"]["loadavg_at_end"] = os.getloadavg()
         say("done; powering the box off")
@@ -137,7 +148,7 @@ def table(r: dict) -> str:
     floor = r.get("floor", {}).get("ready")
     if "cold" in r:
         for kind, label in (("returning", "returning student (container stopped)"),
-                            ("new", "new student (useradd + copy)")):
+                            ("new", "new student (user record + copy)")):
             c = r["cold"][kind]
             vs = f"{ratio(c['page']['median'], floor['median']):.2f}x floor" if floor else ""
             row(f"1. cold, {label}: edX URL -> page 200", sec(c["page"]), vs)
@@ -179,20 +190,65 @@ def table(r: dict) -> str:
         row("5. disk per student beyond their files (home minus course dir)",
             f"{c['disk_beyond_files_kb']} KB",
             f"their files {c['disk_own_files_kb']} KB; runtime tmpfs {c['runtime_tmpfs_kb']} KB")
+    for key, what in (("profile", "one after the other"), ("profile_burst", "all at once")):
+        if key in r:
+            pr = r[key]
+            row(f"8. CPU per new student's start, {pr['n']} {what}, page 200 + 2 s "
+                f"(perf at {profile.FREQ} Hz)", f"{pr['cpu_per_start_sampled']:.2f} s sampled",
+                f"{pr['cpu_per_start_cpuacct']:.2f} s by the box's cpuacct")
+            for comm, seconds in pr["per_comm"].items():
+                row(f"   {comm}", f"{seconds:.3f} s")
+    if "density" in r:
+        d = r["density"]
+        n = d["n"]
+        row(f"6. density: cold start of the {n}th active student vs the 1st",
+            f"{d['last']:.2f} s vs {d['first']:.2f} s; last tenth {sec(d['last_tenth'])}",
+            f"{ratio(d['last'], d['first']):.2f}x (last/first tenth "
+            f"{ratio(d['last_tenth']['median'], d['first_tenth']['median']):.2f}x)")
+        row(f"6. density: idle CPU with {n} active students (idle kernels, open tabs)",
+            f"{d['idle_cpu_cores'] * 100:.1f}% of a core",
+            f"over {d['idle_seconds']:.0f} s; servers running then: "
+            f"{d.get('running_at_measure', '?')}")
+        for what in ("page", "rest"):
+            via, direct = d["warm"][f"{what}_nginx"], d["warm"][f"{what}_direct"]
+            row(f"6. density: warm {what} with {n} active",
+                f"{ms(via['median'])} / {ms(via['p95'])} (N={via['n']})",
+                f"+{(via['median'] - direct['median']) * 1000:.2f} ms p50 vs straight to Jupyter")
+        pss = d["pss_kb_per_student"]
+        row("6. density: memory (PSS) per active student (server + idle kernel)",
+            f"{pss['median'] / 1024:.0f} MB median (N={pss['n']})",
+            f"all {n}: {d['pss_kb_total'] / 2**20:.1f} GB")
     if "scale" in r:
         s = r["scale"]
-        row(f"6. scale: {s['sockets_after']} listening student sockets (was {s['sockets_before']})",
-            f"provisioned {s['n']} in {s['provision_seconds']:.0f} s; reload + listen "
-            f"{s['reload_and_listen_seconds']:.1f} s")
-        row("6. dispatcher 302 for a known student",
-            f"{ms(s['dispatcher_after']['median'])} / {ms(s['dispatcher_after']['p95'])} "
-            f"(N={s['dispatcher_after']['n']})",
-            f"before: {ms(s['dispatcher_before']['median'])} / {ms(s['dispatcher_before']['p95'])}")
-        row("6. `systemctl daemon-reload`", sec(s["reload_after"]),
-            f"before: {sec(s['reload_before'])}")
-        grow = (s["pid1_after"]["pss_kb"] - s["pid1_before"]["pss_kb"]) / 1024
-        row("6. systemd (PID 1) PSS", f"{s['pid1_after']['pss_kb'] / 1024:.1f} MB",
-            f"+{grow:.1f} MB, {grow * 1024 / max(1, s['n']):.1f} KB per student")
+        b, a, n = s["before"], s["after"], s["n"]
+        prov = s["provision"]
+        row(f"7. scale: {n} students provisioned (batch, nbunits' own functions)",
+            f"{s['provision_seconds']:.0f} s ({prov['uid_collisions_refused']} uid collisions "
+            "refused)", f"units loaded: {b['loaded_units']} before, {a['loaded_units']} after")
+        row("7. `systemctl daemon-reload`", sec(a["reload"]),
+            f"empty host {sec(b['reload'])}: {ratio(a['reload']['median'], b['reload']['median']):.2f}x")
+        row("7. systemd (PID 1) PSS", f"{a['pid1']['pss_kb'] / 1024:.1f} MB",
+            f"empty host {b['pid1']['pss_kb'] / 1024:.1f} MB: "
+            f"{ratio(a['pid1']['pss_kb'], b['pid1']['pss_kb']):.2f}x")
+        row("7. creating one more student (users.ensure)",
+            f"{a['accounts']['ensure'] * 1000:.1f} ms (N=20)",
+            f"empty host {b['accounts']['ensure'] * 1000:.1f} ms: "
+            f"{ratio(a['accounts']['ensure'], b['accounts']['ensure']):.2f}x")
+        la, lb = a["accounts"]["lookups"], b["accounts"]["lookups"]
+        row("7. user lookup getpwnam / getpwuid (nss-systemd)",
+            f"{la['getpwnam'] * 1e6:.0f} / {la['getpwuid'] * 1e6:.0f} µs (N={la['n']})",
+            f"empty host {lb['getpwnam'] * 1e6:.0f} / {lb['getpwuid'] * 1e6:.0f} µs (N={lb['n']})")
+        for key, what in (("first_click", "edX URL -> page 200"),
+                          ("first_click_302", "edX URL -> 302 (dispatcher + helper)"),
+                          ("first_click_cpu", "CPU seconds used by the box until page 200")):
+            if key in a:
+                row(f"7. a new student's first click: {what}", sec(a[key]),
+                    f"empty host {sec(b[key])}: {ratio(a[key]['median'], b[key]['median']):.2f}x")
+        if "loadavg" in a:
+            row("7. machine load average during those clicks",
+                f"{a['loadavg'][0]:.1f} (100,000 provisioned)", f"empty host {b['loadavg'][0]:.1f}")
+        row("7. a provisioned, unloaded student's bookmarked /nb/ link -> page 200 (wake)",
+            sec(s["wake_by_bookmark"]))
     if "peer" in r:
         p = r["peer"]
         if "error" in p:
@@ -229,9 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10, help="cold starts and floor runs [10]")
     parser.add_argument("--warm-n", type=int, default=300)
     parser.add_argument("--bursts", default="25,50", type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--scale", type=int, default=2000)
+    parser.add_argument("--scale", type=int, default=100000,
+                        help="students provisioned for the scale part [100000]")
+    parser.add_argument("--density", type=int, default=150,
+                        help="students active at once for the density part [150]")
     parser.add_argument("--peer-n", type=int, default=10)
     parser.add_argument("--skip", default="", type=lambda s: [x for x in s.split(",") if x])
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile N new students' starts by program (perf)")
+    parser.add_argument("--profile-burst", type=int, default=25, metavar="N",
+                        help="with --profile, also profile a burst of N new students [25]")
     parser.add_argument("--variants", action="store_true",
                         help="also measure cold-path variants (podman flags, image config, drop-ins)")
     parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")

@@ -143,7 +143,7 @@ def breakdown(bench: Bench, runs: list[Cold]) -> dict[str, dict]:
             continue
         t_redirect = c.t0 + c.redirect
         steps = {
-            "dispatcher + helper (useradd, copy, start socket) until the 302": c.redirect,
+            "dispatcher + helper (user, copy, start socket) until the 302": c.redirect,
             "302 -> nginx -> socket -> container unit Starting": marks["starting"] - t_redirect,
             "unit Starting -> podman up + Python imports -> Jupyter's first log line":
                 marks["first_log"] - marks["starting"],

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, course_image, courses, identity, lms_keys, nginx, seccomp, staff, students
+from . import copies, course_image, courses, identity, lms_keys, nginx, seccomp, staff, students, users
 from .capability import ensure_secret, read_secret, revoked_map
 from .config import (
     DEFAULT_CONFIG,
@@ -102,6 +102,10 @@ def data_file(*parts: str) -> str:
 def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     server = server_settings(settings, args)  # checked before anything changes
+    problem = users.nss_problem()
+    if problem:
+        die(problem, hint="apt-get install libnss-systemd (it adds 'systemd' to passwd: "
+                          "and group: in /etc/nsswitch.conf)")
     step("system user nbunits (runs the dispatcher)")
     if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
         run(["useradd", "--system", "--user-group", "--no-create-home",
@@ -109,7 +113,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     step(f"folders under {settings.etc_dir} and {settings.state_dir}")
     for path, mode in ((settings.etc_dir, 0o755), (settings.courses_conf_dir, 0o755),
                        (settings.state_dir, 0o755), (settings.masters_dir, 0o755),
-                       (settings.tokens_dir, 0o700), (settings.students_dir, 0o700)):
+                       (settings.tokens_dir, 0o700), (settings.students_dir, 0o700),
+                       (settings.recent_dir, 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)
     write_atomic(settings.etc_dir / "storage.conf",
@@ -141,7 +146,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     step("systemctl daemon-reload; enable the dispatcher and helper sockets")
     daemon_reload()
     systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket",
-              "nbunits-refresh-keys.timer", "nbunits-metrics.timer")
+              "nbunits-refresh-keys.timer", "nbunits-metrics.timer", "nbunits-unload.timer")
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
@@ -161,7 +166,9 @@ def install_cockpit_page() -> None:
 def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
     """The [server] settings: what was installed before, with this command's options."""
     old = settings.server
-    server = Server(
+    # Settings with no option here (admission control, unloading) are kept as written.
+    server = dataclasses.replace(
+        old,
         # DNS names are case-insensitive; browsers send them in lower case.
         names=tuple(n.lower() for n in args.server_names) or old.names,
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,

@@ -36,6 +36,15 @@ SERVER_NAME_RE = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 # The request header a trusted load balancer puts the client's address in.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+_SIZE_RE = re.compile(r"\d+[KMGT]?|infinity")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size as systemd writes it (1G = 1024^3)."""
+    digits = text.rstrip("KMGT")
+    return int(digits) * _UNITS[text[len(digits):]]
+
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,31 @@ class Server:
     trusted_proxies: tuple[str, ...] = ()
     # The header those proxies put the client's address in.
     proxy_header: str = "X-Forwarded-For"
+    # Students idle for longer than this (seconds) have their units unloaded from
+    # systemd by nbunits-unload.timer; their next click or link wakes them.
+    unload_after: int = 86400
+    # Admission control (README, "Admission control"). Launches (course links, LTI)
+    # per client and minute, and the burst nginx lets through at once; a university
+    # behind one NAT address is one client, hence generous values.
+    launch_rate: int = 120
+    launch_burst: int = 60
+    # New students (users created) per minute, host-wide.
+    new_students_per_minute: int = 120
+    # Running servers are capped at memory_budget / server_memory ("" = 75% of RAM;
+    # a server with one idle kernel measured ~104 MB PSS, docs/BENCHMARKS.md).
+    memory_budget: str = ""
+    server_memory: str = "128M"
 
     def __post_init__(self) -> None:
         problems = [f"server name {n!r}" for n in self.names if not SERVER_NAME_RE.fullmatch(n)]
+        for key in ("unload_after", "launch_rate", "launch_burst", "new_students_per_minute"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
+                problems.append(f"{key} (a positive whole number)")
+        for key in ("memory_budget", "server_memory"):
+            value = getattr(self, key)
+            if value and (not _SIZE_RE.fullmatch(value) or value == "infinity"
+                          or parse_size(value) == 0):
+                problems.append(f"{key}={value!r} (e.g. 16G)")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -70,6 +101,11 @@ class Server:
             problems.append(f"proxy header {self.proxy_header!r}")
         if problems:
             raise ConfigError("bad_config", "invalid server settings: " + "; ".join(problems))
+
+    def max_running(self, mem_total: int) -> int:
+        """How many servers may run at once: the memory budget over a server's share."""
+        budget = parse_size(self.memory_budget) if self.memory_budget else mem_total * 3 // 4
+        return max(1, budget // parse_size(self.server_memory))
 
     @property
     def https(self) -> bool:
@@ -87,6 +123,8 @@ class Settings:
     run_dir: Path = Path("/run/nbunits")
     home_base: Path = Path("/home")
     image_store: Path = Path("/var/lib/nbunits/images")
+    # Students' users and groups: systemd's JSON user records, read by nss-systemd.
+    userdb_dir: Path = Path("/etc/userdb")
     server: Server = Server()
 
     @property
@@ -104,6 +142,11 @@ class Settings:
     @property
     def students_dir(self) -> Path:
         return self.state_dir / "students"
+
+    @property
+    def recent_dir(self) -> Path:
+        """A mark per recently active (course, student): whose units systemd keeps loaded."""
+        return self.state_dir / "recent"
 
     @property
     def copies_dir(self) -> Path:
@@ -175,8 +218,9 @@ def server_from_toml(path: Path, section: dict[str, Any]) -> Server:
     for key, value in section.items():
         if isinstance(value, list):
             value = tuple(value)
-        expected = tuple if key in ("names", "trusted_proxies") else str
-        if not isinstance(value, expected) or (
+        default = getattr(Server, key, "")
+        expected = tuple if key in ("names", "trusted_proxies") else type(default)
+        if not isinstance(value, expected) or isinstance(value, bool) or (
                 expected is tuple and not all(isinstance(v, str) for v in value)):
             raise ConfigError("bad_config", f"{path}: [server] {key} has the wrong type")
         values[key] = value
@@ -190,7 +234,6 @@ def server_to_toml(server: Server) -> dict[str, Any]:
                        if (v := getattr(server, f.name)) != f.default}}
 
 
-_SIZE_RE = re.compile(r"\d+[KMGT]?|infinity")
 _PERCENT_RE = re.compile(r"\d+%")
 NETWORKS = ("none", "slirp4netns")
 LEGACY_MODES = ("open", "off", "referrer", "signed")

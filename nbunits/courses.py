@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import copies, course_image, git
+from . import copies, course_image, git, rootfs
 from .config import (
     CourseConfig,
     CourseSecrets,
@@ -36,6 +36,7 @@ from .names import check_course
 from .names import course_image as image_name
 from .notebooks import NotebookError
 from .publish import check_masters, publish
+from .run import run
 from .students import all_users
 from .systemd import active_users, daemon_reload, provisioned_students, start_days, stop_course
 from .users import Student, recorded_id
@@ -287,7 +288,7 @@ def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
                     and (folder := student.home / name).is_dir() and not folder.is_symlink())
     own = tuple(p for p in (settings.course_file(name), settings.secrets_file(name),
                             settings.masters_dir / name, settings.git_dir / name,
-                            settings.tokens_dir / name,
+                            settings.tokens_dir / name, settings.recent_dir / name,
                             *((settings.copies_dir / name,) if purge else ()))
                 if p.exists())
     if not exists and not (purge and (own or folders)):
@@ -308,6 +309,14 @@ def remove(settings: Settings, plan: Removal, say: Say) -> None:
         say("systemctl daemon-reload (removes the course's units)")
         daemon_reload()
     if plan.image:
+        # Students' containers ran on its layers stacked by a mount (rootfs.py): that
+        # mount goes first, or it would outlive the layers under it.
+        try:
+            layers = rootfs.resolve(settings.image_store, plan.image)
+        except NbunitsError:
+            layers = None
+        if layers is not None and layers.layers:
+            run(["systemctl", "stop", layers.mount_unit], check=False)
         course_image.store_podman(settings, "rmi", plan.image, check=False)
         say(f"image {plan.image} removed")
     for path in plan.own:

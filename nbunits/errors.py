@@ -13,12 +13,14 @@ class NbunitsError(Exception):
     """An error with a stable `code`, a one-line message and optional hints."""
 
     def __init__(self, code: str, message: str, *, hint: str | None = None,
-                 student_hint: str | None = None) -> None:
+                 student_hint: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.hint = hint
         self.student_hint = student_hint
+        # Seconds after which trying again may work (admission control's caps).
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from . import shares, student
+from .admission import Admission
 from .config import Settings, load_settings
 from .errors import NbunitsError
 from .events import Event
@@ -53,18 +54,19 @@ logger = logging.getLogger(__name__)
 PUBLIC_CODES = frozenset({
     "bad_course", "bad_student", "bad_notebook", "bad_request", "bad_capability",
     "unknown_course", "unknown_notebook", "unknown_student", "student_collision",
-    "bad_home", "broken_notebook", "forbidden", "bad_course_config", "server_failed",
+    "bad_home", "broken_notebook", "forbidden", "bad_course_config", "busy", "server_failed",
     "unknown_share",
 })
 
 
-async def act(settings: Settings, request: Request) -> Reply:
+async def act(settings: Settings, request: Request, admission: Admission) -> Reply:
     if isinstance(request, OpenRequest):
-        done = await provision(settings, request.target, reset=request.reset)
+        done = await provision(settings, request.target, admission, reset=request.reset)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
                       done.removed)
     if isinstance(request, WakeRequest):
-        return Woke(await wake(settings, request.course, request.user, request.capability))
+        return Woke(await wake(settings, request.course, request.user, request.capability,
+                               admission))
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
                                      request.expires, request.sig))
@@ -98,13 +100,17 @@ def _fields(request: Any) -> dict[str, str]:
     return {k: v for k, v in fields.items() if isinstance(v, str)}
 
 
-async def handle_request(settings: Settings, raw: Any) -> dict[str, Any]:
+async def handle_request(settings: Settings, raw: Any,
+                         admission: Admission | None = None) -> dict[str, Any]:
     """A decoded JSON request -> the JSON reply (errors included)."""
     fields = _fields(raw)
     log_context(fields.get("COURSE"), fields.get("STUDENT"), new=True)
     try:
-        reply = await act(settings, decode_request(raw))
+        reply = await act(settings, decode_request(raw),
+                          admission or Admission(settings.server, settings.run_dir / "jupyter"))
     except NbunitsError as exc:
+        if exc.code == "busy":  # admission.py wrote the admin's line, once a minute
+            return error_reply(exc)
         if exc.code in PUBLIC_CODES:
             log_event(logger, Event.REFUSED, f"refused: {exc}", course=fields.get("COURSE"),
                       student=fields.get("STUDENT"), ERROR_CODE=exc.code)
@@ -125,14 +131,14 @@ async def handle_request(settings: Settings, raw: Any) -> dict[str, Any]:
     return ok_reply(reply)
 
 
-async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+async def _serve_connection(settings: Settings, admission: Admission,
+                            reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         try:
             request = json.loads(await reader.readline())
         except ValueError:  # not JSON, or over MAX_REQUEST_BYTES
             request = None
-        reply = await handle_request(settings, request)
+        reply = await handle_request(settings, request, admission)
         try:
             line = encode_reply(reply)
         except NbunitsError as exc:
@@ -146,8 +152,10 @@ async def _serve_connection(settings: Settings, reader: asyncio.StreamReader,
 
 
 async def serve(settings: Settings, sock: socket.socket) -> None:
+    admission = Admission(settings.server, settings.run_dir / "jupyter")
     server = await asyncio.start_unix_server(
-        lambda r, w: _serve_connection(settings, r, w), sock=sock, limit=MAX_REQUEST_BYTES)
+        lambda r, w: _serve_connection(settings, admission, r, w), sock=sock,
+        limit=MAX_REQUEST_BYTES)
     notify_ready()
     async with server:
         await server.serve_forever()

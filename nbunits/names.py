@@ -69,11 +69,30 @@ def check_student_id(student_id: str) -> str:
     return student_id
 
 
+def _digest(student_id: str) -> bytes:
+    check_student_id(student_id)
+    return hashlib.blake2b(student_id.encode(), digest_size=10).digest()
+
+
 def user_for(student_id: str) -> str:
     """The Linux user name of a student: deterministic, valid for useradd."""
-    check_student_id(student_id)
-    digest = hashlib.blake2b(student_id.encode(), digest_size=10).digest()
-    return "nb" + base64.b32encode(digest).decode().lower()
+    return "nb" + base64.b32encode(_digest(student_id)).decode().lower()
+
+
+# Students' uids (and their groups' gids, equal): derived from the same hash, so a
+# student has the same uid on every host. The range lies inside systemd's
+# "container" range (524288-1879048191, docs/UIDS-GIDS.md: no system, regular,
+# homed or DynamicUser= id is ever allocated there) and above Debian's default
+# subordinate ranges (SUB_UID_MAX 600100000), so neither the admin's users nor
+# their subuid ranges meet it. 2^30 ids: at 100,000 students about 5 ids collide
+# (n^2 / 2N); a collision is refused like a user name's, never shared.
+STUDENT_UID_MIN = 0x30000000  # 805306368
+STUDENT_UID_COUNT = 0x40000000  # up to 1879048191, the end of systemd's container range
+
+
+def uid_for(student_id: str) -> int:
+    """The uid (and gid) of a student's user: deterministic, in the students' range."""
+    return STUDENT_UID_MIN + int.from_bytes(_digest(student_id)[:8], "big") % STUDENT_UID_COUNT
 
 
 def check_user(user: str) -> str:

@@ -41,6 +41,8 @@ def http_conf(server: Server) -> str:
     return fill(template("nbunits-http.conf"), {
         "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
         "HTTPS": "1" if server.https else "0",
+        "LAUNCH_RATE": str(server.launch_rate),
+        "LAUNCH_BURST": str(server.launch_burst),
     })
 
 
@@ -50,7 +52,10 @@ def locations_conf(server: Server) -> str:
                              f"real_ip_header {server.proxy_header};", "real_ip_recursive on;"])
     else:
         real_ip = "# (no trusted proxy: the client is the peer that connected)"
-    return fill(template("nbunits-locations.conf"), {"REAL_IP": real_ip})
+    return fill(template("nbunits-locations.conf"), {
+        "REAL_IP": real_ip, "LAUNCH_BURST": str(server.launch_burst),
+        # One launch more is allowed this many seconds later.
+        "RETRY_AFTER": str(max(1, -(-60 // server.launch_rate)))})
 
 
 def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:

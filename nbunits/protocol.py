@@ -15,6 +15,7 @@ one reply per connection, each a JSON object on one line:
     -> {"action": "staff_link", "course", "student", "notebook"}
     <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
     <- {"ok": false, "code": "unknown_course", "message": "...", "student_hint": "..."}
+    <- {"ok": false, "code": "busy", "message": "...", "retry_after": 30}   (admission.py)
 
     -> {"action": "student", "course", "user", "capability", "what": "info"|"reset"|
         "share"|"unshare", "notebook"}
@@ -352,8 +353,11 @@ def ok_reply(reply: Reply) -> dict[str, Any]:
 def error_reply(exc: NbunitsError) -> dict[str, Any]:
     """What the dispatcher may show: the code, the message, the student's hint.
     The admin's hint stays in the helper's journal."""
-    return {"ok": False, "code": exc.code, "message": exc.message,
-            "student_hint": exc.student_hint}
+    reply = {"ok": False, "code": exc.code, "message": exc.message,
+             "student_hint": exc.student_hint}
+    if exc.retry_after is not None:
+        reply["retry_after"] = exc.retry_after
+    return reply
 
 
 def encode_reply(reply: dict[str, Any]) -> bytes:
@@ -385,8 +389,11 @@ async def ask(path: Path, request: Request, kind: type[R], timeout: float = 120)
     if not isinstance(reply, dict):
         raise NbunitsError("helper_failed", "nbunits-helper gave a malformed answer")
     if reply.get("ok") is not True:
+        retry = reply.get("retry_after")
         raise NbunitsError(str(reply.get("code", "internal")), str(reply.get("message", "error")),
-                           student_hint=get_opt_str(reply, "student_hint"))
+                           student_hint=get_opt_str(reply, "student_hint"),
+                           retry_after=retry if isinstance(retry, int) and 0 < retry < 3600
+                           else None)
     try:
         return kind.from_json(reply)
     except ProtocolError as exc:

@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
+from . import activity, copies, quota, staff, users
 from . import capability as caps
-from . import copies, quota, staff, users
+from .admission import Admission
 from .capability import jupyter_config, read_secret
 from .config import CourseConfig, Settings, load_course
 from .errors import NbunitsError
@@ -55,7 +56,8 @@ class Provisioned:
         return notebook_url(self.target.units, self.token, self.target.notebook)
 
 
-async def provision(settings: Settings, target: Target, reset: bool = False) -> Provisioned:
+async def provision(settings: Settings, target: Target, admission: Admission,
+                    reset: bool = False) -> Provisioned:
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
     removed = False
@@ -69,10 +71,15 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
     units = target.units
     if config.disk_quota:  # set by the container unit at each start
         quota.check(settings.home_base)
-
-    # 2. Act: each step is idempotent, so a retried or concurrent request is harmless.
-    student = await users.ensure(settings, target.student)
+    # 2. Admission control (admission.py): past a cap nothing is created or started.
     running = await is_active(units.container)
+    if users.lookup(settings, target.student) is None:
+        admission.new_student(units.course, units.user)
+    if not running:
+        admission.start(units.course, units.user)
+
+    # 3. Act: each step is idempotent, so a retried or concurrent request is harmless.
+    student = await users.ensure(settings, target.student)
     first = not settings.token_file(units).exists()
     token = ensure_token(settings, config, units, running=running)
     if first:
@@ -80,6 +87,7 @@ async def provision(settings: Settings, target: Target, reset: bool = False) -> 
                   course=config.name, student=student.user, HOME=student.home)
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
+    activity.mark(settings, units)
     await run_async(["systemctl", "start", units.socket])
     return Provisioned(target, token, copied, running, removed)
 
@@ -118,17 +126,20 @@ async def is_active(unit: str) -> bool:
     return code == 0
 
 
-async def wake(settings: Settings, course: str, user: str, presented: str) -> int:
+async def wake(settings: Settings, course: str, user: str, presented: str,
+               admission: Admission) -> int:
     """Make a provisioned student's server answer again, whatever stopped it; returns
     0, or the seconds to wait when its units failed too recently to be reset.
 
-    nginx falls back to this when a student's socket does not answer (502): the
-    container was killed a moment ago, an admin stopped the course, or a unit hit
-    its start limit. It acts only for the holder of the student's current
+    nginx falls back to this when a student's socket does not answer (502): their
+    units are not loaded (idle students' are unloaded, activity.py), the container
+    was killed a moment ago, an admin stopped the course, or a unit hit its start
+    limit. It acts only for the holder of the student's current
     capability (checked again here, whatever the dispatcher was handed), answers
     the same for a student who does not exist, and never resets a failed unit
     sooner than its start limit's interval after it failed, so nobody can restart
-    a failing server faster than systemd itself would. Nothing is created here.
+    a failing server faster than systemd itself would. A start passes admission
+    control (admission.py) like a launch. Nothing is created here.
     """
     load_course(settings, course)  # a course that is gone says so: course names are public
     try:
@@ -148,6 +159,9 @@ async def wake(settings: Settings, course: str, user: str, presented: str) -> in
                        "interval ago; retry in %d s", units.socket, wait,
                        extra={"COURSE": course, "STUDENT": user})
         return wait
+    if not await is_active(units.container):
+        admission.start(course, user)
+    activity.mark(settings, units)
     await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container],
                     check=False)
     await run_async(["systemctl", "start", units.socket])

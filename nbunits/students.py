@@ -1,11 +1,13 @@
 """Students as an admin sees them: who they are, which courses, and deleting one.
 
-A student is a Linux user named nb... (names.user_for) with a record of their LMS
-id in /var/lib/nbunits/students/<user>. What belongs to them: the user and its
-home, that record, in each course a capability (tokens/<course>/<user>.*) and a
-manifest of copies (copies/<course>/<user>.json), the units of each course, and
-id links (aliases/<course>.json) that name their id. Deleting takes all of it,
-after a tarball of the home unless asked not to (`nbunits student delete`).
+A student is a Linux user named nb... (names.user_for; a JSON user record in
+/etc/userdb, users.py) with a record of their LMS id in
+/var/lib/nbunits/students/<user>. What belongs to them: the user and its home,
+that record, their marks of recent activity (activity.py), in each course a
+capability (tokens/<course>/<user>.*) and a manifest of copies
+(copies/<course>/<user>.json), the units of each course, and id links
+(aliases/<course>.json) that name their id. Deleting takes all of it, after a
+tarball of the home unless asked not to (`nbunits student delete`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .identity import load_aliases, save_aliases
 from .names import COURSE_RE, USER_RE
 from .run import run
 from .systemd import list_units
-from .users import recorded_id
+from .users import recorded_id, remove_user_record
 
 BACKUPS = "backups"
 
@@ -67,6 +69,14 @@ def info(settings: Settings, user: str) -> StudentInfo:
 def listing(settings: Settings, course: str | None = None) -> list[StudentInfo]:
     found = [info(settings, user) for user in all_users(settings)]
     return [s for s in found if course is None or course in s.courses]
+
+
+def remove_user(settings: Settings, user: str) -> None:
+    """The user's JSON records (users.py); a user from before them, with userdel."""
+    if (settings.userdb_dir / f"{user}.user").exists():
+        remove_user_record(settings, user, pwd.getpwnam(user).pw_uid)
+    else:
+        run(["userdel", user])
 
 
 def _listdir(folder: Path) -> list[Path]:
@@ -124,6 +134,8 @@ def plan_deletion(settings: Settings, user: str, *, backup: bool) -> Deletion:
     files = [p for p in (settings.students_dir / user,) if p.exists()]
     for folder in (*_listdir(settings.tokens_dir), *_listdir(settings.copies_dir)):
         files += sorted(p for p in folder.glob(f"{user}.*") if p.is_file())
+    files += [mark for folder in _listdir(settings.recent_dir)
+              if (mark := folder / user).is_file()]
     aliases = {}
     for path in _listdir(settings.state_dir / "aliases"):
         course = path.stem
@@ -155,7 +167,7 @@ def delete(settings: Settings, plan: Deletion) -> None:
              "--directory", str(plan.home.parent), plan.home.name], timeout=3600)
         os.chmod(plan.backup, 0o600)
     if plan.home is not None:
-        run(["userdel", plan.user])
+        remove_user(settings, plan.user)
         if plan.home.is_dir() and not plan.home.is_symlink():
             shutil.rmtree(plan.home)  # fd-based: never follows a symlink in it
     for path in plan.files:

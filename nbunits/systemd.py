@@ -5,7 +5,7 @@ the course's settings. nbunits-generator renders them at every daemon-reload (as
 podman's quadlet does), so /etc/nbunits/courses/*.toml stays the one source of
 truth: edit a course's settings, `systemctl daemon-reload`, and the next start of
 each student's unit uses them. `systemctl cat nbunits-COURSE@STUDENT` shows the
-result.
+result. It enables the sockets of recently active students only (activity.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from systemd import journal
 
+from . import rootfs
+from .activity import recent_students
 from .config import CourseConfig, Settings, list_courses, load_course
 from .errors import NbunitsError
 from .files import fill
@@ -51,11 +53,18 @@ def catalog_file() -> Traversable:
 
 
 def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, str]:
+    image = rootfs.resolve(settings.image_store, course.image)
     return {
-        "IMAGE_STORE": str(settings.image_store),
         "COURSE": course.name,
         "SLICE": course_slice(course.name),
-        "IMAGE": course.image,
+        "ROOTFS": rootfs.unit_words((str(image.path),)),
+        "IMAGE_ENV": rootfs.unit_words(tuple(f"--env={e}" for e in image.env)),
+        "IMAGE_WORKDIR": rootfs.unit_words((image.workdir,)),
+        "ENTRYPOINT": rootfs.unit_words(image.entrypoint),
+        # An image without an entrypoint (an init such as tini) gets podman's.
+        "INIT": "" if image.entrypoint else "--init",
+        "ROOTFS_MOUNT": f"RequiresMountsFor={image.path}" if image.layers
+                        else "# the image is one layer: its own directory, no mount",
         "NETWORK": course.network,
         "PROXY_IDLE_TIMEOUT": str(course.proxy_idle_timeout),
         "JUPYTER_IDLE_TIMEOUT": str(course.jupyter_idle_timeout),
@@ -83,14 +92,21 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
 
 
 def render_course(course: CourseConfig, settings: Settings) -> dict[str, str]:
-    """{unit file name: text} for one course."""
+    """{unit file name: text} for one course (and the mount of its image's layers)."""
     values = course_placeholders(course, settings)
-    return {fill(t.name, values): fill(t.read_text(), values)
-            for t in (unit_files() / "course").iterdir() if t.is_file()}
+    units = {fill(t.name, values): fill(t.read_text(), values)
+             for t in (unit_files() / "course").iterdir() if t.is_file()}
+    image = rootfs.resolve(settings.image_store, course.image)
+    if image.layers:
+        template = (unit_files() / "image" / "rootfs.mount").read_text()
+        units[image.mount_unit] = fill(template, {
+            "IMAGE": course.image, "WHERE": str(image.path),
+            "LOWERDIRS": ":".join(str(layer) for layer in image.layers)})
+    return units
 
 
 def provisioned_students(settings: Settings, course: str) -> list[str]:
-    """Users with a token for this course: their sockets listen from boot on."""
+    """Users with a token for this course: whoever opened one of its notebooks."""
     folder = settings.tokens_dir / course
     if not folder.is_dir():
         return []
@@ -103,13 +119,16 @@ def generate(settings: Settings, out: Path) -> list[str]:
     for name in list_courses(settings):
         try:
             course = load_course(settings, name)
+            rendered = render_course(course, settings)
         except NbunitsError as exc:
             problems.append(str(exc))
             continue
-        for filename, text in render_course(course, settings).items():
+        for filename, text in rendered.items():
             (out / filename).write_text(text)
+        # Only recently active students' sockets listen from boot on (activity.py):
+        # systemd's memory and reload time follow them, not every provisioned student.
         wants = out / "sockets.target.wants"
-        for user in provisioned_students(settings, name):
+        for user in recent_students(settings, name):
             wants.mkdir(exist_ok=True)
             link = wants / StudentUnits(name, user).socket
             link.unlink(missing_ok=True)

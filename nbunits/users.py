@@ -1,9 +1,17 @@
 """Students' Linux users: one per student id, created on first use.
 
-The user name is derived from the id (names.user_for); the id itself is recorded
-in the user's GECOS field, in /var/lib/nbunits/students/<user> and in the home
+The user name and the uid are derived from the id (names.user_for, names.uid_for),
+so a student has the same ones on every host. The id itself is recorded in the
+user's GECOS field, in /var/lib/nbunits/students/<user> and in the home
 (`.nbunits-student`, root's, 0444), so an admin can go from an edX id to a user
 (`nbunits student find ID`) and back (`getent passwd`).
+
+A student's user and group are systemd JSON user records in /etc/userdb (one file
+each, plus the uid/gid symlinks nss-systemd looks them up by), not lines in
+/etc/passwd, /etc/shadow and /etc/subuid: creating one costs the same with 100,000
+students as with none (useradd rewrites those files whole, under a lock), and a
+lookup opens one file. No subordinate ids: podman maps the container's root to the
+student's own uid alone (README, "Students' users").
 
 A home is only ever its student's. When the user has to be created while its
 home exists already (a restored /home, a reinstall, the demo's kept homes), the
@@ -16,24 +24,26 @@ following any symlink. Otherwise nothing is created and an admin is asked.
 from __future__ import annotations
 
 import asyncio
+import grp
+import json
 import logging
 import os
 import pwd
 import shutil
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
 from .errors import NbunitsError
 from .files import write_atomic
-from .names import check_student_id, user_for
-from .run import run_async
+from .names import check_student_id, uid_for, user_for
 
 logger = logging.getLogger(__name__)
 
-# useradd takes a lock on /etc/passwd and fails rather than waits: one at a time.
-_useradd_lock = asyncio.Lock()
+# Check-then-create of a user, one at a time (a few ms: four small files).
+_create_lock = asyncio.Lock()
 
 # The record in a student's home of whose home it is (root-owned, read-only).
 HOME_RECORD = ".nbunits-student"
@@ -83,7 +93,7 @@ def lookup(settings: Settings, student_id: str) -> Student | None:
 async def ensure(settings: Settings, student_id: str) -> Student:
     """The student's user, created (with a 0700 home) if missing."""
     check_student_id(student_id)
-    async with _useradd_lock:
+    async with _create_lock:
         user = user_for(student_id)
         student = lookup(settings, student_id)
         if student is not None:
@@ -97,24 +107,89 @@ async def ensure(settings: Settings, student_id: str) -> Student:
             raise StudentError("student_collision",
                                f"{settings.students_dir / user} records another student id",
                                hint="an admin must look at /var/lib/nbunits/students")
+        uid = uid_for(student_id)
+        check_uid_free(uid, user)
         home = settings.home(user)
         adopt = await asyncio.to_thread(existing_home, home, student_id, known)
-        await run_async(["useradd", "--home-dir", str(home),
-                         "--no-create-home" if adopt else "--create-home",
-                         "--shell", "/usr/sbin/nologin", "--user-group",
-                         "--comment", f"nbunits student {student_id}"[:200], user])
-        entry = pwd.getpwnam(user)
+        write_user_record(settings, user, uid, home, f"nbunits student {student_id}"[:200])
         if adopt:
-            changed = await asyncio.to_thread(adopt_home, home, entry.pw_uid, entry.pw_gid)
-            logger.warning("adopted the existing home %s: %d files now belong to uid %d",
-                           home, changed, entry.pw_uid, extra={"STUDENT": user})
+            if os.lstat(home).st_uid != uid:  # a home from before derived uids
+                changed = await asyncio.to_thread(adopt_home, home, uid, uid)
+                logger.warning("adopted the existing home %s: %d files now belong to uid %d",
+                               home, changed, uid, extra={"STUDENT": user})
+        else:
+            os.mkdir(home, 0o700)
+            os.chown(home, uid, uid)
         os.chmod(home, 0o700)
         write_record(settings, user, student_id)
         await asyncio.to_thread(write_home_record, home, student_id)
-        logger.info("created user %s for a new student", user, extra={"STUDENT": user})
+        logger.info("created user %s (uid %d) for a new student", user, uid,
+                    extra={"STUDENT": user})
         student = lookup(settings, student_id)
         assert student is not None
         return student
+
+
+def check_uid_free(uid: int, user: str) -> None:
+    """Refuse a derived uid that another user or group holds (a hash collision, or an
+    admin's own account in the students' range): never share an id."""
+    for taken in (_exists(pwd.getpwuid, uid), _exists(grp.getgrgid, uid)):
+        if taken is not None:
+            raise StudentError(
+                "student_collision", f"uid/gid {uid} derived for {user} is taken by {taken}",
+                hint="two student ids hash to the same uid (rare) or an account uses the "
+                     "students' uid range; see README, Students' users")
+
+
+def _exists(lookup_id: Callable[[int], Sequence[object]], uid: int) -> str | None:
+    try:
+        entry = lookup_id(uid)
+    except KeyError:
+        return None
+    return str(entry[0])
+
+
+def nss_problem(nsswitch: Path = Path("/etc/nsswitch.conf")) -> str | None:
+    """Why students' JSON user records would not be seen, if they would not."""
+    try:
+        lines = nsswitch.read_text().splitlines()
+    except OSError as exc:
+        return f"cannot read {nsswitch}: {exc.strerror}"
+    sources = {line.split(":")[0].strip(): line.split(":", 1)[1].split()
+               for line in lines if ":" in line and not line.lstrip().startswith("#")}
+    missing = [db for db in ("passwd", "group") if "systemd" not in sources.get(db, [])]
+    if missing:
+        return (f"{nsswitch} does not list 'systemd' for {' and '.join(missing)}: students' "
+                "users (JSON records in /etc/userdb) would not be found")
+    return None
+
+
+def write_user_record(settings: Settings, user: str, uid: int, home: Path, comment: str) -> None:
+    """The student's user and group as systemd JSON user records (userdb drop-ins):
+    NAME.user/NAME.group, and UID.user/GID.group symlinks for lookups by id.
+    Written group first and the name last, so a lookup never finds half a user."""
+    folder = settings.userdb_dir
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    group = {"groupName": user, "gid": uid, "disposition": "regular"}
+    record = {"userName": user, "uid": uid, "gid": uid, "realName": comment,
+              "homeDirectory": str(home), "shell": "/usr/sbin/nologin",
+              "disposition": "regular"}
+    write_atomic(folder / f"{user}.group", json.dumps(group) + "\n", 0o644)
+    _symlink_atomic(folder / f"{uid}.group", f"{user}.group")
+    _symlink_atomic(folder / f"{uid}.user", f"{user}.user")
+    write_atomic(folder / f"{user}.user", json.dumps(record) + "\n", 0o644)
+
+
+def remove_user_record(settings: Settings, user: str, uid: int) -> None:
+    for name in (f"{user}.user", f"{uid}.user", f"{user}.group", f"{uid}.group"):
+        (settings.userdb_dir / name).unlink(missing_ok=True)
+
+
+def _symlink_atomic(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
 
 
 def repair_home(settings: Settings, student: Student) -> None:

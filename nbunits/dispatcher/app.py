@@ -34,6 +34,7 @@ from . import lti, params, student
 from .legacy import check_legacy
 from .lti import COURSE_KEY
 from .pages import (
+    busy_page,
     error_page,
     nginx_page,
     removed_page,
@@ -83,6 +84,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NbunitsError as exc:
+        if exc.code == "busy":  # admission control: the helper logged it for the admin
+            return busy_page(exc.message, exc.retry_after or 30,
+                             reload=request.method in ("GET", "HEAD"))
         status = STATUS_FOR_CODE.get(exc.code)
         if status is None:  # not written for a student (a bug, a failed command)
             logger.error("%s %s: %s", request.method, log_path(request), exc, exc_info=exc,
@@ -223,7 +227,7 @@ async def wake(request: web.Request) -> web.StreamResponse:
             # One answer whether or not the student exists.
             raise NbunitsError("forbidden", "this link is not valid",
                                student_hint="open the notebook from your course page") from None
-        if exc.code.startswith("bad_"):
+        if exc.code.startswith("bad_") or exc.code == "busy":  # busy: the admission page
             raise
         if exc.code == "server_failed":
             # It cannot start (no image, a crash at start, its start limit): say so,

@@ -181,6 +181,40 @@ def waking_page(seconds: int = 2) -> web.Response:
                         headers={"Retry-After": str(seconds), "Cache-Control": "no-store"})
 
 
+_BUSY = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>The notebook server is full</title>
+{refresh}
+<style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}</style></head>
+<body><h1>The notebook server is full right now</h1>
+<p>{message} {action}</p>
+<p>Nothing is lost: your saved work is safe.</p>
+{script}</body></html>
+"""
+
+_COUNTDOWN = """<script>
+let left = {seconds};
+const secs = document.getElementById("secs");
+setInterval(() => {{ if (left > 0) secs.textContent = --left; }}, 1000);
+</script>"""
+
+
+def busy_page(message: str, retry_after: int, *, reload: bool) -> web.Response:
+    """Past an admission cap (admission.py): 503 with Retry-After. A GET (a course
+    link, a bookmarked notebook) is retried by the page itself; a POST (an LTI
+    launch) cannot be replayed, so the student opens the exercise again."""
+    if reload:
+        action = (f'Retrying by itself in <span id="secs">{retry_after}</span> s.')
+        refresh = f'<meta http-equiv="refresh" content="{retry_after}">'
+        script = _COUNTDOWN.format(seconds=retry_after)
+    else:
+        action = f"Please open the exercise again from your course in {retry_after} s."
+        refresh = script = ""
+    body = _BUSY.format(message=escape(message), action=action, refresh=refresh,
+                        script=script)
+    return web.Response(status=503, text=body, content_type="text/html", headers={
+        "Retry-After": str(retry_after), "Cache-Control": "no-store"})
+
+
 def _js(text: str) -> str:
     """A JSON string literal that is also safe inside a <script> element."""
     return json.dumps(text).replace("<", "\\u003c")

@@ -26,6 +26,7 @@ from testbed.deploy import (  # noqa: F401 (the names tests import from here)
     LB_CLIENT,
     LB_LISTEN,
     LB_PEER,
+    LIFTED_CAPS,
     LMS,
     REPO,
     SERVER,
@@ -121,6 +122,10 @@ def nb() -> Iterator[Nbunits]:
     with SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
         box.boot()
         use_checkout(box)
+        # Every test is one client of nginx and creates users at will (the fuzz tests:
+        # thousands): admission control's caps are lifted here, and
+        # test_admission.py sets small ones while it runs.
+        box.write_file("/etc/nbunits/nbunits.toml", LIFTED_CAPS)
         site = deploy(box, shared, extra=["--trusted-proxy", LB_PEER])
         nb = Nbunits(box, home, shared, site)
         nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")

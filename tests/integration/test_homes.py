@@ -29,27 +29,31 @@ def _open(nb: Nbunits, student: str, marker: str | None = None) -> str:
 
 
 def _forget_user(nb: Nbunits, user: str) -> None:
-    """What a reinstall does: the user is gone from /etc/passwd, the home stays."""
+    """What a reinstall does: the user is gone (its JSON records), the home stays."""
     nb.box.systemctl("stop", f"nbunits-demo@{user}.socket", f"nbunits-demo-proxy@{user}.service",
                      f"nbunits-demo@{user}.service")
-    nb.box.run("userdel", user)
+    uid = nb.uid(user)
+    nb.box.run("rm", f"/etc/userdb/{user}.user", f"/etc/userdb/{uid}.user",
+               f"/etc/userdb/{user}.group", f"/etc/userdb/{uid}.group")
 
 
 def test_a_kept_home_is_adopted_by_its_student_with_a_new_uid(nb: Nbunits) -> None:
     student, marker = secrets.token_hex(16), f"# kept {secrets.token_hex(4)}"
     user = user_for(student)
     _open(nb, student, marker)
-    old_uid = nb.uid(user)
+    new_uid = nb.uid(user)
     _forget_user(nb, user)
+    # A home from before derived uids: its files belong to another uid.
+    old_uid = 4000 + secrets.randbelow(1000)
+    nb.box.run("chown", "-R", "--from", f"{new_uid}:{new_uid}", f"{old_uid}:{old_uid}",
+               f"/home/{user}")
     # The state record is lost too: the root-owned record in the home proves it.
     nb.box.run("rm", f"/var/lib/nbunits/students/{user}")
-    nb.box.run("useradd", "--no-create-home", f"squat{secrets.token_hex(4)}")  # takes a uid
     nb.box.run("ln", "-s", "/etc/passwd", f"/home/{user}/planted")
     nb.box.run("chown", "-h", str(old_uid), f"/home/{user}/planted")
 
     assert marker in _open(nb, student)  # the same work, and a kernel runs
-    new_uid = nb.uid(user)
-    assert new_uid != old_uid
+    assert nb.uid(user) == new_uid
     assert nb.box.run("stat", "-c", "%u %a", f"/home/{user}").stdout.split() == [str(new_uid), "700"]
     assert nb.box.run("find", f"/home/{user}", "-uid", str(old_uid)).stdout == ""
     assert nb.box.run("stat", "-c", "%u", "/etc/passwd").stdout.strip() == "0"  # not followed
@@ -76,6 +80,7 @@ def test_a_home_without_proof_is_never_given_away(nb: Nbunits) -> None:
     assert status == 409, page[:300]
     assert "administrator" in page
     assert user not in nb.users()
+    assert nb.box.run("test", "-e", f"/etc/userdb/{user}.user", check=False).returncode == 1
     assert nb.box.run("stat", "-c", "%u", home).stdout.strip() == "4242"
     assert nb.box.run("test", "-e", f"/var/lib/nbunits/students/{user}", check=False).returncode == 1
     assert not [u for u in nb.student_units() if user in u]

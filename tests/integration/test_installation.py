@@ -21,7 +21,7 @@ def test_units_and_nginx_config_verify(nb: Nbunits) -> None:
     nb.box.run("mkdir", "-p", "/run/nbunits-verify")
     paths = [f"/etc/systemd/system/nbunits-{name}" for name in
              ("dispatcher.socket", "dispatcher.service", "helper.socket", "helper.service",
-              "refresh-keys.service", "refresh-keys.timer")]
+              "refresh-keys.service", "refresh-keys.timer", "unload.service", "unload.timer")]
     for template in ("nbunits-demo@.socket", "nbunits-demo@.service", "nbunits-demo-proxy@.service"):
         instance = "/run/nbunits-verify/" + template.replace("@.", f"@{user}.")
         nb.box.run("cp", f"/run/systemd/generator/{template}", instance)

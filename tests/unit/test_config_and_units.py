@@ -1,13 +1,37 @@
+import base64
+import json
 from pathlib import Path
 
 import pytest
 
+from nbunits import activity
 from nbunits.config import ConfigError, CourseConfig, Settings, load_course
+from nbunits.errors import NbunitsError
+from nbunits.names import StudentUnits
 from nbunits.systemd import generate, render_course
 
 
+def make_store(folder: Path, *, layers: int = 1, entrypoint: list[str] | None = None) -> Path:
+    """An image store as podman writes it, with localhost/nbunits/jupyter:latest."""
+    ids = [f"{n:064x}" for n in range(1, layers + 1)]
+    (folder / "overlay-layers").mkdir(parents=True)
+    (folder / "overlay-layers" / "layers.json").write_text(json.dumps(
+        [{"id": i, **({"parent": ids[n - 1]} if n else {})} for n, i in enumerate(ids)]))
+    image = "f" * 64
+    (folder / "overlay-images" / image).mkdir(parents=True)
+    (folder / "overlay-images" / "images.json").write_text(json.dumps(
+        [{"id": image, "names": ["localhost/nbunits/jupyter:latest"], "layer": ids[-1]}]))
+    key = "=" + base64.b64encode(f"sha256:{image}".encode()).decode()
+    config = {"Env": ["PATH=/opt/jupyter/bin:/usr/bin", "NOTE=50% $HOME"],
+              "WorkingDir": "/home/student",
+              "Entrypoint": ["/usr/bin/tini", "--"] if entrypoint is None else entrypoint}
+    (folder / "overlay-images" / image / key).write_text(json.dumps({"config": config}))
+    return folder
+
+
 def make_course(tmp_path: Path, text: str) -> Settings:
-    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state")
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
+                        image_store=make_store(tmp_path / "images"))
     settings.courses_conf_dir.mkdir(parents=True)
     (settings.courses_conf_dir / "demo.toml").write_text(text)
     return settings
@@ -61,28 +85,59 @@ def test_unknown_course(tmp_path):
     assert info.value.code == "unknown_course"
 
 
-def test_rendered_units_carry_the_settings_and_no_placeholder():
+def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
     config = CourseConfig(name="python3-s2", source=Path("/srv"), memory_max="3G", tasks_max=99,
                           proxy_idle_timeout=33)
-    units = render_course(config, Settings())
+    units = render_course(config, Settings(image_store=make_store(tmp_path)))
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
                           "nbunits-python3-s2-proxy@.service", "nbunits-python3\\x2ds2.slice"}
     service = units["nbunits-python3-s2@.service"]
     assert "MemoryMax=3G" in service and "TasksMax=99" in service
     assert "Slice=nbunits-python3\\x2ds2.slice" in service
-    assert "additionalimagestore=/var/lib/nbunits/images" in service
+    # The image's one layer, its configuration quoted for systemd; tini is its init.
+    layer = tmp_path / "overlay" / f"{1:064x}" / "diff"
+    assert f'--rootfs "{layer}" "/usr/bin/tini" "--"' in service
+    assert '"--env=NOTE=50%% $$HOME"' in service and '--workdir="/home/student"' in service
+    assert " --init " not in service
     assert "--exit-idle-time=33s" in units["nbunits-python3-s2-proxy@.service"]
     assert not any("@" + key in text for text in units.values()
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
 
 
-def test_generator_skips_a_broken_course_and_enables_provisioned_sockets(tmp_path):
+def test_an_image_without_init_gets_podmans(tmp_path):
+    config = CourseConfig(name="demo", source=Path("/srv"))
+    store = make_store(tmp_path / "a", entrypoint=[])
+    assert "no-conmon --init --read-only" in render_course(config, Settings(image_store=store))[
+        "nbunits-demo@.service"]
+
+
+def test_a_layered_image_is_stacked_by_a_read_only_mount_the_units_require(tmp_path):
+    config = CourseConfig(name="demo", source=Path("/srv"))
+    store = make_store(tmp_path, layers=3)
+    units = render_course(config, Settings(image_store=store))
+    where = "/run/nbunits/rootfs/" + "f" * 64
+    mount = units["run-nbunits-rootfs-" + "f" * 64 + ".mount"]
+    lower = ":".join(f"{store}/overlay/{n:064x}/diff" for n in (3, 2, 1))  # top first
+    assert f"Where={where}\n" in mount and f"Options=ro,lowerdir={lower}\n" in mount
+    service = units["nbunits-demo@.service"]
+    assert f"RequiresMountsFor={where}\n" in service and f'--rootfs "{where}"' in service
+    broken = make_store(tmp_path / "broken", layers=2)
+    (broken / "overlay-layers" / "layers.json").write_text(json.dumps([{"id": f"{2:064x}",
+                                                                        "parent": "gone"}]))
+    with pytest.raises(NbunitsError, match="is missing"):
+        render_course(config, Settings(image_store=broken))
+
+
+def test_generator_skips_a_broken_course_and_enables_recent_students_only(tmp_path):
     settings = make_course(tmp_path, '[course]\nsource = "/x"\n')
     (settings.courses_conf_dir / "broken.toml").write_text("[course\n")
     tokens = settings.tokens_dir / "demo"
     tokens.mkdir(parents=True)
+    # Provisioned long ago, not active: not loaded (a click or a link wakes them).
+    (tokens / "nbbbbbbbbbbbbbbbbb.env").write_text("JUPYTER_TOKEN=x\n")
     (tokens / "nbaaaaaaaaaaaaaaaa.env").write_text("JUPYTER_TOKEN=x\n")
-    (tokens / "junk.env").write_text("")
+    activity.mark(settings, StudentUnits("demo", "nbaaaaaaaaaaaaaaaa"))
+    (settings.recent_dir / "demo" / "junk").write_text("")
     out = tmp_path / "out"
     out.mkdir()
     problems = generate(settings, out)

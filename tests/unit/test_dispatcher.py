@@ -270,7 +270,8 @@ def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, 
     from nbunits import helper
     from nbunits.run import CommandError
 
-    async def failing(settings: Settings, target: Target, reset: bool = False) -> None:
+    async def failing(settings: Settings, target: Target, admission: object,
+                      reset: bool = False) -> None:
         raise CommandError(["systemctl", "start", "x.socket"], 1, "Job failed")
 
     monkeypatch.setattr(helper, "provision", failing)
@@ -281,3 +282,13 @@ def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, 
     [record] = [r for r in caplog.records if r.name == "nbunits.helper"]
     assert "systemctl start x.socket failed with exit code 1: Job failed" in record.getMessage()
     assert record.COURSE == "demo" and record.STUDENT == USER
+
+
+def test_a_cap_is_a_503_with_retry_after_and_a_page_that_retries(tmp_path):
+    from nbunits.dispatcher.pages import busy_page
+
+    page = busy_page("The notebook server is full right now.", 30, reload=True)
+    assert page.status == 503 and page.headers["Retry-After"] == "30"
+    assert '<meta http-equiv="refresh" content="30">' in page.text
+    post = busy_page("Many students are starting at once.", 20, reload=False)
+    assert "refresh" not in post.text and "open the exercise again" in post.text

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from nbunits.config import Settings
+from nbunits.names import STUDENT_UID_COUNT, STUDENT_UID_MIN, uid_for
 from nbunits.users import (
     HOME_RECORD,
     Student,
     StudentError,
     adopt_home,
     existing_home,
+    nss_problem,
     read_home_record,
     repair_home,
     write_home_record,
+    write_user_record,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -82,6 +86,40 @@ def test_adopting_changes_the_old_owners_files_only_and_follows_no_symlink(tmp_p
     assert outside.stat().st_uid == 0  # the link's target is not touched
     assert (home / "other").stat().st_uid == 7000
     assert not (home / ".local" / "share" / "nbunits").exists()  # podman's cache, started afresh
+
+
+def test_json_user_records_need_nss_systemd(tmp_path: Path) -> None:
+    conf = tmp_path / "nsswitch.conf"
+    conf.write_text("passwd:         files systemd\ngroup:          files systemd\n")
+    assert nss_problem(conf) is None
+    conf.write_text("passwd: files\n# group: files systemd\ngroup: files\n")
+    assert "for passwd and group" in (nss_problem(conf) or "")
+
+
+def test_a_derived_uid_is_stable_and_in_the_students_range() -> None:
+    uids = {uid_for(f"student-{n}") for n in range(2000)}
+    assert uid_for("student-1") == uid_for("student-1")
+    assert len(uids) == 2000
+    assert all(STUDENT_UID_MIN <= u < STUDENT_UID_MIN + STUDENT_UID_COUNT for u in uids)
+    assert STUDENT_UID_MIN > 600100000 and STUDENT_UID_MIN + STUDENT_UID_COUNT - 1 == 1879048191
+
+
+def test_user_records_are_what_nss_systemd_reads(tmp_path: Path) -> None:
+    settings = Settings(userdb_dir=tmp_path / "userdb")
+    write_user_record(settings, "nbaaaaaaaaaaaaaaaa", 900000000, Path("/home/nbaaaaaaaaaaaaaaaa"),
+                      "nbunits student s1")
+    folder = settings.userdb_dir
+    record = json.loads((folder / "nbaaaaaaaaaaaaaaaa.user").read_text())
+    assert record == {"userName": "nbaaaaaaaaaaaaaaaa", "uid": 900000000, "gid": 900000000,
+                      "realName": "nbunits student s1",
+                      "homeDirectory": "/home/nbaaaaaaaaaaaaaaaa",
+                      "shell": "/usr/sbin/nologin", "disposition": "regular"}
+    assert os.readlink(folder / "900000000.user") == "nbaaaaaaaaaaaaaaaa.user"
+    assert os.readlink(folder / "900000000.group") == "nbaaaaaaaaaaaaaaaa.group"
+    assert json.loads((folder / "nbaaaaaaaaaaaaaaaa.group").read_text())["gid"] == 900000000
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["nbaaaaaaaaaaaaaaaa.user", "nbaaaaaaaaaaaaaaaa.group", "900000000.user",
+         "900000000.group"])  # no temporary file left
 
 
 def _student(home: Path, uid: int = 5000) -> Student:

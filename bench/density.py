@@ -1,0 +1,110 @@
+"""Density: N students active at once, each with an idle kernel and an open tab.
+
+One after the other, N new students open their notebook (edX URL -> page 200, the
+cold start timed), start a kernel and keep its websocket open, as a browser tab
+does (so the proxy's idle stop does not apply). With all N active: the box's idle
+CPU over a quiet minute, the warm added latency (nginx + socket + proxyd against
+straight to Jupyter), and the memory (PSS) of every student's processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from pathlib import Path
+
+import aiohttp
+
+from testbed.browser import Opened, open_exercise, start_kernel
+
+from .box import COURSE, NOTEBOOK, Bench
+from .parts import _in_box, _timed_get, pss_kb, stop_all
+from .stats import summary
+
+
+async def _active(bench: Bench, session: aiohttp.ClientSession, student: str
+                  ) -> tuple[Opened, float, aiohttp.ClientWebSocketResponse, asyncio.Task]:
+    t0 = time.monotonic()
+    opened = await open_exercise(session, COURSE, NOTEBOOK, student)
+    assert opened.page_status == 200, opened.page_status
+    page = time.monotonic() - t0
+    kernel = await start_kernel(session, opened)
+    ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
+                                  headers=opened.headers)
+    return opened, page, ws, asyncio.create_task(_read(ws))
+
+
+async def _read(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """What a browser's tab does with its kernel's websocket: read it, which also
+    answers Jupyter's pings (unanswered, Jupyter closes the socket after 90 s, the
+    proxy goes idle and the server stops)."""
+    async for _message in ws:
+        pass
+
+
+def uids_pids(bench: Bench, uids: set[int]) -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {u: [] for u in uids}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            m = re.search(r"^Uid:\s+(\d+)", (entry / "status").read_text(), re.MULTILINE)
+            if m and int(m.group(1)) in found and _in_box(entry, bench.box.leader_pid):
+                found[int(m.group(1))].append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> dict:
+    colds: list[float] = []
+    tabs = []
+    readers: list[asyncio.Task] = []
+    async with bench.session(timeout=600, limit=0) as session:
+        for _ in range(n):
+            opened, page, ws, reader = await _active(bench, session, secrets.token_hex(16))
+            colds.append(page)
+            tabs.append((opened, ws))
+            readers.append(reader)
+        await asyncio.sleep(10)  # the last kernels settle
+        cpu0, t0 = bench.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(idle_seconds)
+        idle_cpu = (bench.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        # Warm latency on the last student's server, all N active.
+        opened = tabs[-1][0]
+        page = f"{opened.prefix}notebooks/{NOTEBOOK}"
+        rest = f"{opened.prefix}api/contents/{NOTEBOOK}?content=0"
+        warm: dict[str, list[float]] = {k: [] for k in ("page_nginx", "page_direct",
+                                                        "rest_nginx", "rest_direct")}
+        async with bench.jupyter_session(opened.user) as direct:
+            for _ in range(20):
+                for s in (session, direct):
+                    for url in (page, rest):
+                        await _timed_get(s, url, opened.headers)
+            for _ in range(warm_n):
+                for key, s, url in (("page_nginx", session, page),
+                                    ("page_direct", direct, page),
+                                    ("rest_nginx", session, rest),
+                                    ("rest_direct", direct, rest)):
+                    warm[key].append(await _timed_get(s, url, opened.headers))
+        running = int(bench.box.run("sh", "-c", f"ls /run/nbunits/jupyter/{COURSE} | wc -l")
+                      .stdout)
+        uids = {int(bench.box.run("id", "-u", o.user).stdout) for o, _ in tabs}
+        pids = uids_pids(bench, uids)
+        per_student = [pss_kb(p) for p in pids.values()]
+        for _, ws in tabs:
+            await ws.close()
+        await asyncio.gather(*readers, return_exceptions=True)
+    stop_all(bench)
+    tenth = max(1, n // 10)
+    return {"n": n, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
+            "first_tenth": summary(colds[:tenth]), "last_tenth": summary(colds[-tenth:]),
+            "idle_cpu_cores": idle_cpu, "idle_seconds": idle_seconds,
+            "warm": {k: summary(v) for k, v in warm.items()},
+            "pss_kb_per_student": summary(per_student), "pss_kb_total": sum(per_student)}
+
+
+def density(bench: Bench, n: int, warm_n: int = 300, idle_seconds: float = 60) -> dict:
+    return asyncio.run(_density(bench, n, warm_n, idle_seconds))

@@ -1,0 +1,110 @@
+"""Admission control in the helper: new students per minute, running servers.
+
+nginx limits launches per client (limit_req, nginx/nbunits-locations.conf); here,
+host-wide, before anything is created or started:
+- at most [server] new_students_per_minute users are created in any 60 s;
+- at most Server.max_running() servers run at once (a memory budget over a
+  server's share): a launch that would start one more is refused.
+Past a cap the launch fails with code "busy" (the dispatcher answers 503 with
+Retry-After and a page that retries by itself); what runs is never touched. The
+admin gets one journal line when a cap starts refusing, and one a minute while
+it does, with the count: a "capped" event (events.py) naming the cap.
+
+The counts live in the helper's memory (one process serves every launch); a
+helper restart forgets the last minute's creations, which a cap can afford.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Server
+from .errors import NbunitsError
+from .events import Event
+from .events import log as log_event
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 60.0
+# A server admitted but not running yet (its runtime dir not made yet) still counts.
+STARTING_GRACE = 60.0
+RETRY_NEW = 20
+RETRY_FULL = 30
+
+
+class Busy(NbunitsError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__("busy", message, retry_after=retry_after)
+
+
+@dataclass
+class Admission:
+    server: Server
+    jupyter_run_dir: Path  # /run/nbunits/jupyter/<course>/<user>: exists while a server runs
+    mem_total: int = 0
+    created: deque[float] = field(default_factory=deque)
+    starting: dict[tuple[str, str], float] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    last_said: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.mem_total:
+            self.mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+    def new_student(self, course: str | None = None, user: str | None = None,
+                    now: float | None = None) -> None:
+        """Count a user about to be created, or refuse it."""
+        now = time.monotonic() if now is None else now
+        while self.created and now - self.created[0] > WINDOW:
+            self.created.popleft()
+        if len(self.created) >= self.server.new_students_per_minute:
+            self._refuse("new_students", f"{self.server.new_students_per_minute} new students "
+                         "per minute", now, course, user)
+            raise Busy("Many students are starting at once.", RETRY_NEW)
+        self.created.append(now)
+
+    def start(self, course: str, user: str, now: float | None = None) -> None:
+        """Count a server about to start, or refuse it (the host is full)."""
+        now = time.monotonic() if now is None else now
+        running = self.running()
+        for key, since in list(self.starting.items()):
+            if key in running or now - since > STARTING_GRACE:
+                del self.starting[key]
+        if (course, user) in running:
+            return
+        cap = self.server.max_running(self.mem_total)
+        if len(running) + len(self.starting) >= cap:
+            self._refuse("servers", f"{cap} running servers (memory budget)", now, course, user)
+            raise Busy("The notebook server is full right now.", RETRY_FULL)
+        self.starting[(course, user)] = now
+
+    def running(self) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        try:
+            courses = list(os.scandir(self.jupyter_run_dir))
+        except FileNotFoundError:
+            return found
+        for course in courses:
+            try:
+                found.update((course.name, e.name) for e in os.scandir(course.path))
+            except NotADirectoryError:
+                continue
+        return found
+
+    def _refuse(self, cap: str, what: str, now: float, course: str | None,
+                user: str | None) -> None:
+        self.refused[cap] = self.refused.get(cap, 0) + 1
+        if now - self.last_said.get(cap, -WINDOW) >= WINDOW:
+            # The launch that reached the cap names the course and student; the
+            # count covers every refusal since the last line.
+            log_event(logger, Event.CAPPED,
+                      f"admission: at the cap of {what}: refused {self.refused[cap]} "
+                      "launch(es) since the last such line; nothing running is touched",
+                      course=course, student=user, ADMISSION_CAP=cap)
+            self.refused[cap] = 0
+            self.last_said[cap] = now

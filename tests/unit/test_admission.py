@@ -1,0 +1,81 @@
+"""Admission control's arithmetic (admission.py) and the generator's recent students."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nbunits import activity
+from nbunits.admission import Admission, Busy
+from nbunits.config import ConfigError, Server, Settings
+from nbunits.events import Event
+from nbunits.names import StudentUnits
+from nbunits.nginx import http_conf, locations_conf
+
+
+def test_new_students_per_minute_is_a_sliding_window_and_logged_once(tmp_path, caplog):
+    admission = Admission(Server(new_students_per_minute=3), tmp_path, mem_total=1 << 34)
+    for t in (0.0, 1.0, 2.0):
+        admission.new_student(now=t)
+    with caplog.at_level(logging.WARNING):
+        for t in (3.0, 4.0, 5.0):
+            with pytest.raises(Busy) as refused:
+                admission.new_student("demo", "nbaaaaaaaaaaaaaaaa", now=t)
+            assert refused.value.code == "busy" and refused.value.retry_after > 0
+    lines = [r for r in caplog.records if "admission" in r.getMessage()]
+    assert len(lines) == 1 and "3 new students per minute" in lines[0].getMessage()
+    # The admin's line is issue 15's "capped" event, naming the launch that met the cap.
+    event = lines[0].__dict__
+    assert (event["MESSAGE_ID"], event["NBUNITS_EVENT"]) == (Event.CAPPED.value, "capped")
+    assert (event["ADMISSION_CAP"], event["COURSE"], event["STUDENT"]) == (
+        "new_students", "demo", "nbaaaaaaaaaaaaaaaa")
+    admission.new_student(now=60.5)  # the first one left the window
+
+
+def test_running_servers_are_capped_by_the_memory_budget(tmp_path):
+    server = Server(memory_budget="1G", server_memory="256M")
+    assert server.max_running(mem_total=1 << 40) == 4
+    assert Server(server_memory="1G").max_running(mem_total=8 << 30) == 6  # 75% of RAM
+    for user in ("nbaaaaaaaaaaaaaaaa", "nbbbbbbbbbbbbbbbbb"):
+        (tmp_path / "demo" / user).mkdir(parents=True)  # their runtime dirs: running
+    admission = Admission(server, tmp_path, mem_total=1 << 40)
+    admission.start("demo", "nbcccccccccccccccc", now=0)
+    admission.start("demo", "nbdddddddddddddddd", now=0)  # starting: counted
+    admission.start("demo", "nbaaaaaaaaaaaaaaaa", now=0)  # running already: no new server
+    with pytest.raises(Busy, match="full"):
+        admission.start("demo", "nbeeeeeeeeeeeeeeee", now=1)
+    admission.start("demo", "nbeeeeeeeeeeeeeeee", now=100)  # the starts are over (or failed)
+
+
+def test_caps_are_checked(tmp_path):
+    for bad in ({"new_students_per_minute": 0}, {"memory_budget": "lots"},
+                {"server_memory": "0M"}, {"launch_rate": -1}):
+        with pytest.raises(ConfigError):
+            Server(**bad)
+
+
+def test_nginx_limits_launches_per_client():
+    server = Server(names=("nb.example.org",), launch_rate=30, launch_burst=7)
+    assert "limit_req_zone $binary_remote_addr zone=nbunits_launch:10m rate=30r/m;" in \
+        http_conf(server)
+    locations = locations_conf(server)
+    assert locations.count("limit_req zone=nbunits_launch burst=7 nodelay;") == 2
+    assert "add_header Retry-After 2 always;" in locations
+
+
+def test_idle_marks_and_recent_students(tmp_path):
+    settings = Settings(state_dir=tmp_path)
+    activity.mark(settings, StudentUnits("demo", "nbaaaaaaaaaaaaaaaa"))
+    activity.mark(settings, StudentUnits("demo", "nbbbbbbbbbbbbbbbbb"))
+    old = time.time() - 3 * 86400
+    os.utime(tmp_path / "recent" / "demo" / "nbaaaaaaaaaaaaaaaa", (old, old))
+    assert activity.recent_students(settings, "demo") == ["nbaaaaaaaaaaaaaaaa",
+                                                          "nbbbbbbbbbbbbbbbbb"]
+    assert activity.idle_marks(settings, 86400) == [
+        Path(tmp_path / "recent" / "demo" / "nbaaaaaaaaaaaaaaaa")]
+    activity.mark(settings, StudentUnits("demo", "nbaaaaaaaaaaaaaaaa"))  # active again
+    assert activity.idle_marks(settings, 86400) == []
