@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
-from . import activity, copies, quota, staff, users
+from . import activity, copies, quota, rootfs, staff, users
 from . import capability as caps
 from .admission import Admission
 from .capability import jupyter_config, read_secret
@@ -88,8 +88,21 @@ async def provision(settings: Settings, target: Target, admission: Admission,
     copied = await update_copies(settings, config, student, target.notebook, running=running,
                                  reset=reset)
     activity.mark(settings, units)
-    await run_async(["systemctl", "start", units.socket])
+    code, _, err = await run_async(["systemctl", "start", units.socket], check=False)
+    if code != 0:
+        # The generator skips a course it cannot render (its image gone from the
+        # store): say why, as a server that cannot start, rather than "try again".
+        server_failed(config.name, units.user, course_problem(settings, config) or err.strip())
     return Provisioned(target, token, copied, running, removed)
+
+
+def course_problem(settings: Settings, config: CourseConfig) -> str:
+    """Why the generator would skip this course ("" if it would not)."""
+    try:
+        rootfs.resolve(settings.image_store, config.image)
+    except NbunitsError as exc:
+        return str(exc)
+    return ""
 
 
 def has_copy(settings: Settings, target: Target) -> bool:

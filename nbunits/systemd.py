@@ -57,6 +57,7 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
     return {
         "COURSE": course.name,
         "SLICE": course_slice(course.name),
+        "IMAGE": course.image,
         "ROOTFS": rootfs.unit_words((str(image.path),)),
         "IMAGE_ENV": rootfs.unit_words(tuple(f"--env={e}" for e in image.env)),
         "IMAGE_WORKDIR": rootfs.unit_words((image.workdir,)),

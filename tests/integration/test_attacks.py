@@ -76,10 +76,15 @@ def test_whether_a_student_exists_does_not_show(nb: Nbunits) -> None:
 
 
 def test_a_failed_server_is_not_reset_before_its_start_limit_interval(nb: Nbunits) -> None:
-    # An image that does not exist: podman fails at once (exit 125, no restart).
-    nb.add_course("failing", image="localhost/nbunits/nosuch:latest")
+    # A server that podman cannot run (its storage is not a directory): it fails at
+    # once (exit 125, no restart), like one whose image is gone.
+    nb.add_course("failing")
     opened = _open(nb, "failing", secrets.token_hex(16))
     container = f"nbunits-failing@{opened.user}.service"
+    nb.box.systemctl("stop", f"nbunits-failing-proxy@{opened.user}.service", container)
+    storage = f"/home/{opened.user}/.local/share/nbunits/failing"
+    nb.box.run("rm", "-rf", storage)
+    nb.box.write_file(storage, "not podman's storage")
     statuses = []
     for _ in range(3):
         status, headers, _ = _get(nb, f"{opened.prefix}api/status",

@@ -61,7 +61,7 @@ def test_course_units_are_generated_from_the_course_settings(nb: Nbunits) -> Non
     text = nb.box.systemctl("cat", f"nbunits-demo@{user_for('cat-student')}.service").stdout
     assert "/run/systemd/generator/nbunits-demo@.service" in text
     assert "MemoryMax=1G" in text and "Slice=nbunits-demo.slice" in text
-    assert "localhost/nbunits/jupyter:latest" in text
+    assert "# Image: localhost/nbunits/jupyter:latest" in text, "the admin sees which image"
 
 
 def test_journal_has_course_and_student_fields(nb: Nbunits) -> None:
