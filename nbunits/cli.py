@@ -216,7 +216,7 @@ def write_server_settings(settings: Settings, server: Server) -> None:
 def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str],
                   revoked: str) -> None:
     step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
-    files = {nginx.CONF_D: nginx.http_conf(server), nginx.LOCATIONS: nginx.locations_conf(server),
+    files = {nginx.CONF_D: nginx.http_conf(server, tls_listen), nginx.LOCATIONS: nginx.locations_conf(server),
              nginx.PROXY: nginx.template("nbunits-proxy.conf"), nginx.REVOKED: revoked}
     if listen or tls_listen:
         files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)

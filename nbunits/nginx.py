@@ -8,6 +8,7 @@ them and checks the result with `nginx -t`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from importlib import resources
 
@@ -36,14 +37,25 @@ def template(name: str) -> str:
     return (resources.files("nbunits") / "data" / "nginx" / name).read_text()
 
 
-def http_conf(server: Server) -> str:
+def http_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
     proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
     return fill(template("nbunits-http.conf"), {
         "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
-        "HTTPS": "1" if server.https else "0",
+        # Where plain HTTP is sent: the same name, on the port nginx serves TLS on
+        # (a load balancer's TLS is taken to be on 443).
+        "HTTPS": f'"https://$host{https_port(tls_listen)}"' if server.https else '""',
         "LAUNCH_RATE": str(server.launch_rate),
         "LAUNCH_BURST": str(server.launch_burst),
     })
+
+
+def https_port(tls_listen: Sequence[str]) -> str:
+    """":PORT" for the first TLS `listen` address, "" for 443 (or none)."""
+    if not tls_listen:
+        return ""
+    first = tls_listen[0].split()[0]
+    port = first if first.isdigit() else (re.findall(r":([0-9]+)$", first) or ["443"])[0]
+    return "" if port == "443" else f":{port}"
 
 
 def locations_conf(server: Server) -> str:

@@ -15,7 +15,7 @@ def test_without_a_proxy_no_forwarded_header_is_believed() -> None:
     server = Server(names=("notebooks.example.org",))
     http = nginx.http_conf(server)
     assert "default 0;" in http and " 1;" not in http.split("geo")[1].split("}")[0]
-    assert "http    0;" in http  # no TLS: plain HTTP is served, not redirected
+    assert 'http    "";' in http  # no TLS: plain HTTP is served, not redirected
     assert "set_real_ip_from" not in nginx.locations_conf(server)
 
 
@@ -24,9 +24,21 @@ def test_trusted_proxies_are_the_only_ones_believed() -> None:
                     proxy_header="X-Real-IP")
     http = nginx.http_conf(server)
     assert "    10.0.0.5 1;" in http and "    192.0.2.0/24 1;" in http
-    assert "http    1;" in http  # TLS ends at the balancer: plain HTTP redirects
+    # TLS ends at the balancer: plain HTTP redirects to the same name on 443.
+    assert 'http    "https://$host";' in http
     locations = nginx.locations_conf(server)
     assert "set_real_ip_from 10.0.0.5;" in locations and "real_ip_header X-Real-IP;" in locations
+
+
+@pytest.mark.parametrize(("tls_listen", "target"), [
+    (["443"], "https://$host"), (["[::]:443", "8443"], "https://$host"),
+    (["8443"], "https://$host:8443"), (["127.0.0.1:8443 reuseport"], "https://$host:8443"),
+    (["[::1]:9443"], "https://$host:9443")])
+def test_plain_http_redirects_to_the_port_tls_is_served_on(tls_listen: list[str],
+                                                           target: str) -> None:
+    server = Server(names=("a.example.org",), tls_cert="/etc/c.pem", tls_key="/etc/c.key")
+    assert f'http    "{target}";' in nginx.http_conf(server, tls_listen)
+    assert "return 301 $nbunits_to_https$request_uri;" in nginx.locations_conf(server)
 
 
 def test_the_site_serves_its_names_and_answers_others_421() -> None:
