@@ -146,6 +146,41 @@ def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
     assert kib("2G") == 2 * 1024 * 1024 and kib("512K") == 512
 
 
+def test_quotas_on_btrfs_need_btrfs_quotas_enabled(tmp_path, monkeypatch):
+    from nbunits import btrfs
+    from nbunits.errors import NbunitsError
+    from nbunits.quota import check
+
+    on_btrfs = ("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                "30 22 7:0 / /home rw,relatime - btrfs /dev/loop0 rw,subvolid=5\n")
+    enabled: list[bool] = []
+    monkeypatch.setattr(btrfs, "quotas_enabled", lambda folder, sysfs: enabled[-1])
+    enabled.append(True)
+    check(Path("/home"), on_btrfs)  # no usrquota needed: btrfs has qgroups
+    enabled.append(False)
+    with pytest.raises(NbunitsError, match="btrfs file system of /home has no quotas enabled"):
+        check(Path("/home"), on_btrfs)
+
+
+@pytest.mark.parametrize(("folder", "converting", "steps"), [
+    ("missing", False, ["CREATE"]),
+    ("missing", True, ["DROP_CONVERTING", "CREATE"]),
+    # A plain directory: copied into a new subvolume, swapped; a half copy left by a
+    # crash before the swap is thrown away first (the original is untouched).
+    ("directory", False, ["CONVERT"]),
+    ("directory", True, ["DROP_CONVERTING", "CONVERT"]),
+    ("subvolume", False, []),
+    # After the swap: the sibling is the old directory, every file already copied.
+    ("subvolume", True, ["DROP_CONVERTING"]),
+    ("other", False, ["REFUSE"]),
+    ("other", True, ["REFUSE"]),
+])
+def test_a_course_folder_becomes_a_subvolume_without_losing_a_file(folder, converting, steps):
+    from nbunits.btrfs import Kind, decide
+
+    assert [s.name for s in decide(Kind(folder), converting)] == steps
+
+
 def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
     from nbunits.service import Redact
 
