@@ -119,6 +119,10 @@ def quotas_enabled(folder: Path, sysfs: Path = Path("/sys/fs/btrfs")) -> bool:
         os.close(fd)
     fsid = args[16:32].hex()
     uuid = f"{fsid[:8]}-{fsid[8:12]}-{fsid[12:16]}-{fsid[16:20]}-{fsid[20:]}"
+    if not (sysfs / uuid).is_dir():
+        raise QuotaError("quota_unavailable", f"cannot tell whether {folder} has btrfs "
+                         f"quotas: {sysfs / uuid} is not visible (no sysfs?)",
+                         hint="nbunits-helper reads it: mount sysfs on /sys")
     return (sysfs / uuid / "qgroups").is_dir()
 
 

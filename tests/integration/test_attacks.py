@@ -153,20 +153,6 @@ def test_a_kernel_cannot_make_user_namespaces_unless_the_course_allows_them(nb: 
     assert asyncio.run(probe("nested")) == "'0'"
 
 
-def test_a_course_with_a_quota_on_homes_without_quotas_is_refused_before_any_change(
-        nb: Nbunits) -> None:
-    """This test machine's kernel has neither ext4's quota format (CONFIG_QFMT_V2) nor
-    XFS or tmpfs quotas: enforcement itself cannot run here (README, "Disk quotas")."""
-    nb.add_course("quota", disk_quota="100M")
-    student = secrets.token_hex(16)
-    users = nb.users()
-    status, _, page = _get(nb, f"/ipythonExercice/quota/welcome.ipynb/{student}")
-    assert status == 500 and "disk_quota" not in page  # no admin detail for students
-    assert nb.users() == users
-    journal = nb.box.run("journalctl", "--no-pager", "-o", "cat", "-u", "nbunits-helper.service").stdout
-    assert "has no user quotas" in journal, journal[-2000:]
-
-
 def test_a_kernel_cannot_fill_run_through_its_socket_directory(nb: Nbunits) -> None:
     fill = ("__import__('subprocess').run(['dd', 'if=/dev/zero', 'of=/run/jupyter/fill', "
             "'bs=1M', 'count=8'], capture_output=True, text=True).stderr.splitlines()[0]")
