@@ -17,7 +17,19 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, course_image, courses, identity, lms_keys, nginx, seccomp, staff, students, users
+from . import (
+    copies,
+    course_image,
+    courses,
+    identity,
+    lms_keys,
+    nginx,
+    quota,
+    seccomp,
+    staff,
+    students,
+    users,
+)
 from .capability import ensure_secret, read_secret, revoked_map
 from .config import (
     DEFAULT_CONFIG,
@@ -140,6 +152,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         BIN_LINK.symlink_to(VENV / "bin" / "nbunits")
     install_cockpit_page()
 
+    # Not a requirement: only courses that set disk_quota need quotas (README, "Disk quotas").
+    step(f"disk quotas: {quota.describe(settings.home_base)}")
     write_server_settings(settings, server)
     if not args.no_nginx:
         install_nginx(server, args.listen, args.tls_listen, revoked_map(settings))

@@ -113,6 +113,17 @@ def check(folder: Path, mountinfo: str | None = None,
                  "or remove disk_quota from the course")
 
 
+def describe(folder: Path) -> str:
+    """What `nbunits install` says about disk quotas on the homes' file system."""
+    try:
+        fs_type, _ = mount_of(folder, Path("/proc/self/mountinfo").read_text())
+        check(folder)
+    except NbunitsError as exc:
+        return f"courses that set disk_quota will be refused: {exc}"
+    per = "per course (btrfs qgroups)" if fs_type == "btrfs" else "per student (user quotas)"
+    return f"courses may set disk_quota: {folder} ({fs_type}) enforces it {per}"
+
+
 def get_limit(folder: Path, uid: int) -> int:
     """`uid`'s block hard limit on the file system of `folder`, in KiB (0: none)."""
     buffer = ctypes.create_string_buffer(DQBLK.size)
