@@ -131,8 +131,9 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         os.chmod(path, mode)
     write_atomic(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
-    # Students' containers: the seccomp profile without nested user namespaces.
-    seccomp.write_profile(settings.etc_dir)
+    # Students' containers: seccomp profiles without btrfs subvolumes, one also
+    # without nested user namespaces.
+    seccomp.write_profiles(settings.etc_dir)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 

@@ -35,7 +35,7 @@ from .names import (
     socket_template,
 )
 from .run import run
-from .seccomp import DEFAULT_SECCOMP, NO_USERNS_PROFILE
+from .seccomp import NO_USERNS_PROFILE, USERNS_PROFILE
 
 QUOTA = "/opt/nbunits/venv/bin/python3 -m nbunits.quota"
 
@@ -88,10 +88,10 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
                        f"ExecStartPre=+{QUOTA} limit %i {course.name} {course.disk_quota}"
                        if course.disk_quota
                        else "# no disk_quota: the home's file system is the limit"),
-        # Nested user namespaces: podman's default seccomp profile allows them; the
-        # other one is that profile with them refused (seccomp.py).
-        "SECCOMP_PROFILE": str(DEFAULT_SECCOMP if course.user_namespaces
-                               else settings.etc_dir / NO_USERNS_PROFILE),
+        # podman's default seccomp profile without btrfs subvolumes, and without
+        # nested user namespaces unless the course allows them (seccomp.py).
+        "SECCOMP_PROFILE": str(settings.etc_dir / (USERNS_PROFILE if course.user_namespaces
+                                                   else NO_USERNS_PROFILE)),
     }
 
 

@@ -31,6 +31,16 @@ FILL = ("def fill():\n"
         "    except OSError as e:\n"
         "        return e.strerror\n"
         "fill()")
+# In the kernel: make a btrfs subvolume in the course folder, which would be outside the
+# course's qgroup (BTRFS_IOC_SUBVOL_CREATE, as `btrfs subvolume create` does it).
+SUBVOLUME = ("def subvolume():\n"
+             "    import fcntl, os\n"
+             "    try:\n"
+             "        fcntl.ioctl(os.open('/home/student/work', os.O_RDONLY), 0x5000940E,\n"
+             "                    bytearray(bytes(8) + b'escape' + bytes(4082)))\n"
+             "    except OSError as e:\n"
+             "        return e.strerror\n"
+             "subvolume()")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,15 +92,17 @@ def test_a_student_over_the_quota_cannot_save_and_the_others_can(nb: Nbunits) ->
     assert os.stat(nb.home / old.user / COURSE).st_ino != SUBVOLUME_ROOT_INO
     nb.nbunits("course", "update", COURSE, "--disk-quota", "20M")
 
-    async def over_quota() -> tuple[Opened, str, tuple[int, str]]:
+    async def over_quota() -> tuple[Opened, str, str, tuple[int, str]]:
         async with client(nb) as session:
             opened = await open_exercise(session, COURSE, "welcome.ipynb", secrets.token_hex(16))
             model = await _load(session, opened)  # the notebook open in the browser
             kernel = await start_kernel(session, opened)
+            escape = await execute(session, opened, kernel, SUBVOLUME)
             filled = await execute(session, opened, kernel, FILL)
-            return opened, filled, await _save(session, opened, model, "over-the-quota")
+            return opened, escape, filled, await _save(session, opened, model, "over-the-quota")
 
-    full, filled, (status, answer) = asyncio.run(over_quota())
+    full, escape, filled, (status, answer) = asyncio.run(over_quota())
+    assert escape == "'Operation not permitted'", escape  # seccomp.py: no way around it
     assert filled == "'Disk quota exceeded'", filled
     assert status == 500 and "Disk quota exceeded" in answer, (status, answer[:500])
 

@@ -13,7 +13,7 @@ from nbunits import capability as caps
 from nbunits.config import ConfigError, CourseConfig, Settings
 from nbunits.names import CAPABILITY_RE, StudentUnits, user_for
 from nbunits.provision import parse_usec, reset_wait
-from nbunits.seccomp import CLONE_NEWUSER, without_user_namespaces
+from nbunits.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = StudentUnits("demo", user_for("s1"))
@@ -109,6 +109,32 @@ def test_the_seccomp_profile_refuses_new_user_namespaces_only():
         refuse = [r for r in rules if r["action"] == "SCMP_ACT_ERRNO"]
         assert refuse and refuse[0]["args"][0]["valueTwo"] == CLONE_NEWUSER
     assert any("read" in r["names"] for r in allowed)
+
+
+def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
+    default = {"defaultAction": "SCMP_ACT_ERRNO",
+               "syscalls": [{"names": ["read", "ioctl"], "action": "SCMP_ACT_ALLOW"}]}
+    rules = [r for r in without_subvolumes(default)["syscalls"] if "ioctl" in r["names"]]
+    assert all(r.get("args") for r in rules), rules  # never allowed unconditionally
+
+    def action(request: int) -> str:  # as libseccomp evaluates these comparisons
+        ops = {"SCMP_CMP_LT": lambda a, r: request < a["value"],
+               "SCMP_CMP_GT": lambda a, r: request > a["value"],
+               "SCMP_CMP_MASKED_EQ": lambda a, r: request & a["value"] == a["valueTwo"]}
+        matched = {r["action"] for r in rules if all(ops[a["op"]](a, r) for a in r["args"])}
+        assert len(matched) == 1, (hex(request), matched)
+        return matched.pop()
+
+    # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
+    for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
+        assert action(refused) == "SCMP_ACT_ERRNO"
+    # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
+    for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
+        assert action(allowed) == "SCMP_ACT_ALLOW"
+    with_both = without_user_namespaces(without_subvolumes(default))
+    assert any("read" in r["names"] for r in with_both["syscalls"]
+               if r["action"] == "SCMP_ACT_ALLOW")
+    assert [r for r in with_both["syscalls"] if "ioctl" in r["names"]] == rules
 
 
 def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
