@@ -17,7 +17,19 @@ from typing import NoReturn
 
 import tomli_w
 
-from . import copies, course_image, courses, identity, lms_keys, nginx, seccomp, staff, students, users
+from . import (
+    copies,
+    course_image,
+    courses,
+    identity,
+    lms_keys,
+    nginx,
+    quota,
+    seccomp,
+    staff,
+    students,
+    users,
+)
 from .capability import ensure_secret, read_secret, revoked_map
 from .config import (
     DEFAULT_CONFIG,
@@ -119,8 +131,9 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         os.chmod(path, mode)
     write_atomic(settings.etc_dir / "storage.conf",
                fill(data_file("images", "storage.conf"), {"IMAGE_STORE": str(settings.image_store)}))
-    # Students' containers: the seccomp profile without nested user namespaces.
-    seccomp.write_profile(settings.etc_dir)
+    # Students' containers: seccomp profiles without btrfs subvolumes, one also
+    # without nested user namespaces.
+    seccomp.write_profiles(settings.etc_dir)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
 
@@ -140,6 +153,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
         BIN_LINK.symlink_to(VENV / "bin" / "nbunits")
     install_cockpit_page()
 
+    # Not a requirement: only courses that set disk_quota need quotas (README, "Disk quotas").
+    step(f"disk quotas: {quota.describe(settings.home_base)}")
     write_server_settings(settings, server)
     if not args.no_nginx:
         install_nginx(server, args.listen, args.tls_listen, revoked_map(settings))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import btrfs
 from .config import Settings
 from .errors import NbunitsError
 from .identity import load_aliases, save_aliases
@@ -104,7 +105,8 @@ class Deletion:
     def describe(self) -> list[str]:
         lines = [f"student {self.user}" + (f" (id {self.id})" if self.id else "") + ":"]
         if self.home:
-            lines.append(f"  the Linux user {self.user} and its home {self.home}, all of it")
+            lines.append(f"  the Linux user {self.user} and its home {self.home}, all of it "
+                         "(with its courses' subvolumes and qgroups on btrfs)")
         for unit in self.units:
             lines.append(f"  the unit {unit} (stopped"
                          + (", Jupyter running now)" if unit.endswith(".service")
@@ -169,6 +171,9 @@ def delete(settings: Settings, plan: Deletion) -> None:
     if plan.home is not None:
         remove_user(settings, plan.user)
         if plan.home.is_dir() and not plan.home.is_symlink():
+            # On btrfs: each course's qgroup first (btrfs.py), then its subvolumes go
+            # with the rest (rmdir removes an empty subvolume, and its own qgroup).
+            btrfs.forget(plan.home)
             shutil.rmtree(plan.home)  # fd-based: never follows a symlink in it
     for path in plan.files:
         path.unlink(missing_ok=True)

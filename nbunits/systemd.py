@@ -35,7 +35,9 @@ from .names import (
     socket_template,
 )
 from .run import run
-from .seccomp import DEFAULT_SECCOMP, NO_USERNS_PROFILE
+from .seccomp import NO_USERNS_PROFILE, USERNS_PROFILE
+
+QUOTA = "/opt/nbunits/venv/bin/python3 -m nbunits.quota"
 
 
 def unit_files() -> Traversable:
@@ -81,14 +83,16 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         # Mounted into the container: a real path, readable by every student.
         "JUPYTER_LOG_CONFIG": os.path.realpath(
             str(unit_files() / "jupyter" / "jupyter_server_config.py")),
-        # One home per student: the course started last sets their quota (quota.py).
-        "DISK_QUOTA": (f"ExecStartPre=+/opt/nbunits/venv/bin/python3 -m nbunits.quota %i "
-                       f"{course.disk_quota}" if course.disk_quota
+        # quota.py: on btrfs the course's folders become subvolumes (as the student),
+        # then root limits their qgroup (or, on ext4/xfs, the student's user quota).
+        "DISK_QUOTA": (f"ExecStartPre={QUOTA} folders ${{HOME}} {course.name}\n"
+                       f"ExecStartPre=+{QUOTA} limit %i {course.name} {course.disk_quota}"
+                       if course.disk_quota
                        else "# no disk_quota: the home's file system is the limit"),
-        # Nested user namespaces: podman's default seccomp profile allows them; the
-        # other one is that profile with them refused (seccomp.py).
-        "SECCOMP_PROFILE": str(DEFAULT_SECCOMP if course.user_namespaces
-                               else settings.etc_dir / NO_USERNS_PROFILE),
+        # podman's default seccomp profile without btrfs subvolumes, and without
+        # nested user namespaces unless the course allows them (seccomp.py).
+        "SECCOMP_PROFILE": str(settings.etc_dir / (USERNS_PROFILE if course.user_namespaces
+                                                   else NO_USERNS_PROFILE)),
     }
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,3 +123,31 @@ def box_folders(work: Path) -> tuple[Path, Path, list[Bind]]:
     return home, shared, [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
                           Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX),
                           Bind(REPO, "/opt/nbunits/src", readonly=True)]
+
+
+@contextmanager
+def btrfs_homes(home: Path, size: str = "16G") -> Iterator[None]:
+    """Mount a fresh btrfs with quotas on `home` (a sparse file, loop-mounted), as a
+    deployment whose courses set disk_quota would have its homes (README, "Disk
+    quotas"; `btrfs quota enable` is the admin's step). Unmounted at the end."""
+    image = home.with_name(home.name + ".btrfs")
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(home)], check=True)
+    try:
+        subprocess.run(["btrfs", "quota", "enable", str(home)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(home)], check=False)  # the loop device goes with it
+        image.unlink(missing_ok=True)
+
+
+def show_btrfs_sysfs(box: SystemdBox) -> None:
+    """Give the box the kernel's /sys/fs/btrfs, as a host has it: nspawn's /sys is a
+    tmpfs, and sysfs is where nbunits (unprivileged) sees whether a btrfs has quotas
+    on (nbunits/btrfs.py, quotas_enabled)."""
+    box.nsenter("sh", "-ec", "mount -o remount,rw /sys; mkdir -p /sys/fs/btrfs; "
+                "mkdir -p /run/nbunits-test-sysfs; "
+                "mount -t sysfs sysfs /run/nbunits-test-sysfs; "
+                "mount --bind /run/nbunits-test-sysfs/fs/btrfs /sys/fs/btrfs; "
+                "umount /run/nbunits-test-sysfs; mount -o remount,ro /sys")

@@ -34,8 +34,10 @@ from testbed.deploy import (  # noqa: F401 (the names tests import from here)
     VENV,
     Site,
     box_folders,
+    btrfs_homes,
     deploy,
     reach,
+    show_btrfs_sysfs,
     use_checkout,
 )
 from testbed.forward import Forwarder, Names
@@ -119,8 +121,11 @@ class Nbunits:
 def nb() -> Iterator[Nbunits]:
     _require_setup()
     home, shared, binds = box_folders(WORK)
-    with SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
+    # The homes are a btrfs with quotas, as where courses set disk_quota (test_quota.py).
+    with btrfs_homes(home), \
+            SystemdBox(f"nbunits-test-{os.getpid()}", binds=binds, private_network=True) as box:
         box.boot()
+        show_btrfs_sysfs(box)
         use_checkout(box)
         # Every test is one client of nginx and creates users at will (the fuzz tests:
         # thousands): admission control's caps are lifted here, and

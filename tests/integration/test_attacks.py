@@ -1,16 +1,20 @@
 """Issue 14's attacks, replayed against the real stack: the wake fallback, user
 probing, start-limit resets, revocation, a hostile notebook in front of staff,
-nested user namespaces."""
+nested user namespaces, expired links, terminals off."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+import time
 
+import aiohttp
 import pytest
 import yarl
 
+from nbunits.capability import Grant, capability
+from nbunits.names import StudentUnits
 from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
@@ -115,6 +119,60 @@ def test_revoking_a_student_makes_old_links_403_and_the_course_link_hands_out_a_
     assert _get(nb, f"{before.prefix}tree")[0] == 403
 
 
+def test_an_expired_link_is_refused_by_nginx_and_the_course_link_hands_out_a_fresh_one(
+        nb: Nbunits) -> None:
+    lifetime = 8 * 3600 + 3600  # the least a course may set: max_lifetime + 1 h
+    nb.add_course("expiring", link_lifetime=lifetime)
+    fresh = _open(nb, "expiring", secrets.token_hex(16))
+    _, generation, expires = fresh.token.split(".")
+    assert abs(int(expires) - (time.time() + lifetime)) < 120, fresh.token
+    assert fresh.page_status == 200
+    # The same student's link as the course handed it out earlier, now past its
+    # expiry (signed with the server's secret, as nbunits signs): nginx refuses it.
+    # The control: the same link with an expiry still ahead passes nginx (and gets
+    # Jupyter's 404: its base URL is the current link), the current link works.
+    secret = nb.box.read_file("/etc/nbunits/capability.secret").strip()
+    units = StudentUnits("expiring", fresh.user)
+    expired, ahead = (capability(secret, units, Grant(int(generation), int(time.time()) + delta))
+                      for delta in (-60, 600))
+    for link, status in ((expired, 403), (ahead, 404), (fresh.token, 200)):
+        assert _get(nb, f"/nb/expiring/{fresh.user}/{link}/api/status",
+                    Authorization=f"token {link}")[0] == status, link
+
+
+def test_terminals_are_a_course_setting(nb: Nbunits) -> None:
+    nb.add_course("noterm")
+    nb.nbunits("course", "update", "noterm", "--no-terminals")
+
+    async def terminal(course: str) -> tuple[int, str]:
+        async with client(nb) as session:
+            opened = await open_exercise(session, course, "welcome.ipynb", secrets.token_hex(16))
+            async with session.post(f"{opened.prefix}api/terminals",
+                                    headers=opened.headers) as resp:
+                if resp.status != 200:
+                    return resp.status, ""
+                name = (await resp.json())["name"]
+            async with session.ws_connect(f"{opened.prefix}terminals/websocket/{name}",
+                                          headers=opened.headers) as ws:
+                await ws.send_str(json.dumps(["stdin", "echo $((6*7))\r"]))
+                return 200, await asyncio.wait_for(_output_until(ws, "42"), 30)
+
+    assert asyncio.run(terminal("noterm"))[0] in (403, 404)
+    status, output = asyncio.run(terminal("attacks"))  # terminals on: the default
+    assert status == 200 and "42" in output, output
+
+
+async def _output_until(ws: aiohttp.ClientWebSocketResponse, text: str) -> str:
+    output = ""
+    async for message in ws:
+        kind, *data = json.loads(message.data)
+        if kind == "stdout":
+            output += data[0]
+            if text in output:
+                break
+    return output
+
+
 HOSTILE = '"><meta http-equiv="refresh" content="0;url=https://evil.example/"><form action=x>'
 
 
@@ -156,20 +214,6 @@ def test_a_kernel_cannot_make_user_namespaces_unless_the_course_allows_them(nb: 
 
     assert asyncio.run(probe("attacks")) == "'-1'"
     assert asyncio.run(probe("nested")) == "'0'"
-
-
-def test_a_course_with_a_quota_on_homes_without_quotas_is_refused_before_any_change(
-        nb: Nbunits) -> None:
-    """This test machine's kernel has neither ext4's quota format (CONFIG_QFMT_V2) nor
-    XFS or tmpfs quotas: enforcement itself cannot run here (README, "Disk quotas")."""
-    nb.add_course("quota", disk_quota="100M")
-    student = secrets.token_hex(16)
-    users = nb.users()
-    status, _, page = _get(nb, f"/ipythonExercice/quota/welcome.ipynb/{student}")
-    assert status == 500 and "disk_quota" not in page  # no admin detail for students
-    assert nb.users() == users
-    journal = nb.box.run("journalctl", "--no-pager", "-o", "cat", "-u", "nbunits-helper.service").stdout
-    assert "has no user quotas" in journal, journal[-2000:]
 
 
 def test_a_kernel_cannot_fill_run_through_its_socket_directory(nb: Nbunits) -> None:

@@ -13,7 +13,7 @@ from nbunits import capability as caps
 from nbunits.config import ConfigError, CourseConfig, Settings
 from nbunits.names import CAPABILITY_RE, StudentUnits, user_for
 from nbunits.provision import parse_usec, reset_wait
-from nbunits.seccomp import CLONE_NEWUSER, without_user_namespaces
+from nbunits.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = StudentUnits("demo", user_for("s1"))
@@ -111,6 +111,32 @@ def test_the_seccomp_profile_refuses_new_user_namespaces_only():
     assert any("read" in r["names"] for r in allowed)
 
 
+def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
+    default = {"defaultAction": "SCMP_ACT_ERRNO",
+               "syscalls": [{"names": ["read", "ioctl"], "action": "SCMP_ACT_ALLOW"}]}
+    rules = [r for r in without_subvolumes(default)["syscalls"] if "ioctl" in r["names"]]
+    assert all(r.get("args") for r in rules), rules  # never allowed unconditionally
+
+    def action(request: int) -> str:  # as libseccomp evaluates these comparisons
+        ops = {"SCMP_CMP_LT": lambda a, r: request < a["value"],
+               "SCMP_CMP_GT": lambda a, r: request > a["value"],
+               "SCMP_CMP_MASKED_EQ": lambda a, r: request & a["value"] == a["valueTwo"]}
+        matched = {r["action"] for r in rules if all(ops[a["op"]](a, r) for a in r["args"])}
+        assert len(matched) == 1, (hex(request), matched)
+        return matched.pop()
+
+    # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
+    for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
+        assert action(refused) == "SCMP_ACT_ERRNO"
+    # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
+    for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
+        assert action(allowed) == "SCMP_ACT_ALLOW"
+    with_both = without_user_namespaces(without_subvolumes(default))
+    assert any("read" in r["names"] for r in with_both["syscalls"]
+               if r["action"] == "SCMP_ACT_ALLOW")
+    assert [r for r in with_both["syscalls"] if "ioctl" in r["names"]] == rules
+
+
 def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
     cap = "B" * 22 + ".0.9999999999"
     monkeypatch.setenv("JUPYTER_TOKEN", cap)
@@ -144,6 +170,41 @@ def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
         with pytest.raises(NbunitsError, match="no user quotas"):
             check(Path("/home"), without)
     assert kib("2G") == 2 * 1024 * 1024 and kib("512K") == 512
+
+
+def test_quotas_on_btrfs_need_btrfs_quotas_enabled(tmp_path, monkeypatch):
+    from nbunits import btrfs
+    from nbunits.errors import NbunitsError
+    from nbunits.quota import check
+
+    on_btrfs = ("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                "30 22 7:0 / /home rw,relatime - btrfs /dev/loop0 rw,subvolid=5\n")
+    enabled: list[bool] = []
+    monkeypatch.setattr(btrfs, "quotas_enabled", lambda folder, sysfs: enabled[-1])
+    enabled.append(True)
+    check(Path("/home"), on_btrfs)  # no usrquota needed: btrfs has qgroups
+    enabled.append(False)
+    with pytest.raises(NbunitsError, match="btrfs file system of /home has no quotas enabled"):
+        check(Path("/home"), on_btrfs)
+
+
+@pytest.mark.parametrize(("folder", "converting", "steps"), [
+    ("missing", False, ["CREATE"]),
+    ("missing", True, ["DROP_CONVERTING", "CREATE"]),
+    # A plain directory: copied into a new subvolume, swapped; a half copy left by a
+    # crash before the swap is thrown away first (the original is untouched).
+    ("directory", False, ["CONVERT"]),
+    ("directory", True, ["DROP_CONVERTING", "CONVERT"]),
+    ("subvolume", False, []),
+    # After the swap: the sibling is the old directory, every file already copied.
+    ("subvolume", True, ["DROP_CONVERTING"]),
+    ("other", False, ["REFUSE"]),
+    ("other", True, ["REFUSE"]),
+])
+def test_a_course_folder_becomes_a_subvolume_without_losing_a_file(folder, converting, steps):
+    from nbunits.btrfs import Kind, decide
+
+    assert [s.name for s in decide(Kind(folder), converting)] == steps
 
 
 def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():

@@ -104,6 +104,19 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
 
 
+def test_a_disk_quota_is_set_in_two_steps_before_the_course_folder_is_made(tmp_path):
+    config = CourseConfig(name="demo", source=Path("/srv"), disk_quota="2G")
+    service = render_course(config, Settings(image_store=make_store(tmp_path)))[
+        "nbunits-demo@.service"]
+    quota = "/opt/nbunits/venv/bin/python3 -m nbunits.quota"
+    student = service.index(f"ExecStartPre={quota} folders ${{HOME}} demo\n")
+    root = service.index(f"ExecStartPre=+{quota} limit %i demo 2G\n")
+    assert student < root < service.index("ExecStartPre=/bin/mkdir -p -m 0700 ${HOME}/.nbunits")
+    unlimited = render_course(CourseConfig(name="demo", source=Path("/srv")),
+                              Settings(image_store=make_store(tmp_path / "b")))
+    assert "nbunits.quota" not in unlimited["nbunits-demo@.service"]
+
+
 def test_an_image_without_init_gets_podmans(tmp_path):
     config = CourseConfig(name="demo", source=Path("/srv"))
     store = make_store(tmp_path / "a", entrypoint=[])
