@@ -244,6 +244,14 @@ def table(r: dict) -> str:
             if key in a:
                 row(f"7. a new student's first click: {what}", sec(a[key]),
                     f"empty host {sec(b[key])}: {ratio(a[key]['median'], b[key]['median']):.2f}x")
+        w = s.get("after_without_initgroups_line")
+        if w:
+            for key, what in (("first_click", "edX URL -> page 200"),
+                              ("first_click_cpu", "CPU seconds used by the box until page 200")):
+                row(f"7. ... the same without nbunits' initgroups: line (as before this change): "
+                    f"{what}", sec(w[key]),
+                    f"with the line {sec(a[key])}: {ratio(w[key]['median'], a[key]['median']):.2f}x; "
+                    f"empty host {ratio(w[key]['median'], b[key]['median']):.2f}x")
         if "loadavg" in a:
             row("7. machine load average during those clicks",
                 f"{a['loadavg'][0]:.1f} (100,000 provisioned)", f"empty host {b['loadavg'][0]:.1f}")
