@@ -121,6 +121,9 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say("variants: cold start through the chain with unit drop-ins")
             students = known[1:1 + max(1, args.variants_n // 4)] or known
             out["unit_variants"] = variants.unit_variants(bench, students)
+        if args.before_after:
+            say("before/after: this branch's start vs main's, by drop-ins, interleaved")
+            out["before_after"] = variants.before_after(bench)
         if "scale" in want:
             say(f"scale: the empty host, then {args.scale} provisioned students")
             out["scale"] = scale.scale(bench, args.scale)
@@ -273,8 +276,10 @@ def table(r: dict) -> str:
             for phase, s in phases.items():
                 lines.append(f"| {phase} | {ms(s['median'])} | {ms(s['p95'])} | {s['n']} |")
     for key, title in (("floor_variants", "Floor variants (podman run by hand -> /api/status 200)"),
-                       ("unit_variants", "Unit variants (returning student, edX URL -> page 200)")):
+                       ("unit_variants", "Unit variants (returning student, edX URL -> page 200)"),
+                       ("before_after", "Before/after (returning student, edX URL -> page 200)")):
         if key in r:
+            r[key].pop("dropins", None)
             lines += ["", title + ", interleaved in one run:", "",
                       "| variant | median | p95 | N | vs baseline | CPU s per start (vs baseline) |",
                       "| --- | --- | --- | --- | --- | --- |"]
@@ -306,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", action="store_true",
                         help="also measure cold-path variants (podman flags, image config, drop-ins)")
     parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")
+    parser.add_argument("--before-after", action="store_true",
+                        help="also measure this branch's start against main's (drop-ins)")
     parser.add_argument("--json", type=Path, help="where to write the results")
     parser.add_argument("--table-from", type=Path, help="print the table of an earlier JSON")
     args = parser.parse_args(argv)
