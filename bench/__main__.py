@@ -121,6 +121,9 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say("variants: cold start through the chain with unit drop-ins")
             students = known[1:1 + max(1, args.variants_n // 4)] or known
             out["unit_variants"] = variants.unit_variants(bench, students)
+        if args.before_after:
+            say("before/after: this branch's start vs main's, by drop-ins, interleaved")
+            out["before_after"] = variants.before_after(bench)
         if "scale" in want:
             say(f"scale: the empty host, then {args.scale} provisioned students")
             out["scale"] = scale.scale(bench, args.scale)
@@ -244,6 +247,14 @@ def table(r: dict) -> str:
             if key in a:
                 row(f"7. a new student's first click: {what}", sec(a[key]),
                     f"empty host {sec(b[key])}: {ratio(a[key]['median'], b[key]['median']):.2f}x")
+        w = s.get("after_without_initgroups_line")
+        if w:
+            for key, what in (("first_click", "edX URL -> page 200"),
+                              ("first_click_cpu", "CPU seconds used by the box until page 200")):
+                row(f"7. ... the same without nbunits' initgroups: line (as before this change): "
+                    f"{what}", sec(w[key]),
+                    f"with the line {sec(a[key])}: {ratio(w[key]['median'], a[key]['median']):.2f}x; "
+                    f"empty host {ratio(w[key]['median'], b[key]['median']):.2f}x")
         if "loadavg" in a:
             row("7. machine load average during those clicks",
                 f"{a['loadavg'][0]:.1f} (100,000 provisioned)", f"empty host {b['loadavg'][0]:.1f}")
@@ -265,8 +276,10 @@ def table(r: dict) -> str:
             for phase, s in phases.items():
                 lines.append(f"| {phase} | {ms(s['median'])} | {ms(s['p95'])} | {s['n']} |")
     for key, title in (("floor_variants", "Floor variants (podman run by hand -> /api/status 200)"),
-                       ("unit_variants", "Unit variants (returning student, edX URL -> page 200)")):
+                       ("unit_variants", "Unit variants (returning student, edX URL -> page 200)"),
+                       ("before_after", "Before/after (returning student, edX URL -> page 200)")):
         if key in r:
+            r[key].pop("dropins", None)
             lines += ["", title + ", interleaved in one run:", "",
                       "| variant | median | p95 | N | vs baseline | CPU s per start (vs baseline) |",
                       "| --- | --- | --- | --- | --- | --- |"]
@@ -298,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", action="store_true",
                         help="also measure cold-path variants (podman flags, image config, drop-ins)")
     parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")
+    parser.add_argument("--before-after", action="store_true",
+                        help="also measure this branch's start against main's (drop-ins)")
     parser.add_argument("--json", type=Path, help="where to write the results")
     parser.add_argument("--table-from", type=Path, help="print the table of an earlier JSON")
     args = parser.parse_args(argv)

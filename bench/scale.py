@@ -111,13 +111,29 @@ async def wake_by_bookmark(bench: Bench, student: str) -> float:
     return elapsed
 
 
+def without_initgroups_line(bench: Bench, clicks: int) -> dict:
+    """The first clicks again with /etc/nsswitch.conf as before `nbunits install`
+    added its initgroups: line (nbunits/nsswitch.py): what that line saves, same run."""
+    path = "/etc/nsswitch.conf"
+    kept = bench.box.read_file(path)
+    plain = "".join(line for line in kept.splitlines(keepends=True)
+                    if not line.startswith(("initgroups", "# nbunits: initgroups")))
+    bench.box.write_file(path, plain)
+    try:
+        return first_clicks(bench, clicks)
+    finally:
+        bench.box.write_file(path, kept)
+
+
 def scale(bench: Bench, n: int, clicks: int = 10) -> dict:
     result: dict = {"n": n}
+    result["nsswitch"] = bench.box.read_file("/etc/nsswitch.conf")
     result["before"] = measure(bench, clicks)
     t0 = time.monotonic()
     result["provision"] = in_box(bench, "provision_bulk.py", "bulk", str(n), COURSE)
     result["provision_seconds"] = time.monotonic() - t0
     result["after"] = measure(bench, clicks)
+    result["after_without_initgroups_line"] = without_initgroups_line(bench, max(3, clicks // 2))
     sample = result["provision"]["sample"][:clicks]
     result["wake_by_bookmark"] = summary([asyncio.run(wake_by_bookmark(bench, s))
                                           for s in sample])

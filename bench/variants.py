@@ -111,3 +111,99 @@ def _compare(times: dict[str, list[float]]) -> dict:
         out[name] = s
     return out
 
+
+
+# --------------------------------------------------------------- before / after
+# What issue 11's third pass changed on a start, undone by drop-ins so that both are
+# measured in one box, interleaved (the machine's load varies by the minute).
+BEFORE = "714c578"  # main before that pass
+OLD = f"{SHARED_IN_BOX}/before"
+
+
+def _old_files(bench: Bench) -> None:
+    """The gate, its events module and the Jupyter config file as they were."""
+    package = bench.shared / "before" / "nbunits_before"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    for name, path in (("ready.py", "nbunits/ready.py"), ("events.py", "nbunits/events.py")):
+        (package / name).write_text(_git_show(path))
+    (bench.shared / "before" / "jupyter_server_config.py").write_text(
+        _git_show("units/jupyter/jupyter_server_config.py"))
+    for path in bench.shared.joinpath("before").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    bench.shared.joinpath("before").chmod(0o755)
+
+
+def _git_show(path: str) -> str:
+    import subprocess
+    from pathlib import Path
+    return subprocess.run(["git", "show", f"{BEFORE}:{path}"], check=True, capture_output=True,
+                          text=True, cwd=Path(__file__).parents[1]).stdout
+
+
+def _exec_start(bench: Bench) -> str:
+    """The generated unit's ExecStart= (with its continuation lines)."""
+    text = bench.box.read_file(f"/run/systemd/generator/nbunits-{COURSE}@.service")
+    lines, out = text.splitlines(), []
+    start = next(i for i, line in enumerate(lines) if line.startswith("ExecStart="))
+    for line in lines[start:]:
+        out.append(line)
+        if not line.endswith("\\"):
+            break
+    return "\n".join(out)
+
+
+def before_dropins(bench: Bench) -> dict[str, str]:
+    _old_files(bench)
+    config = "/home/student/.jupyter/jupyter_server_config.py:ro"
+    exec_start = _exec_start(bench)
+    current = next(a for a in exec_start.split() if a.endswith(":" + config))
+    shim = ("[Service]\nExecStart=\n" +
+            exec_start.replace(current, f"{OLD}/jupyter_server_config.py:{config}") + "\n")
+    sock = f"/run/nbunits/jupyter/{COURSE}/%i"
+    sandboxed = (
+        "[Service]\nEnvironment=PYTHONPATH=" + OLD + "\nExecStartPre=\n"
+        f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/mount -t tmpfs "
+        f"-o size=64k,nr_inodes=16,mode=0700,nosuid,nodev,noexec nbunits-jupyter {sock}\n"
+        f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/chown %i:%i {sock}\n"
+        f"ExecStartPre=/bin/mkdir -p -m 0700 ${{HOME}}/.nbunits/{COURSE}/home\n"
+        "ExecStartPost=\n"
+        f"ExecStartPost=/opt/nbunits/venv/bin/python3 -m nbunits_before.ready {sock}/jupyter.sock\n")
+    return {"now (this branch)": "",
+            "before: notebook_shim's extension on": shim,
+            "before: mkdir and gate in the sandbox, the polling HTTP gate": sandboxed,
+            "before: both (main at " + BEFORE + ")": sandboxed + shim.replace("[Service]\n", "")}
+
+
+def before_after(bench: Bench, n_students: int = 4, rounds: int = 3) -> dict:
+    """Returning students' cold starts (page 200): wall and the box's CPU seconds,
+    under each drop-in, interleaved."""
+    import secrets
+    students = []
+    for _ in range(n_students):
+        c = asyncio.run(parts.one_cold(bench, secrets.token_hex(16), kernel=False))
+        parts.stop_student(bench, c.user)
+        students.append(parts._student_of(bench, c.user))
+    variants = before_dropins(bench)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    dropin = f"/run/systemd/system/nbunits-{COURSE}@.service.d/zz-bench.conf"
+    for _ in range(rounds):
+        for name, text in variants.items():
+            bench.box.write_file(dropin, text or "# now\n")
+            bench.box.systemctl("daemon-reload")
+            for student in students:
+                c = asyncio.run(parts.one_cold(bench, student, kernel=False))
+                parts.stop_student(bench, c.user)
+                if c.first_status == 200:
+                    times[name].append(c.page)
+                    cpu[name].append(c.cpu_to_page)
+    bench.box.run("rm", "-f", dropin)
+    bench.box.systemctl("daemon-reload")
+    out = _compare(times)
+    base_cpu = summary(next(iter(cpu.values())))["median"]
+    for name, values in cpu.items():
+        out[name]["cpu_median"] = summary(values)["median"]
+        out[name]["cpu_vs_baseline"] = ratio(out[name]["cpu_median"], base_cpu)
+    out["dropins"] = variants
+    return out

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import stat
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from . import (
     identity,
     lms_keys,
     nginx,
+    nsswitch,
     quota,
     seccomp,
     staff,
@@ -118,6 +120,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     if problem:
         die(problem, hint="apt-get install libnss-systemd (it adds 'systemd' to passwd: "
                           "and group: in /etc/nsswitch.conf)")
+    install_initgroups_line(enable=not args.no_initgroups_line)
     step("system user nbunits (runs the dispatcher)")
     if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
         run(["useradd", "--system", "--user-group", "--no-create-home",
@@ -165,6 +168,14 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
+
+
+def install_initgroups_line(enable: bool, path: Path = Path("/etc/nsswitch.conf")) -> None:
+    """Students' starts without an O(students) initgroups() (nbunits/nsswitch.py)."""
+    decided = nsswitch.plan(path.read_text(), nsswitch.memberships_in_use(), enable=enable)
+    if decided.text is not None:
+        write_atomic(path, decided.text, stat.S_IMODE(path.stat().st_mode))
+    step(f"{path}: {decided.note}")
 
 
 def install_cockpit_page() -> None:
@@ -724,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the header those proxies put the client's address in "
                    "(default X-Forwarded-For)")
     p.add_argument("--no-nginx", action="store_true", help="leave nginx alone")
+    p.add_argument("--no-initgroups-line", action="store_true",
+                   help="do not add the initgroups: line to /etc/nsswitch.conf (and remove "
+                   "the one an earlier install added): see README, \"Students' users\"")
 
     course = group("course", "publish, update and inspect courses", "course_command")
     p = add(course, "add", cmd_course_add, "publish a course from a git repository or a folder")

@@ -120,3 +120,20 @@ def test_install_refuses_server_settings_that_cannot_work_and_changes_nothing(nb
         assert "Traceback" not in result.stderr
         assert {path: nb.box.read_file(path) for path in watched} == before, args
     nb.box.run("nginx", "-t", "-q")
+
+
+def test_install_keeps_students_starts_off_the_userdb_listing(nb: Nbunits) -> None:
+    # Debian's `group: files systemd`, without systemd: initgroups() for a unit's
+    # User= no longer lists every file in /etc/userdb (nbunits/nsswitch.py).
+    conf = nb.box.read_file("/etc/nsswitch.conf")
+    assert "\ninitgroups:     files\n" in conf, conf
+    assert "\ngroup:          files systemd\n" in conf  # lookups still see students' groups
+    async def provisioned_user() -> str:
+        async with client(nb) as session:
+            return (await open_exercise(session, "demo", "welcome.ipynb", "groups-student")).user
+
+    user = asyncio.run(provisioned_user())  # its units ran with User= under that line
+    uid = nb.uid(user)
+    assert nb.box.run("getent", "initgroups", user).stdout.split() == [user]  # none extra
+    assert nb.box.run("id", "-G", user).stdout.split() == [str(uid)]
+    assert nb.box.run("id", "-G", "root").stdout.split() == ["0"]

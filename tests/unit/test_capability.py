@@ -4,7 +4,6 @@ path's own check, and the start-limit rule of the wake path."""
 import json
 import logging
 import runpy
-import typing
 from pathlib import Path
 
 import pytest
@@ -141,18 +140,21 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
     cap = "B" * 22 + ".0.9999999999"
     monkeypatch.setenv("JUPYTER_TOKEN", cap)
 
-    class Config:
-        class Application:
-            logging_config: typing.ClassVar[dict] = {}
+    from traitlets.config import Config
 
+    config = Config()
     namespace = runpy.run_path(str(REPO / "units" / "jupyter" / "jupyter_server_config.py"),
-                               init_globals={"get_config": lambda: Config})
+                               init_globals={"get_config": lambda: config})
     redact = namespace["RedactCapability"]()
     record = logging.LogRecord("ServerApp", logging.INFO, "x", 1,
                                "running at %s", (f"http+unix://x/nb/demo/u/{cap}/tree",), None)
     assert redact.filter(record) and cap not in record.getMessage()
     assert "[capability]" in record.getMessage()
-    assert Config.Application.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
+    assert config.Application.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
+    # The image's extensions stay as they are, but for notebook_shim's (the start-up cost).
+    enabled = {"notebook": True, "jupyterlab": True, "notebook_shim": True}
+    assert config.ServerApp.jpserver_extensions.get_value(enabled) == {
+        "notebook": True, "jupyterlab": True, "notebook_shim": False}
 
 
 def test_quotas_need_a_home_file_system_mounted_with_user_quotas():

@@ -1,35 +1,50 @@
-import json
 import socket
 import threading
+import time
 
 from nbunits import ready
 
 
-def test_the_gate_asks_for_the_students_base_url_by_the_servers_name(tmp_path, monkeypatch):
-    (tmp_path / "jupyter.json").write_text(json.dumps({"ServerApp": {
-        "base_url": "/nb/c/u/cap/", "local_hostnames": ["notebooks.example.org"]}}))
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert ready.jupyter_settings() == ("/nb/c/u/cap/", "notebooks.example.org")
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "missing"))
-    assert ready.jupyter_settings() == ("/", "localhost")
-
-
-def test_the_gate_waits_until_something_answers_http(tmp_path):
+def test_the_gate_waits_until_the_socket_listens(tmp_path):
     path = str(tmp_path / "jupyter.sock")
-    assert not ready.wait(path, "/api", timeout=0.05)
-    seen = []
+    assert not ready.wait(path, timeout=0.05)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = threading.Event()
 
-    def serve() -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-            server.bind(path)
-            server.listen(1)
-            conn, _ = server.accept()
-            seen.append(conn.recv(100))
-            conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-            conn.close()
+    def start() -> None:
+        time.sleep(0.2)
+        server.bind(path)  # bound, not yet listening: refused
+        bound.set()
+        time.sleep(0.2)
+        server.listen(1)
 
-    thread = threading.Thread(target=serve)
+    thread = threading.Thread(target=start)
     thread.start()
-    assert ready.wait(path, "/nb/c/u/cap/api", timeout=5)
-    thread.join()
-    assert seen[0].startswith(b"GET /nb/c/u/cap/api HTTP/1.0")
+    try:
+        t0 = time.monotonic()
+        assert ready.wait(path, timeout=5)
+        assert bound.is_set() and time.monotonic() - t0 >= 0.35
+        thread.join()
+        assert ready.listens(path) is True
+    finally:
+        server.close()
+    assert ready.listens(str(tmp_path / "missing" / "x.sock")) is None
+
+
+def test_the_gate_sleeps_while_nothing_happens(tmp_path):
+    # inotify: no busy polling while Jupyter starts (a burst starts many at once).
+    watch = ready.Watch(str(tmp_path))
+    assert watch.fd >= 0
+    cpu0 = time.process_time()
+    assert not ready.wait(str(tmp_path / "jupyter.sock"), timeout=1.0)
+    assert time.process_time() - cpu0 < 0.05
+    watch.close()
+
+
+def test_event_levels_are_loggings():
+    # events.py spells them as numbers (importing logging slows the gate's start-up).
+    import logging
+
+    from nbunits import events
+    assert (events.ERROR, events.WARNING, events.INFO) == (logging.ERROR, logging.WARNING,
+                                                           logging.INFO)

@@ -1,6 +1,6 @@
-# Jupyter's own log lines, for the journal. Mounted read-only into every student's
-# container as ~/.jupyter/jupyter_server_config.py (units/course/nbunits-@COURSE@@.service),
-# beside the unit's JSON settings. Two things:
+# Jupyter's own log lines, for the journal, and one start-up cost. Mounted read-only
+# into every student's container as ~/.jupyter/jupyter_server_config.py
+# (units/course/nbunits-@COURSE@@.service), beside the unit's JSON settings. Three things:
 #
 # - No capability in a log line. The capability is the student's token and part of
 #   Jupyter's base URL, so Jupyter's own lines (the "is running at" URL, every
@@ -67,6 +67,15 @@ c.Application.logging_config = {
     "filters": {"nbunits_redact": {"()": RedactCapability}},
     "handlers": {"console": {"filters": ["nbunits_redact"]}},
 }
+
+
+# - Not the classic Notebook's configuration shim. notebook_shim's server extension
+#   maps `NotebookApp.*` settings (jupyter_notebook_config files of Notebook 6) onto
+#   the server, and to list them it imports IPython into the server: ~50 ms of CPU
+#   at every start (docs/BENCHMARKS.md). nbunits configures Jupyter by ServerApp
+#   settings only; Notebook 7 itself (its pages, JupyterLab's) does not use the
+#   extension, only the shim's config mixin, which stays.
+c.ServerApp.jpserver_extensions.update({"notebook_shim": False})
 
 
 def quota_clear_contents() -> type:
