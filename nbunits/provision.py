@@ -26,6 +26,7 @@ from .errors import NbunitsError
 from .events import Event
 from .events import log as log_event
 from .files import write_atomic
+from .hostlock import HELD_ELSEWHERE
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
 from .notebooks import exists, master_path, read_copy, read_master
 from .run import run_async
@@ -150,6 +151,8 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     if not allowed:
         raise NbunitsError("forbidden", "this link is not valid",
                            student_hint="open the notebook from your course page")
+    if settings.server.multi_host:
+        await ensure_here(settings, user)
     wait = await failed_recently(units)
     if wait:
         reason = await start_failure(units, only_lasting=True)
@@ -172,6 +175,22 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
         server_failed(course, user, await start_failure(units))
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
     return 0
+
+
+async def ensure_here(settings: Settings, user: str) -> None:
+    """Several hosts: a student who ran on another host (one that failed, or was
+    removed) has no user on this one yet. Their record on the shared storage says
+    who they are; the user is made as at a launch (same uid, derived from the id;
+    the shared home is theirs by the same proof)."""
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    student_id = users.recorded_id(settings, user)
+    if student_id is not None:
+        await users.ensure(settings, student_id)
+        logger.info("%s came from another host", user, extra={"STUDENT": user})
 
 
 # What a container's exit status says (podman's own codes: podman-run(1)).
@@ -199,6 +218,11 @@ async def start_failure(units: StudentUnits, *, only_lasting: bool = False) -> s
                                 check=False)
     shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     result, status = shown.get("Result", "?"), shown.get("ExecMainStatus", "")
+    _, lock, _ = await run_async(["systemctl", "show", units.lock, "--property=ExecMainStatus"],
+                                 check=False)
+    if lock.strip() == f"ExecMainStatus={HELD_ELSEWHERE}":  # several hosts (hostlock.py)
+        return (f"{units.lock}: the student's server runs on another host (its lock on the "
+                "shared storage is held; the journal of that unit names the host)")
     meaning = EXIT_MEANINGS.get(int(status)) if status.isdigit() else None
     if result == "start-limit-hit":
         meaning = "it failed to start too often in a row"
