@@ -164,25 +164,28 @@ def install_multi_host(settings: Settings) -> None:
     once (the admin copies this host's file to the others before their install)
     and readable by the dispatcher; the locks' folder on the shared storage."""
     step(f"several hosts: {settings.hosts_secret}, {settings.locks_dir}")
-    path = settings.hosts_secret
+    path, group = settings.hosts_secret, grp.getgrnam("nbunits").gr_gid
     if not path.exists():
-        write_atomic(path, secrets.token_hex(32) + "\n", 0o640,
-                     group=grp.getgrnam("nbunits").gr_gid)
+        write_atomic(path, secrets.token_hex(32) + "\n", 0o640, group=group)
+    os.chown(path, 0, group)  # a copy from the first host: the dispatcher reads it
+    os.chmod(path, 0o640)
     settings.locks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def install_front(server: Server, args: argparse.Namespace) -> None:
     """`nbunits install --front HOST...`: only nginx, spreading students over the
     hosts by consistent hashing (README, "Beyond one host"); no units, no users."""
-    if not (args.listen or args.tls_listen):
-        die("nbunits install --front needs --listen and/or --tls-listen")
     if server.multi_host:
         die("--front and --multi-host go on different machines",
             hint="the front runs only nginx; each host runs nbunits with --multi-host")
+    files = {nginx.FRONT_CONF_D: nginx.front_conf(server),
+             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
+    if args.listen or args.tls_listen:
+        files[nginx.SITE] = nginx.front_site_conf(server, args.listen, args.tls_listen)
+    elif not (NGINX_DIR / nginx.SITE).exists():  # later runs may change the hosts only
+        die("the first nbunits install --front needs --listen and/or --tls-listen")
     write_server_settings(Settings(), server)
-    install_nginx_files({nginx.FRONT_CONF_D: nginx.front_conf(server),
-                         nginx.PROXY: nginx.template("nbunits-proxy.conf"),
-                         nginx.SITE: nginx.front_site_conf(server, args.listen, args.tls_listen)})
+    install_nginx_files(files)
     print(f"nbunits front installed for {len(server.hosts)} host(s): "
           + ", ".join(server.hosts))
 
