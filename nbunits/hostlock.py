@@ -62,6 +62,22 @@ def lock(course: str, user: str, base: str = LOCKS) -> int:
     return fd
 
 
+def held(course: str, user: str, base: str = LOCKS) -> bool:
+    """Whether the student's server runs on some host now (its lock is held)."""
+    try:
+        fd = os.open(os.path.join(base, check_course(course), check_user(user)),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock, if it got it
+
+
 def main(argv: list[str]) -> int:
     course, user = argv
     try:

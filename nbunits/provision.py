@@ -332,7 +332,10 @@ async def staff_view(settings: Settings, course: str, user: str, notebook: str,
     try:
         home = Path(pwd.getpwnam(user).pw_dir)
     except KeyError:
-        raise NbunitsError("unknown_student", f"no student {user}") from None
+        # Several hosts: a student who never ran here has their home on the shared storage.
+        if not (settings.server.multi_host and users.recorded_id(settings, user)):
+            raise NbunitsError("unknown_student", f"no student {user}") from None
+        home = settings.home(user)
     data = await asyncio.to_thread(read_copy, home, relative)
     if data is None:
         raise NbunitsError("unknown_notebook", f"{user} has no copy of {notebook}")

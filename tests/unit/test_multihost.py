@@ -117,3 +117,11 @@ def test_the_front_hashes_by_student_and_keeps_a_host_s_maps():
         assert not pattern.match(path), path
     site = nginx.front_site_conf(server, ["80"], [])
     assert "proxy_pass http://nbunits_hosts;" in site and "set_real_ip_from 10.0.0.9;" in site
+
+
+def test_whether_a_student_runs_somewhere_is_read_from_the_lock(tmp_path: Path):
+    assert not hostlock.held("demo", TARGET.user, str(tmp_path))
+    fd = hostlock.lock("demo", TARGET.user, str(tmp_path))
+    assert hostlock.held("demo", TARGET.user, str(tmp_path))
+    os.close(fd)
+    assert not hostlock.held("demo", TARGET.user, str(tmp_path))
