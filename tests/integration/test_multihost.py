@@ -260,3 +260,23 @@ def test_a_fourth_host_takes_only_the_students_the_hash_gives_it(cluster: Cluste
     assert last_cell(asyncio.run(next_click())) == marker
     assert running(cluster, user_for(mover)) == ["mh-4"]
     print(json.dumps({"probed": len(users), "moved": len(moved)}))
+
+
+def test_the_front_s_nginx_and_the_lock_unit_pass_the_security_checks(cluster: Cluster) -> None:
+    from .test_security import RECORD, SCORE_RE, accepted
+
+    assert cluster.front is not None
+    out = cluster.front.run("/opt/nbunits/src/.venv/bin/python", "-m", "gixy", "-f", "json",
+                            "/etc/nginx/nginx.conf", check=False)
+    issues = json.loads(out.stdout or "null")
+    assert isinstance(issues, list), f"gixy failed: {out.stderr[-2000:]}"
+    assert not [i for i in issues if not accepted(i)], issues
+    assert "File not found" not in out.stderr, out.stderr
+
+    host = next(iter(cluster.hosts.values()))
+    rated = host.box.run("systemd-analyze", "security", "--no-pager",
+                         f"nbunits-demo-lock@{user_for('anyone')}.service", check=False).stdout
+    score = SCORE_RE.search(rated)
+    assert score, rated[-2000:]
+    recorded = json.loads(RECORD.read_text())["course/nbunits-@COURSE@-lock@.service"]
+    assert float(score.group(1)) <= recorded, rated
