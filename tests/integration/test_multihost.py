@@ -199,6 +199,55 @@ def test_a_forged_or_moved_handoff_lands_nobody_anywhere(cluster: Cluster) -> No
     assert not (cluster.work / "home" / attacker_user).exists()
 
 
+def test_lti_launches_through_the_front_are_handed_to_the_student_s_host(
+        cluster: Cluster) -> None:
+    """A signed body names the student: any host verifies it (the front picks one by
+    the client's address, so an LTI 1.3 login and its launch meet the same host),
+    then the student's own host, and only it, makes them."""
+    from . import lms
+
+    public = json.loads(lms.jwt.algorithms.RSAAlgorithm.to_jwk(lms.PLATFORM_KEY.public_key()))
+    (cluster.work / "shared" / "jwks.json").write_text(json.dumps({"keys": [{**public,
+                                                                            "kid": "k1"}]}))
+    (cluster.work / "shared" / "lti11.secret").write_text(lms.SECRET + "\n")
+    for host in cluster.hosts.values():  # an admin adds a course on every host
+        host.nbunits("course", "add", lms.COURSE, "--dir", "/opt/nbunits/src/examples/demo",
+                     "--lti-context-id", lms.CONTEXT, "--lti11-key", lms.KEY,
+                     "--lti11-secret-file", "/srv/nbunits-test/lti11.secret",
+                     "--lti13-issuer", lms.ISSUER, "--lti13-client-id", lms.CLIENT,
+                     "--lti13-deployment-id", "1", "--lti13-auth-url", lms.AUTH,
+                     "--lti13-keys", lms.KEYS_FILE,
+                     "--lti13-keys-url", "file:///srv/nbunits-test/jwks.json",
+                     "--lti-notebook", f"{lms.LINK}={lms.LINKED_NOTEBOOK}")
+    learner11, learner13 = secrets.token_hex(16), f"{secrets.token_hex(4)}-sub"
+
+    async def handed(http: aiohttp.ClientSession, resp: aiohttp.ClientResponse,
+                     student: str) -> None:
+        assert resp.status == 303, f"{resp.status} {(await resp.text())[:300]}"
+        handoff = resp.headers["Location"]
+        assert urlsplit(handoff).path == f"/_nbunits/handoff/{lms.COURSE}/{user_for(student)}"
+        async with http.get(handoff, allow_redirects=False) as opened:
+            assert opened.status == 302, (await opened.text())[:300]
+            assert opened.headers["Location"].startswith(f"/nb/{lms.COURSE}/{user_for(student)}/")
+
+    async def launches() -> None:
+        async with session(cluster) as http:
+            async with http.post("/lti/1.1/launch", data=lms.lti11_form(learner11),
+                                 headers=lms.FORM, allow_redirects=False) as resp:
+                await handed(http, resp, learner11)
+            state, nonce = await lms.lti13_login(http)
+            async with http.post("/lti/1.3/launch", data={
+                    "id_token": lms.id_token(nonce, learner13), "state": state},
+                    allow_redirects=False) as resp:
+                await handed(http, resp, learner13)
+
+    asyncio.run(launches())
+    for student in (learner11, learner13):
+        made = [h.name for h in cluster.hosts.values()
+                if h.box.run("getent", "passwd", user_for(student), check=False).returncode == 0]
+        assert made == [host_of(cluster, user_for(student)).name]
+
+
 def routed(cluster: Cluster, users: list[str]) -> dict[str, str]:
     """Which host the real front sends each user to: a hand-off without a token
     (400, nothing changes), read back from the front's access log."""
