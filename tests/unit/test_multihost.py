@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from nbunits import handoff, hostlock, nginx
-from nbunits.config import Server, server_from_toml
+from nbunits.config import CourseConfig, Server, Settings, server_from_toml
+from nbunits.dispatcher.app import create_app
 from nbunits.errors import NbunitsError
-from nbunits.names import Target, parse_unit
+from nbunits.names import Target, parse_unit, user_for
+from nbunits.protocol import MAX_REQUEST_BYTES
+
+from .test_dispatcher import PREFIX, FakeHelper, opened
 
 SECRET = b"k" * 64
 TARGET = Target("demo", "student-1", "week1/loops.ipynb")
@@ -125,3 +131,51 @@ def test_whether_a_student_runs_somewhere_is_read_from_the_lock(tmp_path: Path):
     assert hostlock.held("demo", TARGET.user, str(tmp_path))
     os.close(fd)
     assert not hostlock.held("demo", TARGET.user, str(tmp_path))
+
+
+def test_one_of_several_hosts_hands_a_launch_over_and_opens_only_a_valid_handoff(tmp_path):
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
+                        run_dir=tmp_path / "run", server=Server(multi_host=True))
+    settings.courses_conf_dir.mkdir(parents=True)
+    settings.run_dir.mkdir()
+    settings.course_file("demo").write_text(
+        CourseConfig(name="demo", source=tmp_path / "masters").to_toml())
+    settings.hosts_secret.write_text(SECRET.decode() + "\n")
+    helper = FakeHelper(opened(True))
+    target = Target("demo", "s1", "w1/a b.ipynb")
+
+    async def main() -> None:
+        server = await asyncio.start_unix_server(helper.serve, str(settings.helper_socket),
+                                                 limit=MAX_REQUEST_BYTES)
+        async with server, TestClient(TestServer(create_app(settings))) as client:
+            resp = await client.get("/ipythonExercice/demo/w1/a b.ipynb/s1?reset=1",
+                                    allow_redirects=False)
+            assert resp.status == 303 and helper.requests == []  # nothing made here
+            handoff = resp.headers["Location"]
+            assert handoff.startswith(f"/_nbunits/handoff/demo/{target.user}?t=")
+            resp = await client.get(handoff, allow_redirects=False)
+            assert resp.status == 302 and resp.headers["Location"].startswith(PREFIX)
+            assert helper.requests == [{"action": "open", "course": "demo", "student": "s1",
+                                        "notebook": "w1/a b.ipynb", "reset": True}]
+            token = handoff.split("?t=")[1]
+            other = user_for("s2")
+            for path, status in ((f"/_nbunits/handoff/demo/{other}?t={token}", 403),
+                                 (f"/_nbunits/handoff/demo/{target.user}?t=x{token}", 403),
+                                 (f"/_nbunits/handoff/demo/{target.user}", 400),
+                                 (f"/_nbunits/handoff/demo/{target.user}?t=a&t=b", 400),
+                                 ("/_nbunits/handoff/demo/notauser?t=x", 400)):
+                resp = await client.get(path, allow_redirects=False)
+                assert resp.status == status, (path, resp.status)
+            assert len(helper.requests) == 1
+
+    asyncio.run(main())
+
+
+def test_a_single_host_has_no_handoff_path(tmp_path):
+    async def main() -> None:
+        settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state")
+        async with TestClient(TestServer(create_app(settings))) as client:
+            resp = await client.get(f"/_nbunits/handoff/demo/{TARGET.user}?t=x")
+            assert resp.status == 404
+
+    asyncio.run(main())
