@@ -165,13 +165,15 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     if not await is_active(units.container):
         admission.start(course, user)
     activity.mark(settings, units)
-    await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container],
-                    check=False)
+    await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container,
+                     *([units.lock] if settings.server.multi_host else [])], check=False)
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits for its readiness gate),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
     code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
     if code != 0:
+        if settings.server.multi_host and await runs_elsewhere(units):
+            moving(course, user)
         server_failed(course, user, await start_failure(units))
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
     return 0
@@ -191,6 +193,28 @@ async def ensure_here(settings: Settings, user: str) -> None:
     if student_id is not None:
         await users.ensure(settings, student_id)
         logger.info("%s came from another host", user, extra={"STUDENT": user})
+
+
+async def runs_elsewhere(units: StudentUnits) -> bool:
+    """Several hosts: whether this host's start failed because another host runs
+    the student (their lock on the shared storage is held: hostlock.py)."""
+    _, out, _ = await run_async(["systemctl", "show", units.lock, "--property=ExecMainStatus"],
+                                check=False)
+    return out.strip() == f"ExecMainStatus={HELD_ELSEWHERE}"
+
+
+RUNS_ELSEWHERE_RETRY = 15
+
+
+def moving(course: str, user: str) -> NoReturn:
+    """The front sends the student here while another host still runs them (its view
+    and that host's differ for a moment): a page that retries, not a failure."""
+    logger.warning("not starting %s here: another host runs them (see nbunits-%s-lock@%s); "
+                   "their retry starts them here once it stops there", user, course, user,
+                   extra={"COURSE": course, "STUDENT": user})
+    raise NbunitsError("busy", "Your notebook is still open on another server of this service. "
+                       "It opens here as soon as it has stopped there.",
+                       retry_after=RUNS_ELSEWHERE_RETRY)
 
 
 # What a container's exit status says (podman's own codes: podman-run(1)).
@@ -218,11 +242,6 @@ async def start_failure(units: StudentUnits, *, only_lasting: bool = False) -> s
                                 check=False)
     shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     result, status = shown.get("Result", "?"), shown.get("ExecMainStatus", "")
-    _, lock, _ = await run_async(["systemctl", "show", units.lock, "--property=ExecMainStatus"],
-                                 check=False)
-    if lock.strip() == f"ExecMainStatus={HELD_ELSEWHERE}":  # several hosts (hostlock.py)
-        return (f"{units.lock}: the student's server runs on another host (its lock on the "
-                "shared storage is held; the journal of that unit names the host)")
     meaning = EXIT_MEANINGS.get(int(status)) if status.isdigit() else None
     if result == "start-limit-hit":
         meaning = "it failed to start too often in a row"

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from testbed.deploy import (
     IMAGE_STORE,
     IMAGE_STORE_IN_BOX,
@@ -143,6 +145,17 @@ class Cluster:
                 time.sleep(0.1)
         assert self.site is not None
         return self.site
+
+    def direct(self, host: Host) -> aiohttp.ClientSession:
+        """A session to one host's nginx, by the server name, as the front reaches
+        it (plain HTTP from the trusted address): what a front that chose this host
+        would send."""
+        assert self.front is not None
+        forward = Forwarder(self.front.leader_pid, 80, target_host=host.address,
+                            source=FRONT_SOURCE).start()
+        connector = aiohttp.TCPConnector(resolver=Names({SERVER: forward.listen_host}))
+        return aiohttp.ClientSession(f"http://{SERVER}", connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=240))
 
     def _workers(self) -> set[str]:
         assert self.front is not None
