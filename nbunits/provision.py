@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
-from . import activity, copies, quota, staff, users
+from . import activity, copies, hostlock, quota, staff, users
 from . import capability as caps
 from .admission import Admission
 from .capability import jupyter_config, read_secret
@@ -26,7 +26,6 @@ from .errors import NbunitsError
 from .events import Event
 from .events import log as log_event
 from .files import write_atomic
-from .hostlock import HELD_ELSEWHERE
 from .names import StudentUnits, Target, check_notebook, check_user, notebook_url
 from .notebooks import exists, master_path, read_copy, read_master
 from .run import run_async
@@ -74,6 +73,10 @@ async def provision(settings: Settings, target: Target, admission: Admission,
         quota.check(settings.home_base)
     # 2. Admission control (admission.py): past a cap nothing is created or started.
     running = await is_active(units.container)
+    if settings.server.multi_host and not running:
+        # Several hosts: running on another host counts too (the front's view and
+        # that host's differ for a moment): no copy is replaced under its Jupyter.
+        running = hostlock.held(units.course, units.user, str(settings.locks_dir))
     if users.lookup(settings, target.student) is None:
         admission.new_student(units.course, units.user)
     if not running:
@@ -140,7 +143,8 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     the same for a student who does not exist, and never resets a failed unit
     sooner than its start limit's interval after it failed, so nobody can restart
     a failing server faster than systemd itself would. A start passes admission
-    control (admission.py) like a launch. Nothing is created here.
+    control (admission.py) like a launch. Nothing is created here, but, on one of
+    several hosts, the user of a student who comes from another host (ensure_here).
     """
     load_course(settings, course)  # a course that is gone says so: course names are public
     try:
@@ -200,7 +204,7 @@ async def runs_elsewhere(units: StudentUnits) -> bool:
     the student (their lock on the shared storage is held: hostlock.py)."""
     _, out, _ = await run_async(["systemctl", "show", units.lock, "--property=ExecMainStatus"],
                                 check=False)
-    return out.strip() == f"ExecMainStatus={HELD_ELSEWHERE}"
+    return out.strip() == f"ExecMainStatus={hostlock.HELD_ELSEWHERE}"
 
 
 RUNS_ELSEWHERE_RETRY = 15
