@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import grp
 import json
 import logging
 import os
+import secrets
 import stat
 import sys
 import tomllib
@@ -116,6 +118,9 @@ def data_file(*parts: str) -> str:
 def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     server = server_settings(settings, args)  # checked before anything changes
+    if server.hosts:
+        install_front(server, args)
+        return
     problem = users.nss_problem()
     if problem:
         die(problem, hint="apt-get install libnss-systemd (it adds 'systemd' to passwd: "
@@ -139,6 +144,8 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     seccomp.write_profiles(settings.etc_dir)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
+    if server.multi_host:
+        install_multi_host(settings)
 
     step(f"units in {SYSTEMD_DIR}, generator {GENERATOR_LINK}")
     for unit in static_units():
@@ -178,6 +185,37 @@ def install_initgroups_line(enable: bool, path: Path = Path("/etc/nsswitch.conf"
     step(f"{path}: {decided.note}")
 
 
+def install_multi_host(settings: Settings) -> None:
+    """One of several hosts (README, "Beyond one host"): the hand-off key, made
+    once (the admin copies this host's file to the others before their install)
+    and readable by the dispatcher; the locks' folder on the shared storage."""
+    step(f"several hosts: {settings.hosts_secret}, {settings.locks_dir}")
+    path, group = settings.hosts_secret, grp.getgrnam("nbunits").gr_gid
+    if not path.exists():
+        write_atomic(path, secrets.token_hex(32) + "\n", 0o640, group=group)
+    os.chown(path, 0, group)  # a copy from the first host: the dispatcher reads it
+    os.chmod(path, 0o640)
+    settings.locks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def install_front(server: Server, args: argparse.Namespace) -> None:
+    """`nbunits install --front HOST...`: only nginx, spreading students over the
+    hosts by consistent hashing (README, "Beyond one host"); no units, no users."""
+    if server.multi_host:
+        die("--front and --multi-host go on different machines",
+            hint="the front runs only nginx; each host runs nbunits with --multi-host")
+    files = {nginx.FRONT_CONF_D: nginx.front_conf(server),
+             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
+    if args.listen or args.tls_listen:
+        files[nginx.SITE] = nginx.front_site_conf(server, args.listen, args.tls_listen)
+    elif not (NGINX_DIR / nginx.SITE).exists():  # later runs may change the hosts only
+        die("the first nbunits install --front needs --listen and/or --tls-listen")
+    write_server_settings(Settings(), server)
+    install_nginx_files(files)
+    print(f"nbunits front installed for {len(server.hosts)} host(s): "
+          + ", ".join(server.hosts))
+
+
 def install_cockpit_page() -> None:
     """The admins' dashboard: a Cockpit page (static files, no build step) that runs
     `nbunits ... --json` through the admin's own Cockpit session."""
@@ -200,7 +238,9 @@ def server_settings(settings: Settings, args: argparse.Namespace) -> Server:
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,
         trusted_proxies=tuple(args.trusted_proxies) or old.trusted_proxies,
-        proxy_header=args.proxy_header or old.proxy_header)
+        proxy_header=args.proxy_header or old.proxy_header,
+        multi_host=args.multi_host or old.multi_host,
+        hosts=tuple(args.front) or old.hosts)
     if not server.names:
         die("nbunits install needs --server-name: the name browsers use for this server",
             hint="e.g. --server-name notebooks.example.org (repeat for more names)")
@@ -246,6 +286,11 @@ def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[st
              nginx.PROXY: nginx.template("nbunits-proxy.conf"), nginx.REVOKED: revoked}
     if listen or tls_listen:
         files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)
+    install_nginx_files(files)
+
+
+def install_nginx_files(files: dict[str, str]) -> None:
+    """Write nginx's files, check them with nginx -t (else put the old ones back), reload."""
     before = {name: (NGINX_DIR / name).read_text() if (NGINX_DIR / name).exists() else None
               for name in files}
     default_site = disable_debian_default_site() if nginx.SITE in files else None
@@ -738,6 +783,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-initgroups-line", action="store_true",
                    help="do not add the initgroups: line to /etc/nsswitch.conf (and remove "
                    "the one an earlier install added): see README, \"Students' users\"")
+    p.add_argument("--multi-host", action="store_true", default=False,
+                   help="this host is one of several behind an nbunits front: launches are "
+                   "handed to the student's host, homes and students' state are on shared "
+                   "storage (README, Beyond one host)")
+    p.add_argument("--front", action="append", default=[], metavar="HOST[:PORT]",
+                   help="on the front machine: install only nginx, spreading students over "
+                   "these nbunits hosts by consistent hashing (repeat; the full list each time)")
 
     course = group("course", "publish, update and inspect courses", "course_command")
     p = add(course, "add", cmd_course_add, "publish a course from a git repository or a folder")

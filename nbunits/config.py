@@ -36,6 +36,8 @@ SERVER_NAME_RE = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 # The request header a trusted load balancer puts the client's address in.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+# A host behind the front: an IPv4 address or a DNS name, or [IPv6], and a port.
+HOST_RE = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _SIZE_RE = re.compile(r"\d+[KMGT]?|infinity")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -76,6 +78,12 @@ class Server:
     # a server with one idle kernel measured ~104 MB PSS, docs/BENCHMARKS.md).
     memory_budget: str = ""
     server_memory: str = "128M"
+    # One of several hosts behind an nbunits front (README, "Beyond one host"):
+    # launches are verified here, then handed to the student's own host (handoff.py);
+    # homes and per-student state are on shared storage.
+    multi_host: bool = False
+    # On a front (`nbunits install --front`): the hosts, "ADDRESS[:PORT]".
+    hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = [f"server name {n!r}" for n in self.names if not SERVER_NAME_RE.fullmatch(n)]
@@ -97,6 +105,7 @@ class Server:
         for path in (self.tls_cert, self.tls_key):
             if path and not path.startswith("/"):
                 problems.append(f"{path!r} (an absolute path)")
+        problems += [f"host {h!r} (ADDRESS[:PORT])" for h in self.hosts if not HOST_RE.fullmatch(h)]
         if not HEADER_NAME_RE.fullmatch(self.proxy_header):
             problems.append(f"proxy header {self.proxy_header!r}")
         if problems:
@@ -161,6 +170,18 @@ class Settings:
         return self.etc_dir / "capability.secret"
 
     @property
+    def hosts_secret(self) -> Path:
+        """Several hosts: the key of hand-offs between them (handoff.py),
+        root:nbunits 0640, the same file on every host."""
+        return self.etc_dir / "hosts.secret"
+
+    @property
+    def locks_dir(self) -> Path:
+        """Several hosts: one lock per (course, student) on the shared storage, held
+        by the host that runs their server (hostlock.py)."""
+        return self.state_dir / "locks"
+
+    @property
     def helper_socket(self) -> Path:
         return self.run_dir / "helper.sock"
 
@@ -219,8 +240,8 @@ def server_from_toml(path: Path, section: dict[str, Any]) -> Server:
         if isinstance(value, list):
             value = tuple(value)
         default = getattr(Server, key, "")
-        expected = tuple if key in ("names", "trusted_proxies") else type(default)
-        if not isinstance(value, expected) or isinstance(value, bool) or (
+        expected = tuple if key in ("names", "trusted_proxies", "hosts") else type(default)
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool) or (
                 expected is tuple and not all(isinstance(v, str) for v in value)):
             raise ConfigError("bad_config", f"{path}: [server] {key} has the wrong type")
         values[key] = value

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import copies, course_image, git, rootfs
+from . import copies, course_image, git, hostlock, rootfs
 from .config import (
     CourseConfig,
     CourseSecrets,
@@ -212,6 +212,8 @@ def update_students(settings: Settings, config: CourseConfig, say: Say) -> None:
     """
     users = provisioned_students(settings, config.name)
     running = set(active_users(config.name))
+    if settings.server.multi_host:  # running on another host counts too (hostlock.py)
+        running |= {u for u in users if hostlock.held(config.name, u, str(settings.locks_dir))}
     say(f"updating the copies of {len(users) - len(running & set(users))} stopped student(s); "
         f"{len(running)} running student(s) get the update at their next launch")
     totals: Counter[str] = Counter()

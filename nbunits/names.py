@@ -162,6 +162,11 @@ class StudentUnits:
         return f"nbunits-{self.course}-proxy@{self.user}.service"
 
     @property
+    def lock(self) -> str:
+        """Several hosts: the unit holding the student's lock on shared storage."""
+        return f"nbunits-{self.course}-lock@{self.user}.service"
+
+    @property
     def url_prefix(self) -> str:
         return f"/nb/{self.course}/{self.user}/"
 
@@ -179,7 +184,7 @@ CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 # Unit names, as systemd lists them. A course never ends in "-proxy", so
 # "nbunits-C-proxy@U.service" is read as course C's proxy, never as course "C-proxy".
 UNIT_RE = re.compile(
-    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>-proxy)?@(?P<user>nb[a-z2-7]{16})"
+    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>-proxy|-lock)?@(?P<user>nb[a-z2-7]{16})"
     r"\.(?P<kind>socket|service)")
 
 
@@ -190,7 +195,8 @@ class ParsedUnit:
 
 
 def parse_unit(name: str) -> ParsedUnit | None:
-    """A student's unit name back into (course, user, kind); None for any other unit."""
+    """A student's unit name back into (course, user, kind: socket, container, proxy
+    or lock); None for any other unit."""
     m = UNIT_RE.fullmatch(name)
     if not m or (m["proxy"] and m["kind"] != "service"):
         return None
@@ -198,7 +204,7 @@ def parse_unit(name: str) -> ParsedUnit | None:
         units = StudentUnits(m["course"], m["user"])
     except InvalidName:
         return None
-    kind = "proxy" if m["proxy"] else ("socket" if m["kind"] == "socket" else "container")
+    kind = m["proxy"][1:] if m["proxy"] else ("socket" if m["kind"] == "socket" else "container")
     return ParsedUnit(units, kind)
 
 
@@ -220,6 +226,11 @@ def course_image(course: str) -> str:
 
 def socket_template(course: str) -> str:
     return f"nbunits-{check_course(course)}@.socket"
+
+
+def lock_template(course: str) -> str:
+    """The lock unit of a course's students, as the container unit names it (%i)."""
+    return f"nbunits-{check_course(course)}-lock@%i.service"
 
 
 def course_slice(course: str) -> str:
@@ -296,3 +307,12 @@ def staff_path(course: str, user: str, notebook: str) -> str:
     """A staff view's path, before its query (expires, sig)."""
     return f"/staff/{check_course(course)}/{check_user(user)}/" \
            f"{quote(check_notebook(notebook).as_posix())}"
+
+
+HANDOFF_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,6000}\.[A-Za-z0-9_-]{43}")
+
+
+def handoff_path(units: StudentUnits) -> str:
+    """Where a launch verified on any host goes to be opened on the student's own
+    (several hosts: the front hashes the user in this path; handoff.py)."""
+    return f"/_nbunits/handoff/{units.course}/{units.user}"

@@ -16,6 +16,7 @@ from .config import Server
 from .files import fill
 
 CONF_D = "conf.d/nbunits.conf"
+FRONT_CONF_D = "conf.d/nbunits-front.conf"  # a front (several hosts): instead of CONF_D
 LOCATIONS = "snippets/nbunits-locations.conf"
 PROXY = "snippets/nbunits-proxy.conf"
 SITE = "sites-enabled/nbunits"
@@ -58,14 +59,18 @@ def https_port(tls_listen: Sequence[str]) -> str:
     return "" if port == "443" else f":{port}"
 
 
-def locations_conf(server: Server) -> str:
+def real_ip(server: Server, indent: str = "") -> str:
     if server.trusted_proxies:
-        real_ip = "\n".join([*(f"set_real_ip_from {p};" for p in server.trusted_proxies),
-                             f"real_ip_header {server.proxy_header};", "real_ip_recursive on;"])
+        lines = [*(f"set_real_ip_from {p};" for p in server.trusted_proxies),
+                 f"real_ip_header {server.proxy_header};", "real_ip_recursive on;"]
     else:
-        real_ip = "# (no trusted proxy: the client is the peer that connected)"
+        lines = ["# (no trusted proxy: the client is the peer that connected)"]
+    return "\n".join(indent + line for line in lines)
+
+
+def locations_conf(server: Server) -> str:
     return fill(template("nbunits-locations.conf"), {
-        "REAL_IP": real_ip, "LAUNCH_BURST": str(server.launch_burst),
+        "REAL_IP": real_ip(server), "LAUNCH_BURST": str(server.launch_burst),
         # One launch more is allowed this many seconds later.
         "RETRY_AFTER": str(max(1, -(-60 // server.launch_rate)))})
 
@@ -73,6 +78,31 @@ def locations_conf(server: Server) -> str:
 def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
     """The complete site: plain HTTP on `listen`, TLS on `tls_listen` (with a
     certificate), and a default server answering 421 for any other name."""
+    return fill(template("nbunits-site.conf"), _site_values(server, listen, tls_listen))
+
+
+def front_conf(server: Server) -> str:
+    """A front's http-level settings: the hosts, hashed by student (README,
+    "Beyond one host"), and the same scheme and log maps as a host's."""
+    proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
+    # A host that fails to connect is skipped for 10 s (then tried again).
+    hosts = "\n".join(f"    server {host} max_fails=1 fail_timeout=10s;"
+                      for host in server.hosts)
+    return fill(template("nbunits-front.conf"), {
+        "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
+        "HTTPS": "1" if server.https else "0",
+        "HOSTS": hosts})
+
+
+def front_site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
+    """A front's site: as a host's (names, TLS, 421 for other names), every path
+    passed to the student's host."""
+    return fill(template("nbunits-front-site.conf"), {
+        **_site_values(server, listen, tls_listen), "REAL_IP": real_ip(server, "    ")})
+
+
+def _site_values(server: Server, listen: Sequence[str], tls_listen: Sequence[str]
+                 ) -> dict[str, str]:
     plain = [f"    listen {address};" for address in listen]
     secure = [f"    listen {address} ssl;" for address in tls_listen]
     default = [f"{line[:-1]} default_server;" for line in plain + secure]
@@ -80,9 +110,5 @@ def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) 
     if server.tls_cert:
         tls = (f"    ssl_certificate {server.tls_cert};\n"
                f"    ssl_certificate_key {server.tls_key};\n{TLS_SETTINGS}")
-    return fill(template("nbunits-site.conf"), {
-        "LISTEN_DEFAULT": "\n".join(default),
-        "LISTEN": "\n".join(plain + secure),
-        "SERVER_NAMES": " ".join(server.names),
-        "TLS": tls,
-    })
+    return {"LISTEN_DEFAULT": "\n".join(default), "LISTEN": "\n".join(plain + secure),
+            "SERVER_NAMES": " ".join(server.names), "TLS": tls}

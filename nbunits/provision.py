@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
-from . import activity, copies, quota, rootfs, staff, users
+from . import activity, copies, hostlock, quota, rootfs, staff, users
 from . import capability as caps
 from .admission import Admission
 from .capability import jupyter_config, read_secret
@@ -73,6 +73,10 @@ async def provision(settings: Settings, target: Target, admission: Admission,
         quota.check(settings.home_base)
     # 2. Admission control (admission.py): past a cap nothing is created or started.
     running = await is_active(units.container)
+    if settings.server.multi_host and not running:
+        # Several hosts: running on another host counts too (the front's view and
+        # that host's differ for a moment): no copy is replaced under its Jupyter.
+        running = hostlock.held(units.course, units.user, str(settings.locks_dir))
     if users.lookup(settings, target.student) is None:
         admission.new_student(units.course, units.user)
     if not running:
@@ -152,7 +156,8 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     the same for a student who does not exist, and never resets a failed unit
     sooner than its start limit's interval after it failed, so nobody can restart
     a failing server faster than systemd itself would. A start passes admission
-    control (admission.py) like a launch. Nothing is created here.
+    control (admission.py) like a launch. Nothing is created here, but, on one of
+    several hosts, the user of a student who comes from another host (ensure_here).
     """
     load_course(settings, course)  # a course that is gone says so: course names are public
     try:
@@ -163,6 +168,8 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     if not allowed:
         raise NbunitsError("forbidden", "this link is not valid",
                            student_hint="open the notebook from your course page")
+    if settings.server.multi_host:
+        await ensure_here(settings, user)
     wait = await failed_recently(units)
     if wait:
         reason = await start_failure(units, only_lasting=True)
@@ -175,16 +182,56 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     if not await is_active(units.container):
         admission.start(course, user)
     activity.mark(settings, units)
-    await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container],
-                    check=False)
+    await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container,
+                     *([units.lock] if settings.server.multi_host else [])], check=False)
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits for its readiness gate),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
     code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
     if code != 0:
+        if settings.server.multi_host and await runs_elsewhere(units):
+            moving(course, user)
         server_failed(course, user, await start_failure(units))
     logger.info("woke %s", units.socket, extra={"COURSE": course, "STUDENT": user})
     return 0
+
+
+async def ensure_here(settings: Settings, user: str) -> None:
+    """Several hosts: a student who ran on another host (one that failed, or was
+    removed) has no user on this one yet. Their record on the shared storage says
+    who they are; the user is made as at a launch (same uid, derived from the id;
+    the shared home is theirs by the same proof)."""
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    student_id = users.recorded_id(settings, user)
+    if student_id is not None:
+        await users.ensure(settings, student_id)
+        logger.info("%s came from another host", user, extra={"STUDENT": user})
+
+
+async def runs_elsewhere(units: StudentUnits) -> bool:
+    """Several hosts: whether this host's start failed because another host runs
+    the student (their lock on the shared storage is held: hostlock.py)."""
+    _, out, _ = await run_async(["systemctl", "show", units.lock, "--property=ExecMainStatus"],
+                                check=False)
+    return out.strip() == f"ExecMainStatus={hostlock.HELD_ELSEWHERE}"
+
+
+RUNS_ELSEWHERE_RETRY = 15
+
+
+def moving(course: str, user: str) -> NoReturn:
+    """The front sends the student here while another host still runs them (its view
+    and that host's differ for a moment): a page that retries, not a failure."""
+    logger.warning("not starting %s here: another host runs them (see nbunits-%s-lock@%s); "
+                   "their retry starts them here once it stops there", user, course, user,
+                   extra={"COURSE": course, "STUDENT": user})
+    raise NbunitsError("busy", "Your notebook is still open on another server of this service. "
+                       "It opens here as soon as it has stopped there.",
+                       retry_after=RUNS_ELSEWHERE_RETRY)
 
 
 # What a container's exit status says (podman's own codes: podman-run(1)).
@@ -321,7 +368,10 @@ async def staff_view(settings: Settings, course: str, user: str, notebook: str,
     try:
         home = Path(pwd.getpwnam(user).pw_dir)
     except KeyError:
-        raise NbunitsError("unknown_student", f"no student {user}") from None
+        # Several hosts: a student who never ran here has their home on the shared storage.
+        if not (settings.server.multi_host and users.recorded_id(settings, user)):
+            raise NbunitsError("unknown_student", f"no student {user}") from None
+        home = settings.home(user)
     data = await asyncio.to_thread(read_copy, home, relative)
     if data is None:
         raise NbunitsError("unknown_notebook", f"{user} has no copy of {notebook}")

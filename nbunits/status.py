@@ -37,7 +37,7 @@ class StudentState:
 def student_states(settings: Settings, course: str | None = None) -> list[StudentState]:
     parsed = [(name, p) for name in list_units(course_unit_patterns(course))
               if (p := parse_unit(name)) and (course is None or p.units.course == course)]
-    units = show([name for name, p in parsed if p.kind != "proxy"], _PROPS)
+    units = show([name for name, p in parsed if p.kind not in ("proxy", "lock")], _PROPS)
     pairs = {(p.units.course, p.units.user) for _, p in parsed}
     pairs |= _provisioned(settings, course)
     ids = {u: _recorded_id(settings, u) for _, u in pairs}

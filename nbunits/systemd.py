@@ -31,6 +31,7 @@ from .names import (
     container_pattern,
     course_slice,
     course_unit_patterns,
+    lock_template,
     parse_unit,
     socket_template,
 )
@@ -68,6 +69,10 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "INIT": "" if image.entrypoint else "--init",
         "ROOTFS_MOUNT": f"RequiresMountsFor={image.path}" if image.layers
                         else "# the image is one layer: its own directory, no mount",
+        # Several hosts share the homes: the student's server runs on one at a time.
+        "HOST_LOCK": (f"BindsTo={lock_template(course.name)}\n"
+                      f"After={lock_template(course.name)}" if settings.server.multi_host
+                      else "# one host: no lock on shared storage"),
         "NETWORK": course.network,
         "PROXY_IDLE_TIMEOUT": str(course.proxy_idle_timeout),
         "JUPYTER_IDLE_TIMEOUT": str(course.jupyter_idle_timeout),

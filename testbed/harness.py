@@ -268,12 +268,16 @@ class SystemdBox:
     """
 
     def __init__(self, name: str, binds: Sequence[Bind] = (), private_network: bool = True,
-                 workdir: Path | None = None, disk: Path | None = None) -> None:
+                 workdir: Path | None = None, disk: Path | None = None,
+                 network_namespace: Path | None = None) -> None:
         if not _NAME_RE.fullmatch(name):
             raise ValueError(f"box name must be a hostname label (letters, digits, '-'): {name!r}")
         self.name = name
         self.binds = tuple(binds)
         self.private_network = private_network
+        # A network namespace made by the caller (/run/netns/NAME), shared by several
+        # boxes: their nginx and services talk over real sockets (testbed/netns.py).
+        self.network_namespace = network_namespace
         self.workdir = Path(workdir) if workdir is not None else DEFAULT_BASE / name
         # With a disk, the overlay's upper layer lives there (not on the tmpfs) and outlives
         # the box: a new box on the same disk is the same machine after a reboot.
@@ -320,7 +324,9 @@ class SystemdBox:
             "--console=read-only",    # boot messages go to nspawn.log, whatever our stdin is
             "--system-call-filter=@keyring",  # else crun: "create keyring: Operation not permitted"
         ]
-        if self.private_network:
+        if self.network_namespace is not None:
+            cmd.append(f"--network-namespace-path={self.network_namespace}")
+        elif self.private_network:
             cmd.append("--private-network")
         cmd.extend(bind.nspawn_flag() for bind in self.binds)
         return cmd

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from .. import events
+from .. import events, handoff
 from ..config import Settings, list_courses, load_course, load_secrets
 from ..errors import NbunitsError
 from ..identity import canonical
@@ -178,15 +178,22 @@ async def open_exercise(request: web.Request) -> web.StreamResponse:
 
 
 async def open_notebook(request: web.Request, target: Target,
-                        *, reset: bool = False) -> web.StreamResponse:
+                        *, reset: bool = False, handed: bool = False) -> web.StreamResponse:
     """Open a notebook once a launch is trusted: provision through the helper, then
-    send the browser to the student's Jupyter (or to a starting page)."""
+    send the browser to the student's Jupyter (or to a starting page). One of
+    several hosts hands a launch to the student's own host instead (handoff.py)."""
     settings = request.app[SETTINGS]
     request[COURSE_KEY] = target.course
     if not settings.course_file(target.course).is_file():
         raise NbunitsError("unknown_course", f"unknown course {target.course!r}")
 
     log_context(target.course, target.user)
+    if settings.server.multi_host and not handed:
+        logger.info("handing %s to the student's host", target.notebook)
+        secret = handoff.read_secret(settings.hosts_secret)
+        # 303: an LTI launch's POST becomes the GET that the front hashes by user.
+        raise web.HTTPSeeOther(handoff.url(secret, handoff.Handoff(target, reset)),
+                               headers={"Cache-Control": "no-store"})
     reply = await ask(settings.helper_socket, OpenRequest(target, reset), Opened)
     logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py).
@@ -198,6 +205,24 @@ async def open_notebook(request: web.Request, target: Target,
         return starting_page(location, probe=quote(reply.prefix) + "api",
                              notebook=target.notebook)
     raise web.HTTPFound(location)
+
+
+async def handed_over(request: web.Request) -> web.StreamResponse:
+    """GET /_nbunits/handoff/<course>/<user>?t=<token>: a launch another host verified
+    (several hosts, handoff.py). The front sent it here by hashing <user>; the token
+    must name that same student, so no one chooses a student's host."""
+    settings = request.app[SETTINGS]
+    if not settings.server.multi_host:
+        raise web.HTTPNotFound()
+    course, user = request.match_info["course"], request.match_info["user"]
+    try:
+        check_course(course)
+        check_user(user)
+    except NbunitsError:
+        raise web.HTTPBadRequest() from None
+    token = params.query(request, {"t": params.HANDOFF}).get("t", "")
+    given = handoff.verify(handoff.read_secret(settings.hosts_secret), course, user, token)
+    return await open_notebook(request, given.target, reset=given.reset, handed=True)
 
 
 async def wake(request: web.Request) -> web.StreamResponse:
@@ -326,6 +351,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/_nbunits/health", health)
     app.router.add_get("/staff/{course}/{user}/{notebook:.+}", staff_view)
     app.router.add_route("*", "/_nbunits/wake/{course}/{user}/{cap}", wake)
+    # No HEAD, as for course links.
+    app.router.add_get("/_nbunits/handoff/{course}/{user}", handed_over, allow_head=False)
     student.setup(app, SETTINGS)
     app.router.add_get("/_nbunits/page/{kind}", page)
     return app

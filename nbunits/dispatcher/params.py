@@ -17,6 +17,8 @@ from ..errors import NbunitsError
 EXPIRES = re.compile(r"[0-9]{1,12}")  # Unix time, ~31,000 years
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 FLAG = re.compile(r"[01]")
+# A hand-off between hosts (handoff.py); checked fully there.
+HANDOFF = re.compile(r"[A-Za-z0-9._-]{1,6100}")
 
 
 def query(request: web.Request, known: Mapping[str, re.Pattern[str]]) -> dict[str, str]:

@@ -90,7 +90,8 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
                           proxy_idle_timeout=33)
     units = render_course(config, Settings(image_store=make_store(tmp_path)))
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
-                          "nbunits-python3-s2-proxy@.service", "nbunits-python3\\x2ds2.slice"}
+                          "nbunits-python3-s2-proxy@.service", "nbunits-python3-s2-lock@.service",
+                          "nbunits-python3\\x2ds2.slice"}
     service = units["nbunits-python3-s2@.service"]
     assert "MemoryMax=3G" in service and "TasksMax=99" in service
     assert "Slice=nbunits-python3\\x2ds2.slice" in service
