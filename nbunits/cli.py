@@ -204,7 +204,7 @@ def install_front(server: Server, args: argparse.Namespace) -> None:
     if server.multi_host:
         die("--front and --multi-host go on different machines",
             hint="the front runs only nginx; each host runs nbunits with --multi-host")
-    files = {nginx.FRONT_CONF_D: nginx.front_conf(server),
+    files = {nginx.FRONT_CONF_D: nginx.front_conf(server, args.tls_listen),
              nginx.PROXY: nginx.template("nbunits-proxy.conf")}
     if args.listen or args.tls_listen:
         files[nginx.SITE] = nginx.front_site_conf(server, args.listen, args.tls_listen)

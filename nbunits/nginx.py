@@ -42,12 +42,16 @@ def http_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
     proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
     return fill(template("nbunits-http.conf"), {
         "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
-        # Where plain HTTP is sent: the same name, on the port nginx serves TLS on
-        # (a load balancer's TLS is taken to be on 443).
-        "HTTPS": f'"https://$host{https_port(tls_listen)}"' if server.https else '""',
+        "HTTPS": https_target(server, tls_listen),
         "LAUNCH_RATE": str(server.launch_rate),
         "LAUNCH_BURST": str(server.launch_burst),
     })
+
+
+def https_target(server: Server, tls_listen: Sequence[str]) -> str:
+    """Where plain HTTP is sent (quoted for a map): the same name, on the port nginx
+    serves TLS on (a load balancer's TLS is taken to be on 443); "" without TLS."""
+    return f'"https://$host{https_port(tls_listen)}"' if server.https else '""'
 
 
 def https_port(tls_listen: Sequence[str]) -> str:
@@ -81,7 +85,7 @@ def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) 
     return fill(template("nbunits-site.conf"), _site_values(server, listen, tls_listen))
 
 
-def front_conf(server: Server) -> str:
+def front_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
     """A front's http-level settings: the hosts, hashed by student (README,
     "Beyond one host"), and the same scheme and log maps as a host's."""
     proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
@@ -90,7 +94,7 @@ def front_conf(server: Server) -> str:
                       for host in server.hosts)
     return fill(template("nbunits-front.conf"), {
         "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
-        "HTTPS": "1" if server.https else "0",
+        "HTTPS": https_target(server, tls_listen),
         "HOSTS": hosts})
 
 
