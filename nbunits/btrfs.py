@@ -305,6 +305,19 @@ def forget(home: Path) -> None:
         os.close(home_fd)
 
 
+def forget_course(home: Path, course: str) -> None:
+    """Before a course's folders are removed from a home: its qgroup."""
+    try:
+        home_fd = os.open(home, NOFOLLOW_DIR)
+    except OSError:
+        return
+    try:
+        if kind_of(home_fd, course) is Kind.SUBVOLUME:
+            _forget_course(home_fd, course)
+    finally:
+        os.close(home_fd)
+
+
 def _forget_course(home_fd: int, course: str) -> None:
     members = []
     for parts in folders(course):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import copies, course_image, git, hostlock, rootfs
+from . import btrfs, copies, course_image, git, hostlock, rootfs
 from .config import (
     CourseConfig,
     CourseSecrets,
@@ -329,6 +329,8 @@ def remove(settings: Settings, plan: Removal, say: Say) -> None:
     if plan.purge:
         for folder in plan.folders:
             if folder.is_dir() and not folder.is_symlink():
+                # On btrfs (disk_quota): the course's qgroup, then its subvolumes.
+                btrfs.forget_course(folder.parent, name)
                 shutil.rmtree(folder)  # fd-based on Linux: never follows a student's symlink
             send_event(Event.DELETED, f"deleted {folder} (nbunits course remove {name} --purge)",
                        course=name, student=folder.parent.name, ADMIN=admin())

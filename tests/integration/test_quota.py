@@ -164,3 +164,20 @@ def test_a_course_with_a_quota_on_homes_without_quotas_is_refused_before_any_cha
         assert "has no quotas enabled" in journal, journal[-2000:]
     finally:
         subprocess.run(["btrfs", "quota", "enable", str(nb.home)], check=True)
+
+
+def test_removing_the_course_with_purge_removes_its_qgroups(nb: Nbunits) -> None:
+    nb.nbunits("course", "update", COURSE, "--disk-quota", "20M")
+    user = _open(nb, secrets.token_hex(16)).user
+    group = f"1/{subvolume_id(nb, user)}"
+    assert f"\n{group} " in _qgroups(nb)
+    nb.nbunits("course", "remove", COURSE, "--purge", "--yes")
+    assert not (nb.home / user / COURSE).exists()
+    assert f"\n{group} " not in _qgroups(nb), _qgroups(nb)
+
+
+def _open(nb: Nbunits, student: str) -> Opened:
+    async def go() -> Opened:
+        async with client(nb) as session:
+            return await open_exercise(session, COURSE, "welcome.ipynb", student)
+    return asyncio.run(go())
