@@ -176,6 +176,12 @@ class Settings:
         return self.etc_dir / "hosts.secret"
 
     @property
+    def nonces_dir(self) -> Path:
+        """LTI nonces already used (lti.NonceStore): the dispatcher's StateDirectory;
+        on the shared storage with several hosts."""
+        return self.state_dir / "nonces"
+
+    @property
     def locks_dir(self) -> Path:
         """Several hosts: one lock per (course, student) on the shared storage, held
         by the host that runs their server (hostlock.py)."""

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,19 +64,32 @@ class Launch:
 
 
 class NonceStore:
-    """Nonces seen in the last MAX_CLOCK_SKEW*2 seconds, in memory.
+    """Nonces seen in the last MAX_CLOCK_SKEW*2 seconds.
 
-    Enough for one dispatcher process (the dispatcher is a single process); a
-    restart forgets them, but a replayed launch is still refused by its timestamp
-    once it is older than MAX_CLOCK_SKEW.
+    In a folder (the dispatcher's StateDirectory, /var/lib/nbunits/nonces): a file
+    per nonce, made with O_EXCL, so a restart of the dispatcher forgets nothing and
+    hosts sharing the folder (README, "Beyond one host") refuse a launch replayed to
+    another host. Without a folder, in memory (tests).
     """
 
-    def __init__(self, ttl: float = 2 * MAX_CLOCK_SKEW) -> None:
-        self.ttl = ttl
+    PRUNE_EVERY = 256  # uses between two sweeps of expired files
+
+    def __init__(self, folder: Path | None = None, ttl: float = 2 * MAX_CLOCK_SKEW) -> None:
+        self.folder, self.ttl = folder, ttl
         self._seen: dict[str, float] = {}
+        self._uses = 0
+
+    def _path(self, nonce: str) -> Path:
+        assert self.folder is not None
+        return self.folder / hashlib.sha256(nonce.encode()).hexdigest()
 
     def seen(self, nonce: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
+        if self.folder is not None:
+            try:
+                return self._path(nonce).stat().st_mtime + self.ttl > now
+            except FileNotFoundError:
+                return False
         if len(self._seen) > 1000:
             self._seen = {k: t for k, t in self._seen.items() if t > now}
         expiry = self._seen.get(nonce)
@@ -84,10 +98,38 @@ class NonceStore:
     def use(self, nonce: str, now: float | None = None) -> None:
         """Remember a nonce; raise if it was used already."""
         now = time.time() if now is None else now
-        if self.seen(nonce, now):
-            raise LaunchError("unauthorized", "this launch was used already",
-                              hint="open the notebook again from the course")
-        self._seen[nonce] = now + self.ttl
+        if self.folder is None:
+            if self.seen(nonce, now):
+                raise _replayed()
+            self._seen[nonce] = now + self.ttl
+            return
+        path = self._path(nonce)
+        for _ in range(2):
+            try:  # one process wins, even between hosts (O_EXCL holds on NFSv3+)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                os.utime(path, (now, now))
+                break
+            except FileExistsError:
+                if self.seen(nonce, now):
+                    raise _replayed() from None
+                path.unlink(missing_ok=True)  # expired: its time window is over
+        self._uses += 1
+        if self._uses % self.PRUNE_EVERY == 0:
+            self.prune(now)
+
+    def prune(self, now: float) -> None:
+        assert self.folder is not None
+        for entry in os.scandir(self.folder):
+            try:
+                if entry.stat().st_mtime + self.ttl <= now:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+
+def _replayed() -> LaunchError:
+    return LaunchError("unauthorized", "this launch was used already",
+                       hint="open the notebook again from the course")
 
 
 # --- LTI 1.1: OAuth 1.0a HMAC-SHA1 signed form POST ------------------------------

@@ -45,7 +45,7 @@ FRONT_ADDRESS = "127.0.1.100"
 # address on the hosts' network).
 FRONT_SOURCE = "127.0.0.1"
 # What follows a student from host to host, besides /home (README, "Beyond one host").
-SHARED_STATE = ("students", "tokens", "copies", "shares", "aliases", "locks")
+SHARED_STATE = ("students", "tokens", "copies", "shares", "aliases", "locks", "nonces")
 NBUNITS = str(VENV / "bin" / "nbunits")
 
 

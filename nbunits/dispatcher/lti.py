@@ -8,6 +8,7 @@ not verify creates nothing (no user, no unit, no file).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -65,7 +66,10 @@ Opener = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
 
 def setup(app: web.Application, settings_key: web.AppKey[Settings], opener: Opener) -> None:
-    app[NONCES] = NonceStore()
+    # Kept on disk where systemd made the dispatcher's state folder (the unit's
+    # StateDirectory=); in memory elsewhere (aiohttp test clients).
+    folder = app[settings_key].nonces_dir
+    app[NONCES] = NonceStore(folder if os.access(folder, os.W_OK) else None)
     app[STATE_KEY] = secrets.token_bytes(32)
     handlers = Handlers(settings_key, opener)
     app.router.add_post("/lti/1.1/launch", handlers.launch11)

@@ -99,6 +99,22 @@ def test_lti11_forgeries_are_unauthorized(change: str) -> None:
     assert info.value.code == "unauthorized"
 
 
+def test_nonces_kept_in_a_folder_are_refused_by_another_store_until_they_expire(
+        tmp_path) -> None:
+    # Two dispatchers (a restart, or two hosts sharing the folder) see one history.
+    first, second = NonceStore(tmp_path, ttl=600), NonceStore(tmp_path, ttl=600)
+    first.use("1.1 key n1", now=1000)
+    assert second.seen("1.1 key n1", now=1001)
+    with pytest.raises(LaunchError):
+        second.use("1.1 key n1", now=1001)
+    assert not second.seen("1.1 key n2", now=1001)
+    second.use("1.1 key n1", now=1700)  # expired: its timestamp is refused anyway by then
+    with pytest.raises(LaunchError):
+        first.use("1.1 key n1", now=1701)
+    first.prune(now=3000)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_lti11_replayed_nonce_is_refused_but_a_forgery_does_not_burn_it() -> None:
     nonces = NonceStore()
     body, headers = signed_11()
