@@ -162,7 +162,7 @@ def before_dropins(bench: Bench) -> dict[str, str]:
             exec_start.replace(current, f"{OLD}/jupyter_server_config.py:{config}") + "\n")
     sock = f"/run/nbunits/jupyter/{COURSE}/%i"
     sandboxed = (
-        "[Service]\nEnvironment=PYTHONPATH=" + OLD + "\nExecStartPre=\n"
+        "[Service]\nGroup=%i\nEnvironment=PYTHONPATH=" + OLD + "\nExecStartPre=\n"
         f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/mount -t tmpfs "
         f"-o size=64k,nr_inodes=16,mode=0700,nosuid,nodev,noexec nbunits-jupyter {sock}\n"
         f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/chown %i:%i {sock}\n"
