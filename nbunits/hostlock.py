@@ -64,16 +64,21 @@ def lock(course: str, user: str, base: str = LOCKS) -> int:
 
 def held(course: str, user: str, base: str = LOCKS) -> bool:
     """Whether the student's server runs on some host now (its lock is held)."""
+    return holder(course, user, base) is not None
+
+
+def holder(course: str, user: str, base: str = LOCKS) -> str | None:
+    """The host running the student's server ("<host> since <time>"), None if none."""
     try:
         fd = os.open(os.path.join(base, check_course(course), check_user(user)),
                      os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
+        return None
     except BlockingIOError:
-        return True
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another host"
     finally:
         os.close(fd)  # releases the shared lock, if it got it
 

@@ -179,3 +179,36 @@ def test_a_single_host_has_no_handoff_path(tmp_path):
             assert resp.status == 404
 
     asyncio.run(main())
+
+
+def test_revoke_is_refused_on_a_host_that_does_not_run_the_student(tmp_path: Path, monkeypatch):
+    """The host that runs the server holds the old link as its token: only it can
+    stop that server, so another host changes nothing and says where it runs."""
+    import fcntl
+
+    from nbunits import revocation
+    from nbunits.names import StudentUnits
+
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
+                        server=Server(names=("n.example.org",), multi_host=True))
+    units = StudentUnits("demo", TARGET.user)
+    monkeypatch.setattr(revocation, "load_course",
+                        lambda _s, name: CourseConfig(name=name, source=Path("/srv")))
+    settings.token_file(units).parent.mkdir(parents=True)
+    settings.token_file(units).write_text("")
+    (settings.locks_dir / "demo").mkdir(parents=True)
+    fd = os.open(settings.locks_dir / "demo" / TARGET.user, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"host-2 since 1\n")
+    try:
+        with pytest.raises(NbunitsError) as refused:
+            revocation.revoke(settings, "demo", TARGET.user, tmp_path / "no-nginx" / "map")
+        assert refused.value.code == "runs_elsewhere" and "host-2" in str(refused.value)
+        assert hostlock.holder("demo", TARGET.user, str(settings.locks_dir)) == "host-2 since 1"
+    finally:
+        os.close(fd)
+    assert hostlock.holder("demo", TARGET.user, str(settings.locks_dir)) is None
+    tokens = settings.token_file(units).parent
+    assert [p.name for p in tokens.iterdir()] == [settings.token_file(units).name], \
+        "nothing was changed"
+    assert settings.token_file(units).read_text() == ""
