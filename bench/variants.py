@@ -75,7 +75,12 @@ def floor_variants(bench: Bench, user: str, n: int, rounds: int = 3) -> dict:
             result = parts.floor_runs(bench, user, per_round, change=change)
             times[name] += result["ready"]
             cpu[name].append(result["cpu_per_start"])
-    out = _compare(times)
+    return _with_cpu(_compare(times), cpu)
+
+
+def _with_cpu(out: dict, cpu: dict[str, list[float]]) -> dict:
+    """`out` (from _compare) with each variant's median CPU seconds, and its ratio
+    to the first variant's."""
     base_cpu = summary(next(iter(cpu.values())))["median"]
     for name, values in cpu.items():
         out[name]["cpu_median"] = summary(values)["median"]
@@ -83,21 +88,32 @@ def floor_variants(bench: Bench, user: str, n: int, rounds: int = 3) -> dict:
     return out
 
 
-def unit_variants(bench: Bench, students: list[str], rounds: int = 2) -> dict:
-    """A returning student's cold start (page 200) under each drop-in, interleaved."""
-    times: dict[str, list[float]] = {k: [] for k in UNIT_VARIANTS}
+def _dropin_starts(bench: Bench, students: list[str], variants: dict[str, str],
+                   rounds: int, empty: str) -> tuple[dict[str, list[float]],
+                                                     dict[str, list[float]]]:
+    """Returning students' cold starts under each drop-in of the container unit, in
+    interleaved rounds: (page 200 seconds, the box's CPU seconds) per variant."""
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     dropin = f"/run/systemd/system/nbunits-{COURSE}@.service.d/zz-bench.conf"
     for _ in range(rounds):
-        for name, text in UNIT_VARIANTS.items():
-            bench.box.write_file(dropin, text or "# baseline\n")
+        for name, text in variants.items():
+            bench.box.write_file(dropin, text or empty)
             bench.box.systemctl("daemon-reload")
             for student in students:
                 c = asyncio.run(parts.one_cold(bench, student, kernel=False))
                 parts.stop_student(bench, c.user)
                 if c.first_status == 200:  # a start that needed the wake fallback is not comparable
                     times[name].append(c.page)
+                    cpu[name].append(c.cpu_to_page)
     bench.box.run("rm", "-f", dropin)
     bench.box.systemctl("daemon-reload")
+    return times, cpu
+
+
+def unit_variants(bench: Bench, students: list[str], rounds: int = 2) -> dict:
+    """A returning student's cold start (page 200) under each drop-in, interleaved."""
+    times, _ = _dropin_starts(bench, students, UNIT_VARIANTS, rounds, "# baseline\n")
     return _compare(times)
 
 
@@ -185,25 +201,7 @@ def before_after(bench: Bench, n_students: int = 4, rounds: int = 3) -> dict:
         parts.stop_student(bench, c.user)
         students.append(parts._student_of(bench, c.user))
     variants = before_dropins(bench)
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    cpu: dict[str, list[float]] = {k: [] for k in variants}
-    dropin = f"/run/systemd/system/nbunits-{COURSE}@.service.d/zz-bench.conf"
-    for _ in range(rounds):
-        for name, text in variants.items():
-            bench.box.write_file(dropin, text or "# now\n")
-            bench.box.systemctl("daemon-reload")
-            for student in students:
-                c = asyncio.run(parts.one_cold(bench, student, kernel=False))
-                parts.stop_student(bench, c.user)
-                if c.first_status == 200:
-                    times[name].append(c.page)
-                    cpu[name].append(c.cpu_to_page)
-    bench.box.run("rm", "-f", dropin)
-    bench.box.systemctl("daemon-reload")
-    out = _compare(times)
-    base_cpu = summary(next(iter(cpu.values())))["median"]
-    for name, values in cpu.items():
-        out[name]["cpu_median"] = summary(values)["median"]
-        out[name]["cpu_vs_baseline"] = ratio(out[name]["cpu_median"], base_cpu)
+    times, cpu = _dropin_starts(bench, students, variants, rounds, "# now\n")
+    out = _with_cpu(_compare(times), cpu)
     out["dropins"] = variants
     return out
