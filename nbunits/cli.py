@@ -142,6 +142,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     # Students' containers: seccomp profiles without btrfs subvolumes, one also
     # without nested user namespaces.
     seccomp.write_profiles(settings.etc_dir)
+    install_students_nsswitch(settings)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
     if server.multi_host:
@@ -183,6 +184,15 @@ def install_initgroups_line(enable: bool, path: Path = Path("/etc/nsswitch.conf"
     if decided.text is not None:
         write_atomic(path, decided.text, stat.S_IMODE(path.stat().st_mode))
     step(f"{path}: {decided.note}")
+
+
+def install_students_nsswitch(settings: Settings,
+                              path: Path = Path("/etc/nsswitch.conf")) -> None:
+    """What students' units see as /etc/nsswitch.conf: no O(students) group lookup
+    at each start (nbunits/nsswitch.py). Made anew at each install, from the host's."""
+    target = settings.students_nsswitch
+    write_atomic(target, nsswitch.students_file(path.read_text()), 0o644)
+    step(f"{target}: group lookups without systemd, for students' units")
 
 
 def install_multi_host(settings: Settings) -> None:

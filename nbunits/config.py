@@ -137,6 +137,11 @@ class Settings:
     server: Server = Server()
 
     @property
+    def students_nsswitch(self) -> Path:
+        """/etc/nsswitch.conf as students' container units see it (nsswitch.py)."""
+        return self.etc_dir / "students-nsswitch.conf"
+
+    @property
     def courses_conf_dir(self) -> Path:
         return self.etc_dir / "courses"
 

@@ -137,3 +137,11 @@ def test_install_keeps_students_starts_off_the_userdb_listing(nb: Nbunits) -> No
     assert nb.box.run("getent", "initgroups", user).stdout.split() == [user]  # none extra
     assert nb.box.run("id", "-G", user).stdout.split() == [str(uid)]
     assert nb.box.run("id", "-G", "root").stdout.split() == ["0"]
+    # The student's own units look groups up without nss-systemd (rootless podman
+    # asks for a group named as the student: libsubid), users still with it.
+    pid = nb.show(f"nbunits-demo@{user}.service", "MainPID")["MainPID"]
+    assert pid != "0"
+    inside = ("nsenter", f"--target={pid}", "--mount", "--", "getent")
+    assert nb.box.run(*inside, "group", user, check=False).returncode == 2
+    assert nb.box.run("getent", "group", user).stdout.startswith(f"{user}:")
+    assert nb.box.run(*inside, "passwd", user).stdout.startswith(f"{user}:")

@@ -1,10 +1,18 @@
-"""The initgroups: line `nbunits install` adds to /etc/nsswitch.conf (pure text)."""
+"""The initgroups: line `nbunits install` adds to /etc/nsswitch.conf, and the file
+students' units see instead of it (pure text)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from nbunits.nsswitch import MARK, initgroups_sources, memberships_in_use, plan, sources
+from nbunits.nsswitch import (
+    MARK,
+    initgroups_sources,
+    memberships_in_use,
+    plan,
+    sources,
+    students_file,
+)
 
 DEBIAN = ("passwd:         files systemd\ngroup:          files systemd\n"
           "shadow:         files systemd\nhosts:          files dns\n")
@@ -55,3 +63,20 @@ def test_memberships_found(tmp_path: Path) -> None:
     (services / "io.systemd.Home").write_text("")
     assert memberships_in_use([userdb], services) == [str(userdb / "alice:wheel.membership"),
                                                       str(services / "io.systemd.Home")]
+
+
+def test_students_units_look_groups_up_without_systemd() -> None:
+    with_line = plan(DEBIAN, []).text
+    assert with_line is not None
+    theirs = students_file(with_line + "gshadow: systemd\n")
+    assert sources(theirs, "group") == ["files"]
+    assert sources(theirs, "initgroups") == ["files"]
+    assert sources(theirs, "gshadow") == ["files"]  # nothing left: files
+    # Users are still found through nss-systemd; the other databases are the host's.
+    assert sources(theirs, "passwd") == ["files", "systemd"]
+    assert sources(theirs, "hosts") == ["files", "dns"]
+    # A source's own action stays with it; systemd's goes with systemd.
+    other = students_file("group: files [SUCCESS=merge] systemd [NOTFOUND=return] sss # x\n")
+    assert sources(other, "group") == ["files", "[SUCCESS=merge]", "sss"]
+    assert sources(students_file(DEBIAN.replace("group:          files systemd",
+                                                "group: compat")), "group") == ["compat"]
