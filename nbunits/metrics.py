@@ -34,8 +34,8 @@ from systemd import journal
 from .config import Settings, list_courses
 from .files import write_atomic
 from .names import parse_unit
-from .status import student_states
-from .systemd import provisioned_students
+from .status import loaded_states
+from .systemd import count_provisioned
 
 # systemd's own catalog ids (systemd's src/systemd/sd-messages.h).
 UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
@@ -125,7 +125,7 @@ class Collector:
 
     def collect(self) -> Iterator[Any]:
         courses = sorted(set(list_courses(self.settings)) | set(self.state.courses))
-        states = student_states(self.settings)
+        states = loaded_states()
         gauges = {name: GaugeMetricFamily(f"nbunits_students_{name}", text, labels=["course"])
                   for name, text in (
                       ("provisioned", "Students who opened a notebook of the course"),
@@ -146,7 +146,7 @@ class Collector:
         for course in courses:
             mine = [s for s in states if s.course == course]
             counts = {
-                "provisioned": len(provisioned_students(self.settings, course)),
+                "provisioned": count_provisioned(self.settings, course),
                 "running": sum(s.state == "running" for s in mine),
                 "starting": sum(s.state == "starting" for s in mine),
                 "failed": sum(s.state.startswith("failed") for s in mine)}

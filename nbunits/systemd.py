@@ -123,6 +123,17 @@ def provisioned_students(settings: Settings, course: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.env") if USER_RE.fullmatch(p.stem))
 
 
+def count_provisioned(settings: Settings, course: str) -> int:
+    """How many users have a token for this course (one directory listing, no path
+    object per student: the metrics count it every 30 s)."""
+    try:
+        with os.scandir(settings.tokens_dir / course) as entries:
+            return sum(1 for e in entries if e.name.endswith(".env")
+                       and USER_RE.fullmatch(e.name[:-4]) is not None)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+
+
 def generate(settings: Settings, out: Path) -> list[str]:
     """Write every course's units into `out`; returns the problems, one per course."""
     problems = []
