@@ -4,9 +4,10 @@
 explanation from units/catalog/nbunits.catalog (installed by `nbunits install` in
 /usr/local/lib/systemd/catalog, then `journalctl --update-catalog`). Every event carries COURSE= and STUDENT=.
 
-Standard library only: the readiness gate and the container unit's stop hook
-(`python3 -m nbunits.events stopped COURSE USER`) send events on every start and
-stop, so this module must import fast. It speaks journald's native protocol (one
+Standard library only: the container unit's stop hook (`python3 -m nbunits.events
+stopped COURSE USER`) sends an event at every stop, so this module must import
+fast (the "started" one is sent without Python: units/bin/started-event.sh, which
+repeats its MESSAGE_ID). It speaks journald's native protocol (one
 datagram to /run/systemd/journal/socket) and falls back to stderr.
 """
 
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # not imported at run time: the gate and the stop hook start faster
+if TYPE_CHECKING:  # not imported at run time: the stop hook starts faster
     import logging
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -30,7 +31,7 @@ class Event(enum.Enum):
     and the catalog refer to it)."""
 
     PROVISIONED = "a66ac456e46f4460aad52ebe1abdda57"  # a student's first launch in a course
-    STARTED = "1f4132122a444969877e85da90c1725f"      # their Jupyter answers (readiness gate)
+    STARTED = "1f4132122a444969877e85da90c1725f"      # their Jupyter answers (READY=1)
     STOPPED = "e675fc19727f468dabd3ec7364c0b21e"      # it stopped: idle, lifetime or an admin
     RESET = "103b7452c49b4beb807fd81c07d09972"        # a notebook reset (student or admin)
     REFUSED = "751c93b82c284334a247fc368459f818"      # a launch or request refused
@@ -67,7 +68,7 @@ def log(logger: logging.Logger, event: Event, message: str, *, course: str | Non
 def send(event: Event, message: str, *, course: str | None, student: str | None,
          identifier: str = "nbunits", **extra: object) -> None:
     """An event straight to journald (from short-lived processes that do not set up
-    logging: the CLI, the readiness gate, the stop hook)."""
+    logging: the CLI, the stop hook)."""
     entry = {"MESSAGE": message, "PRIORITY": str(_SYSLOG[LEVELS.get(event, INFO)]),
              "SYSLOG_IDENTIFIER": identifier, "COURSE": "-", "STUDENT": "-",
              **fields(event, course, student, extra)}

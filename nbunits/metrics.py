@@ -4,7 +4,7 @@ Gauges come from the units now (running, starting, failed, memory) and the recor
 (provisioned). Counters and the start-time histogram come from the journal:
 systemd logs "Starting" and "Started" (or "Failed to start") for every start of a
 student's Jupyter unit, with fixed MESSAGE_IDs; the time between the two is the
-start time a student waits (podman, Jupyter, the readiness gate). The journal is
+start time a student waits (podman, Jupyter, until Jupyter says it is ready). The journal is
 read from where the previous run stopped (its cursor and the counts are kept in
 /var/lib/nbunits/metrics.json), so counters only grow and each run reads little.
 

@@ -185,7 +185,7 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container,
                      *([units.lock] if settings.server.multi_host else [])], check=False)
     await run_async(["systemctl", "start", units.socket])
-    # Starting the proxy starts the container first (and waits for its readiness gate),
+    # Starting the proxy starts the container first (and waits until Jupyter says it is ready),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
     code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
     if code != 0:

@@ -88,6 +88,8 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         # Mounted into the container: a real path, readable by every student.
         "JUPYTER_LOG_CONFIG": os.path.realpath(
             str(unit_files() / "jupyter" / "jupyter_server_config.py")),
+        # The "started" event, sent by a shell script (units/bin/started-event.sh).
+        "STARTED_EVENT": os.path.realpath(str(unit_files() / "bin" / "started-event.sh")),
         # quota.py: on btrfs the course's folders become subvolumes (as the student),
         # then root limits their qgroup (or, on ext4/xfs, the student's user quota).
         "DISK_QUOTA": (f"ExecStartPre={QUOTA} folders ${{HOME}} {course.name}\n"

@@ -243,7 +243,7 @@ def test_journal_priorities_fields_and_events(nb: Nbunits, course: str) -> None:
     # journalctl -x explains them, from the installed catalog.
     explained = journal(nb, "-x", f"MESSAGE_ID={Event.STARTED.value}", f"STUDENT={user}",
                         output="short")
-    assert "readiness gate" in explained and f"nbunits-{COURSE}@{user}.service" in explained
+    assert "READY=1" in explained and f"nbunits-{COURSE}@{user}.service" in explained
 
 
 def test_metrics_in_prometheus_format(nb: Nbunits) -> None:

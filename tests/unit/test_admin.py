@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from nbunits import cli, events, service
+from nbunits.config import Settings
 from nbunits.courses import Removal
 from nbunits.metrics import BUCKETS, CourseStarts, State
 from nbunits.students import Deletion
-from nbunits.systemd import catalog_file, iso_time
+from nbunits.systemd import catalog_file, count_provisioned, iso_time
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +72,17 @@ def test_start_times_fill_histogram_buckets_and_survive_a_reload(tmp_path: Path)
     assert again.cursor == "cursor" and again.courses["demo"] == starts
     (tmp_path / "m.json").write_text("{oops")
     assert State.load(tmp_path / "m.json") == State()
+
+
+def test_provisioned_students_are_counted_from_token_names(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    assert count_provisioned(settings, "demo") == 0  # no course folder yet
+    folder = settings.tokens_dir / "demo"
+    folder.mkdir(parents=True)
+    for name in ("nbaaaaaaaaaaaaaaaa.env", "nbaaaaaaaaaaaaaaaa.json", "nbbbbbbbbbbbbbbbbb.env",
+                 "notastudent.env", ".nbcccccccccccccccc.env.tmp"):
+        (folder / name).write_text("")
+    assert count_provisioned(settings, "demo") == 2
 
 
 def test_systemd_timestamps_become_iso_8601() -> None:

@@ -112,7 +112,7 @@ def test_a_disk_quota_is_set_in_two_steps_before_the_course_folder_is_made(tmp_p
     quota = "/opt/nbunits/venv/bin/python3 -m nbunits.quota"
     student = service.index(f"ExecStartPre={quota} folders ${{HOME}} demo\n")
     root = service.index(f"ExecStartPre=+{quota} limit %i demo 2G\n")
-    assert student < root < service.index("/bin/mkdir -p -m 0700 ${HOME}/.nbunits")
+    assert student < root < service.index("ExecStart=/bin/sh -c 'mkdir -p -m 0700 \"$$0\"")
     unlimited = render_course(CourseConfig(name="demo", source=Path("/srv")),
                               Settings(image_store=make_store(tmp_path / "b")))
     assert "nbunits.quota" not in unlimited["nbunits-demo@.service"]

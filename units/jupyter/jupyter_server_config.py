@@ -12,7 +12,8 @@
 #   of each line of a service's output (SyslogLevelPrefix=, on by default). Jupyter
 #   logs everything on stderr, so without a prefix its info lines would share one
 #   priority with its errors. journald adds the time: the lines carry none.
-# And one more: a save over the disk quota says "Disk quota exceeded" (below).
+# And two more: a save over the disk quota says "Disk quota exceeded", and Jupyter
+# tells systemd when it is ready (both below).
 import logging
 import os
 import re
@@ -99,3 +100,41 @@ def quota_clear_contents() -> type:
 
 if "jupyter_server" in sys.modules:  # Jupyter reads this file; tests/unit do too, without it
     c.ServerApp.contents_manager_class = quota_clear_contents()
+
+
+# Readiness, said by Jupyter itself. The unit is "activating" until READY=1 (the
+# proxy's first connection must not be refused: systemd-socket-proxyd does not
+# retry), and podman passes systemd's notify socket into the container
+# (--sdnotify=container). Jupyter binds its socket in its event loop's first
+# callbacks; extensions' start hooks run right after, so one sends READY=1. The
+# variable is dropped then: kernels (students' code) do not inherit it.
+def _sd_notify(message: bytes) -> None:
+    path = os.environ.pop("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    import socket
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(message)
+
+
+def ready_extension() -> None:
+    """A server extension made here (no package to install in course images)."""
+    import types
+
+    module = types.ModuleType("nbunits_ready")
+
+    async def start(serverapp: object) -> None:
+        _sd_notify(b"READY=1\nSTATUS=Jupyter answers")
+
+    module.__dict__.update(
+        _jupyter_server_extension_points=lambda: [{"module": "nbunits_ready"}],
+        _load_jupyter_server_extension=lambda serverapp: None,
+        _start_jupyter_server_extension=start)
+    sys.modules["nbunits_ready"] = module
+    c.ServerApp.jpserver_extensions.update({"nbunits_ready": True})
+
+
+if "jupyter_server" in sys.modules and os.environ.get("NOTIFY_SOCKET"):
+    ready_extension()
