@@ -210,7 +210,10 @@ def unit_settings(bench: Bench, user: str, cred_dir: str
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "ExecStart":
-            argv = [fill(a) for a in shlex.split(value) if not a.startswith("--sdnotify")]
+            words = shlex.split(value)
+            # The unit's shell step (mkdir of the container home) before podman.
+            words = words[words.index("/usr/bin/podman"):]
+            argv = [fill(a) for a in words if not a.startswith("--sdnotify")]
         elif key == "Environment":
             for item in shlex.split(value):
                 k, _, v = item.partition("=")
