@@ -149,7 +149,7 @@ def breakdown(bench: Bench, runs: list[Cold]) -> dict[str, dict]:
                 marks["first_log"] - marks["starting"],
             "Jupyter first log line -> 'is running' (extensions, listen)":
                 marks["running"] - marks["first_log"],
-            "'is running' -> readiness gate passed (unit Started)":
+            "'is running' -> Jupyter's READY=1 (unit Started)":
                 marks["started"] - marks["running"],
             "unit Started -> proxy forwards, page rendered, 200":
                 c.t0 + c.page - marks["started"],
@@ -164,7 +164,6 @@ def breakdown(bench: Bench, runs: list[Cold]) -> dict[str, dict]:
 
 def _marks(entries: list[dict], user: str, t0: float) -> dict[str, float]:
     unit = f"nbunits-{COURSE}@{user}.service"
-    container = f"nbunits-{COURSE}-{user}"
     marks: dict[str, float] = {}
     for e in entries:
         ts = int(e["__REALTIME_TIMESTAMP"]) / 1e6
@@ -178,12 +177,14 @@ def _marks(entries: list[dict], user: str, t0: float) -> dict[str, float]:
                 marks["starting"] = ts
             elif msg.startswith("Started ") and "started" not in marks:
                 marks["started"] = ts
-        elif e.get("CONTAINER_NAME") == container:
+        elif e.get("_SYSTEMD_UNIT") == unit and "container init" in msg:
+            marks.setdefault("container_init", ts)
+        elif e.get("_SYSTEMD_UNIT") == unit and msg.startswith("[") and "]" in msg:
+            # Jupyter's own lines ("[ServerApp] ..."): the container's output is the
+            # unit's (--log-driver=passthrough).
             marks.setdefault("first_log", ts)
             if "is running at" in msg:
                 marks.setdefault("running", ts)
-        elif e.get("_SYSTEMD_UNIT") == unit and "container init" in msg:
-            marks.setdefault("container_init", ts)
     return marks
 
 

@@ -126,9 +126,10 @@ def without_initgroups_line(bench: Bench, clicks: int) -> dict:
 
 
 # The container unit's group lookups as before the students' nsswitch.conf: `chown
-# USER:` of the socket folder and podman's libsubid lookup through nss-systemd.
+# USER:` of the socket folder and podman's libsubid lookup through nss-systemd. (An
+# empty BindReadOnlyPaths= empties BindPaths= too: one list in systemd.)
 GROUP_LOOKUPS_BEFORE = (
-    "[Service]\nBindReadOnlyPaths=\nExecStartPre=\n"
+    "[Service]\nBindReadOnlyPaths=\nBindPaths=/home/%i\nExecStartPre=\n"
     "ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/sh -c "
     "'mount -t tmpfs -o size=64k,nr_inodes=16,mode=0700,nosuid,nodev,noexec nbunits-jupyter "
     f"\"$$1\" && chown \"$$0:\" \"$$1\"' %i /run/nbunits/jupyter/{COURSE}/%i\n")

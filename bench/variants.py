@@ -52,7 +52,8 @@ UNIT_VARIANTS: dict[str, str] = {
     "baseline (no drop-in)": "",
     # Group lookups through nss-systemd again (no students' nsswitch.conf): free on
     # an empty host, ~0.2 s per start with 100,000 students (docs/BENCHMARKS.md).
-    "group lookups through nss-systemd": "[Service]\nBindReadOnlyPaths=\n",
+    # An empty BindReadOnlyPaths= empties BindPaths= too (one list in systemd).
+    "group lookups through nss-systemd": "[Service]\nBindReadOnlyPaths=\nBindPaths=/home/%i\n",
 }
 
 
@@ -173,7 +174,7 @@ def before_dropins(bench: Bench) -> dict[str, str]:
     podman = exec_start[exec_start.index("/usr/bin/podman "):]
     sock = f"/run/nbunits/jupyter/{COURSE}/%i"
     before = (
-        "[Service]\nBindReadOnlyPaths=\nEnvironment=PYTHONPATH=" + OLD + "\nExecStartPre=\n"
+        "[Service]\nBindReadOnlyPaths=\nBindPaths=/home/%i\nEnvironment=PYTHONPATH=" + OLD + "\nExecStartPre=\n"
         f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/mount -t tmpfs "
         f"-o size=64k,nr_inodes=16,mode=0700,nosuid,nodev,noexec nbunits-jupyter {sock}\n"
         f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/chown %i: {sock}\n"
