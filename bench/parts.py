@@ -191,10 +191,8 @@ def _marks(entries: list[dict], user: str, t0: float) -> dict[str, float]:
 # ------------------------------------------------------------------ floor
 
 
-def unit_settings(bench: Bench, user: str, cred_dir: str
-                  ) -> tuple[list[str], dict[str, str], list[str], dict[str, str]]:
-    """The unit's own `podman run` argv, Environment=, RuntimeDirectory= and
-    LoadCredential= (name -> source) for this user, with %d pointing at `cred_dir`.
+def unit_settings(bench: Bench, user: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """The unit's own `podman run` argv, Environment= and RuntimeDirectory= for this user.
 
     Read from the generator's output, so the floor follows whatever the units say.
     """
@@ -202,12 +200,11 @@ def unit_settings(bench: Bench, user: str, cred_dir: str
     home = f"/home/{user}"
 
     def fill(arg: str) -> str:
-        return arg.replace("%d", cred_dir).replace("${HOME}", home).replace("%i", user)
+        return arg.replace("${HOME}", home).replace("%i", user)
 
     argv: list[str] = []
     env: dict[str, str] = {}
     dirs: list[str] = []
-    creds: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key == "ExecStart":
@@ -221,10 +218,7 @@ def unit_settings(bench: Bench, user: str, cred_dir: str
                 env[k] = fill(v)
         elif key == "RuntimeDirectory":
             dirs += ["/run/" + fill(d) for d in value.split()]
-        elif key == "LoadCredential":
-            name, _, source = value.partition(":")
-            creds[name] = fill(source)
-    return argv, env, dirs, creds
+    return argv, env, dirs
 
 
 def _find_key(data: object, key: str) -> str | None:
@@ -238,28 +232,28 @@ def _find_key(data: object, key: str) -> str | None:
 
 def floor_runs(bench: Bench, user: str, n: int, change=None) -> dict:
     """`podman run` by hand as `user`, n times, with the unit's own flags, paths and
-    credentials (the unit is stopped); `change` edits the argv (variants.py)."""
+    token files (the unit is stopped); `change` edits the argv (variants.py)."""
     box = bench.box
-    cred_dir = f"/run/nbunits-bench-floor/{user}"
-    argv, env, dirs, creds = unit_settings(bench, user, cred_dir)
+    argv, env, dirs = unit_settings(bench, user)
     if change is not None:
         argv = change(argv)
-    box.run("install", "-d", "-o", user, "-g", user, "-m", "0700", cred_dir)
+    for d in dirs:
+        box.run("install", "-d", "-o", user, "-g", user, "-m", "0700", d)
+    # What the unit's first command copies: the token and the settings that carry it.
+    settings_dir = next(d for d in dirs if "/settings/" in d)
     token, prefix = "", f"/nb/{COURSE}/{user}/"
-    for name, source in creds.items():
-        text = box.read_file(source)
-        box.write_file(f"{cred_dir}/{name}", text, mode=0o600)
-        box.run("chown", user, f"{cred_dir}/{name}")
+    for suffix in ("env", "json"):
+        text = box.read_file(f"/var/lib/nbunits/tokens/{COURSE}/{user}.{suffix}")
+        box.write_file(f"{settings_dir}/jupyter.{suffix}", text, mode=0o400)
+        box.run("chown", user, f"{settings_dir}/jupyter.{suffix}")
         for line in text.splitlines():
             if line.startswith("JUPYTER_TOKEN="):
                 token = line.split("=", 1)[1].strip()
-        if name.endswith(".json"):
+        if suffix == "json":
             data = json.loads(text)
             token = token or _find_key(data, "token") or ""
             prefix = _find_key(data, "base_url") or prefix
     sock_dir = next(d for d in dirs if "/jupyter/" in d)
-    for d in dirs:
-        box.run("install", "-d", "-o", user, "-g", user, "-m", "0755", d)
     bench.shared.joinpath("floor.py").write_text(Path(__file__).with_name("floor.py").read_text())
     cpu0 = bench.cpu_seconds()
     out = box.run("/usr/bin/python3", f"{SHARED_IN_BOX}/floor.py", str(n), sock_dir, token,
@@ -412,7 +406,7 @@ def cost(bench: Bench) -> dict:
     asyncio.run(with_kernel())
     time.sleep(3)
     with_kernel_kb = pss_kb(box_pids_of(bench, uid))
-    _argv, _env, dirs, _creds = unit_settings(bench, c.user, "")
+    _argv, _env, dirs = unit_settings(bench, c.user)
     runtime = sum(_du_kb(bench.host_path(d)) for d in dirs if bench.host_path(d).is_dir())
     stop_student(bench, c.user)
     time.sleep(2)

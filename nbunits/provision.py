@@ -304,8 +304,9 @@ def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, 
                  running: bool) -> str:
     """The student's capability for this course, and the Jupyter settings that carry it.
 
-    Both files are root's; the container unit reads them with LoadCredential=, so
-    the capability never shows on a command line or in `systemctl show`. Rewritten
+    Both files are root's; the container unit's first command copies them for podman
+    into that start's settings folder (the student's, 0700), so the capability never
+    shows on a command line or in `systemctl show`. Rewritten
     at each launch while the server is stopped, so a course's new settings (its LMS
     origin, terminals) and a new capability (revoked, expired) apply at its next start.
     """
