@@ -4,18 +4,19 @@ The image's `jupyter-notebook` (the unit's command) runs `main()`: Notebook 7's 
 entry point, `notebook.app.main`, after two things that change how fast Python gets
 there, not what it runs (docs/BENCHMARKS.md, "Jupyter's start, cut"):
 
-- Regular expressions come precompiled. The server's imports compile ~370 of them
-  (urllib3's URL grammar, JupyterLab's semver, tornado's routes...), about a tenth
-  of its start's CPU. At image build, `python3 -m nbunits_start record CACHE` starts
+- Regular expressions come precompiled. The server's imports and its first page
+  compile ~360 of them (JupyterLab's semver grammar, tornado's, packaging's, YAML's,
+  Jinja's...), ~40 ms of CPU at every start. At image build, `python3 -m nbunits_start record CACHE` starts
   the server once, serves a notebook page and stores what Python's own regex
   compiler made of each pattern; `main()` puts them into `re`'s own cache, so the
   same `re.compile()` calls find them there. Only the very Python that wrote the
   cache uses it (its version string and sre's magic number are checked); a pattern
   not in it compiles as usual.
-- `requests` is imported on first use. jupyterlab_server imports it for extension
-  listings, which it fetches only when an admin configures listing URLs; until
-  then the import (with urllib3, charset_normalizer, idna) is start time for
-  nothing.
+- Two packages are imported on first use, which a student's server never makes:
+  `requests`, which jupyterlab_server imports for extension listings (fetched only
+  when an admin configures listing URLs), and `websocket` (websocket-client), which
+  jupyter_server imports for kernels on a remote gateway. Their imports (with
+  urllib3, charset_normalizer, idna) are start time for nothing.
 
 Standard library only: it runs in the image's venv before anything else.
 """
@@ -24,19 +25,12 @@ from __future__ import annotations
 
 import _sre
 import atexit
-import http.client
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import marshal
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -44,7 +38,7 @@ from typing import Any
 CACHE = os.path.join(sys.prefix, "share", "nbunits", "regex-cache.marshal")
 # Set (to a path) by `record`: the server then writes its patterns there at exit.
 RECORD_ENV = "NBUNITS_RECORD_REGEXES"
-LAZY_MODULES = frozenset({"requests"})
+LAZY_MODULES = frozenset({"requests", "websocket"})
 # What makes compiled sre code valid: the interpreter build and sre's own version.
 STAMP = (sys.version, _sre.MAGIC, _sre.CODESIZE, sys.maxunicode)
 
@@ -104,8 +98,9 @@ def record_patterns(path: str) -> None:
     atexit.register(lambda: write_cache(path, keys))
 
 
-class _LazyFinder(importlib.abc.MetaPathFinder):
-    """Finds LAZY_MODULES as usual, but executes them on first attribute access."""
+class _LazyFinder:
+    """Finds LAZY_MODULES as usual, but executes them on first attribute access
+    (a sys.meta_path finder; importlib.abc is not imported for its base class)."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
@@ -131,16 +126,6 @@ def main() -> int:
     return notebook_main()
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=60)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
 # What a student's first click asks of the server: the notebook page, then what the
 # page's scripts fetch first.
 RECORD_PATHS = ("notebooks/start.ipynb", "tree", "api/contents/start.ipynb?content=1",
@@ -150,6 +135,23 @@ RECORD_PATHS = ("notebooks/start.ipynb", "tree", "api/contents/start.ipynb?conte
 
 def record(cache: str) -> None:
     """Start the server as a student's unit would, serve RECORD_PATHS, write the cache."""
+    # Imported here: a student's start needs none of these.
+    import http.client
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, path: str) -> None:
+            super().__init__("localhost", timeout=60)
+            self.unix_path = path
+
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(self.unix_path)
+
     token = "nbunits-record"
     with tempfile.TemporaryDirectory() as tmp:
         work, sock = os.path.join(tmp, "work"), os.path.join(tmp, "jupyter.sock")
@@ -170,7 +172,7 @@ def record(cache: str) -> None:
                     raise SystemExit("nbunits_start record: the server did not start")
                 time.sleep(0.05)
             for path in RECORD_PATHS:
-                conn = _UnixConnection(sock)
+                conn = UnixConnection(sock)
                 conn.request("GET", "/" + path, headers={"Authorization": f"token {token}"})
                 status = conn.getresponse().status
                 conn.close()
