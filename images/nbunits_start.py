@@ -5,8 +5,9 @@ entry point, `notebook.app.main`, after two things that change how fast Python g
 there, not what it runs (docs/BENCHMARKS.md, "Jupyter's start, cut"):
 
 - Regular expressions come precompiled. The server's imports and its first page
-  compile ~360 of them (JupyterLab's semver grammar, tornado's, packaging's, YAML's,
-  Jinja's...), ~40 ms of CPU at every start. At image build, `python3 -m nbunits_start record CACHE` starts
+  compile ~400 of them (JupyterLab's semver grammar, tornado's, packaging's, YAML's,
+  Jinja's...), ~40 ms of CPU at every start. (Its URL routes still compile: they
+  start with the base URL, which holds the student's capability.) At image build, `python3 -m nbunits_start record CACHE` starts
   the server once, serves a notebook page and stores what Python's own regex
   compiler made of each pattern; `main()` puts them into `re`'s own cache, so the
   same `re.compile()` calls find them there. Only the very Python that wrote the
