@@ -52,6 +52,11 @@ def test_cached_patterns_are_what_re_compiles(start: ModuleType, tmp_path: Path)
             assert (got and (got.span(), got.groups())) == (want and (want.span(), want.groups()))
 
 
+def test_the_recorded_servers_routes_are_left_out(start: ModuleType, tmp_path: Path) -> None:
+    route = f"/{start.RECORD_BASE}/api/kernels/(?P<kernel_id>\\w+-\\w+)"
+    assert start.write_cache(str(tmp_path / "cache"), [*PATTERNS, (route, 0)]) == len(PATTERNS)
+
+
 def test_a_cache_from_another_python_is_ignored(start: ModuleType, tmp_path: Path) -> None:
     cache = tmp_path / "regex-cache.marshal"
     start.write_cache(str(cache), PATTERNS)
