@@ -135,7 +135,6 @@ def main() -> int:
     sys.meta_path.insert(0, _LazyFinder())
     from notebook.app import main as notebook_main
 
-    sys.argv[0] = "jupyter-notebook"
     return notebook_main()
 
 
