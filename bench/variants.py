@@ -167,8 +167,9 @@ def _exec_start(bench: Bench) -> str:
 
 def before_dropins(bench: Bench) -> dict[str, str]:
     """Now, and main before the fourth pass: three ExecStartPre= (the socket folder's
-    mount and `chown USER:`, the home's mkdir), conmon's READY=1 at the container's
-    start and then the Python readiness gate, group lookups through nss-systemd."""
+    mount and `chown USER:`, the home's mkdir), the token by LoadCredential=, conmon's
+    READY=1 at the container's start and then the Python readiness gate, group
+    lookups through nss-systemd. (The image is this checkout's in both.)"""
     _old_files(bench)
     exec_start = _exec_start(bench)
     podman = exec_start[exec_start.index("/usr/bin/podman "):]
@@ -179,7 +180,10 @@ def before_dropins(bench: Bench) -> dict[str, str]:
         f"-o size=64k,nr_inodes=16,mode=0700,nosuid,nodev,noexec nbunits-jupyter {sock}\n"
         f"ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/chown %i: {sock}\n"
         f"ExecStartPre=/bin/mkdir -p -m 0700 ${{HOME}}/.nbunits/{COURSE}/home\n"
+        f"LoadCredential=jupyter.env:/var/lib/nbunits/tokens/{COURSE}/%i.env\n"
+        f"LoadCredential=jupyter.json:/var/lib/nbunits/tokens/{COURSE}/%i.json\n"
         "ExecStart=\nExecStart=" + podman.replace("--sdnotify=container", "--sdnotify=conmon")
+        .replace(f"/run/nbunits/settings/{COURSE}/%i/", "%d/")
         + "\nExecStartPost=\n"
         f"ExecStartPost=/opt/nbunits/venv/bin/python3 -m nbunits_before.ready {sock}/jupyter.sock\n")
     return {"now (this branch)": "", f"before (main at {BEFORE})": before}
