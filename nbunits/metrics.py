@@ -33,9 +33,8 @@ from systemd import journal
 
 from .config import Settings, list_courses
 from .files import write_atomic
-from .names import parse_unit
-from .status import loaded_states
-from .systemd import count_provisioned
+from .names import course_slice, course_unit_patterns, parse_unit
+from .systemd import count_provisioned, show, unit_states
 
 # systemd's own catalog ids (systemd's src/systemd/sd-messages.h).
 UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
@@ -125,7 +124,11 @@ class Collector:
 
     def collect(self) -> Iterator[Any]:
         courses = sorted(set(list_courses(self.settings)) | set(self.state.courses))
-        states = loaded_states()
+        # Every 30 s, so at a cost that grows with the active students only: their
+        # units' states in one call, the memory of each course's slice (its servers,
+        # kernels and proxies), the provisioned ones by one directory listing.
+        states = unit_states(course_unit_patterns(None))
+        slices = show([course_slice(c) for c in courses], ("MemoryCurrent",))
         gauges = {name: GaugeMetricFamily(f"nbunits_students_{name}", text, labels=["course"])
                   for name, text in (
                       ("provisioned", "Students who opened a notebook of the course"),
@@ -133,7 +136,8 @@ class Collector:
                       ("starting", "Students whose Jupyter is starting"),
                       ("failed", "Students whose units are in the failed state"))}
         memory = GaugeMetricFamily("nbunits_memory_bytes",
-                                   "Memory used by the course's running Jupyter servers",
+                                   "Memory used by the course's students (its slice: "
+                                   "Jupyter servers, kernels, proxies)",
                                    labels=["course"])
         starts = CounterMetricFamily("nbunits_starts", "Starts of students' Jupyter servers",
                                      labels=["course"])
@@ -143,16 +147,24 @@ class Collector:
         seconds = HistogramMetricFamily(
             "nbunits_start_seconds", "Time from a start request to Jupyter answering",
             labels=["course"])
+        # {course: {student: {"container"/"socket": ActiveState}}}
+        by_course: dict[str, dict[str, dict[str, str]]] = {}
+        for name, active in states.items():
+            parsed = parse_unit(name)
+            if parsed and parsed.kind in ("container", "socket"):
+                by_course.setdefault(parsed.units.course, {}).setdefault(
+                    parsed.units.user, {})[parsed.kind] = active
         for course in courses:
-            mine = [s for s in states if s.course == course]
+            mine = list(by_course.get(course, {}).values())
             counts = {
                 "provisioned": count_provisioned(self.settings, course),
-                "running": sum(s.state == "running" for s in mine),
-                "starting": sum(s.state == "starting" for s in mine),
-                "failed": sum(s.state.startswith("failed") for s in mine)}
+                "running": sum(u.get("container") == "active" for u in mine),
+                "starting": sum(u.get("container") == "activating" for u in mine),
+                "failed": sum("failed" in u.values() for u in mine)}
             for name, gauge in gauges.items():
                 gauge.add_metric([course], counts[name])
-            memory.add_metric([course], sum(s.memory or 0 for s in mine))
+            used = slices.get(course_slice(course), {}).get("MemoryCurrent", "")
+            memory.add_metric([course], int(used) if used.isdigit() else 0)
             done = self.state.courses.get(course, CourseStarts())
             starts.add_metric([course], done.starts)
             failed.add_metric([course], done.failed)

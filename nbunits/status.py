@@ -43,14 +43,6 @@ def student_states(settings: Settings, course: str | None = None) -> list[Studen
     return [_state_of(StudentUnits(c, u), ids[u], units) for c, u in sorted(pairs)]
 
 
-def loaded_states(course: str | None = None) -> list[StudentState]:
-    """Students whose units systemd has loaded (the recently active ones), without
-    their ids: what the metrics count every 30 s, at a cost that grows with the
-    active students only. The others are stopped."""
-    pairs, units = _loaded(course)
-    return [_state_of(StudentUnits(c, u), "", units) for c, u in sorted(pairs)]
-
-
 def _loaded(course: str | None) -> tuple[set[tuple[str, str]], dict[str, dict[str, str]]]:
     parsed = [(name, p) for name in list_units(course_unit_patterns(course))
               if (p := parse_unit(name)) and (course is None or p.units.course == course)]
