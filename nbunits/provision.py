@@ -188,6 +188,18 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     # Starting the proxy starts the container first (and waits until Jupyter says it is ready),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
     code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
+    if code != 0 and not (settings.server.multi_host and await runs_elsewhere(units)) \
+            and not await start_failure(units, only_lasting=True):
+        # A failure that waiting may mend (seen once in the tests, a wake right after a
+        # whole course was stopped; not reproduced in 50 more): tried once more, as
+        # systemd's own Restart=on-failure would, rather than showing an error page.
+        logger.warning("%s did not start (%s); trying once more", units.container,
+                       await start_failure(units), extra={"COURSE": course, "STUDENT": user})
+        await run_async(["systemctl", "reset-failed", units.socket, units.proxy,
+                         units.container], check=False)
+        await run_async(["systemctl", "start", units.socket])
+        code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150,
+                                     check=False)
     if code != 0:
         if settings.server.multi_host and await runs_elsewhere(units):
             moving(course, user)
