@@ -247,22 +247,20 @@ def table(r: dict) -> str:
             if key in a:
                 row(f"7. a new student's first click: {what}", sec(a[key]),
                     f"empty host {sec(b[key])}: {ratio(a[key]['median'], b[key]['median']):.2f}x")
-        w = s.get("after_without_initgroups_line")
-        if w:
+        # The same clicks with one of this issue's changes undone, right after.
+        for variant, undone in (
+                ("after_without_initgroups_line",
+                 "without nbunits' initgroups: line (as before this change)"),
+                ("after_with_group_lookups_of_before",
+                 "with the group lookups of before (chown USER:, podman's libsubid "
+                 "through nss-systemd)")):
+            w = s.get(variant)
             for key, what in (("first_click", "edX URL -> page 200"),
                               ("first_click_cpu", "CPU seconds used by the box until page 200")):
-                row(f"7. ... the same without nbunits' initgroups: line (as before this change): "
-                    f"{what}", sec(w[key]),
-                    f"with the line {sec(a[key])}: {ratio(w[key]['median'], a[key]['median']):.2f}x; "
-                    f"empty host {ratio(w[key]['median'], b[key]['median']):.2f}x")
-        w = s.get("after_with_group_lookups_of_before")
-        if w:
-            for key, what in (("first_click", "edX URL -> page 200"),
-                              ("first_click_cpu", "CPU seconds used by the box until page 200")):
-                row(f"7. ... the same with the group lookups of before (chown USER:, podman's "
-                    f"libsubid through nss-systemd): {what}", sec(w[key]),
-                    f"now {sec(a[key])}: {ratio(w[key]['median'], a[key]['median']):.2f}x; "
-                    f"empty host {ratio(w[key]['median'], b[key]['median']):.2f}x")
+                if w:
+                    row(f"7. ... the same {undone}: {what}", sec(w[key]),
+                        f"now {sec(a[key])}: {ratio(w[key]['median'], a[key]['median']):.2f}x; "
+                        f"empty host {ratio(w[key]['median'], b[key]['median']):.2f}x")
         if "loadavg" in a:
             row("7. machine load average during those clicks",
                 f"{a['loadavg'][0]:.1f} (100,000 provisioned)", f"empty host {b['loadavg'][0]:.1f}")
