@@ -165,13 +165,7 @@ def sync(copies: Copies, *, running: bool) -> Report:
     """Bring every copy in line with the masters, as `decide` says."""
     report = Report()
     with locked(copies.manifest):
-        try:
-            report.linked = link_tree(copies.home, copies.course, copies.masters,
-                                      COURSE_IN_CONTAINER, copies.uid, copies.gid)
-        except (NbunitsError, OSError) as exc:  # the student's folder is odd: the notebooks still go on
-            logger.warning("not linking the course's files for %s: %s", copies.home.name,
-                           getattr(exc, "message", exc),
-                           extra={"COURSE": copies.course})
+        report.linked = _link_course_files(copies)
         records = load_manifest(copies.manifest)
         before = {nb: vars(r).copy() for nb, r in records.items()}
         for notebook in find_masters(copies.masters):
@@ -185,6 +179,17 @@ def sync(copies: Copies, *, running: bool) -> Report:
         if {nb: vars(r) for nb, r in records.items()} != before:
             save_manifest(copies.manifest, records)
     return report
+
+
+def _link_course_files(copies: Copies) -> int:
+    """link_tree for this student; a folder of theirs it cannot use is logged, not fatal."""
+    try:
+        return link_tree(copies.home, copies.course, copies.masters, COURSE_IN_CONTAINER,
+                         copies.uid, copies.gid)
+    except (NbunitsError, OSError) as exc:  # the student's folder is odd: the notebooks still go on
+        logger.warning("not linking the course's files for %s: %s", copies.home.name,
+                       getattr(exc, "message", exc), extra={"COURSE": copies.course})
+        return 0
 
 
 def _master(masters: Path, notebook: str) -> tuple[bytes, str]:
@@ -245,6 +250,9 @@ def reset(copies: Copies, notebook: str, now: datetime) -> str | None:
     data = read_master(copies.masters, notebook)
     rel = copies.rel(notebook)
     with locked(copies.manifest):
+        # A folder that held no notebook at the last sync is a link into the course:
+        # now that it holds one, it must be the student's own folder again.
+        _link_course_files(copies)
         records = load_manifest(copies.manifest)
         copy = read_copy(copies.home, rel)
         kept = None

@@ -182,6 +182,19 @@ def test_reset_keeps_the_old_copy_beside_a_fresh_one(tmp_path):
         source_hash((copies.masters / "w/a.ipynb").read_bytes())
 
 
+def test_a_folder_emptied_of_notebooks_then_given_one_again_can_be_reset(tmp_path):
+    # Found by the property below: the emptied folder became a link into the course.
+    copies = make_copies(tmp_path)
+    put_master(copies, "w/b.ipynb", notebook("# B"))
+    (copies.masters / "w/b.ipynb").unlink()
+    sync(copies, running=False)
+    assert (copies.home / "c1" / "w").is_symlink()  # a folder of data: linked
+    put_master(copies, "w/b.ipynb", notebook("# B", "v = 2"))
+    assert reset(copies, "w/b.ipynb", datetime(2026, 1, 1)) is None
+    assert not (copies.home / "c1" / "w").is_symlink()
+    assert "v = 2" in copy_of(copies, "w/b.ipynb").read_text()
+
+
 def test_sync_does_not_follow_a_students_symlink(tmp_path):
     copies = make_copies(tmp_path)
     outside = tmp_path / "outside"
