@@ -72,6 +72,7 @@ GENERATOR_LINK = Path("/etc/systemd/system-generators/nbunits-generator")
 NGINX_DIR = Path("/etc/nginx")
 CATALOG_DIR = Path("/usr/local/lib/systemd/catalog")  # journalctl reads no /etc dir
 BIN_LINK = Path("/usr/local/sbin/nbunits")
+JOURNALD_DROPIN = Path("/etc/systemd/journald.conf.d/60-nbunits.conf")
 COCKPIT_DIR = Path("/usr/share/cockpit/nbunits")
 
 
@@ -158,6 +159,7 @@ def cmd_install(settings: Settings, args: argparse.Namespace) -> None:
     CATALOG_DIR.mkdir(parents=True, exist_ok=True)
     write_atomic(CATALOG_DIR / "nbunits.catalog", catalog_file().read_text(), 0o644)
     run(["journalctl", "--update-catalog"])
+    install_journald_dropin()
     # Cockpit's page and admins' shells find the command by name.
     if not BIN_LINK.is_symlink() or os.readlink(BIN_LINK) != str(VENV / "bin" / "nbunits"):
         BIN_LINK.unlink(missing_ok=True)
@@ -193,6 +195,26 @@ def install_students_nsswitch(settings: Settings,
     target = settings.students_nsswitch
     write_atomic(target, nsswitch.students_file(path.read_text()), 0o644)
     step(f"{target}: group lookups without systemd, for students' units")
+
+
+def install_journald_dropin(path: Path = JOURNALD_DROPIN) -> None:
+    """Students' lines in the system journal, not one journal file per student.
+
+    journald's default (SplitMode=uid) gives every uid from 1000 up a file of its
+    own, user-UID.journal, allocated 8 MB at a time: one more file per student who
+    ever started a server (800 GB of allocation for 100,000 students, capped and
+    vacuumed by SystemMaxUse= over and over), and a `journalctl` that opens every
+    file. Students never read their own journal (they have no login), and admins
+    read it whole anyway. journald reads its settings at start: restarted (its
+    services' log streams are kept across, in its file descriptor store) when the
+    file changes."""
+    text = data_file("units", "journald", "nbunits.conf")
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text, 0o644)
+    step(f"{path}: students' lines in the system journal; restart systemd-journald")
+    systemctl("restart", "systemd-journald.service")
 
 
 def install_multi_host(settings: Settings) -> None:

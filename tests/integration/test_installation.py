@@ -78,6 +78,12 @@ def test_journal_has_course_and_student_fields(nb: Nbunits) -> None:
     unit_log = nb.box.run("journalctl", "--no-pager", "-o", "cat",
                           "-u", f"nbunits-demo@{user}.service").stdout
     assert "Jupyter Server" in unit_log  # the container's output lands under its unit
+    # ... in the system journal: no file per student (8 MB each; units/journald/).
+    uid = nb.uid(user)
+    files = nb.box.run("sh", "-c", "ls /var/log/journal/*/ /run/log/journal/*/ 2>/dev/null || true").stdout
+    assert "system.journal" in files and f"user-{uid}" not in files, files
+    assert nb.box.run("journalctl", "--no-pager", "-o", "cat", "--system",
+                      f"_UID={uid}", "-u", f"nbunits-demo@{user}.service").stdout
 
 
 def test_course_add_refuses_bad_input_and_changes_nothing(nb: Nbunits) -> None:
