@@ -183,3 +183,28 @@ def collect_text(settings: Settings) -> str:
     registry = CollectorRegistry()
     registry.register(Collector(settings, state))
     return generate_latest(registry).decode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """nbunits-metrics.service, every 30 s: `python3 -m nbunits.metrics --textfile F`.
+
+    The same as `nbunits metrics --textfile F` without the command line's imports
+    (nbformat, jsonschema, PyJWT...): ~0.3 s of CPU at each run, 1% of a core on its
+    own with the timer's 30 s."""
+    import argparse
+    import sys
+
+    from .config import load_settings
+    from .errors import NbunitsError
+
+    parser = argparse.ArgumentParser(prog="python3 -m nbunits.metrics")
+    parser.add_argument("--textfile", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        write_atomic(args.textfile, collect_text(load_settings()), 0o644)
+    except (NbunitsError, OSError) as exc:
+        sys.exit(f"nbunits metrics: {getattr(exc, 'message', exc)}")
+
+
+if __name__ == "__main__":
+    main()
