@@ -42,7 +42,7 @@ FLOOR_VARIANTS: dict[str, Callable[[Argv], Argv]] = {
     "baseline (the unit's flags)": lambda argv: argv,
     "image config: terminals off too (informative: a product choice)": _before_image(
         "--volume", f"{EXT_OFF}:{CFG_DIR}/jupyter_server_terminals.json:ro"),
-    "podman: no --init (the image's ENTRYPOINT is tini already)": _drop("--init"),
+    "podman: no --init (timeout as the container's PID 1)": _drop("--init"),
     "podman: --log-driver=none": _before_image("--log-driver=none"),
     "podman: --security-opt seccomp=unconfined (informative only)":
         _before_image("--security-opt", "seccomp=unconfined"),

@@ -78,6 +78,13 @@ c.Application.logging_config = {
 #   extension, only the shim's config mixin, which stays.
 c.ServerApp.jpserver_extensions.update({"notebook_shim": False})
 
+# - Fewer wake-ups of an idle server. Jupyter checks that each kernel process is
+#   alive every `time_to_dead` seconds (3 by default): with a kernel open, that check
+#   was nearly all an idle server did, ~13 ms of CPU a minute, 2 s a minute with 150
+#   students active (docs/BENCHMARKS.md). Every 10 s, a kernel that died (killed at
+#   the course's memory limit) is restarted at most 10 s later.
+c.KernelRestarter.time_to_dead = 10.0
+
 
 def quota_clear_contents() -> type:
     """Jupyter's default contents manager, but a save over the course's disk quota
