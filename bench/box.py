@@ -65,7 +65,7 @@ class Bench:
             timeout=aiohttp.ClientTimeout(total=timeout), trace_configs=trace_configs)
 
     def jupyter_session(self, user: str) -> aiohttp.ClientSession:
-        sock = self.host_path(f"/run/nbunits/jupyter/{COURSE}/{user}/jupyter.sock")
+        sock = self.host_path(f"/run/nbunits/jupyter/{COURSE}/{user}.sock")
         return aiohttp.ClientSession(f"http://{SERVER}",
                                      connector=aiohttp.UnixConnector(path=str(sock)),
                                      timeout=aiohttp.ClientTimeout(total=60))

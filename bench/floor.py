@@ -1,4 +1,5 @@
-"""The floor: `podman run` of the student's image until /api/status answers 200.
+"""The floor: `podman run` of the student's image until /api/status answers 200,
+on a listening socket made here and passed in, as systemd does for the unit.
 
 Run inside the box *as the student* (by bench/nbunits_parts.py), with the unit's
 environment (XDG_RUNTIME_DIR, CONTAINERS_STORAGE_CONF). No systemd unit per start,
@@ -10,6 +11,7 @@ Standard library only. Prints one JSON object.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -35,18 +37,32 @@ def status(path: str, url: str, token: str) -> int:
         return 0
 
 
+def listening(path: str) -> socket.socket:
+    """What the unit's Jupyter socket unit does: a listening socket, for Jupyter."""
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(1024)
+    return sock
+
+
 def main() -> None:
     n, sock_dir, token, prefix = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     argv = sys.argv[sys.argv.index("--") + 1:]
     name = argv[argv.index("--name") + 1]
-    path = os.path.join(sock_dir, "jupyter.sock")
+    path = os.path.join(sock_dir, "floor-jupyter.sock")
+    # As systemd passes sockets: file descriptor 3, LISTEN_PID the program's own pid.
+    passing = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh"]
     runs = []
     for _ in range(n):
-        if os.path.exists(path):
-            os.unlink(path)
+        sock = listening(path)
+        fd = sock.fileno()
         t0 = time.monotonic()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*passing, *argv], check=True, stdout=subprocess.DEVNULL,
+                       pass_fds=(3, fd), preexec_fn=functools.partial(os.dup2, fd, 3))  # noqa: PLW1509
         t_run = time.monotonic()
+        sock.close()
         while status(path, prefix + "api/status", token) != 200:
             if time.monotonic() - t0 > 60:
                 raise SystemExit("Jupyter did not answer within 60 s")
@@ -55,6 +71,7 @@ def main() -> None:
         runs.append({"podman_run_returned": t_run - t0, "ready": t_ready - t0})
         subprocess.run([*argv[:argv.index("run")], "rm", "-f", "-t", "2", name], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.unlink(path)
     print(json.dumps(runs))
 
 

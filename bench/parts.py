@@ -253,7 +253,7 @@ def floor_runs(bench: Bench, user: str, n: int, change=None) -> dict:
             data = json.loads(text)
             token = token or _find_key(data, "token") or ""
             prefix = _find_key(data, "base_url") or prefix
-    sock_dir = next(d for d in dirs if "/jupyter/" in d)
+    sock_dir = next(d for d in dirs if "/podman/" in d)  # the user's: the floor's socket
     bench.shared.joinpath("floor.py").write_text(Path(__file__).with_name("floor.py").read_text())
     cpu0 = bench.cpu_seconds()
     out = box.run("/usr/bin/python3", f"{SHARED_IN_BOX}/floor.py", str(n), sock_dir, token,

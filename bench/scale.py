@@ -126,13 +126,12 @@ def without_initgroups_line(bench: Bench, clicks: int) -> dict:
 
 
 # The container unit's group lookups as before the students' nsswitch.conf: podman's
-# libsubid lookup through nss-systemd, and a `chown USER:` of the socket folder (one
-# command more than before, ~10 ms). An empty BindReadOnlyPaths= empties BindPaths=
-# too (one list in systemd).
+# libsubid lookup through nss-systemd, and a `chown USER:` of a runtime folder (as of
+# the socket folder then; one command more than before, ~10 ms). An empty
+# BindReadOnlyPaths= empties BindPaths= too (one list in systemd).
 GROUP_LOOKUPS_BEFORE = (
     "[Service]\nBindReadOnlyPaths=\nBindPaths=/home/%i\n"
-    "ExecStartPre=+/usr/bin/nsenter --target=1 --mount -- /bin/chown %i: "
-    f"/run/nbunits/jupyter/{COURSE}/%i\n")
+    f"ExecStartPre=+/bin/chown %i: /run/nbunits/settings/{COURSE}/%i\n")
 
 
 def with_group_lookups_of_before(bench: Bench, clicks: int) -> dict:

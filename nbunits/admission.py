@@ -31,7 +31,7 @@ from .events import log as log_event
 logger = logging.getLogger(__name__)
 
 WINDOW = 60.0
-# A server admitted but not running yet (its runtime dir not made yet) still counts.
+# A server admitted but not running yet (its socket not made yet) still counts.
 STARTING_GRACE = 60.0
 RETRY_NEW = 20
 RETRY_FULL = 30
@@ -45,7 +45,7 @@ class Busy(NbunitsError):
 @dataclass
 class Admission:
     server: Server
-    jupyter_run_dir: Path  # /run/nbunits/jupyter/<course>/<user>: exists while a server runs
+    jupyter_run_dir: Path  # /run/nbunits/jupyter/<course>/<user>.sock: exists while a server runs
     mem_total: int = 0
     created: deque[float] = field(default_factory=deque)
     starting: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -91,7 +91,8 @@ class Admission:
             return found
         for course in courses:
             try:
-                found.update((course.name, e.name) for e in os.scandir(course.path))
+                found.update((course.name, e.name.removesuffix(".sock"))
+                             for e in os.scandir(course.path) if e.name.endswith(".sock"))
             except NotADirectoryError:
                 continue
         return found

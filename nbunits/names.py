@@ -18,10 +18,12 @@ from urllib.parse import quote
 from .errors import NbunitsError
 
 # Course names appear in URLs, unit names, slice names and paths: lower-case
-# letters, digits, '_' and '-'. A course may not end in "-proxy", so that no
-# course's units can be mistaken for another's proxy units (nbunits-C-proxy@).
+# letters, digits, '_' and '-'. A course may not end in "-proxy", "-lock" or
+# "-jupyter", so that no course's units can be mistaken for another's proxy, lock
+# or Jupyter socket units (nbunits-C-proxy@, nbunits-C-lock@, nbunits-C-jupyter@).
 COURSE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
+RESERVED_SUFFIXES = ("-proxy", "-lock", "-jupyter")
 
 # edX anonymous ids are 32 hex characters; LTI user ids are opaque strings. We
 # accept a conservative printable set: the id is never used verbatim in a name.
@@ -49,12 +51,12 @@ class InvalidName(NbunitsError):
 
 def check_course(course: str) -> str:
     if (not COURSE_RE.fullmatch(course) or course in RESERVED_COURSES
-            or course.endswith("-proxy")):
+            or course.endswith(RESERVED_SUFFIXES)):
         raise InvalidName(
             "bad_course",
             f"invalid course name {course!r}",
             hint="use 1-32 characters: lower-case letters, digits, '_' or '-' "
-                 "(not ending in -proxy)",
+                 "(not ending in -proxy, -lock or -jupyter)",
         )
     return course
 
@@ -162,6 +164,11 @@ class StudentUnits:
         return f"nbunits-{self.course}-proxy@{self.user}.service"
 
     @property
+    def jupyter_socket(self) -> str:
+        """The socket Jupyter answers on, made by systemd while the container runs."""
+        return f"nbunits-{self.course}-jupyter@{self.user}.socket"
+
+    @property
     def lock(self) -> str:
         """Several hosts: the unit holding the student's lock on shared storage."""
         return f"nbunits-{self.course}-lock@{self.user}.service"
@@ -181,24 +188,24 @@ class StudentUnits:
 # of an MD5 digest, unpadded (capability.py); nginx's /nb/ location has the same pattern.
 CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 
-# Unit names, as systemd lists them. A course never ends in "-proxy", so
+# Unit names, as systemd lists them. A course never ends in a reserved suffix, so
 # "nbunits-C-proxy@U.service" is read as course C's proxy, never as course "C-proxy".
 UNIT_RE = re.compile(
-    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>-proxy|-lock)?@(?P<user>nb[a-z2-7]{16})"
-    r"\.(?P<kind>socket|service)")
+    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>-proxy|-lock|-jupyter)?"
+    r"@(?P<user>nb[a-z2-7]{16})\.(?P<kind>socket|service)")
 
 
 @dataclass(frozen=True)
 class ParsedUnit:
     units: StudentUnits
-    kind: str  # "socket", "container" or "proxy"
+    kind: str  # "socket", "container", "proxy", "lock" or "jupyter" (Jupyter's socket)
 
 
 def parse_unit(name: str) -> ParsedUnit | None:
-    """A student's unit name back into (course, user, kind: socket, container, proxy
-    or lock); None for any other unit."""
+    """A student's unit name back into (course, user, kind: socket, container, proxy,
+    lock or jupyter); None for any other unit."""
     m = UNIT_RE.fullmatch(name)
-    if not m or (m["proxy"] and m["kind"] != "service"):
+    if not m or (m["proxy"] and m["kind"] != ("socket" if m["proxy"] == "-jupyter" else "service")):
         return None
     try:
         units = StudentUnits(m["course"], m["user"])
@@ -211,7 +218,8 @@ def parse_unit(name: str) -> ParsedUnit | None:
 def course_unit_patterns(course: str | None = None) -> list[str]:
     """systemctl patterns for every student unit of a course (or of all courses)."""
     c = check_course(course) if course else "*"
-    return [f"nbunits-{c}@*.socket", f"nbunits-{c}@*.service", f"nbunits-{c}-proxy@*.service"]
+    return [f"nbunits-{c}@*.socket", f"nbunits-{c}@*.service", f"nbunits-{c}-proxy@*.service",
+            f"nbunits-{c}-jupyter@*.socket"]
 
 
 def container_pattern(course: str) -> str:

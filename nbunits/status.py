@@ -46,7 +46,7 @@ def student_states(settings: Settings, course: str | None = None) -> list[Studen
 def _loaded(course: str | None) -> tuple[set[tuple[str, str]], dict[str, dict[str, str]]]:
     parsed = [(name, p) for name in list_units(course_unit_patterns(course))
               if (p := parse_unit(name)) and (course is None or p.units.course == course)]
-    units = show([name for name, p in parsed if p.kind not in ("proxy", "lock")], _PROPS)
+    units = show([name for name, p in parsed if p.kind not in ("proxy", "lock", "jupyter")], _PROPS)
     return {(p.units.course, p.units.user) for _, p in parsed}, units
 
 

@@ -4,6 +4,7 @@ nested user namespaces, expired links, terminals off."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import secrets
@@ -216,9 +217,15 @@ def test_a_kernel_cannot_make_user_namespaces_unless_the_course_allows_them(nb: 
     assert asyncio.run(probe("nested")) == "'0'"
 
 
-def test_a_kernel_cannot_fill_run_through_its_socket_directory(nb: Nbunits) -> None:
-    fill = ("__import__('subprocess').run(['dd', 'if=/dev/zero', 'of=/run/jupyter/fill', "
-            "'bs=1M', 'count=8'], capture_output=True, text=True).stderr.splitlines()[0]")
+def test_a_kernel_cannot_fill_the_hosts_run(nb: Nbunits) -> None:
+    # Jupyter's socket is systemd's, passed in: the container has no folder of the
+    # host's /run to write in, and what it writes in its own /run is its memory.
+    fill = ("__import__('subprocess').run(['sh', '-c', 'for d in /run /run/jupyter; do "
+            "dd if=/dev/zero of=$d/fill bs=1M count=32 2>/dev/null && echo $d; done; "
+            "ls /run/jupyter 2>&1 | head -1'], capture_output=True, text=True).stdout")
+
+    def host_run_used_kb() -> int:
+        return int(nb.box.run("df", "--output=used", "-k", "/run").stdout.split()[-1])
 
     async def go() -> str:
         async with client(nb) as session:
@@ -226,4 +233,8 @@ def test_a_kernel_cannot_fill_run_through_its_socket_directory(nb: Nbunits) -> N
             kernel = await start_kernel(session, opened)
             return await execute(session, opened, kernel, fill)
 
-    assert "No space left on device" in asyncio.run(go())
+    before = host_run_used_kb()
+    wrote = ast.literal_eval(asyncio.run(go()))
+    assert wrote.startswith("/run\n"), wrote  # the container's own /run took it
+    assert "No such file or directory" in wrote, wrote  # no /run/jupyter at all
+    assert host_run_used_kb() - before < 8 * 1024, "the host's /run grew"

@@ -89,7 +89,7 @@ def test_a_kernel_cannot_reach_another_student(nb: Nbunits, pair: Pair) -> None:
     targets = {
         "home": f"/home/{b}/demo/welcome.ipynb",
         "front": f"/run/nbunits/front/demo/{b}.sock",
-        "jupyter": f"/run/nbunits/jupyter/demo/{b}/jupyter.sock",
+        "jupyter": f"/run/nbunits/jupyter/demo/{b}.sock",
     }
     code = PROBE + f"""
 t = {targets!r}
@@ -100,6 +100,11 @@ json.dumps({{
     "jupyter": attempt(lambda: connect(t["jupyter"])),
     "run": attempt(lambda: os.listdir("/run/nbunits")),
     "own_run": attempt(lambda: os.listdir("/run/jupyter")),
+    # What of the host's /run is mounted into the container (mountinfo's root field of
+    # that file system): podman's own files and this start's settings; not writable.
+    "host_run": attempt(lambda: sorted(set((f[3].split("/")[2], f[5].split(",")[0]) for f in
+                                           (line.split() for line in open("/proc/self/mountinfo"))
+                                           if f[3].startswith("/nbunits/")))),
     "tokens": attempt(lambda: os.listdir("/var/lib/nbunits")),
 }})
 """
@@ -110,8 +115,10 @@ json.dumps({{
         assert got[key] == "FileNotFoundError", f"{key}: a kernel got {got[key]}"
     # /home in the container is its own (the student's work), not the host's.
     assert b not in got["home_dir"]
-    # The only part of /run/nbunits it sees is its own Jupyter socket's directory.
-    assert got["own_run"] == "OK ['jupyter.sock']", got["own_run"]
+    # Jupyter's socket is systemd's, passed in: no folder for it in the container, and
+    # of the host's /run only this start's settings file, read-only.
+    assert got["own_run"] == "FileNotFoundError", got["own_run"]
+    assert got["host_run"] == "OK [('podman', 'ro'), ('settings', 'ro')]", got["host_run"]
 
 
 def test_the_student_user_itself_cannot_reach_another_student(nb: Nbunits, pair: Pair) -> None:
@@ -122,8 +129,8 @@ results = {{
     "home": attempt(lambda: open("/home/{b}/demo/welcome.ipynb").read()),
     "home_dir": attempt(lambda: os.listdir("/home/{b}")),
     "front": attempt(lambda: connect("/run/nbunits/front/demo/{b}.sock")),
-    "jupyter": attempt(lambda: connect("/run/nbunits/jupyter/demo/{b}/jupyter.sock")),
-    "jupyter_dir": attempt(lambda: os.listdir("/run/nbunits/jupyter/demo/{b}")),
+    "jupyter": attempt(lambda: connect("/run/nbunits/jupyter/demo/{b}.sock")),
+    "jupyter_dir": attempt(lambda: os.listdir("/run/nbunits/jupyter/demo")),
     "podman_dir": attempt(lambda: os.listdir("/run/nbunits/podman/demo/{b}")),
     "helper": attempt(lambda: connect("/run/nbunits/helper.sock")),
     "tokens": attempt(lambda: os.listdir("/var/lib/nbunits/tokens/demo")),

@@ -41,7 +41,8 @@ def test_running_servers_are_capped_by_the_memory_budget(tmp_path):
     assert server.max_running(mem_total=1 << 40) == 4
     assert Server(server_memory="1G").max_running(mem_total=8 << 30) == 6  # 75% of RAM
     for user in ("nbaaaaaaaaaaaaaaaa", "nbbbbbbbbbbbbbbbbb"):
-        (tmp_path / "demo" / user).mkdir(parents=True)  # their runtime dirs: running
+        (tmp_path / "demo").mkdir(exist_ok=True)
+        (tmp_path / "demo" / f"{user}.sock").touch()  # their Jupyter sockets: running
     admission = Admission(server, tmp_path, mem_total=1 << 40)
     admission.start("demo", "nbcccccccccccccccc", now=0)
     admission.start("demo", "nbdddddddddddddddd", now=0)  # starting: counted

@@ -91,6 +91,7 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
     units = render_course(config, Settings(image_store=make_store(tmp_path)))
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
                           "nbunits-python3-s2-proxy@.service", "nbunits-python3-s2-lock@.service",
+                          "nbunits-python3-s2-jupyter@.socket",
                           "nbunits-python3\\x2ds2.slice"}
     service = units["nbunits-python3-s2@.service"]
     assert "MemoryMax=3G" in service and "TasksMax=99" in service

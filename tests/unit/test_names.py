@@ -7,6 +7,7 @@ from nbunits.names import (
     check_notebook,
     check_student_id,
     course_slice,
+    parse_unit,
     user_for,
 )
 
@@ -39,7 +40,8 @@ def test_good_courses(good):
 
 
 @pytest.mark.parametrize("bad", ["", "Demo", "a:b", "a@b", "-a", "a-", "a" * 33, "helper",
-                                 "../x", "a.b", "a b", "demo-proxy"])
+                                 "../x", "a.b", "a b", "demo-proxy", "demo-lock",
+                                 "demo-jupyter"])
 def test_bad_courses_are_refused(bad):
     with pytest.raises(InvalidName):
         check_course(bad)
@@ -67,6 +69,15 @@ def test_unit_names():
     assert units.socket == f"nbunits-python3-s2@{units.user}.socket"
     assert units.container == f"nbunits-python3-s2@{units.user}.service"
     assert units.proxy == f"nbunits-python3-s2-proxy@{units.user}.service"
+    assert units.jupyter_socket == f"nbunits-python3-s2-jupyter@{units.user}.socket"
+    for name, kind in ((units.socket, "socket"), (units.container, "container"),
+                       (units.proxy, "proxy"), (units.lock, "lock"),
+                       (units.jupyter_socket, "jupyter")):
+        parsed = parse_unit(name)
+        assert parsed is not None and (parsed.units, parsed.kind) == (units, kind), name
+    for other in (f"nbunits-python3-s2-jupyter@{units.user}.service",
+                  f"nbunits-python3-s2-proxy@{units.user}.socket"):
+        assert parse_unit(other) is None
     assert course_slice("python3-s2") == "nbunits-python3\\x2ds2.slice"
     with pytest.raises(InvalidName):
         StudentUnits("demo", "root")

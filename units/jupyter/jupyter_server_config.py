@@ -145,3 +145,36 @@ def ready_extension() -> None:
 
 if "jupyter_server" in sys.modules and os.environ.get("NOTIFY_SOCKET"):
     ready_extension()
+
+
+# The socket Jupyter answers on is systemd's (nbunits-COURSE-jupyter@.socket), made
+# before the container starts and passed in by podman (LISTEN_FDS=1: file
+# descriptor 3, a listening AF_UNIX socket). Jupyter binds --ServerApp.sock itself
+# otherwise; here that path only names the socket in its lines. The container then
+# needs no writable folder of the host (README, "Security"). Kernels do not inherit
+# the variables or the descriptor.
+SD_LISTEN_FDS_START = 3
+
+
+def listen_on_systemd_socket() -> None:
+    import socket
+
+    from jupyter_server.serverapp import ServerApp
+
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    listener = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if listener.family != socket.AF_UNIX or listener.type != socket.SOCK_STREAM:
+        raise RuntimeError(f"file descriptor {SD_LISTEN_FDS_START} is not a stream unix socket")
+    listener.set_inheritable(False)
+    listener.setblocking(False)
+
+    def bind_systemd_socket(self: ServerApp) -> bool:
+        self.http_server.add_socket(listener)
+        return True
+
+    ServerApp._bind_http_server_unix = bind_systemd_socket
+
+
+if "jupyter_server" in sys.modules and os.environ.get("LISTEN_FDS") == "1":
+    listen_on_systemd_socket()
