@@ -183,7 +183,8 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
         admission.start(course, user)
     activity.mark(settings, units)
     await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container,
-                     *([units.lock] if settings.server.multi_host else [])], check=False)
+                     units.jupyter_socket, *([units.lock] if settings.server.multi_host else [])],
+                    check=False)
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits until Jupyter says it is ready),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
@@ -196,7 +197,7 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
         logger.warning("%s did not start (%s); trying once more", units.container,
                        await start_failure(units), extra={"COURSE": course, "STUDENT": user})
         await run_async(["systemctl", "reset-failed", units.socket, units.proxy,
-                         units.container], check=False)
+                         units.container, units.jupyter_socket], check=False)
         await run_async(["systemctl", "start", units.socket])
         code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150,
                                      check=False)
@@ -285,7 +286,8 @@ async def failed_recently(units: StudentUnits) -> int:
     (its StartLimitIntervalSec= after it failed); 0 if none is failed."""
     _, out, _ = await run_async(
         ["systemctl", "show", "--property=Id,ActiveState,StateChangeTimestampMonotonic,"
-         "StartLimitIntervalUSec", units.socket, units.proxy, units.container], check=False)
+         "StartLimitIntervalUSec", units.socket, units.proxy, units.container,
+         units.jupyter_socket], check=False)
     return reset_wait(out, time.monotonic())
 
 

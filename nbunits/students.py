@@ -23,7 +23,7 @@ from . import btrfs
 from .config import Settings
 from .errors import NbunitsError
 from .identity import load_aliases, save_aliases
-from .names import COURSE_RE, USER_RE
+from .names import COURSE_RE, USER_RE, parse_unit
 from .run import run
 from .systemd import list_units
 from .users import recorded_id, remove_user_record
@@ -130,9 +130,9 @@ def plan_deletion(settings: Settings, user: str, *, backup: bool) -> Deletion:
         home = None
     student_id = recorded_id(settings, user) or ""
     units = list_units([f"nbunits-*@{user}.socket", f"nbunits-*@{user}.service"])
-    running = [u.split("@")[0].removeprefix("nbunits-") for u in
+    running = [parsed.units.course for u in
                list_units([f"nbunits-*@{user}.service"], "active,activating,deactivating")
-               if not u.split("@")[0].endswith("-proxy")]
+               if (parsed := parse_unit(u)) and parsed.kind == "container"]
     files = [p for p in (settings.students_dir / user,) if p.exists()]
     for folder in (*_listdir(settings.tokens_dir), *_listdir(settings.copies_dir)):
         files += sorted(p for p in folder.glob(f"{user}.*") if p.is_file())

@@ -104,7 +104,8 @@ def test_a_failed_server_is_not_reset_before_its_start_limit_interval(nb: Nbunit
     assert 502 not in statuses
     nb.box.systemctl("stop", f"nbunits-failing@{opened.user}.socket")
     nb.box.systemctl("reset-failed", f"nbunits-failing@{opened.user}.socket",
-                     f"nbunits-failing-proxy@{opened.user}.service", container, check=False)
+                     f"nbunits-failing-proxy@{opened.user}.service", container,
+                     f"nbunits-failing-jupyter@{opened.user}.socket", check=False)
 
 
 def test_revoking_a_student_makes_old_links_403_and_the_course_link_hands_out_a_new_one(

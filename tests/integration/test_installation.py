@@ -22,7 +22,8 @@ def test_units_and_nginx_config_verify(nb: Nbunits) -> None:
     paths = [f"/etc/systemd/system/nbunits-{name}" for name in
              ("dispatcher.socket", "dispatcher.service", "helper.socket", "helper.service",
               "refresh-keys.service", "refresh-keys.timer", "unload.service", "unload.timer")]
-    for template in ("nbunits-demo@.socket", "nbunits-demo@.service", "nbunits-demo-proxy@.service"):
+    for template in ("nbunits-demo@.socket", "nbunits-demo@.service", "nbunits-demo-proxy@.service",
+                     "nbunits-demo-jupyter@.socket"):
         instance = "/run/nbunits-verify/" + template.replace("@.", f"@{user}.")
         nb.box.run("cp", f"/run/systemd/generator/{template}", instance)
         paths.append(instance)
