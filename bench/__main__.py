@@ -122,10 +122,13 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             students = known[1:1 + max(1, args.variants_n // 4)] or known
             out["unit_variants"] = variants.unit_variants(bench, students)
         if args.before_after:
+            parts.settle(bench)
             say("before/after: this branch's start vs main's, by drop-ins, interleaved")
             out["before_after"] = variants.before_after(bench)
         if "scale" in want:
-            say(f"scale: the empty host, then {args.scale} provisioned students")
+            waited = parts.settle(bench)
+            say(f"scale: the empty host (settled for {waited:.0f} s), then {args.scale} "
+                "provisioned students")
             out["scale"] = scale.scale(bench, args.scale)
         out["failed_units"] = bench.box.failed_units()
         out["machine"]["loadavg_at_end"] = os.getloadavg()

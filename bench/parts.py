@@ -105,6 +105,20 @@ def stop_all(bench: Bench) -> None:
                         timeout=300)
 
 
+def settle(bench: Bench, busy: float = 0.05, longest: float = 180) -> float:
+    """Every student stopped, then wait until the box uses less than `busy` of a core
+    over 5 s (at most `longest` s): a part's baseline must not pay for the last part's
+    shutdown (150 servers stopping). Returns the seconds waited."""
+    stop_all(bench)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < longest:
+        cpu0 = bench.cpu_seconds()
+        time.sleep(5)
+        if not (bench.cpu_seconds() - cpu0) / 5 >= busy:  # or NaN: no cpuacct to ask
+            break
+    return time.monotonic() - t0
+
+
 # ------------------------------------------------------------------ cold + breakdown
 
 
