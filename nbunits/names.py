@@ -23,7 +23,9 @@ from .errors import NbunitsError
 # or Jupyter socket units (nbunits-C-proxy@, nbunits-C-lock@, nbunits-C-jupyter@).
 COURSE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
-RESERVED_SUFFIXES = ("-proxy", "-lock", "-jupyter")
+# A student's units beside the front socket and the container: name suffix -> unit type.
+SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket"}
+RESERVED_SUFFIXES = tuple(SUFFIXED_UNITS)
 
 # edX anonymous ids are 32 hex characters; LTI user ids are opaque strings. We
 # accept a conservative printable set: the id is never used verbatim in a name.
@@ -169,6 +171,11 @@ class StudentUnits:
         return f"nbunits-{self.course}-jupyter@{self.user}.socket"
 
     @property
+    def started(self) -> tuple[str, str, str, str]:
+        """The units a student's click starts (the lock, several hosts only, apart)."""
+        return (self.socket, self.proxy, self.container, self.jupyter_socket)
+
+    @property
     def lock(self) -> str:
         """Several hosts: the unit holding the student's lock on shared storage."""
         return f"nbunits-{self.course}-lock@{self.user}.service"
@@ -191,7 +198,7 @@ CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 # Unit names, as systemd lists them. A course never ends in a reserved suffix, so
 # "nbunits-C-proxy@U.service" is read as course C's proxy, never as course "C-proxy".
 UNIT_RE = re.compile(
-    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>-proxy|-lock|-jupyter)?"
+    r"nbunits-(?P<course>[a-z0-9][a-z0-9_-]*?)(?P<proxy>" + "|".join(SUFFIXED_UNITS) + ")?"
     r"@(?P<user>nb[a-z2-7]{16})\.(?P<kind>socket|service)")
 
 
@@ -205,7 +212,7 @@ def parse_unit(name: str) -> ParsedUnit | None:
     """A student's unit name back into (course, user, kind: socket, container, proxy,
     lock or jupyter); None for any other unit."""
     m = UNIT_RE.fullmatch(name)
-    if not m or (m["proxy"] and m["kind"] != ("socket" if m["proxy"] == "-jupyter" else "service")):
+    if not m or (m["proxy"] and m["kind"] != SUFFIXED_UNITS[m["proxy"]]):
         return None
     try:
         units = StudentUnits(m["course"], m["user"])

@@ -182,9 +182,8 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     if not await is_active(units.container):
         admission.start(course, user)
     activity.mark(settings, units)
-    await run_async(["systemctl", "reset-failed", units.socket, units.proxy, units.container,
-                     units.jupyter_socket, *([units.lock] if settings.server.multi_host else [])],
-                    check=False)
+    await run_async(["systemctl", "reset-failed", *units.started,
+                     *([units.lock] if settings.server.multi_host else [])], check=False)
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits until Jupyter says it is ready),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
@@ -196,8 +195,7 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
         # systemd's own Restart=on-failure would, rather than showing an error page.
         logger.warning("%s did not start (%s); trying once more", units.container,
                        await start_failure(units), extra={"COURSE": course, "STUDENT": user})
-        await run_async(["systemctl", "reset-failed", units.socket, units.proxy,
-                         units.container, units.jupyter_socket], check=False)
+        await run_async(["systemctl", "reset-failed", *units.started], check=False)
         await run_async(["systemctl", "start", units.socket])
         code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150,
                                      check=False)
@@ -286,8 +284,7 @@ async def failed_recently(units: StudentUnits) -> int:
     (its StartLimitIntervalSec= after it failed); 0 if none is failed."""
     _, out, _ = await run_async(
         ["systemctl", "show", "--property=Id,ActiveState,StateChangeTimestampMonotonic,"
-         "StartLimitIntervalUSec", units.socket, units.proxy, units.container,
-         units.jupyter_socket], check=False)
+         "StartLimitIntervalUSec", *units.started], check=False)
     return reset_wait(out, time.monotonic())
 
 

@@ -131,7 +131,7 @@ def journalctl_args(course: str, user: str, extra: list[str]) -> list[str]:
     and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed)."""
     units = StudentUnits(course, user)
     matches: list[str] = []
-    for unit in (units.socket, units.proxy, units.container, units.jupyter_socket):
+    for unit in units.started:
         matches += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "+"]
     matches += [f"COURSE={course}", f"STUDENT={user}"]
     return ["journalctl", "--output=short-iso", *extra, *matches]
