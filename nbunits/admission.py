@@ -4,7 +4,13 @@ nginx limits launches per client (limit_req, nginx/nbunits-locations.conf); here
 host-wide, before anything is created or started:
 - at most [server] new_students_per_minute users are created in any 60 s;
 - at most Server.max_running() servers run at once (a memory budget over a
-  server's share): a launch that would start one more is refused.
+  server's share): a launch that would start one more is refused;
+- at most Server.start_slots() servers start at once (start_slot): the others
+  wait their turn, in order of arrival. A start is mostly CPU, so N at once on
+  fewer cores each take N times longer and, sharing the caches, more CPU too; in
+  turn, the first students of a burst are served at once and the whole burst
+  sooner. A start that has waited QUEUE_WAIT seconds goes ahead anyway: this
+  cap paces, it never refuses.
 Past a cap the launch fails with code "busy" (the dispatcher answers 503 with
 Retry-After and a page that retries by itself); what runs is never touched. The
 admin gets one journal line when a cap starts refusing, and one a minute while
@@ -16,10 +22,13 @@ helper restart forgets the last minute's creations, which a cap can afford.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +44,9 @@ WINDOW = 60.0
 STARTING_GRACE = 60.0
 RETRY_NEW = 20
 RETRY_FULL = 30
+# Longer than a burst of 50 takes on two cores (~25 s), shorter than nginx's and the
+# dispatcher's patience with the launch (120 s).
+QUEUE_WAIT = 30.0
 
 
 class Busy(NbunitsError):
@@ -51,10 +63,38 @@ class Admission:
     starting: dict[tuple[str, str], float] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     last_said: dict[str, float] = field(default_factory=dict)
+    queue_wait: float = QUEUE_WAIT
 
     def __post_init__(self) -> None:
         if not self.mem_total:
             self.mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        self.start_slots = self.server.start_slots(len(os.sched_getaffinity(0)))
+        self.slots = asyncio.Semaphore(self.start_slots)
+        self.overdue = 0  # starts that went ahead without a slot since the last line
+
+    @contextlib.asynccontextmanager
+    async def start_slot(self, course: str, user: str) -> AsyncIterator[None]:
+        """Hold one of the host's start slots while a server starts (waiting for one
+        first, at most queue_wait seconds; then the start goes ahead without)."""
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self.queue_wait)
+        except TimeoutError:
+            self.overdue += 1
+            now = time.monotonic()
+            if now - self.last_said.get("start_slots", -WINDOW) >= WINDOW:
+                logger.warning("admission: %d start(s) waited %g s for one of the %d start "
+                               "slots and went ahead anyway since the last such line (the "
+                               "host starts more servers than its CPUs keep up with)",
+                               self.overdue, self.queue_wait, self.start_slots,
+                               extra={"COURSE": course, "STUDENT": user})
+                self.overdue = 0
+                self.last_said["start_slots"] = now
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.slots.release()
 
     def new_student(self, course: str | None = None, user: str | None = None,
                     now: float | None = None) -> None:

@@ -74,6 +74,11 @@ class Server:
     launch_burst: int = 60
     # New students (users created) per minute, host-wide.
     new_students_per_minute: int = 120
+    # Servers started at once (0 = two per CPU). A start is mostly CPU (Jupyter's
+    # imports); more at once only share the cores and each costs more CPU, so the
+    # helper starts launches' servers this many at a time, in order of arrival
+    # (admission.py). It paces, never refuses.
+    concurrent_starts: int = 0
     # Running servers are capped at memory_budget / server_memory ("" = 75% of RAM;
     # a server with one idle kernel measured ~104 MB PSS, docs/BENCHMARKS.md).
     memory_budget: str = ""
@@ -100,6 +105,8 @@ class Server:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 problems.append(f"trusted proxy {proxy!r} (an IP address or network)")
+        if not isinstance(self.concurrent_starts, int) or self.concurrent_starts < 0:
+            problems.append("concurrent_starts (a whole number, 0 for two per CPU)")
         if bool(self.tls_cert) != bool(self.tls_key):
             problems.append("tls_cert and tls_key go together")
         for path in (self.tls_cert, self.tls_key):
@@ -115,6 +122,10 @@ class Server:
         """How many servers may run at once: the memory budget over a server's share."""
         budget = parse_size(self.memory_budget) if self.memory_budget else mem_total * 3 // 4
         return max(1, budget // parse_size(self.server_memory))
+
+    def start_slots(self, cpus: int) -> int:
+        """How many servers the helper starts at once."""
+        return self.concurrent_starts or 2 * cpus
 
     @property
     def https(self) -> bool:

@@ -33,6 +33,7 @@ from .protocol import (
     StaffLinkRequest,
     StaffStudentsRequest,
     StaffViewRequest,
+    StartRequest,
     StudentEntry,
     StudentRequest,
     Students,
@@ -43,7 +44,7 @@ from .protocol import (
     error_reply,
     ok_reply,
 )
-from .provision import provision, staff_link, staff_students, staff_view, wake
+from .provision import provision, staff_link, staff_students, staff_view, start, wake
 from .service import listen_socket, log_context, notify_ready, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ async def act(settings: Settings, request: Request, admission: Admission) -> Rep
         done = await provision(settings, request.target, admission, reset=request.reset)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
                       done.removed)
+    if isinstance(request, StartRequest):
+        return Woke(await start(settings, request.course, request.user, request.capability,
+                                admission))
     if isinstance(request, WakeRequest):
         return Woke(await wake(settings, request.course, request.user, request.capability,
                                admission))

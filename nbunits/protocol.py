@@ -116,6 +116,14 @@ class WakeRequest:
 
 
 @dataclass(frozen=True)
+class StartRequest(WakeRequest):
+    """Start a just-launched student's server, in turn with the host's other starts
+    (admission.py), and answer once it is up: the second half of a cold launch."""
+
+    action: ClassVar[str] = "start"
+
+
+@dataclass(frozen=True)
 class StaffViewRequest:
     """A student's copy as static HTML, for a signed staff link."""
 
@@ -224,11 +232,12 @@ class SharedViewRequest:
         return cls(get_str(data, "token"))
 
 
-Request = (OpenRequest | WakeRequest | StaffViewRequest | StaffLinkRequest
+Request = (OpenRequest | WakeRequest | StartRequest | StaffViewRequest | StaffLinkRequest
            | StaffStudentsRequest | StudentRequest | SharedViewRequest)
 REQUESTS: dict[str, type[Request]] = {
-    c.action: c for c in (OpenRequest, WakeRequest, StaffViewRequest, StaffLinkRequest,
-                          StaffStudentsRequest, StudentRequest, SharedViewRequest)}
+    c.action: c for c in (OpenRequest, WakeRequest, StartRequest, StaffViewRequest,
+                          StaffLinkRequest, StaffStudentsRequest, StudentRequest,
+                          SharedViewRequest)}
 
 
 def encode_request(request: Request) -> bytes:
@@ -255,6 +264,10 @@ class Opened:
     copied: bool  # the notebook was copied now
     running: bool  # the student's Jupyter was up already (a warm open)
     removed: bool = False  # no longer in the course: what opens is the student's copy
+
+    @property
+    def capability(self) -> str:
+        return self.prefix.rstrip("/").rsplit("/", 1)[-1]
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Opened:

@@ -143,6 +143,37 @@ async def is_active(unit: str) -> bool:
     return code == 0
 
 
+async def start(settings: Settings, course: str, user: str, presented: str,
+                admission: Admission) -> int:
+    """Start a just-launched student's server (after provision(), whose admission it
+    had), holding one of the host's start slots (admission.py): launches' starts go
+    a few at a time, in order of arrival. Returns once Jupyter answers, as wake()
+    does; a start that fails is handed to wake(), which says why or tries again."""
+    units = checked_units(settings, course, user, presented)
+    async with admission.start_slot(course, user):
+        # The proxy starts the container first and waits until Jupyter is ready; it
+        # gets the front socket's fds (the browser's request then goes straight in).
+        code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150,
+                                     check=False)
+    if code != 0:
+        return await wake(settings, course, user, presented, admission)
+    return 0
+
+
+def checked_units(settings: Settings, course: str, user: str, presented: str) -> StudentUnits:
+    """A student's units, for the holder of their current capability only."""
+    load_course(settings, course)  # a course that is gone says so: course names are public
+    try:
+        units = StudentUnits(course, check_user(user))
+        allowed = caps.is_current(settings, units, presented)
+    except NbunitsError:
+        allowed = False
+    if not allowed:
+        raise NbunitsError("forbidden", "this link is not valid",
+                           student_hint="open the notebook from your course page")
+    return units
+
+
 async def wake(settings: Settings, course: str, user: str, presented: str,
                admission: Admission) -> int:
     """Make a provisioned student's server answer again, whatever stopped it; returns
@@ -159,15 +190,7 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     control (admission.py) like a launch. Nothing is created here, but, on one of
     several hosts, the user of a student who comes from another host (ensure_here).
     """
-    load_course(settings, course)  # a course that is gone says so: course names are public
-    try:
-        units = StudentUnits(course, check_user(user))
-        allowed = caps.is_current(settings, units, presented)
-    except NbunitsError:
-        allowed = False
-    if not allowed:
-        raise NbunitsError("forbidden", "this link is not valid",
-                           student_hint="open the notebook from your course page")
+    units = checked_units(settings, course, user, presented)
     if settings.server.multi_host:
         await ensure_here(settings, user)
     wait = await failed_recently(units)
@@ -187,7 +210,9 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
     await run_async(["systemctl", "start", units.socket])
     # Starting the proxy starts the container first (and waits until Jupyter says it is ready),
     # so the browser's retry is served at once. The proxy gets the socket's fds.
-    code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150, check=False)
+    async with admission.start_slot(course, user):
+        code, _, _ = await run_async(["systemctl", "start", units.proxy], timeout=150,
+                                     check=False)
     if code != 0 and not (settings.server.multi_host and await runs_elsewhere(units)) \
             and not await start_failure(units, only_lasting=True):
         # A failure that waiting may mend (seen once in the tests, a wake right after a

@@ -28,7 +28,16 @@ from ..names import (
     check_student_id,
     check_user,
 )
-from ..protocol import Html, Opened, OpenRequest, StaffViewRequest, WakeRequest, Woke, ask
+from ..protocol import (
+    Html,
+    Opened,
+    OpenRequest,
+    StaffViewRequest,
+    StartRequest,
+    WakeRequest,
+    Woke,
+    ask,
+)
 from ..service import log_context
 from . import lti, params, student
 from .legacy import check_legacy
@@ -48,7 +57,7 @@ from .reset import reset_requested
 logger = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
-# On an answer that means "this student's server cannot start": the starting page stops.
+# On an answer that means "this student's server cannot start" (waiting cannot help).
 START_FAILED = ("X-Nbunits-Start", "failed")
 
 # How the helper's error codes read over HTTP.
@@ -200,11 +209,34 @@ async def open_notebook(request: web.Request, target: Target,
     location = quote(reply.url)
     if reply.removed and wants_html(request):
         return removed_page(location, target.notebook)
-    if not reply.running and wants_html(request):
-        # A cold start takes a moment: show that it is happening, not a blank iframe.
-        return starting_page(location, probe=quote(reply.prefix) + "api",
-                             notebook=target.notebook)
+    if reply.running:
+        raise web.HTTPFound(location)
+    # A cold start: the helper starts the server in turn with the host's other
+    # starts (admission.py) and answers once Jupyter is up.
+    started = ask(settings.helper_socket,
+                  StartRequest(target.course, reply.user, reply.capability), Woke)
+    if wants_html(request):
+        # Shown at once, it says the server is starting and opens the notebook then.
+        return await starting_page(request, location, target.notebook, started)
+    try:
+        woke = await started
+    except NbunitsError as exc:
+        if exc.code == "server_failed":
+            return start_failed(target.course, reply.user, exc)
+        raise
+    if woke.retry_after:
+        return web.Response(status=503, headers={"Retry-After": str(woke.retry_after)},
+                            text="notebook server restarting, retry\n")
     raise web.HTTPFound(location)
+
+
+def start_failed(course: str, user: str, exc: NbunitsError) -> web.Response:
+    """A student's server cannot start (no image, a crash at start, its start limit)."""
+    logger.warning("%s's server cannot start", user,
+                   extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": exc.code})
+    page = error_page(500, exc.message, student_hint(500, exc.student_hint))
+    page.headers[START_FAILED[0]] = START_FAILED[1]
+    return page
 
 
 async def handed_over(request: web.Request) -> web.StreamResponse:
@@ -254,14 +286,8 @@ async def wake(request: web.Request) -> web.StreamResponse:
                                student_hint="open the notebook from your course page") from None
         if exc.code.startswith("bad_") or exc.code == "busy":  # busy: the admission page
             raise
-        if exc.code == "server_failed":
-            # It cannot start (no image, a crash at start, its start limit): say so,
-            # and tell the starting page to stop waiting (its probe reads the header).
-            logger.warning("%s's server cannot start", user,
-                           extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": exc.code})
-            page = error_page(500, exc.message, student_hint(500, exc.student_hint))
-            page.headers[START_FAILED[0]] = START_FAILED[1]
-            return page
+        if exc.code == "server_failed":  # say so: waiting cannot help
+            return start_failed(course, user, exc)
         logger.warning("could not wake %s: %s", user, exc.message, extra=fields)
         retry_after = 2
     back = wake_return(request.headers.get("X-Nbunits-Request-Uri", ""),

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Sequence
 from html import escape
 
 from aiohttp import web
 
-from ..protocol import StudentEntry
+from ..errors import NbunitsError
+from ..protocol import StudentEntry, Woke
+
+logger = logging.getLogger(__name__)
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -126,43 +130,61 @@ li.done{{color:#2a7}} li.now{{font-weight:bold}} li.failed{{color:#b22}}</style>
 <li>Opening the notebook.</li></ol>
 <p id="note">This usually takes a second or two.</p>
 <script>
-const target = {target_js}, probe = {probe_js}, t0 = Date.now();
+const target = {target_js}, t0 = Date.now();
 const secs = document.getElementById("secs"), note = document.getElementById("note");
 const timer = setInterval(() => {{
   const s = Math.round((Date.now() - t0) / 1000);
   secs.textContent = s + " s";
   if (s >= 10) note.textContent = "Many students are starting at once: yours is on its way.";
+  if (s >= 150) failed("Your notebook server did not start. Please reload this page in a minute.");
 }}, 500);
-(async () => {{
-  for (let i = 0; i < 180; i++) {{
-    try {{
-      const r = await fetch(probe, {{cache: "no-store", credentials: "same-origin"}});
-      if (r.status < 500) {{ location.replace(target); return; }}
-      if (r.headers.get("X-Nbunits-Start") === "failed") {{
-        document.getElementById("step").className = "failed";
-        secs.remove();
-        document.title = "Your notebook server could not start";
-        note.textContent = "Your notebook server could not start. This is not something " +
-          "you can fix: the course team can see why in the server's log. Your saved work " +
-          "is safe; please try again later.";
-        clearInterval(timer);
-        return;
-      }}
-    }} catch (e) {{}}
-    await new Promise(done => setTimeout(done, 1000));
-  }}
-  note.textContent = "Your notebook server did not start. Please reload this page in a minute.";
-}})();
-</script></body></html>
+function failed(text) {{
+  document.getElementById("step").className = "failed";
+  secs.remove();
+  document.title = "Your notebook server could not start";
+  note.textContent = text;
+  clearInterval(timer);
+}}
+</script>
 """
+# The rest of the page, sent when the helper answers (the response is streamed).
+_STARTED = '<script>location.replace(target)</script></body></html>\n'
+_RETRY = '<script>setTimeout(() => location.replace(target), {ms})</script></body></html>\n'
+_FAILED = '<script>failed({text_js})</script></body></html>\n'
+CANNOT_START = ("Your notebook server could not start. This is not something you can fix: "
+                "the course team can see why in the server's log. Your saved work is safe; "
+                "please try again later.")
+DID_NOT_START = "Your notebook server did not start. Please reload this page in a minute."
 
 
-def starting_page(target: str, probe: str, notebook: str) -> web.Response:
-    """Shown while a student's server starts; it opens the notebook once it answers."""
-    body = _STARTING.format(target=escape(target), notebook=escape(notebook),
-                            target_js=_js(target), probe_js=_js(probe))
-    return web.Response(text=body, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+async def starting_page(request: web.Request, target: str, notebook: str,
+                        started: Awaitable[Woke]) -> web.StreamResponse:
+    """Shown at once while a student's server starts (in turn with others: it may
+    take a while), then opens the notebook: the page is sent in two parts, the
+    second when `started` (the helper's answer) is in."""
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no"})  # nginx passes the first part on at once
+    await response.prepare(request)
+    await response.write(_STARTING.format(target=escape(target), notebook=escape(notebook),
+                                          target_js=_js(target)).encode())
+    try:
+        woke = await started
+        tail = _RETRY.format(ms=woke.retry_after * 1000) if woke.retry_after else _STARTED
+    except NbunitsError as exc:  # the status is sent: the page says it
+        logger.warning("the student's server did not start: %s", exc.message,
+                       extra={"ERROR_CODE": exc.code})  # COURSE= and STUDENT=: log_context
+        tail = _FAILED.format(text_js=_js(CANNOT_START if exc.code == "server_failed"
+                                          else DID_NOT_START))
+    except Exception:  # the helper unreachable or too slow, a bug: the page says so
+        logger.exception("the student's server did not start")
+        tail = _FAILED.format(text_js=_js(DID_NOT_START))
+    try:
+        await response.write(tail.encode())
+        await response.write_eof()
+    except ConnectionError:  # the student left; the server started all the same
+        pass
+    return response
 
 
 _WAKING = """<!doctype html>

@@ -4,6 +4,7 @@ active students loaded in systemd, and admission control instead of collapse."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
 import tomllib
@@ -211,3 +212,37 @@ def test_a_full_host_refuses_new_servers_only(nb: Nbunits, small_caps: int) -> N
     assert "running servers (memory budget)" in nb.box.journal("nbunits-helper.service")
     status, _, _ = _get(nb, f"{running.prefix}api/contents/{NOTEBOOK}?content=0")
     assert status == 200
+
+
+def test_launches_start_their_servers_in_turn(nb: Nbunits) -> None:
+    """A host-wide cap on servers starting at once: with one slot, three students who
+    open a notebook at the same moment are started one after the other (each start
+    whole before the next begins), and all three get their notebook."""
+    before = nb.box.read_file("/etc/nbunits/nbunits.toml")
+    data = tomllib.loads(before)
+    data["server"].update(concurrent_starts=1)
+    nb.box.write_file("/etc/nbunits/nbunits.toml", tomli_w.dumps(data))
+    nb.box.systemctl("restart", "nbunits-helper.service")
+    students = [secrets.token_hex(16) for _ in range(3)]
+    try:
+        async def go() -> list[Opened]:
+            async with client(nb) as session:
+                return await asyncio.gather(*(open_exercise(session, "demo", NOTEBOOK, s)
+                                              for s in students))
+        opened = asyncio.run(go())
+    finally:
+        nb.box.write_file("/etc/nbunits/nbunits.toml", before)
+        nb.box.systemctl("restart", "nbunits-helper.service")
+    assert [o.page_status for o in opened] == [200, 200, 200]
+    spans = []
+    for student in students:
+        shown = dict(line.split("=", 1) for line in nb.box.run(
+            "systemctl", "show", "-p", "InactiveExitTimestampMonotonic",
+            "-p", "ActiveEnterTimestampMonotonic",
+            f"nbunits-demo@{user_for(student)}.service").stdout.split())
+        spans.append((int(shown["InactiveExitTimestampMonotonic"]),
+                      int(shown["ActiveEnterTimestampMonotonic"])))
+    spans.sort()
+    assert all(0 < began < up for began, up in spans), spans
+    for (_, up), (began, _) in itertools.pairwise(spans):
+        assert began >= up, spans  # the next start began once the one before was up

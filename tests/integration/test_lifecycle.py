@@ -184,12 +184,17 @@ def test_a_cold_start_shows_a_starting_page_to_browsers(nb: Nbunits) -> None:
             html = {"Accept": "text/html,application/xhtml+xml"}
             async with session.get(f"/ipythonExercice/demo/{NOTEBOOK}/{student}",
                                    headers=html, allow_redirects=False) as resp:
-                page = await resp.text()
-                assert resp.status == 200 and "Starting your notebook" in page
-            probe = page.split('probe = "')[1].split('"')[0]
-            target = page.split('const target = "')[1].split('"')[0]
-            async with session.get(probe) as resp:  # what the page's script does
                 assert resp.status == 200
+                # The first part comes at once (nginx does not hold it back)...
+                first = (await resp.content.readuntil(b"</script>\n")).decode()
+                assert "Starting your notebook" in first
+                target = first.split('const target = "')[1].split('"')[0]
+                container = f"nbunits-demo@{target.split('/')[3]}.service"
+                state = nb.box.run("systemctl", "is-active", container, check=False).stdout
+                assert state.strip() in ("inactive", "activating"), state
+                rest = (await resp.read()).decode()
+            # ... the end once the server is up: it opens the notebook.
+            assert rest.endswith("<script>location.replace(target)</script></body></html>\n")
             async with session.get(target.replace("\\u0026", "&"), headers=html) as resp:
                 assert resp.status == 200 and "jupyter-config-data" in await resp.text()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -80,3 +81,49 @@ def test_idle_marks_and_recent_students(tmp_path):
         Path(tmp_path / "recent" / "demo" / "nbaaaaaaaaaaaaaaaa")]
     activity.mark(settings, StudentUnits("demo", "nbaaaaaaaaaaaaaaaa"))  # active again
     assert activity.idle_marks(settings, 86400) == []
+
+
+def test_servers_start_a_few_at_a_time_in_order_and_never_wait_forever(tmp_path, caplog):
+    assert Server().start_slots(cpus=2) == 4 and Server(concurrent_starts=3).start_slots(2) == 3
+    with pytest.raises(ConfigError):
+        Server(concurrent_starts=-1)
+    admission = Admission(Server(concurrent_starts=2), tmp_path, mem_total=1 << 34)
+    admission.queue_wait = 0.5
+    began: list[int] = []
+    now, most = 0, 0
+
+    async def one(i: int, seconds: float) -> None:
+        nonlocal now, most
+        async with admission.start_slot("demo", f"nb{i:016x}"):
+            began.append(i)
+            now += 1
+            most = max(most, now)
+            await asyncio.sleep(seconds)
+            now -= 1
+
+    async def burst() -> None:
+        await asyncio.gather(*(one(i, 0.05) for i in range(6)))
+
+    async def stuck() -> float:
+        # Two starts that hold their slots too long: the third waits queue_wait, then
+        # goes ahead without one, and the admin is told once.
+        blockers = [asyncio.create_task(one(i, 2)) for i in range(2)]
+        await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            async with admission.start_slot("demo", "nbcccccccccccccccc"):
+                waited = time.monotonic() - t0
+        await asyncio.gather(*blockers)
+        return waited
+
+    async def both() -> float:
+        await burst()
+        assert most == 2 and began == list(range(6))  # two at a time, first come first served
+        return await stuck()
+
+    assert 0.4 < asyncio.run(both()) < 1.5
+    assert [r.getMessage() for r in caplog.records if "start slots" in r.getMessage()] == [
+        "admission: 1 start(s) waited 0.5 s for one of the 2 start slots and went ahead "
+        "anyway since the last such line (the host starts more servers than its CPUs keep "
+        "up with)"]
+    assert admission.slots._value == 2  # every slot given back  # noqa: SLF001

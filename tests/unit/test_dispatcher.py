@@ -37,9 +37,15 @@ class FakeHelper:
         writer.close()
 
 
-def opened(running: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    return lambda r: {"ok": True, "user": USER, "url": PREFIX + "notebooks/" + r["notebook"],
-                      "prefix": PREFIX, "copied": False, "running": running}
+def opened(running: bool, start: dict[str, Any] | None = None
+           ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The helper's answers: the launch's, then the start's (a cold open asks for it)."""
+    def reply(request: dict[str, Any]) -> dict[str, Any]:
+        if request["action"] == "start":
+            return start or {"ok": True, "retry_after": 0}
+        return {"ok": True, "user": USER, "url": PREFIX + "notebooks/" + request["notebook"],
+                "prefix": PREFIX, "copied": False, "running": running}
+    return reply
 
 
 def run_app(tmp_path: Path, helper: FakeHelper,
@@ -61,6 +67,9 @@ def run_app(tmp_path: Path, helper: FakeHelper,
 
 
 def test_a_warm_open_redirects_and_a_cold_one_shows_the_starting_page(tmp_path):
+    launch = {"action": "open", "course": "demo", "student": "s1", "notebook": "w1/a b.ipynb",
+              "reset": True}
+    start = {"action": "start", "course": "demo", "user": USER, "capability": CAP}
     for running in (True, False):
         helper = FakeHelper(opened(running))
 
@@ -71,11 +80,45 @@ def test_a_warm_open_redirects_and_a_cold_one_shows_the_starting_page(tmp_path):
                 assert resp.status == 302
                 assert resp.headers["Location"] == PREFIX + "notebooks/w1/a%20b.ipynb"
             else:
-                assert resp.status == 200 and "Starting your notebook" in await resp.text()
+                # The page first says it is starting; its end, sent once the helper
+                # has started the server, opens the notebook.
+                page = await resp.text()
+                assert resp.status == 200 and "Starting your notebook" in page
+                assert page.endswith("<script>location.replace(target)</script></body></html>\n")
+                assert f'const target = "{PREFIX}notebooks/w1/a%20b.ipynb"' in page
 
         run_app(tmp_path / str(running), helper, test)
-        assert helper.requests == [{"action": "open", "course": "demo", "student": "s1",
-                                    "notebook": "w1/a b.ipynb", "reset": True}]
+        assert helper.requests == ([launch] if running else [launch, start])
+
+
+def test_a_cold_open_without_a_browser_is_redirected_once_started(tmp_path):
+    helper = FakeHelper(opened(False))
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get("/ipythonExercice/demo/a.ipynb/s1", allow_redirects=False)
+        assert resp.status == 302 and resp.headers["Location"] == PREFIX + "notebooks/a.ipynb"
+
+    run_app(tmp_path, helper, test)
+    assert [r["action"] for r in helper.requests] == ["open", "start"]
+
+
+@pytest.mark.parametrize("html", [True, False])
+def test_a_server_that_cannot_start_is_said_so(tmp_path, html):
+    failed = {"ok": False, "code": "server_failed", "message": "the image is gone",
+              "student_hint": None}
+    helper = FakeHelper(opened(False, start=failed))
+
+    async def test(client: TestClient) -> None:
+        resp = await client.get("/ipythonExercice/demo/a.ipynb/s1", allow_redirects=False,
+                                headers={"Accept": "text/html"} if html else {})
+        page = await resp.text()
+        if html:  # the first part was sent already: its end says it
+            assert resp.status == 200 and "could not start" in page.rsplit("<script>", 1)[1]
+        else:
+            assert resp.status == 500 and resp.headers["X-Nbunits-Start"] == "failed"
+            assert "the image is gone" in page
+
+    run_app(tmp_path, helper, test)
 
 
 @pytest.mark.parametrize("url, status", [
