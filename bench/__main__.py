@@ -184,7 +184,9 @@ def table(r: dict) -> str:
                 f"{b['makespan']:.1f} s; per student {s['median']:.1f} s / {s['p95']:.1f} s",
                 f"CPU-bound floor {bound:.1f} s ({n} x {cpu_one:.2f} CPU s / {m['cores']}): "
                 f"{ratio(b['makespan'], bound):.2f}x; CPU used by the box {b['cpu']:.0f} s, "
-                f"by the whole machine {b.get('host_busy', float('nan')):.0f} s")
+                f"by the whole machine {b.get('host_busy', float('nan')):.0f} s; starts "
+                f"restarted by systemd {b.get('restarted', '?')} (notify messages lost "
+                f"{b.get('lost_notify', '?')})")
     if "cost" in r:
         c = r["cost"]
         row("5. idle provisioned student: processes / PSS",

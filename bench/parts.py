@@ -339,6 +339,7 @@ async def burst(bench: Bench, n: int) -> dict:
 
         first_failures: list[tuple[str, int, float]] = []
 
+        since = bench.box.run("date", "+@%s").stdout.strip()
         host0 = host_busy_seconds()
         results = await asyncio.gather(*(one(s) for s in students), return_exceptions=True)
         makespan = time.monotonic() - m0
@@ -346,6 +347,10 @@ async def burst(bench: Bench, n: int) -> dict:
         host = host_busy_seconds() - host0
     times = [r for r in results if isinstance(r, float)]
     errors = [repr(r)[:200] for r in results if not isinstance(r, float)]
+    # Starts that failed and were restarted by systemd (Restart=on-failure): invisible
+    # to the student, but each one's work (podman, Jupyter's imports) is lost.
+    during = bench.box.run("journalctl", "--since", since, "--no-pager", "-o", "cat",
+                           check=False).stdout
     journal = ""
     for user, _status, _when in first_failures[:2]:
         journal += bench.box.journal(f"nbunits-{COURSE}@{user}.service",
@@ -353,6 +358,8 @@ async def burst(bench: Bench, n: int) -> dict:
                                      f"nbunits-{COURSE}@{user}.socket", lines=25)
     return {"n": n, "ok": len(times), "first_try_ok": n - len(first_failures),
             "first_failures": first_failures, "errors": errors[:5], "makespan": makespan,
+            "restarted": during.count("Scheduled restart job"),
+            "lost_notify": during.count("Cannot find unit for notify message"),
             "times": times, "cpu": cpu, "host_busy": host, "failure_journal": journal[-6000:]}
 
 

@@ -201,6 +201,22 @@ def test_a_cold_start_shows_a_starting_page_to_browsers(nb: Nbunits) -> None:
     asyncio.run(scenario())
 
 
+def test_conmon_is_the_main_process_and_in_the_pid_file(nb: Nbunits) -> None:
+    """podman's MAINPID= message can be lost when PID 1 is busy (systemd 252 drops a
+    message it reads after its sender exited); then systemd, seeing `podman run -d`
+    exit, reads the unit's PIDFile=. It must name conmon, the container's keeper."""
+    async def scenario() -> Opened:
+        async with client(nb) as session:
+            return await open_exercise(session, "demo", NOTEBOOK, secrets.token_hex(16))
+    opened = asyncio.run(scenario())
+    assert opened.page_status == 200
+    unit = f"nbunits-demo@{opened.user}.service"
+    shown = nb.show(unit, "MainPID", "PIDFile")
+    assert shown["PIDFile"] == f"/run/nbunits/podman/demo/{opened.user}/conmon.pid"
+    assert nb.box.run("cat", shown["PIDFile"]).stdout.strip() == shown["MainPID"] != "0"
+    assert nb.box.run("cat", f"/proc/{shown['MainPID']}/comm").stdout.strip() == "conmon"
+
+
 def test_limits_and_slices_are_set_from_the_course(nb: Nbunits) -> None:
     nb.add_course("limits", memory_max="512M", cpu_quota="50%", tasks_max=64,
                   course_memory_max="2G")
