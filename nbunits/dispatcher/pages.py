@@ -136,7 +136,7 @@ const timer = setInterval(() => {{
   const s = Math.round((Date.now() - t0) / 1000);
   secs.textContent = s + " s";
   if (s >= 10) note.textContent = "Many students are starting at once: yours is on its way.";
-  if (s >= 150) failed("Your notebook server did not start. Please reload this page in a minute.");
+  if (s >= 150) failed({did_not_start_js});  // its end never came
 }}, 500);
 function failed(text) {{
   document.getElementById("step").className = "failed";
@@ -167,7 +167,8 @@ async def starting_page(request: web.Request, target: str, notebook: str,
         "X-Accel-Buffering": "no"})  # nginx passes the first part on at once
     await response.prepare(request)
     await response.write(_STARTING.format(target=escape(target), notebook=escape(notebook),
-                                          target_js=_js(target)).encode())
+                                          target_js=_js(target),
+                                          did_not_start_js=_js(DID_NOT_START)).encode())
     try:
         woke = await started
         tail = _RETRY.format(ms=woke.retry_after * 1000) if woke.retry_after else _STARTED
