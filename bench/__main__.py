@@ -212,7 +212,9 @@ def table(r: dict) -> str:
         row(f"6. density: cold start of the {n}th active student vs the 1st",
             f"{d['last']:.2f} s vs {d['first']:.2f} s; last tenth {sec(d['last_tenth'])}",
             f"{ratio(d['last'], d['first']):.2f}x (last/first tenth "
-            f"{ratio(d['last_tenth']['median'], d['first_tenth']['median']):.2f}x)")
+            f"{ratio(d['last_tenth']['median'], d['first_tenth']['median']):.2f}x); starts "
+            f"restarted by systemd {d.get('restarted', '?')} (notify messages lost "
+            f"{d.get('lost_notify', '?')})")
         row(f"6. density: idle CPU with {n} active students (idle kernels, open tabs)",
             f"{d['idle_cpu_cores'] * 100:.1f}% of a core",
             f"over {d['idle_seconds']:.0f} s; servers running then: "

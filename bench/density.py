@@ -62,12 +62,15 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> di
     colds: list[float] = []
     tabs = []
     readers: list[asyncio.Task] = []
+    since = bench.box.run("date", "+@%s").stdout.strip()
     async with bench.session(timeout=600, limit=0) as session:
         for _ in range(n):
             opened, page, ws, reader = await _active(bench, session, secrets.token_hex(16))
             colds.append(page)
             tabs.append((opened, ws))
             readers.append(reader)
+        during = bench.box.run("journalctl", "--since", since, "--no-pager", "-o", "cat",
+                               check=False).stdout
         await asyncio.sleep(10)  # the last kernels settle
         cpu0, t0 = bench.cpu_seconds(), time.monotonic()
         await asyncio.sleep(idle_seconds)
@@ -101,6 +104,9 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> di
     tenth = max(1, n // 10)
     return {"n": n, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
             "first_tenth": summary(colds[:tenth]), "last_tenth": summary(colds[-tenth:]),
+            # Starts systemd restarted (their first try's work lost), as in the burst.
+            "restarted": during.count("Scheduled restart job"),
+            "lost_notify": during.count("Cannot find unit for notify message"),
             "idle_cpu_cores": idle_cpu, "idle_seconds": idle_seconds,
             "warm": {k: summary(v) for k, v in warm.items()},
             "pss_kb_per_student": summary(per_student), "pss_kb_total": sum(per_student)}
