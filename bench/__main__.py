@@ -100,13 +100,19 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say(f"profile: where a burst of {args.profile_burst} new students spends CPU (perf)")
             out["profile_burst"] = profile.profile(bench, args.profile_burst, burst=True)
         if "burst" in want:
-            out["burst"] = {}
+            out["burst"], out["burst_at_once"] = {}, {}
             for n in args.bursts:
-                parts.stop_all(bench)
-                say(f"burst of {n}")
-                result = asyncio.run(parts.burst(bench, n))
-                result["summary"] = summary(result.pop("times"))
-                out["burst"][str(n)] = result
+                for key, slots in (("burst", 0), ("burst_at_once", n)):
+                    if slots and not args.burst_at_once:
+                        continue
+                    # "at once": the helper's start slots lifted (as before they existed)
+                    parts.set_server(bench, concurrent_starts=slots)
+                    parts.settle(bench)
+                    say(f"burst of {n}" + (" (all started at once)" if slots else ""))
+                    result = asyncio.run(parts.burst(bench, n))
+                    result["summary"] = summary(result.pop("times"))
+                    out[key][str(n)] = result
+            parts.set_server(bench, concurrent_starts=0)
             parts.stop_all(bench)
         if "density" in want:
             say(f"density: {args.density} students active at once, idle kernels, open tabs")
@@ -176,10 +182,12 @@ def table(r: dict) -> str:
                 f"Jupyter socket ({ms(direct['median'])} / {ms(direct['p95'])})")
     if "burst" in r:
         cpu_one = r.get("cold", {}).get("new", {}).get("cpu_to_page", {}).get("median")
-        for n, b in r["burst"].items():
+        bursts = [(n, b, "") for n, b in r["burst"].items()] + [
+            (n, b, ", all started at once") for n, b in r.get("burst_at_once", {}).items()]
+        for n, b, how in bursts:
             s = b["summary"]
             bound = int(n) * cpu_one / m["cores"] if cpu_one else float("nan")
-            row(f"4. burst of {n} new students at once",
+            row(f"4. burst of {n} new students at once{how}",
                 f"{b['ok']}/{n} ok ({b['first_try_ok']}/{n} at the first try); makespan "
                 f"{b['makespan']:.1f} s; per student {s['median']:.1f} s / {s['p95']:.1f} s",
                 f"CPU-bound floor {bound:.1f} s ({n} x {cpu_one:.2f} CPU s / {m['cores']}): "
@@ -326,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")
     parser.add_argument("--before-after", action="store_true",
                         help="also measure this branch's start against main's (drop-ins)")
+    parser.add_argument("--burst-at-once", action="store_true",
+                        help="after each burst, the same with the helper's start slots "
+                             "lifted (concurrent_starts=N), to compare")
     parser.add_argument("--json", type=Path, help="where to write the results")
     parser.add_argument("--table-from", type=Path, help="print the table of an earlier JSON")
     args = parser.parse_args(argv)

@@ -10,10 +10,12 @@ import secrets
 import shlex
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import tomli_w
 
 from nbunits.names import user_for
 from testbed.browser import Opened, execute, open_exercise, start_kernel
@@ -103,6 +105,14 @@ def stop_student(bench: Bench, user: str) -> None:
 def stop_all(bench: Bench) -> None:
     bench.box.systemctl("stop", f"nbunits-{COURSE}@*.service", f"nbunits-{COURSE}-proxy@*.service",
                         timeout=300)
+
+
+def set_server(bench: Bench, **settings: object) -> None:
+    """Change [server] settings of nbunits.toml and restart the helper to apply them."""
+    data = tomllib.loads(bench.box.read_file("/etc/nbunits/nbunits.toml"))
+    data["server"].update(settings)
+    bench.box.write_file("/etc/nbunits/nbunits.toml", tomli_w.dumps(data))
+    bench.box.systemctl("restart", "nbunits-helper.service")
 
 
 def settle(bench: Bench, busy: float = 0.05, longest: float = 180) -> float:
