@@ -44,9 +44,9 @@ WINDOW = 60.0
 STARTING_GRACE = 60.0
 RETRY_NEW = 20
 RETRY_FULL = 30
-# Longer than a burst of 50 takes on two cores (~25 s), shorter than nginx's and the
-# dispatcher's patience with the launch (120 s).
-QUEUE_WAIT = 30.0
+# Longer than a burst of 100 takes on two cores (~55 s); with a start after it, within
+# nginx's and the dispatcher's patience with the launch (120 s).
+QUEUE_WAIT = 60.0
 
 
 class Busy(NbunitsError):
