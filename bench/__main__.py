@@ -242,7 +242,9 @@ def table(r: dict) -> str:
         prov = s["provision"]
         row(f"7. scale: {n} students provisioned (batch, nbunits' own functions)",
             f"{s['provision_seconds']:.0f} s ({prov['uid_collisions_refused']} uid collisions "
-            "refused)", f"units loaded: {b['loaded_units']} before, {a['loaded_units']} after")
+            "refused)", f"units loaded: {b['loaded_units']} before, {a['loaded_units']} after; "
+            f"then sync {s.get('sync_seconds', float('nan')):.0f} s and settle "
+            f"{s.get('settle_seconds', float('nan')):.0f} s before measuring")
         row("7. `systemctl daemon-reload`", sec(a["reload"]),
             f"empty host {sec(b['reload'])}: {ratio(a['reload']['median'], b['reload']['median']):.2f}x")
         row("7. systemd (PID 1) PSS", f"{a['pid1']['pss_kb'] / 1024:.1f} MB",
