@@ -115,8 +115,10 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             parts.set_server(bench, concurrent_starts=0)
             parts.stop_all(bench)
         if "density" in want:
-            say(f"density: {args.density} students active at once, idle kernels, open tabs")
-            out["density"] = density.density(bench, args.density, args.warm_n)
+            say(f"density: {args.density} students active at once, idle kernels, open tabs"
+                + (f", {args.density_pause:g} s apart" if args.density_pause else ""))
+            out["density"] = density.density(bench, args.density, args.warm_n,
+                                             pause=args.density_pause)
         if "peer" in want:
             say(f"peer: JupyterHub + SystemdSpawner, {args.peer_n} new users")
             result = peer.peer_runs(bench, args.peer_n)
@@ -217,7 +219,8 @@ def table(r: dict) -> str:
     if "density" in r:
         d = r["density"]
         n = d["n"]
-        row(f"6. density: cold start of the {n}th active student vs the 1st",
+        apart = f" ({d['pause']:g} s apart)" if d.get("pause") else ""
+        row(f"6. density: cold start of the {n}th active student vs the 1st{apart}",
             f"{d['last']:.2f} s vs {d['first']:.2f} s; last tenth {sec(d['last_tenth'])}",
             f"{ratio(d['last'], d['first']):.2f}x (last/first tenth "
             f"{ratio(d['last_tenth']['median'], d['first_tenth']['median']):.2f}x); starts "
@@ -325,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="students provisioned for the scale part [100000]")
     parser.add_argument("--density", type=int, default=150,
                         help="students active at once for the density part [150]")
+    parser.add_argument("--density-pause", type=float, default=0, metavar="S",
+                        help="seconds between two students' arrivals in the density part "
+                             "[0: each opens once the one before has its kernel]")
     parser.add_argument("--peer-n", type=int, default=10)
     parser.add_argument("--skip", default="", type=lambda s: [x for x in s.split(",") if x])
     parser.add_argument("--profile", type=int, default=0, metavar="N",

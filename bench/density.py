@@ -1,8 +1,8 @@
 """Density: N students active at once, each with an idle kernel and an open tab.
 
-One after the other, N new students open their notebook (edX URL -> page 200, the
-cold start timed), start a kernel and keep its websocket open, as a browser tab
-does (so the proxy's idle stop does not apply). With all N active: the box's idle
+One after the other (back to back, or `pause` seconds apart), N new students open
+their notebook (edX URL -> page 200, the cold start timed), start a kernel and keep
+its websocket open, as a browser tab does (so the proxy's idle stop does not apply). With all N active: the box's idle
 CPU over a quiet minute, the warm added latency (nginx + socket + proxyd against
 straight to Jupyter), and the memory (PSS) of every student's processes.
 """
@@ -58,7 +58,8 @@ def uids_pids(bench: Bench, uids: set[int]) -> dict[int, list[int]]:
     return found
 
 
-async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> dict:
+async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
+                   pause: float) -> dict:
     colds: list[float] = []
     tabs = []
     readers: list[asyncio.Task] = []
@@ -69,6 +70,7 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> di
             colds.append(page)
             tabs.append((opened, ws))
             readers.append(reader)
+            await asyncio.sleep(pause)
         during = bench.box.run("journalctl", "--since", since, "--no-pager", "-o", "cat",
                                check=False).stdout
         await asyncio.sleep(10)  # the last kernels settle
@@ -102,7 +104,7 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> di
         await asyncio.gather(*readers, return_exceptions=True)
     stop_all(bench)
     tenth = max(1, n // 10)
-    return {"n": n, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
+    return {"n": n, "pause": pause, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
             "first_tenth": summary(colds[:tenth]), "last_tenth": summary(colds[-tenth:]),
             # Starts systemd restarted (their first try's work lost), as in the burst.
             "restarted": during.count("Scheduled restart job"),
@@ -112,5 +114,6 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float) -> di
             "pss_kb_per_student": summary(per_student), "pss_kb_total": sum(per_student)}
 
 
-def density(bench: Bench, n: int, warm_n: int = 300, idle_seconds: float = 60) -> dict:
-    return asyncio.run(_density(bench, n, warm_n, idle_seconds))
+def density(bench: Bench, n: int, warm_n: int = 300, idle_seconds: float = 60,
+            pause: float = 0) -> dict:
+    return asyncio.run(_density(bench, n, warm_n, idle_seconds, pause))
