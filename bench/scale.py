@@ -155,8 +155,9 @@ def scale(bench: Bench, n: int, clicks: int = 10) -> dict:
     result["provision"] = in_box(bench, "provision_bulk.py", "bulk", str(n), COURSE)
     result["provision_seconds"] = time.monotonic() - t0
     # The batch wrote ~400,000 files in a few minutes (a real host makes its students
-    # over weeks): what the next clicks measure is the number of students, not the
-    # kernel writing those files back to disk meanwhile.
+    # over weeks): the clicks wait until they are on disk and the box is idle, so they
+    # measure the number of students, not the batch's aftermath. (Measured once: the
+    # sync took 0 s and the settle 10 s; the batch's end had left little behind.)
     t0 = time.monotonic()
     bench.box.run("sync", timeout=1800)
     result["sync_seconds"] = time.monotonic() - t0
