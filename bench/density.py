@@ -2,9 +2,10 @@
 
 One after the other (back to back, or `pause` seconds apart), N new students open
 their notebook (edX URL -> page 200, the cold start timed), start a kernel and keep
-its websocket open, as a browser tab does (so the proxy's idle stop does not apply). With all N active: the box's idle
-CPU over a quiet minute, the warm added latency (nginx + socket + proxyd against
-straight to Jupyter), and the memory (PSS) of every student's processes.
+its websocket open, as a browser tab does (so the proxy's idle stop does not apply).
+With all N active: the box's idle CPU over a quiet minute, the warm added latency
+(nginx + socket + proxyd against straight to Jupyter), and the memory (PSS) of every
+student's processes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import aiohttp
 from testbed.browser import Opened, open_exercise, start_kernel
 
 from .box import COURSE, NOTEBOOK, Bench
-from .parts import _in_box, _timed_get, pss_kb, stop_all
+from .parts import _in_box, _timed_get, journal_mark, pss_kb, restarts_since, stop_all
 from .stats import summary
 
 
@@ -63,7 +64,7 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
     colds: list[float] = []
     tabs = []
     readers: list[asyncio.Task] = []
-    since = bench.box.run("date", "+@%s").stdout.strip()
+    since = journal_mark(bench)
     async with bench.session(timeout=600, limit=0) as session:
         for _ in range(n):
             opened, page, ws, reader = await _active(bench, session, secrets.token_hex(16))
@@ -71,8 +72,7 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
             tabs.append((opened, ws))
             readers.append(reader)
             await asyncio.sleep(pause)
-        during = bench.box.run("journalctl", "--since", since, "--no-pager", "-o", "cat",
-                               check=False).stdout
+        restarts = restarts_since(bench, since)
         await asyncio.sleep(10)  # the last kernels settle
         cpu0, t0 = bench.cpu_seconds(), time.monotonic()
         await asyncio.sleep(idle_seconds)
@@ -106,9 +106,7 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
     tenth = max(1, n // 10)
     return {"n": n, "pause": pause, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
             "first_tenth": summary(colds[:tenth]), "last_tenth": summary(colds[-tenth:]),
-            # Starts systemd restarted (their first try's work lost), as in the burst.
-            "restarted": during.count("Scheduled restart job"),
-            "lost_notify": during.count("Cannot find unit for notify message"),
+            **restarts,
             "idle_cpu_cores": idle_cpu, "idle_seconds": idle_seconds,
             "warm": {k: summary(v) for k, v in warm.items()},
             "pss_kb_per_student": summary(per_student), "pss_kb_total": sum(per_student)}

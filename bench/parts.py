@@ -107,6 +107,21 @@ def stop_all(bench: Bench) -> None:
                         timeout=300)
 
 
+def journal_mark(bench: Bench) -> str:
+    """Now, on the box's clock, for restarts_since()."""
+    return bench.box.run("date", "+@%s").stdout.strip()
+
+
+def restarts_since(bench: Bench, mark: str) -> dict[str, int]:
+    """Starts systemd restarted since `mark` (Restart=on-failure: invisible to the
+    student, but each one's work, podman and Jupyter's imports, is lost) and the
+    notify messages it could not attribute (podman's MAINPID=, read too late)."""
+    text = bench.box.run("journalctl", "--since", mark, "--no-pager", "-o", "cat",
+                         check=False).stdout
+    return {"restarted": text.count("Scheduled restart job"),
+            "lost_notify": text.count("Cannot find unit for notify message")}
+
+
 def set_server(bench: Bench, **settings: object) -> None:
     """Change [server] settings of nbunits.toml and restart the helper to apply them."""
     data = tomllib.loads(bench.box.read_file("/etc/nbunits/nbunits.toml"))
@@ -349,7 +364,7 @@ async def burst(bench: Bench, n: int) -> dict:
 
         first_failures: list[tuple[str, int, float]] = []
 
-        since = bench.box.run("date", "+@%s").stdout.strip()
+        since = journal_mark(bench)
         host0 = host_busy_seconds()
         results = await asyncio.gather(*(one(s) for s in students), return_exceptions=True)
         makespan = time.monotonic() - m0
@@ -357,10 +372,7 @@ async def burst(bench: Bench, n: int) -> dict:
         host = host_busy_seconds() - host0
     times = [r for r in results if isinstance(r, float)]
     errors = [repr(r)[:200] for r in results if not isinstance(r, float)]
-    # Starts that failed and were restarted by systemd (Restart=on-failure): invisible
-    # to the student, but each one's work (podman, Jupyter's imports) is lost.
-    during = bench.box.run("journalctl", "--since", since, "--no-pager", "-o", "cat",
-                           check=False).stdout
+    restarts = restarts_since(bench, since)
     journal = ""
     for user, _status, _when in first_failures[:2]:
         journal += bench.box.journal(f"nbunits-{COURSE}@{user}.service",
@@ -368,9 +380,7 @@ async def burst(bench: Bench, n: int) -> dict:
                                      f"nbunits-{COURSE}@{user}.socket", lines=25)
     return {"n": n, "ok": len(times), "first_try_ok": n - len(first_failures),
             "first_failures": first_failures, "errors": errors[:5], "makespan": makespan,
-            "restarted": during.count("Scheduled restart job"),
-            "lost_notify": during.count("Cannot find unit for notify message"),
-            "times": times, "cpu": cpu, "host_busy": host, "failure_journal": journal[-6000:]}
+            **restarts, "times": times, "cpu": cpu, "host_busy": host, "failure_journal": journal[-6000:]}
 
 
 def host_busy_seconds() -> float:
