@@ -118,7 +118,8 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say(f"density: {args.density} students active at once, idle kernels, open tabs"
                 + (f", {args.density_pause:g} s apart" if args.density_pause else ""))
             out["density"] = density.density(bench, args.density, args.warm_n,
-                                             pause=args.density_pause)
+                                             pause=args.density_pause,
+                                             probes=args.density_probes)
         if "peer" in want:
             say(f"peer: JupyterHub + SystemdSpawner, {args.peer_n} new users")
             result = peer.peer_runs(bench, args.peer_n)
@@ -219,12 +220,20 @@ def table(r: dict) -> str:
     if "density" in r:
         d = r["density"]
         n = d["n"]
-        apart = f" ({d['pause']:g} s apart)" if d.get("pause") else ""
-        row(f"6. density: cold start of the {n}th active student vs the 1st{apart}",
-            f"{d['last']:.2f} s vs {d['first']:.2f} s; last tenth {sec(d['last_tenth'])}",
-            f"{ratio(d['last'], d['first']):.2f}x (last/first tenth "
-            f"{ratio(d['last_tenth']['median'], d['first_tenth']['median']):.2f}x); starts "
-            f"restarted by systemd {d.get('restarted', '?')} (notify messages lost "
+        apart = f" ({d['pause']:g} s apart)" if d.get("pause") else " (back to back)"
+        series = d.get("series", d)  # results written before the probes had it at the top
+        if "probes" in d:
+            first, last = d["probes"]["first"], d["probes"]["last"]
+            row(f"6. density: cold start of the {n}th active student vs the 1st (probes, "
+                f"each on a quiet box)", f"{sec(last)} vs {sec(first)}",
+                f"{d['probes']['ratio']:.2f}x")
+        row(f"6. density: the series, {len(series['cold'])} students one after the other"
+            f"{apart}: the last's cold start vs the first's",
+            f"{series['last']:.2f} s vs {series['first']:.2f} s; last tenth "
+            f"{sec(series['last_tenth'])}",
+            f"{ratio(series['last'], series['first']):.2f}x (last/first tenth "
+            f"{ratio(series['last_tenth']['median'], series['first_tenth']['median']):.2f}x); "
+            f"starts restarted by systemd {d.get('restarted', '?')} (notify messages lost "
             f"{d.get('lost_notify', '?')})")
         row(f"6. density: idle CPU with {n} active students (idle kernels, open tabs)",
             f"{d['idle_cpu_cores'] * 100:.1f}% of a core",
@@ -328,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="students provisioned for the scale part [100000]")
     parser.add_argument("--density", type=int, default=150,
                         help="students active at once for the density part [150]")
+    parser.add_argument("--density-probes", type=int, default=5, metavar="N",
+                        help="probes of the first and of the last student's cold start [5]")
     parser.add_argument("--density-pause", type=float, default=0, metavar="S",
                         help="seconds between two students' arrivals in the density part "
                              "[0: each opens once the one before has its kernel]")

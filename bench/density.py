@@ -1,8 +1,12 @@
 """Density: N students active at once, each with an idle kernel and an open tab.
 
-One after the other (back to back, or `pause` seconds apart), N new students open
-their notebook (edX URL -> page 200, the cold start timed), start a kernel and keep
-its websocket open, as a browser tab does (so the proxy's idle stop does not apply).
+The first student's cold start and the Nth's, each the median of a few probes: a
+new student opens their notebook (edX URL -> page 200, timed) on a quiet box, with
+no one else active, then with N-1 active; each probe but the last is stopped again
+and the box left to quiet down. Between the two, N-1 new students open their
+notebook one after the other (back to back, or `pause` seconds apart; each timed
+too: the series), start a kernel and keep its websocket open, as a browser tab does
+(so the proxy's idle stop does not apply); the last probe does the same and makes N.
 With all N active: the box's idle CPU over a quiet minute, the warm added latency
 (nginx + socket + proxyd against straight to Jupyter), and the memory (PSS) of every
 student's processes.
@@ -21,8 +25,44 @@ import aiohttp
 from testbed.browser import Opened, open_exercise, start_kernel
 
 from .box import COURSE, NOTEBOOK, Bench
-from .parts import _in_box, _timed_get, journal_mark, pss_kb, restarts_since, stop_all
-from .stats import summary
+from .parts import (
+    _in_box,
+    _timed_get,
+    journal_mark,
+    pss_kb,
+    quiet,
+    restarts_since,
+    stop_all,
+    stop_student,
+)
+from .stats import ratio, summary
+
+# A probe starts when the box uses less than this of a core (150 idle kernels: ~0.03).
+QUIET = 0.1
+
+
+async def _quiet(bench: Bench) -> None:
+    await asyncio.to_thread(quiet, bench, QUIET, 60)
+
+
+async def _probes(bench: Bench, session: aiohttp.ClientSession, n: int, keep_last: bool
+                  ) -> tuple[list[float], tuple | None]:
+    """N new students' cold starts (page 200), each on a quiet box and stopped again;
+    the last one kept active (its tab, as _active) if `keep_last`."""
+    pages, kept = [], None
+    for i in range(n):
+        await _quiet(bench)
+        if keep_last and i == n - 1:
+            opened, page, ws, reader = await _active(bench, session, secrets.token_hex(16))
+            kept = (opened, ws, reader)
+        else:
+            t0 = time.monotonic()
+            opened = await open_exercise(session, COURSE, NOTEBOOK, secrets.token_hex(16))
+            assert opened.page_status == 200, opened.page_status
+            page = time.monotonic() - t0
+            await asyncio.to_thread(stop_student, bench, opened.user)
+        pages.append(page)
+    return pages, kept
 
 
 async def _active(bench: Bench, session: aiohttp.ClientSession, student: str
@@ -60,20 +100,26 @@ def uids_pids(bench: Bench, uids: set[int]) -> dict[int, list[int]]:
 
 
 async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
-                   pause: float) -> dict:
+                   pause: float, probes: int) -> dict:
     colds: list[float] = []
     tabs = []
     readers: list[asyncio.Task] = []
     since = journal_mark(bench)
     async with bench.session(timeout=600, limit=0) as session:
-        for _ in range(n):
+        first, _ = await _probes(bench, session, probes, keep_last=False)
+        for _ in range(n - 1):
             opened, page, ws, reader = await _active(bench, session, secrets.token_hex(16))
             colds.append(page)
             tabs.append((opened, ws))
             readers.append(reader)
             await asyncio.sleep(pause)
-        restarts = restarts_since(bench, since)
         await asyncio.sleep(10)  # the last kernels settle
+        last, kept = await _probes(bench, session, probes, keep_last=True)
+        opened, ws, reader = kept
+        tabs.append((opened, ws))
+        readers.append(reader)
+        restarts = restarts_since(bench, since)
+        await asyncio.sleep(10)  # the last kernel settles
         cpu0, t0 = bench.cpu_seconds(), time.monotonic()
         await asyncio.sleep(idle_seconds)
         idle_cpu = (bench.cpu_seconds() - cpu0) / (time.monotonic() - t0)
@@ -103,9 +149,14 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
             await ws.close()
         await asyncio.gather(*readers, return_exceptions=True)
     stop_all(bench)
-    tenth = max(1, n // 10)
-    return {"n": n, "pause": pause, "running_at_measure": running, "cold": colds, "first": colds[0], "last": colds[-1],
-            "first_tenth": summary(colds[:tenth]), "last_tenth": summary(colds[-tenth:]),
+    tenth = max(1, len(colds) // 10)
+    return {"n": n, "pause": pause, "running_at_measure": running,
+            "probes": {"first": summary(first), "last": summary(last),
+                       "ratio": ratio(summary(last)["median"], summary(first)["median"]),
+                       "first_all": first, "last_all": last},
+            "series": {"cold": colds, "first": colds[0], "last": colds[-1],
+                       "first_tenth": summary(colds[:tenth]),
+                       "last_tenth": summary(colds[-tenth:])},
             **restarts,
             "idle_cpu_cores": idle_cpu, "idle_seconds": idle_seconds,
             "warm": {k: summary(v) for k, v in warm.items()},
@@ -113,5 +164,5 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
 
 
 def density(bench: Bench, n: int, warm_n: int = 300, idle_seconds: float = 60,
-            pause: float = 0) -> dict:
-    return asyncio.run(_density(bench, n, warm_n, idle_seconds, pause))
+            pause: float = 0, probes: int = 5) -> dict:
+    return asyncio.run(_density(bench, n, warm_n, idle_seconds, pause, probes))

@@ -135,6 +135,12 @@ def settle(bench: Bench, busy: float = 0.05, longest: float = 180) -> float:
     over 5 s (at most `longest` s): a part's baseline must not pay for the last part's
     shutdown (150 servers stopping). Returns the seconds waited."""
     stop_all(bench)
+    return quiet(bench, busy, longest)
+
+
+def quiet(bench: Bench, busy: float = 0.05, longest: float = 180) -> float:
+    """Wait until the box uses less than `busy` of a core over 5 s (at most `longest`
+    s), whatever runs. Returns the seconds waited."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < longest:
         cpu0 = bench.cpu_seconds()
