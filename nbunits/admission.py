@@ -17,13 +17,16 @@ admin gets one journal line when a cap starts refusing, and one a minute while
 it does, with the count: a "capped" event (events.py) naming the cap.
 
 The counts live in the helper's memory (one process serves every launch); a
-helper restart forgets the last minute's creations, which a cap can afford.
+helper restart forgets the last minute's creations, which a cap can afford. The
+helper publishes what the metrics need (Settings.admission_file: starts waiting for a slot,
+launches refused by each cap since it started) for `nbunits metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -36,6 +39,7 @@ from .config import Server
 from .errors import NbunitsError
 from .events import Event
 from .events import log as log_event
+from .files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class Admission:
     refused: dict[str, int] = field(default_factory=dict)
     last_said: dict[str, float] = field(default_factory=dict)
     queue_wait: float = QUEUE_WAIT
+    state_file: Path | None = None  # where publish() writes, if anywhere
 
     def __post_init__(self) -> None:
         if not self.mem_total:
@@ -71,30 +76,58 @@ class Admission:
         self.start_slots = self.server.start_slots(len(os.sched_getaffinity(0)))
         self.slots = asyncio.Semaphore(self.start_slots)
         self.overdue = 0  # starts that went ahead without a slot since the last line
+        self.waiting = 0  # starts waiting for a slot now
+        # Since the helper started, for the metrics' counters.
+        self.totals = {"unpaced": 0, "refused_new_students": 0, "refused_servers": 0}
+        self.publish()
+
+    def publish(self) -> None:
+        """Write the figures the metrics read (nbunits/metrics.py), if asked to."""
+        if self.state_file is None:
+            return
+        try:
+            write_atomic(self.state_file, json.dumps({
+                "start_slots": self.start_slots, "waiting": self.waiting, **self.totals}))
+        except OSError as exc:  # the metrics lag; launches go on
+            logger.warning("admission: cannot write %s: %s", self.state_file, exc)
 
     @contextlib.asynccontextmanager
     async def start_slot(self, course: str, user: str) -> AsyncIterator[None]:
         """Hold one of the host's start slots while a server starts (waiting for one
         first, at most queue_wait seconds; then the start goes ahead without)."""
-        try:
-            await asyncio.wait_for(self.slots.acquire(), self.queue_wait)
-        except TimeoutError:
-            self.overdue += 1
-            now = time.monotonic()
-            if now - self.last_said.get("start_slots", -WINDOW) >= WINDOW:
-                logger.warning("admission: %d start(s) waited %g s for one of the %d start "
-                               "slots and went ahead anyway since the last such line (the "
-                               "host starts more servers than its CPUs keep up with)",
-                               self.overdue, self.queue_wait, self.start_slots,
-                               extra={"COURSE": course, "STUDENT": user})
-                self.overdue = 0
-                self.last_said["start_slots"] = now
-            yield
-            return
+        if not self.slots.locked():
+            await self.slots.acquire()  # a free slot: taken at once, no turn of the loop
+            held = True
+        else:
+            self.waiting += 1
+            self.publish()
+            try:
+                await asyncio.wait_for(self.slots.acquire(), self.queue_wait)
+                held = True
+            except TimeoutError:
+                held = False
+                self._overdue(course, user)
+            finally:
+                self.waiting -= 1
+                self.publish()
         try:
             yield
         finally:
-            self.slots.release()
+            if held:
+                self.slots.release()
+
+    def _overdue(self, course: str, user: str) -> None:
+        self.overdue += 1
+        self.totals["unpaced"] += 1
+        now = time.monotonic()
+        if now - self.last_said.get("start_slots", -WINDOW) >= WINDOW:
+            logger.warning("admission: %d start(s) waited %g s for one of the %d start "
+                           "slots and went ahead anyway since the last such line (the "
+                           "host starts more servers than its CPUs keep up with)",
+                           self.overdue, self.queue_wait, self.start_slots,
+                           extra={"COURSE": course, "STUDENT": user})
+            self.overdue = 0
+            self.last_said["start_slots"] = now
 
     def new_student(self, course: str | None = None, user: str | None = None,
                     now: float | None = None) -> None:
@@ -140,6 +173,8 @@ class Admission:
     def _refuse(self, cap: str, what: str, now: float, course: str | None,
                 user: str | None) -> None:
         self.refused[cap] = self.refused.get(cap, 0) + 1
+        self.totals[f"refused_{cap}"] += 1
+        self.publish()
         if now - self.last_said.get(cap, -WINDOW) >= WINDOW:
             # The launch that reached the cap names the course and student; the
             # count covers every refusal since the last line.

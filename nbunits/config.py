@@ -208,6 +208,11 @@ class Settings:
         return self.run_dir / "helper.sock"
 
     @property
+    def admission_file(self) -> Path:
+        """The helper's admission figures, for the metrics (admission.py)."""
+        return self.run_dir / "admission.json"
+
+    @property
     def secrets_dir(self) -> Path:
         return self.etc_dir / "secrets"
 

@@ -156,7 +156,8 @@ async def _serve_connection(settings: Settings, admission: Admission,
 
 
 async def serve(settings: Settings, sock: socket.socket) -> None:
-    admission = Admission(settings.server, settings.run_dir / "jupyter")
+    admission = Admission(settings.server, settings.run_dir / "jupyter",
+                          state_file=settings.admission_file)
     server = await asyncio.start_unix_server(
         lambda r, w: _serve_connection(settings, admission, r, w), sock=sock,
         limit=MAX_REQUEST_BYTES)

@@ -1,7 +1,9 @@
 """Prometheus metrics, from systemd's own data: `nbunits metrics`.
 
 Gauges come from the units now (running, starting, failed, memory) and the records
-(provisioned). Counters and the start-time histogram come from the journal:
+(provisioned). Admission control's figures (starts waiting for a slot,
+launches refused at a cap) come from the helper (nbunits/admission.py). Counters and
+the start-time histogram come from the journal:
 systemd logs "Starting" and "Started" (or "Failed to start") for every start of a
 student's Jupyter unit, with fixed MESSAGE_IDs; the time between the two is the
 start time a student waits (podman, Jupyter, until Jupyter says it is ready). The journal is
@@ -174,6 +176,32 @@ class Collector:
                 cumulative.append((bound, total))
             seconds.add_metric([course], cumulative, done.seconds)
         yield from (*gauges.values(), memory, starts, failed, seconds)
+        yield from self.admission()
+
+    def admission(self) -> Iterator[Any]:
+        """The helper's admission control, host-wide (its counters count from the
+        helper's start; none before it first ran)."""
+        try:
+            figures: dict[str, int] = json.loads(self.settings.admission_file.read_text())
+        except (OSError, ValueError):
+            return
+        yield GaugeMetricFamily("nbunits_start_slots",
+                                "Servers the host starts at once ([server] concurrent_starts)",
+                                value=figures.get("start_slots", 0))
+        yield GaugeMetricFamily("nbunits_starts_waiting",
+                                "Starts waiting for a start slot, in order of arrival",
+                                value=figures.get("waiting", 0))
+        yield CounterMetricFamily("nbunits_starts_unpaced",
+                                  "Starts that waited the longest a start waits for a slot "
+                                  "and went ahead without one",
+                                  value=figures.get("unpaced", 0))
+        refused = CounterMetricFamily("nbunits_launches_refused",
+                                      "Launches refused at an admission cap (503 with "
+                                      "Retry-After): new students per minute, running servers",
+                                      labels=["cap"])
+        for cap in ("new_students", "servers"):
+            refused.add_metric([cap], figures.get(f"refused_{cap}", 0))
+        yield refused
 
 
 def collect_text(settings: Settings) -> str:

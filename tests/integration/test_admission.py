@@ -177,6 +177,10 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     capped = nb.box.run("journalctl", "--no-pager", "--output=cat",
                         f"MESSAGE_ID={Event.CAPPED.value}", "ADMISSION_CAP=new_students").stdout
     assert capped.count("admission: at the cap of 3 new students per minute") == 1, capped
+    # The metrics count every refusal (the journal says it once a minute).
+    metrics = nb.nbunits("metrics").stdout
+    assert f'nbunits_launches_refused_total{{cap="new_students"}} {len(busy)}.0' in metrics, metrics
+    assert "nbunits_starts_waiting 0.0" in metrics
 
     async def warm() -> None:  # the student who was running is untouched
         async with client(nb) as session:
@@ -225,11 +229,24 @@ def test_launches_start_their_servers_in_turn(nb: Nbunits) -> None:
     nb.box.systemctl("restart", "nbunits-helper.service")
     students = [secrets.token_hex(16) for _ in range(3)]
     try:
+        waiting: list[int] = []  # what the helper publishes for the metrics, meanwhile
+
+        async def watch() -> None:
+            while True:
+                text = await asyncio.to_thread(nb.box.read_file, "/run/nbunits/admission.json")
+                waiting.append(json.loads(text)["waiting"])
+                await asyncio.sleep(0.1)
+
         async def go() -> list[Opened]:
+            watcher = asyncio.create_task(watch())
             async with client(nb) as session:
-                return await asyncio.gather(*(open_exercise(session, "demo", NOTEBOOK, s)
-                                              for s in students))
+                opened = await asyncio.gather(*(open_exercise(session, "demo", NOTEBOOK, s)
+                                                for s in students))
+            watcher.cancel()
+            return opened
         opened = asyncio.run(go())
+        assert max(waiting) >= 1, waiting
+        assert json.loads(nb.box.read_file("/run/nbunits/admission.json"))["waiting"] == 0
     finally:
         nb.box.write_file("/etc/nbunits/nbunits.toml", before)
         nb.box.systemctl("restart", "nbunits-helper.service")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -127,3 +128,48 @@ def test_servers_start_a_few_at_a_time_in_order_and_never_wait_forever(tmp_path,
         "anyway since the last such line (the host starts more servers than its CPUs keep "
         "up with)"]
     assert admission.slots._value == 2  # every slot given back  # noqa: SLF001
+
+
+def test_the_helper_publishes_waiting_starts_and_refusals_for_the_metrics(tmp_path):
+    state = tmp_path / "run" / "admission.json"
+    admission = Admission(Server(concurrent_starts=1, new_students_per_minute=1), tmp_path,
+                          mem_total=1 << 34, state_file=state)
+    read = lambda: json.loads(state.read_text())  # noqa: E731
+    assert read() == {"start_slots": 1, "waiting": 0, "unpaced": 0,
+                      "refused_new_students": 0, "refused_servers": 0}
+    seen: list[int] = []
+
+    async def one(i: int) -> None:
+        async with admission.start_slot("demo", f"nb{i:016x}"):
+            seen.append(read()["waiting"])
+            await asyncio.sleep(0.05)
+
+    async def three() -> None:
+        tasks = [asyncio.create_task(one(i)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert read()["waiting"] == 2  # one starts, two wait their turn
+        await asyncio.gather(*tasks)
+
+    # A start given up by its client (the connection closed while it waited) is
+    # no longer counted as waiting.
+    async def cancelled() -> None:
+        async with admission.start_slot("demo", "nbaaaaaaaaaaaaaaaa"):
+            waiter = asyncio.create_task(one(9))
+            await asyncio.sleep(0.01)
+            assert read()["waiting"] == 1
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            assert read()["waiting"] == 0
+
+    async def both() -> None:
+        await three()
+        assert seen == [0, 1, 0] and read()["waiting"] == 0
+        await cancelled()
+
+    asyncio.run(both())
+    assert admission.slots._value == 1  # noqa: SLF001
+    admission.new_student(now=0)
+    for t in (1.0, 2.0):
+        with pytest.raises(Busy):
+            admission.new_student(now=t)
+    assert read()["refused_new_students"] == 2  # a counter: not reset by the journal line
