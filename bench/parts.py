@@ -186,18 +186,20 @@ def breakdown(bench: Bench, runs: list[Cold]) -> dict[str, dict]:
         marks = _marks(entries, c.user, c.t0)
         if not all(k in marks for k in ("starting", "first_log", "running", "started")):
             continue
-        t_redirect = c.t0 + c.redirect
+        # The helper starts the server before it answers (provision.start): the 302
+        # comes once Jupyter is ready, and the page follows it.
         steps = {
-            "dispatcher + helper (user, copy, start socket) until the 302": c.redirect,
-            "302 -> nginx -> socket -> container unit Starting": marks["starting"] - t_redirect,
+            "edX URL -> container unit Starting (dispatcher, helper: user, copy, start slot)":
+                marks["starting"] - c.t0,
             "unit Starting -> podman up + Python imports -> Jupyter's first log line":
                 marks["first_log"] - marks["starting"],
             "Jupyter first log line -> 'is running' (extensions, listen)":
                 marks["running"] - marks["first_log"],
             "'is running' -> Jupyter's READY=1 (unit Started)":
                 marks["started"] - marks["running"],
-            "unit Started -> proxy forwards, page rendered, 200":
-                c.t0 + c.page - marks["started"],
+            "unit Started -> proxy started, the helper's answer, the 302":
+                c.t0 + c.redirect - marks["started"],
+            "302 -> nginx -> proxy -> Jupyter: page 200": c.page - c.redirect,
         }
         if "container_init" in marks:
             steps["  of which: unit Starting -> podman 'container init'"] = \
