@@ -74,10 +74,11 @@ class Server:
     launch_burst: int = 60
     # New students (users created) per minute, host-wide.
     new_students_per_minute: int = 120
-    # Servers started at once (0 = two per CPU). A start is mostly CPU (Jupyter's
-    # imports); more at once only share the cores and each costs more CPU, so the
-    # helper starts launches' servers this many at a time, in order of arrival
-    # (admission.py). It paces, never refuses.
+    # Servers started at once (0 = one per CPU). A start is mostly CPU (Jupyter's
+    # imports); more at once only share the cores and each costs more CPU (bursts of
+    # 50 on 2 CPUs: 2 at once beat 3 and 4, docs/BENCHMARKS.md), so the helper starts
+    # launches' servers this many at a time, in order of arrival (admission.py). It
+    # paces, never refuses.
     concurrent_starts: int = 0
     # Running servers are capped at memory_budget / server_memory ("" = 75% of RAM;
     # a server with one idle kernel measured ~104 MB PSS, docs/BENCHMARKS.md).
@@ -106,7 +107,7 @@ class Server:
             except ValueError:
                 problems.append(f"trusted proxy {proxy!r} (an IP address or network)")
         if not isinstance(self.concurrent_starts, int) or self.concurrent_starts < 0:
-            problems.append("concurrent_starts (a whole number, 0 for two per CPU)")
+            problems.append("concurrent_starts (a whole number, 0 for one per CPU)")
         if bool(self.tls_cert) != bool(self.tls_key):
             problems.append("tls_cert and tls_key go together")
         for path in (self.tls_cert, self.tls_key):
@@ -125,7 +126,7 @@ class Server:
 
     def start_slots(self, cpus: int) -> int:
         """How many servers the helper starts at once."""
-        return self.concurrent_starts or 2 * cpus
+        return self.concurrent_starts or cpus
 
     @property
     def https(self) -> bool:
