@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="students provisioned for the scale part [100000]")
     parser.add_argument("--density", type=int, default=150,
                         help="students active at once for the density part [150]")
-    parser.add_argument("--density-probes", type=int, default=5, metavar="N",
-                        help="probes of the first and of the last student's cold start [5]")
+    parser.add_argument("--density-probes", type=int, default=9, metavar="N",
+                        help="probes of the first and of the last student's cold start [9]")
     parser.add_argument("--density-pause", type=float, default=0, metavar="S",
                         help="seconds between two students' arrivals in the density part "
                              "[0: each opens once the one before has its kernel]")

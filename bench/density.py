@@ -164,5 +164,5 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
 
 
 def density(bench: Bench, n: int, warm_n: int = 300, idle_seconds: float = 60,
-            pause: float = 0, probes: int = 5) -> dict:
+            pause: float = 0, probes: int = 9) -> dict:
     return asyncio.run(_density(bench, n, warm_n, idle_seconds, pause, probes))

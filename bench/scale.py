@@ -147,7 +147,7 @@ def with_group_lookups_of_before(bench: Bench, clicks: int) -> dict:
         bench.box.systemctl("daemon-reload")
 
 
-def scale(bench: Bench, n: int, clicks: int = 10) -> dict:
+def scale(bench: Bench, n: int, clicks: int = 20) -> dict:
     result: dict = {"n": n}
     result["nsswitch"] = bench.box.read_file("/etc/nsswitch.conf")
     result["before"] = measure(bench, clicks)
