@@ -18,8 +18,8 @@ it does, with the count: a "capped" event (events.py) naming the cap.
 
 The counts live in the helper's memory (one process serves every launch); a
 helper restart forgets the last minute's creations, which a cap can afford. The
-helper publishes what the metrics need (Settings.admission_file: starts waiting for a slot,
-launches refused by each cap since it started) for `nbunits metrics`.
+helper publishes what the metrics need (Settings.admission_file: starts waiting
+for a slot, launches refused by each cap since it started) for `nbunits metrics`.
 """
 
 from __future__ import annotations
