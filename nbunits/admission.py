@@ -65,7 +65,6 @@ class Admission:
     mem_total: int = 0
     created: deque[float] = field(default_factory=deque)
     starting: dict[tuple[str, str], float] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=dict)
     last_said: dict[str, float] = field(default_factory=dict)
     queue_wait: float = QUEUE_WAIT
     state_file: Path | None = None  # where publish() writes, if anywhere
@@ -75,10 +74,11 @@ class Admission:
             self.mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         self.start_slots = self.server.start_slots(len(os.sched_getaffinity(0)))
         self.slots = asyncio.Semaphore(self.start_slots)
-        self.overdue = 0  # starts that went ahead without a slot since the last line
         self.waiting = 0  # starts waiting for a slot now
-        # Since the helper started, for the metrics' counters.
+        # Since the helper started, for the metrics' counters; `told`: each one's value
+        # at the admin's last journal line about it.
         self.totals = {"unpaced": 0, "refused_new_students": 0, "refused_servers": 0}
+        self.told: dict[str, int] = {}
         self.publish()
 
     def publish(self) -> None:
@@ -116,18 +116,25 @@ class Admission:
             if held:
                 self.slots.release()
 
+    def _count(self, key: str, now: float) -> int | None:
+        """Count one more of `key` (published for the metrics); when the admin is due
+        a line about it (one a minute at most), how many since the last line."""
+        self.totals[key] += 1
+        self.publish()
+        if now - self.last_said.get(key, -WINDOW) < WINDOW:
+            return None
+        self.last_said[key] = now
+        since, self.told[key] = self.totals[key] - self.told.get(key, 0), self.totals[key]
+        return since
+
     def _overdue(self, course: str, user: str) -> None:
-        self.overdue += 1
-        self.totals["unpaced"] += 1
-        now = time.monotonic()
-        if now - self.last_said.get("start_slots", -WINDOW) >= WINDOW:
+        count = self._count("unpaced", time.monotonic())
+        if count is not None:
             logger.warning("admission: %d start(s) waited %g s for one of the %d start "
                            "slots and went ahead anyway since the last such line (the "
                            "host starts more servers than its CPUs keep up with)",
-                           self.overdue, self.queue_wait, self.start_slots,
+                           count, self.queue_wait, self.start_slots,
                            extra={"COURSE": course, "STUDENT": user})
-            self.overdue = 0
-            self.last_said["start_slots"] = now
 
     def new_student(self, course: str | None = None, user: str | None = None,
                     now: float | None = None) -> None:
@@ -172,15 +179,11 @@ class Admission:
 
     def _refuse(self, cap: str, what: str, now: float, course: str | None,
                 user: str | None) -> None:
-        self.refused[cap] = self.refused.get(cap, 0) + 1
-        self.totals[f"refused_{cap}"] += 1
-        self.publish()
-        if now - self.last_said.get(cap, -WINDOW) >= WINDOW:
+        count = self._count(f"refused_{cap}", now)
+        if count is not None:
             # The launch that reached the cap names the course and student; the
             # count covers every refusal since the last line.
             log_event(logger, Event.CAPPED,
-                      f"admission: at the cap of {what}: refused {self.refused[cap]} "
+                      f"admission: at the cap of {what}: refused {count} "
                       "launch(es) since the last such line; nothing running is touched",
                       course=course, student=user, ADMISSION_CAP=cap)
-            self.refused[cap] = 0
-            self.last_said[cap] = now
