@@ -4,7 +4,7 @@
 
 Runs nginx on this machine's loopback (a process started and stopped here, by its
 PID): the front's http-level configuration exactly as `nbunits install --front`
-renders it (nbunits.nginx.front_conf: the student map and the consistent-hash
+renders it (nbunits.admin.nginx.front_conf: the student map and the consistent-hash
 upstream), a server that passes every request to it, and N "hosts" (server blocks
 on 127.0.2.1..N) that answer their own address. 10,000 student ids (their user
 names, as nbunits derives them) are asked for as /nb/<course>/<user>/... paths
@@ -28,9 +28,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from nbunits.config import Server
-from nbunits.names import user_for
-from nbunits.nginx import front_conf
+from nbunits.admin.nginx import front_conf
+from nbunits.core.config import Server
+from nbunits.core.names import user_for
 from testbed.ketama import Ring
 
 PORT = 18417

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import tomli_w
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .box import COURSE, NOTEBOOK, SERVER, SHARED_IN_BOX, Bench, _descends

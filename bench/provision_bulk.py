@@ -18,11 +18,11 @@ import statistics
 import sys
 import time
 
-from nbunits import users
-from nbunits.config import load_course, load_settings
-from nbunits.errors import NbunitsError
-from nbunits.names import StudentUnits, uid_for, user_for
-from nbunits.provision import ensure_token
+from nbunits.core.config import load_course, load_settings
+from nbunits.core.errors import NbunitsError
+from nbunits.core.names import StudentUnits, uid_for, user_for
+from nbunits.helper import users
+from nbunits.helper.provision import ensure_token
 
 
 def lookups(settings, n: int = 200) -> dict:

@@ -23,7 +23,7 @@ import secrets
 import time
 from pathlib import Path
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 
 from .box import COURSE, NOTEBOOK, SHARED_IN_BOX, VENV, Bench
 from .parts import one_cold, settle, stop_student
@@ -113,7 +113,7 @@ async def wake_by_bookmark(bench: Bench, student: str) -> float:
 
 def without_initgroups_line(bench: Bench, clicks: int) -> dict:
     """The first clicks again with /etc/nsswitch.conf as before `nbunits install`
-    added its initgroups: line (nbunits/nsswitch.py): what that line saves, same run."""
+    added its initgroups: line (nbunits/admin/nsswitch.py): what that line saves, same run."""
     path = "/etc/nsswitch.conf"
     kept = bench.box.read_file(path)
     plain = "".join(line for line in kept.splitlines(keepends=True)

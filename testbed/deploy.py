@@ -145,7 +145,7 @@ def btrfs_homes(home: Path, size: str = "16G") -> Iterator[None]:
 def show_btrfs_sysfs(box: SystemdBox) -> None:
     """Give the box the kernel's /sys/fs/btrfs, as a host has it: nspawn's /sys is a
     tmpfs, and sysfs is where nbunits (unprivileged) sees whether a btrfs has quotas
-    on (nbunits/btrfs.py, quotas_enabled)."""
+    on (nbunits/helper/btrfs.py, quotas_enabled)."""
     box.nsenter("sh", "-ec", "mount -o remount,rw /sys; mkdir -p /sys/fs/btrfs; "
                 "mkdir -p /run/nbunits-test-sysfs; "
                 "mount -t sysfs sysfs /run/nbunits-test-sysfs; "

@@ -7,9 +7,9 @@ import logging
 
 from aiohttp import web
 
-from ..config import load_settings
-from ..service import listen_socket, notify_ready, setup_logging
-from .app import create_app
+from nbunits.core.config import load_settings
+from nbunits.core.service import listen_socket, notify_ready, setup_logging
+from nbunits.dispatcher.app import create_app
 
 logger = logging.getLogger("nbunits.dispatcher")
 
@@ -18,7 +18,7 @@ async def serve() -> None:
     settings = load_settings()
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
-    site = web.SockSite(runner, listen_socket(fallback=settings.run_dir / "dispatcher.sock"))
+    site = web.SockSite(runner, listen_socket(fallback=settings.dispatcher_socket))
     await site.start()
     notify_ready()
     logger.info("dispatcher ready")

@@ -14,21 +14,22 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from .. import events, handoff
-from ..config import Settings, list_courses, load_course, load_secrets
-from ..errors import NbunitsError
-from ..identity import canonical
-from ..names import (
+from nbunits.core import events
+from nbunits.core.aliases import canonical
+from nbunits.core.config import Settings, list_courses, load_course, load_secrets
+from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.names import (
     CAPABILITY_RE,
     COURSE_RE,
     USER_RE,
+    StudentUnits,
     Target,
     check_course,
     check_notebook,
     check_student_id,
     check_user,
 )
-from ..protocol import (
+from nbunits.core.protocol import (
     Html,
     Opened,
     OpenRequest,
@@ -38,11 +39,11 @@ from ..protocol import (
     Woke,
     ask,
 )
-from ..service import log_context
-from . import lti, params, student
-from .legacy import check_legacy
-from .lti import COURSE_KEY
-from .pages import (
+from nbunits.core.service import log_context
+from nbunits.dispatcher import actions, handoff, lti, params
+from nbunits.dispatcher.legacy import check_legacy
+from nbunits.dispatcher.lti import COURSE_KEY
+from nbunits.dispatcher.pages import (
     busy_page,
     error_page,
     nginx_page,
@@ -52,35 +53,13 @@ from .pages import (
     student_message,
     waking_page,
 )
-from .reset import reset_requested
+from nbunits.dispatcher.reset import reset_requested
 
 logger = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 # On an answer that means "this student's server cannot start" (waiting cannot help).
 START_FAILED = ("X-Nbunits-Start", "failed")
-
-# How the helper's error codes read over HTTP.
-STATUS_FOR_CODE = {
-    "bad_course": 400,
-    "bad_student": 400,
-    "bad_notebook": 400,
-    "bad_request": 400,
-    "bad_launch": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "unknown_course": 404,
-    "unknown_notebook": 404,
-    "unknown_student": 404,
-    "student_collision": 409,
-    "bad_home": 409,
-    "broken_notebook": 500,
-    "bad_course_config": 500,
-    "too_large": 500,
-    "server_failed": 500,
-    "internal": 500,
-    "unknown_share": 404,
-}
 
 # What a course link may carry: ?reset=1, and a signed legacy link's sig and expires.
 LEGACY_PARAMS = {"reset": params.FLAG, "sig": params.HEX_SHA256, "expires": params.EXPIRES}
@@ -93,10 +72,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NbunitsError as exc:
-        if exc.code == "busy":  # admission control: the helper logged it for the admin
+        if exc.code == Code.BUSY:  # admission control: the helper logged it for the admin
             return busy_page(exc.message, exc.retry_after or 30,
                              reload=request.method in ("GET", "HEAD"))
-        status = STATUS_FOR_CODE.get(exc.code)
+        status = exc.meaning.status
         if status is None:  # not written for a student (a bug, a failed command)
             logger.error("%s %s: %s", request.method, log_path(request), exc, exc_info=exc,
                          extra={"ERROR_CODE": exc.code})
@@ -127,7 +106,7 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
     names = request.app[SETTINGS].server.names
     if names and host_name(request.host) not in names:
         events.log(logger, events.Event.REFUSED, f"refused a request for host {request.host[:100]!r}",
-                   course=None, student=None, ERROR_CODE="misdirected")
+                   course=None, student=None, ERROR_CODE=Code.MISDIRECTED)
         return error_page(421, "This server does not serve that host name.")
     return await handler(request)
 
@@ -194,7 +173,7 @@ async def open_notebook(request: web.Request, target: Target,
     settings = request.app[SETTINGS]
     request[COURSE_KEY] = target.course
     if not settings.course_file(target.course).is_file():
-        raise NbunitsError("unknown_course", f"unknown course {target.course!r}")
+        raise NbunitsError(Code.UNKNOWN_COURSE, f"unknown course {target.course!r}")
 
     log_context(target.course, target.user)
     if settings.server.multi_host and not handed:
@@ -221,7 +200,7 @@ async def open_notebook(request: web.Request, target: Target,
     try:
         woke = await started
     except NbunitsError as exc:
-        if exc.code == "server_failed":
+        if exc.code == Code.SERVER_FAILED:
             return start_failed(target.course, reply.user, exc)
         raise
     if woke.retry_after:
@@ -278,20 +257,20 @@ async def wake(request: web.Request) -> web.StreamResponse:
                           Woke)
         retry_after = reply.retry_after
     except NbunitsError as exc:
-        if exc.code == "unknown_course":
+        if exc.code == Code.UNKNOWN_COURSE:
             raise  # the course is gone: says nothing about its students
-        if exc.code.startswith("unknown_") or exc.code == "forbidden":
+        if exc.is_unknown or exc.code == Code.FORBIDDEN:
             # One answer whether or not the student exists.
-            raise NbunitsError("forbidden", "this link is not valid",
+            raise NbunitsError(Code.FORBIDDEN, "this link is not valid",
                                student_hint="open the notebook from your course page") from None
-        if exc.code.startswith("bad_") or exc.code == "busy":  # busy: the admission page
-            raise
-        if exc.code == "server_failed":  # say so: waiting cannot help
+        if exc.code == Code.SERVER_FAILED:  # say so: waiting cannot help
             return start_failed(course, user, exc)
+        if exc.meaning.for_students and exc.code != Code.INTERNAL:
+            raise  # a refusal (busy: the admission page)
         logger.warning("could not wake %s: %s", user, exc.message, extra=fields)
         retry_after = 2
     back = wake_return(request.headers.get("X-Nbunits-Request-Uri", ""),
-                       f"/nb/{course}/{user}/{cap}/")
+                       StudentUnits(course, user).jupyter_prefix(cap))
     if retry_after or back is None:
         if wants_html(request):
             return waking_page(max(retry_after, 2))
@@ -347,7 +326,7 @@ async def staff_view(request: web.Request) -> web.Response:
     check_notebook(notebook)
     given = params.query(request, {"expires": params.EXPIRES, "sig": params.HEX_SHA256})
     if len(given) != 2:
-        raise NbunitsError("bad_request", "this staff link is incomplete")
+        raise NbunitsError(Code.BAD_REQUEST, "this staff link is incomplete")
     reply = await ask(request.app[SETTINGS].helper_socket, StaffViewRequest(
         course, user, notebook, given["expires"], given["sig"]), Html)
     # Static HTML: nothing in it may run or load; frame-ancestors is added as for
@@ -379,6 +358,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/_nbunits/wake/{course}/{user}/{cap}", wake)
     # No HEAD, as for course links.
     app.router.add_get("/_nbunits/handoff/{course}/{user}", handed_over, allow_head=False)
-    student.setup(app, SETTINGS)
+    actions.setup(app, SETTINGS)
     app.router.add_get("/_nbunits/page/{kind}", page)
     return app

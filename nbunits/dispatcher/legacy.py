@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..config import CourseConfig, CourseSecrets
-from ..lti import LaunchError
+from nbunits.core.config import CourseConfig, CourseSecrets
+from nbunits.core.errors import Code
+from nbunits.dispatcher.launch import LaunchError
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ def check_legacy(request: web.Request, course: CourseConfig, secrets: CourseSecr
     if course.legacy == "open":
         return
     if course.legacy == "off":
-        raise LaunchError("forbidden", "this course does not open notebooks from this kind "
+        raise LaunchError(Code.FORBIDDEN, "this course does not open notebooks from this kind "
                           "of link", hint="open the notebook from the course page")
     if course.legacy == "referrer":
         if not referred_from(request.headers.get("Referer", ""), course.legacy_referrers):
-            raise LaunchError("forbidden", "this link only works from the course's pages",
+            raise LaunchError(Code.FORBIDDEN, "this link only works from the course's pages",
                               hint="open the notebook from the course page")
         return
     check_signed(request, course, secrets, notebook, student,
@@ -63,14 +64,14 @@ def check_signed(request: web.Request, course: CourseConfig, secrets: CourseSecr
     if not secrets.legacy_secret:
         logger.error("legacy = signed without a secret: nbunits course update %s "
                      "--legacy-secret-file FILE", course.name, extra={"COURSE": course.name})
-        raise LaunchError("forbidden", "this course's signed links are not set up",
+        raise LaunchError(Code.FORBIDDEN, "this course's signed links are not set up",
                           hint="tell the course team")
     sig, expires = request.query.get("sig", ""), request.query.get("expires", "")
     if expires and (not re.fullmatch(r"[0-9]{1,12}", expires) or int(expires) < now):
-        raise LaunchError("forbidden", "this link has expired",
+        raise LaunchError(Code.FORBIDDEN, "this link has expired",
                           hint="open the notebook again from the course page")
     expected = legacy_signature(secrets.legacy_secret, course.name, notebook, student,
                                 int(expires) if expires else None)
     if not hmac.compare_digest(sig.encode(), expected.encode()):
-        raise LaunchError("forbidden", "this link is not signed for this course",
+        raise LaunchError(Code.FORBIDDEN, "this link is not signed for this course",
                           hint="open the notebook from the course page")

@@ -1,6 +1,6 @@
 """LTI routes: POST /lti/1.1/launch, /lti/1.3/login then POST /lti/1.3/launch.
 
-Thin handlers: find the course the launch claims, verify it (nbunits.lti) with
+Thin handlers: find the course the launch claims, verify it (nbunits.dispatcher.launch) with
 that course's secret or keys, and only then open the notebook. A launch that does
 not verify creates nothing (no user, no unit, no file).
 """
@@ -16,7 +16,8 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from ..config import (
+from nbunits.core.aliases import canonical
+from nbunits.core.config import (
     ConfigError,
     CourseConfig,
     Settings,
@@ -24,24 +25,23 @@ from ..config import (
     load_course,
     load_secrets,
 )
-from ..errors import NbunitsError
-from ..identity import canonical
-from ..lti import (
+from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.jwks import platform_keys
+from nbunits.core.names import Target
+from nbunits.core.protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
+from nbunits.core.service import log_context
+from nbunits.dispatcher.launch import (
     Launch,
     LaunchError,
     NonceStore,
     State,
     UnknownKey,
     issue_state,
-    platform_keys,
     read_state,
     verify_lti11,
     verify_lti13,
 )
-from ..names import Target
-from ..protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
-from ..service import log_context
-from .pages import staff_page
+from nbunits.dispatcher.pages import staff_page
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Handlers:
         params = {**request.query, **(await request.post())}
         issuer, client_id = str(params.get("iss", "")), str(params.get("client_id", ""))
         if not issuer or not params.get("login_hint"):
-            raise LaunchError("bad_launch", "this LTI 1.3 login lacks iss or login_hint")
+            raise LaunchError(Code.BAD_LAUNCH, "this LTI 1.3 login lacks iss or login_hint")
 
         def accepts(c: CourseConfig) -> bool:
             registration = c.registration(issuer, client_id)
@@ -121,7 +121,7 @@ class Handlers:
             query["lti_message_hint"] = str(params["lti_message_hint"])
         # The hints go back in the Location: keep it well within nginx's header buffer.
         if len(urlencode(hints(params))) > MAX_HINTS:
-            raise LaunchError("bad_launch", "this LTI 1.3 login's hints are too long")
+            raise LaunchError(Code.BAD_LAUNCH, "this LTI 1.3 login's hints are too long")
         raise web.HTTPFound(registration.auth_url + "?" + urlencode(query))
 
     async def launch13(self, request: web.Request) -> web.StreamResponse:
@@ -131,13 +131,13 @@ class Handlers:
         course = load_course(settings, state.course)
         registration = course.registration(state.issuer, state.client_id)
         if registration is None or not registration.keys:
-            raise LaunchError("forbidden", "LTI 1.3 launches are not set up for this course")
+            raise LaunchError(Code.FORBIDDEN, "LTI 1.3 launches are not set up for this course")
         try:
             keys = platform_keys(Path(registration.keys))
         except (OSError, ValueError, NbunitsError) as exc:
             logger.error("cannot read the platform keys %s: %s", registration.keys, exc,
                          extra={"COURSE": course.name})
-            raise ConfigError("bad_course_config", "this course's LTI keys cannot be read",
+            raise ConfigError(Code.BAD_COURSE_CONFIG, "this course's LTI keys cannot be read",
                               student_hint="tell the course team") from exc
         try:
             launch = verify_lti13(str(form.get("id_token", "")), course, registration,
@@ -189,7 +189,7 @@ def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> 
         if found:
             logger.error("LTI settings match %s courses: %s", len(found),
                          ", ".join(c.name for c in found))
-        raise LaunchError("forbidden", "no course here accepts this launch",
+        raise LaunchError(Code.FORBIDDEN, "no course here accepts this launch",
                           hint="the course's LTI settings must match the LMS's")
     return found[0]
 

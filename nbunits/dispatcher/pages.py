@@ -9,8 +9,8 @@ from html import escape
 
 from aiohttp import web
 
-from ..errors import NbunitsError
-from ..protocol import StudentEntry, Woke
+from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.protocol import StudentEntry, Woke
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +48,18 @@ STUDENT_HINTS = {
 # Errors whose own message is an admin's wording ("unknown course 'x'"): what a
 # student reads instead, as (message, hint). Their work is never at stake in these.
 STUDENT_MESSAGES = {
-    "unknown_course": (
+    Code.UNKNOWN_COURSE: (
         "This course is not available on this notebook server (any more).",
         "Your saved work has not been deleted. Open the notebook from your course page; "
         "if this page comes back, tell the course team."),
-    "unknown_notebook": (
+    Code.UNKNOWN_NOTEBOOK: (
         "This notebook is not in the course (any more).",
         "The course team may have renamed or removed it: open it again from your "
         "course page."),
-    "unknown_student": (
+    Code.UNKNOWN_STUDENT: (
         "This link does not lead to your notebooks (any more).",
         "Open the notebook again from your course page: it gives you a link that works."),
-    "bad_capability": (
+    Code.BAD_CAPABILITY: (
         "This link does not lead to your notebooks (any more).",
         "Open the notebook again from your course page: it gives you a link that works."),
 }
@@ -75,7 +75,7 @@ NGINX_PAGES = {
 }
 
 
-def student_message(code: str, message: str, hint: str | None) -> tuple[str, str | None]:
+def student_message(code: Code, message: str, hint: str | None) -> tuple[str, str | None]:
     """The message and hint a student reads for an error of this code."""
     return STUDENT_MESSAGES.get(code, (message, hint))
 
@@ -175,7 +175,7 @@ async def starting_page(request: web.Request, target: str, notebook: str,
     except NbunitsError as exc:  # the status is sent: the page says it
         logger.warning("the student's server did not start: %s", exc.message,
                        extra={"ERROR_CODE": exc.code})  # COURSE= and STUDENT=: log_context
-        tail = _FAILED.format(text_js=_js(CANNOT_START if exc.code == "server_failed"
+        tail = _FAILED.format(text_js=_js(CANNOT_START if exc.code == Code.SERVER_FAILED
                                           else DID_NOT_START))
     except Exception:  # the helper unreachable or too slow, a bug: the page says so
         logger.exception("the student's server did not start")

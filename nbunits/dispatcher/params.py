@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from ..errors import NbunitsError
+from nbunits.core.errors import Code, NbunitsError
 
 EXPIRES = re.compile(r"[0-9]{1,12}")  # Unix time, ~31,000 years
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -27,7 +27,7 @@ def query(request: web.Request, known: Mapping[str, re.Pattern[str]]) -> dict[st
     for name, pattern in known.items():
         values = request.query.getall(name, [])
         if len(values) > 1 or (values and not pattern.fullmatch(values[0])):
-            raise NbunitsError("bad_request", f"invalid parameter {name!r} in this link",
+            raise NbunitsError(Code.BAD_REQUEST, f"invalid parameter {name!r} in this link",
                                student_hint="open the notebook again from your course page")
         if values:
             found[name] = values[0]

@@ -17,7 +17,7 @@ import aiohttp
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 
 from .conftest import Nbunits, client
 

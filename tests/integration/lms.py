@@ -14,7 +14,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_TYPE_BODY, Client
 
-from nbunits.lti import LTI13_CLAIM
+from nbunits.dispatcher.launch import LTI13_CLAIM
 
 from .conftest import SERVER, SHARED_IN_BOX, Nbunits
 

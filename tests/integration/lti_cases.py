@@ -10,7 +10,7 @@
 
 Signatures, tokens and logins are made when a case is sent (timestamps and nonces
 must be fresh). The oracle (`expect`) is written from the README, not from
-nbunits.lti, except for which role names mean staff.
+nbunits.dispatcher.launch, except for which role names mean staff.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import strategies as st
 
+from nbunits.core.names import InvalidName, check_student_id, user_for
+from nbunits.dispatcher.launch import is_staff
 from nbunits.dispatcher.lti import MAX_HINTS, hints
-from nbunits.lti import is_staff
-from nbunits.names import InvalidName, check_student_id, user_for
 
 from .fuzzing import (
     ABSOLUTES,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nbunits.events import Event
-from nbunits.names import user_for
+from nbunits.core.events import Event
+from nbunits.core.names import user_for
 from testbed.browser import open_exercise
 
 from .conftest import Nbunits, client

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 import tomli_w
 
-from nbunits.events import Event
-from nbunits.names import uid_for, user_for
+from nbunits.core.events import Event
+from nbunits.core.names import uid_for, user_for
 from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 import yarl
 
-from nbunits.capability import Grant, capability
-from nbunits.names import StudentUnits
+from nbunits.core.names import StudentUnits
+from nbunits.helper.capability import Grant, capability
 from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client

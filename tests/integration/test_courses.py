@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import open_exercise, save_notebook
 
 from .conftest import SHARED_IN_BOX, Nbunits, client

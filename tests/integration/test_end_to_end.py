@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import Nbunits, client

@@ -8,7 +8,7 @@ They all go through nginx to the dispatcher (concurrently, to keep the run short
 and then:
 
 - no answer is a 5xx;
-- only a valid request (a known notebook of a real course, an id nbunits.names
+- only a valid request (a known notebook of a real course, an id nbunits.core.names
   accepts) is redirected, and only to that student's own notebook;
 - no user, unit, home or file appears that the valid requests do not explain.
 
@@ -34,7 +34,7 @@ import pytest
 import yarl
 from hypothesis import strategies as st
 
-from nbunits.names import InvalidName, check_student_id, user_for
+from nbunits.core.names import InvalidName, check_student_id, user_for
 from testbed.browser import open_exercise
 
 from . import lti_cases

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import Nbunits, client

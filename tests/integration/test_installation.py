@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import open_exercise
 
 from .conftest import SERVER, SHARED_IN_BOX, Nbunits, client
@@ -52,9 +52,9 @@ def test_the_dispatcher_loads_none_of_the_helpers_modules(nb: Nbunits) -> None:
               "print(' '.join(sorted(sys.modules)))")
     loaded = nb.box.run("systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=nbunits",
                         "/opt/nbunits/venv/bin/python3", "-c", script).stdout.split()
-    assert "nbunits.protocol" in loaded and "aiohttp" in loaded
-    privileged = {"nbunits.helper", "nbunits.provision", "nbunits.copies", "nbunits.users",
-                  "nbunits.notebooks", "nbunits.courses", "nbformat", "jsonschema"}
+    assert "nbunits.core.protocol" in loaded and "aiohttp" in loaded
+    privileged = {"nbunits.helper.service", "nbunits.helper.provision", "nbunits.helper.copies", "nbunits.helper.users",
+                  "nbunits.helper.notebooks", "nbunits.admin.courses", "nbformat", "jsonschema"}
     assert privileged.isdisjoint(loaded)
 
 
@@ -131,7 +131,7 @@ def test_install_refuses_server_settings_that_cannot_work_and_changes_nothing(nb
 
 def test_install_keeps_students_starts_off_the_userdb_listing(nb: Nbunits) -> None:
     # Debian's `group: files systemd`, without systemd: initgroups() for a unit's
-    # User= no longer lists every file in /etc/userdb (nbunits/nsswitch.py).
+    # User= no longer lists every file in /etc/userdb (nbunits/admin/nsswitch.py).
     conf = nb.box.read_file("/etc/nsswitch.conf")
     assert "\ninitgroups:     files\n" in conf, conf
     assert "\ngroup:          files systemd\n" in conf  # lookups still see students' groups

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import Opened, execute, open_exercise, start_kernel
 
 from .conftest import Nbunits, client

@@ -11,8 +11,8 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from nbunits.core.names import user_for
 from nbunits.dispatcher.legacy import legacy_signature
-from nbunits.names import user_for
 
 from .conftest import SHARED_IN_BOX, Nbunits, client
 from .lms import CLIENT, CONTEXT, FORM, ISSUER, SECRET, id_token, lti11_form, lti13_login

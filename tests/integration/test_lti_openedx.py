@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.forward import Names
 from testbed.sites import CHROMIUM, HttpsSite, framing_page, launch_chromium
 from tests import openedx

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.ketama import Ring
 from testbed.multihost import Cluster, Host
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 
-from nbunits.names import user_for
+from nbunits.core.names import user_for
 from testbed.browser import execute, open_exercise, save_notebook, start_kernel
 
 from .conftest import LB_CLIENT, SERVER, SHARED_IN_BOX, Nbunits, Site, client

@@ -60,6 +60,7 @@ def installed_units(user: str) -> dict[str, str]:
         "nbunits-dispatcher.service": "nbunits-dispatcher.service",
         "nbunits-helper.service": "nbunits-helper.service",
         "nbunits-unload.service": "nbunits-unload.service",
+        "nbunits-listen.service": "nbunits-listen.service",
         "course/nbunits-@COURSE@@.service": f"nbunits-demo@{user}.service",
         "course/nbunits-@COURSE@-proxy@.service": f"nbunits-demo-proxy@{user}.service",
         "nbunits-metrics.service": "nbunits-metrics.service",

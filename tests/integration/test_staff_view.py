@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from nbunits import staff
+from nbunits.helper import staff
 from testbed.browser import open_exercise, save_notebook
 
 from .conftest import Nbunits, client

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from nbunits import cli, events, service
-from nbunits.config import Settings
-from nbunits.courses import Removal
-from nbunits.metrics import BUCKETS, CourseStarts, State
-from nbunits.students import Deletion
-from nbunits.systemd import catalog_file, count_provisioned, iso_time
+from nbunits.admin import cli
+from nbunits.admin.courses import Removal
+from nbunits.admin.metrics import BUCKETS, CourseStarts, State
+from nbunits.admin.students import Deletion
+from nbunits.core import events, service
+from nbunits.core.config import Settings, count_provisioned
+from nbunits.core.data import catalog_file
+from nbunits.core.systemctl import iso_time
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from nbunits import activity
-from nbunits.admission import Admission, Busy
-from nbunits.config import ConfigError, Server, Settings
-from nbunits.events import Event
-from nbunits.names import StudentUnits
-from nbunits.nginx import http_conf, locations_conf
+from nbunits.admin.nginx import http_conf, locations_conf
+from nbunits.core.config import ConfigError, Server, Settings
+from nbunits.core.events import Event
+from nbunits.core.names import StudentUnits
+from nbunits.helper import activity
+from nbunits.helper.admission import Admission, Busy
 
 
 def test_new_students_per_minute_is_a_sliding_window_and_logged_once(tmp_path, caplog):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from nbunits import capability as caps
-from nbunits.config import ConfigError, CourseConfig, Settings
-from nbunits.names import CAPABILITY_RE, StudentUnits, user_for
-from nbunits.provision import parse_usec, reset_wait
-from nbunits.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
+from nbunits.admin.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
+from nbunits.core.config import ConfigError, CourseConfig, Settings
+from nbunits.core.names import CAPABILITY_RE, StudentUnits, user_for
+from nbunits.helper import capability as caps
+from nbunits.helper.provision import parse_usec, reset_wait
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = StudentUnits("demo", user_for("s1"))
@@ -158,8 +158,8 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
 
 
 def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
-    from nbunits.errors import NbunitsError
-    from nbunits.quota import check, kib
+    from nbunits.core.errors import NbunitsError
+    from nbunits.helper.quota import check, kib
 
     with_quota = ("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
                   "30 22 7:0 / /home rw,relatime - ext4 /dev/loop0 rw,usrquota\n")
@@ -175,9 +175,9 @@ def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
 
 
 def test_quotas_on_btrfs_need_btrfs_quotas_enabled(tmp_path, monkeypatch):
-    from nbunits import btrfs
-    from nbunits.errors import NbunitsError
-    from nbunits.quota import check
+    from nbunits.core.errors import NbunitsError
+    from nbunits.helper import btrfs
+    from nbunits.helper.quota import check
 
     on_btrfs = ("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
                 "30 22 7:0 / /home rw,relatime - btrfs /dev/loop0 rw,subvolid=5\n")
@@ -204,13 +204,13 @@ def test_quotas_on_btrfs_need_btrfs_quotas_enabled(tmp_path, monkeypatch):
     ("other", True, ["REFUSE"]),
 ])
 def test_a_course_folder_becomes_a_subvolume_without_losing_a_file(folder, converting, steps):
-    from nbunits.btrfs import Kind, decide
+    from nbunits.helper.btrfs import Kind, decide
 
     assert [s.name for s in decide(Kind(folder), converting)] == steps
 
 
 def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
-    from nbunits.service import Redact
+    from nbunits.core.service import Redact
 
     cap, sig = "C" * 22 + ".3.9999999999", "ab" * 32
     record = logging.LogRecord("x", logging.WARNING, "x", 1, "GET %s: invalid notebook path %r",

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from nbunits import activity
-from nbunits.config import ConfigError, CourseConfig, Settings, load_course
-from nbunits.errors import NbunitsError
-from nbunits.names import StudentUnits
-from nbunits.systemd import generate, render_course
+from nbunits.admin import images
+from nbunits.core.config import ConfigError, CourseConfig, Settings, load_course
+from nbunits.core.errors import NbunitsError
+from nbunits.core.names import StudentUnits
+from nbunits.generator.main import generate
+from nbunits.generator.render import render_course
+from nbunits.helper import activity
 
 
 def make_store(folder: Path, *, layers: int = 1, entrypoint: list[str] | None = None) -> Path:
@@ -29,11 +31,21 @@ def make_store(folder: Path, *, layers: int = 1, entrypoint: list[str] | None = 
     return folder
 
 
+def recorded(store: Path) -> Settings:
+    """Settings whose /etc records the store's images, as `nbunits install` leaves them
+    (the generator reads that record, never the store: admin/images.py)."""
+    settings = Settings(etc_dir=store.parent / f"etc-{store.name}", image_store=store)
+    settings.etc_dir.mkdir(exist_ok=True)
+    assert images.record(settings) == []
+    return settings
+
+
 def make_course(tmp_path: Path, text: str) -> Settings:
     settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
                         image_store=make_store(tmp_path / "images"))
     settings.courses_conf_dir.mkdir(parents=True)
     (settings.courses_conf_dir / "demo.toml").write_text(text)
+    images.record(settings)
     return settings
 
 
@@ -88,7 +100,7 @@ def test_unknown_course(tmp_path):
 def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
     config = CourseConfig(name="python3-s2", source=Path("/srv"), memory_max="3G", tasks_max=99,
                           proxy_idle_timeout=33)
-    units = render_course(config, Settings(image_store=make_store(tmp_path)))
+    units = render_course(config, recorded(make_store(tmp_path)))
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
                           "nbunits-python3-s2-proxy@.service", "nbunits-python3-s2-lock@.service",
                           "nbunits-python3-s2-jupyter@.socket",
@@ -108,28 +120,28 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
 
 def test_a_disk_quota_is_set_in_two_steps_before_the_course_folder_is_made(tmp_path):
     config = CourseConfig(name="demo", source=Path("/srv"), disk_quota="2G")
-    service = render_course(config, Settings(image_store=make_store(tmp_path)))[
+    service = render_course(config, recorded(make_store(tmp_path)))[
         "nbunits-demo@.service"]
-    quota = "/opt/nbunits/venv/bin/python3 -m nbunits.quota"
+    quota = "/opt/nbunits/venv/bin/python3 -m nbunits.helper.quota"
     student = service.index(f"ExecStartPre={quota} folders ${{HOME}} demo\n")
     root = service.index(f"ExecStartPre=+{quota} limit %i demo 2G\n")
     assert student < root < service.index("ExecStart=/bin/sh -c 'mkdir -p -m 0700 \"$$0\"")
     unlimited = render_course(CourseConfig(name="demo", source=Path("/srv")),
-                              Settings(image_store=make_store(tmp_path / "b")))
-    assert "nbunits.quota" not in unlimited["nbunits-demo@.service"]
+                              recorded(make_store(tmp_path / "b")))
+    assert "nbunits.helper.quota" not in unlimited["nbunits-demo@.service"]
 
 
 def test_an_image_without_init_gets_podmans(tmp_path):
     config = CourseConfig(name="demo", source=Path("/srv"))
     store = make_store(tmp_path / "a", entrypoint=[])
-    assert "no-conmon --init --read-only" in render_course(config, Settings(image_store=store))[
+    assert "no-conmon --init --read-only" in render_course(config, recorded(store))[
         "nbunits-demo@.service"]
 
 
 def test_a_layered_image_is_stacked_by_a_read_only_mount_the_units_require(tmp_path):
     config = CourseConfig(name="demo", source=Path("/srv"))
     store = make_store(tmp_path, layers=3)
-    units = render_course(config, Settings(image_store=store))
+    units = render_course(config, recorded(store))
     where = "/run/nbunits/rootfs/" + "f" * 64
     mount = units["run-nbunits-rootfs-" + "f" * 64 + ".mount"]
     lower = ":".join(f"{store}/overlay/{n:064x}/diff" for n in (3, 2, 1))  # top first
@@ -140,10 +152,15 @@ def test_a_layered_image_is_stacked_by_a_read_only_mount_the_units_require(tmp_p
     (broken / "overlay-layers" / "layers.json").write_text(json.dumps([{"id": f"{2:064x}",
                                                                         "parent": "gone"}]))
     with pytest.raises(NbunitsError, match="is missing"):
-        render_course(config, Settings(image_store=broken))
+        images.resolve(broken, "localhost/nbunits/jupyter:latest")
+    settings = Settings(etc_dir=tmp_path / "etc-broken", image_store=broken)
+    settings.etc_dir.mkdir()
+    assert "is missing" in images.record(settings)[0]  # not recorded: the course is skipped
+    with pytest.raises(NbunitsError, match="not in the store"):
+        render_course(config, settings)
 
 
-def test_generator_skips_a_broken_course_and_enables_recent_students_only(tmp_path):
+def test_generator_skips_a_broken_course_and_reads_nothing_in_var(tmp_path, monkeypatch):
     settings = make_course(tmp_path, '[course]\nsource = "/x"\n')
     (settings.courses_conf_dir / "broken.toml").write_text("[course\n")
     tokens = settings.tokens_dir / "demo"
@@ -155,8 +172,17 @@ def test_generator_skips_a_broken_course_and_enables_recent_students_only(tmp_pa
     (settings.recent_dir / "demo" / "junk").write_text("")
     out = tmp_path / "out"
     out.mkdir()
+    # /var (the state, the image store) may not be mounted when generators run.
+    hidden = tmp_path / "elsewhere"
+    settings.state_dir.rename(hidden)
+    settings.image_store.rename(tmp_path / "images-elsewhere")
     problems = generate(settings, out)
     assert len(problems) == 1 and "broken.toml" in problems[0]
     assert (out / "nbunits-demo@.service").is_file()
-    wants = sorted(p.name for p in (out / "sockets.target.wants").iterdir())
-    assert wants == ["nbunits-demo@nbaaaaaaaaaaaaaaaa.socket"]
+    assert not (out / "sockets.target.wants").exists()  # nbunits-listen.service's work
+    hidden.rename(settings.state_dir)
+    # After boot: only the recently active student's socket is started.
+    started: list[tuple[str, ...]] = []
+    monkeypatch.setattr(activity, "systemctl", lambda *a, check=True: started.append(a) or "")
+    assert activity.listen(settings) == 1
+    assert started == [("start", "--no-block", "nbunits-demo@nbaaaaaaaaaaaaaaaa.socket")]

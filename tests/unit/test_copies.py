@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nbunits.cli import build_parser, course_options
-from nbunits.config import Settings
-from nbunits.copies import (
+from nbunits.admin.cli import build_parser, course_options
+from nbunits.admin.publish import check_masters, publish
+from nbunits.core.config import Settings
+from nbunits.helper.copies import (
     Action,
     Copies,
     decide,
@@ -25,9 +26,8 @@ from nbunits.copies import (
     reset,
     sync,
 )
-from nbunits.helper import handle_request
-from nbunits.notebooks import normalize, source_hash
-from nbunits.publish import check_masters, publish
+from nbunits.helper.notebooks import normalize, source_hash
+from nbunits.helper.service import handle_request
 
 
 def notebook(*sources: str, outputs: list | None = None) -> bytes:
@@ -314,7 +314,7 @@ def _nb(code: str) -> str:
 
 
 def test_a_course_is_published_whole_in_place_and_unchanged_files_are_not_rewritten(tmp_path):
-    from nbunits.publish import check_masters, publish
+    from nbunits.admin.publish import check_masters, publish
     source, target = tmp_path / "src", tmp_path / "published"
     (source / "data").mkdir(parents=True)
     (source / "data" / "big.bin").write_bytes(b"x" * 1000)
@@ -339,7 +339,7 @@ def test_a_course_is_published_whole_in_place_and_unchanged_files_are_not_rewrit
 def test_students_folders_link_the_course_files_and_keep_theirs(tmp_path):
     from pathlib import PurePosixPath
 
-    from nbunits.notebooks import link_tree
+    from nbunits.helper.notebooks import link_tree
     tree, home = tmp_path / "tree", tmp_path / "home"
     for path in ("data/a.csv", "helpers.py", "w1/b.ipynb", "w1/w.csv", "w1/sub/c.csv"):
         (tree / path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from nbunits.config import CourseConfig, Settings
+from nbunits.core.config import CourseConfig, Settings
+from nbunits.core.names import Target, user_for
+from nbunits.core.protocol import MAX_REQUEST_BYTES, Html, StaffViewRequest, ask
 from nbunits.dispatcher.app import create_app
-from nbunits.names import Target, user_for
-from nbunits.protocol import MAX_REQUEST_BYTES, Html, StaffViewRequest, ask
 
 USER = user_for("s1")
 CAP = "A" * 22 + ".0.9999999999"
@@ -280,7 +280,7 @@ def test_no_helper_is_a_503(tmp_path):
 
 
 def test_requests_are_typed_and_checked_on_both_ends():
-    from nbunits.protocol import OpenRequest, ProtocolError, decode_request, encode_request
+    from nbunits.core.protocol import OpenRequest, ProtocolError, decode_request, encode_request
 
     request = OpenRequest(Target("demo", "s1", "w1/a.ipynb"), reset=True)
     assert decode_request(json.loads(encode_request(request))) == request
@@ -310,8 +310,8 @@ def test_ask_reads_a_reply_of_megabytes(tmp_path):
 
 
 def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, caplog):
-    from nbunits import helper
-    from nbunits.run import CommandError
+    from nbunits.core.run import CommandError
+    from nbunits.helper import service as helper
 
     async def failing(settings: Settings, target: Target, admission: object,
                       reset: bool = False) -> None:
@@ -322,7 +322,7 @@ def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, 
         "action": "open", "course": "demo", "student": "s1", "notebook": "a.ipynb"}))
     assert reply["ok"] is False and reply["code"] == "internal"
     assert "systemctl" not in json.dumps(reply)
-    [record] = [r for r in caplog.records if r.name == "nbunits.helper"]
+    [record] = [r for r in caplog.records if r.name == "nbunits.helper.service"]
     assert "systemctl start x.socket failed with exit code 1: Job failed" in record.getMessage()
     assert record.COURSE == "demo" and record.STUDENT == USER
 

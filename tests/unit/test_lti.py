@@ -14,21 +14,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthlib.oauth1 import SIGNATURE_TYPE_BODY, Client
 
-from nbunits.config import CourseConfig, CourseSecrets, Lti13Registration
-from nbunits.dispatcher.legacy import check_legacy, legacy_signature
-from nbunits.lti import (
+from nbunits.core.config import CourseConfig, CourseSecrets, Lti13Registration
+from nbunits.core.jwks import platform_keys
+from nbunits.core.names import InvalidName
+from nbunits.dispatcher.launch import (
     LTI13_CLAIM,
     LaunchError,
     NonceStore,
     State,
     is_staff,
     issue_state,
-    platform_keys,
     read_state,
     verify_lti11,
     verify_lti13,
 )
-from nbunits.names import InvalidName
+from nbunits.dispatcher.legacy import check_legacy, legacy_signature
 
 URL = "https://notebooks.example.org/lti/1.1/launch"
 CONTEXT = "course-v1:Org+Num+Run"
@@ -286,7 +286,7 @@ def test_legacy_signed_links() -> None:
 
 
 def test_cli_launch_options(tmp_path: Path) -> None:
-    from nbunits.cli import build_parser, course_options, course_secrets
+    from nbunits.admin.cli import build_parser, course_options, course_secrets
 
     (tmp_path / "secret").write_text("s3cret\n")
     args = build_parser().parse_args([

@@ -1,5 +1,5 @@
 """Launches exactly as Open edX's own consumer (lti-consumer-xblock) makes them,
-checked by nbunits.lti; roles, Studio's custom parameters, several LTI 1.3
+checked by nbunits.dispatcher.launch; roles, Studio's custom parameters, several LTI 1.3
 registrations per course, the LTI 1.1 migration claim, linked ids."""
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nbunits import identity
-from nbunits.config import (
+from nbunits.admin import identity
+from nbunits.admin.courses import CourseError, edit_registrations
+from nbunits.core import aliases
+from nbunits.core.config import (
     ConfigError,
     CourseConfig,
     Lti13Registration,
     Settings,
     course_from_toml,
 )
-from nbunits.courses import CourseError, edit_registrations
-from nbunits.lti import LTI13_CLAIM, NonceStore, platform_keys, verify_lti11, verify_lti13
+from nbunits.core.jwks import platform_keys
+from nbunits.dispatcher.launch import LTI13_CLAIM, NonceStore, verify_lti11, verify_lti13
 from tests import openedx
 
 URL = "https://notebooks.example.org/lti/1.1/launch"
@@ -203,19 +205,19 @@ def test_link_ids_never_hides_work(tmp_path: Path) -> None:
     work = {("py", ANON)}
     has_work = lambda course, student: (course, student) in work  # noqa: E731
     identity.link(settings, "py", ANON, EXTERNAL, has_work)
-    assert identity.canonical(settings, "py", EXTERNAL) == ANON
-    assert identity.canonical(settings, "py", ANON) == ANON
+    assert aliases.canonical(settings, "py", EXTERNAL) == ANON
+    assert aliases.canonical(settings, "py", ANON) == ANON
     # The reverse would hide ANON's work: refused, nothing changes.
     identity.unlink(settings, "py", EXTERNAL)
-    with pytest.raises(identity.IdentityError) as info:
+    with pytest.raises(aliases.IdentityError) as info:
         identity.link(settings, "py", EXTERNAL, ANON, has_work)
     assert info.value.code == "has_work"
-    assert identity.load_aliases(settings, "py") == {}
+    assert aliases.load_aliases(settings, "py") == {}
     # Linked already elsewhere: refused; to the same: nothing to do.
     identity.link(settings, "py", ANON, EXTERNAL, has_work)
-    with pytest.raises(identity.IdentityError):
+    with pytest.raises(aliases.IdentityError):
         identity.link(settings, "py", "c" * 32, EXTERNAL, has_work)
     assert "already" in identity.link(settings, "py", ANON, EXTERNAL, has_work)
     # Chains are flattened: a third id of the same learner leads to ANON too.
     identity.link(settings, "py", EXTERNAL, "third-id", has_work)
-    assert identity.canonical(settings, "py", "third-id") == ANON
+    assert aliases.canonical(settings, "py", "third-id") == ANON

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from nbunits import handoff, hostlock, nginx
-from nbunits.config import CourseConfig, Server, Settings, server_from_toml
+from nbunits.admin import nginx
+from nbunits.core.config import CourseConfig, Server, Settings, server_from_toml
+from nbunits.core.errors import NbunitsError
+from nbunits.core.names import Target, parse_unit, user_for
+from nbunits.core.protocol import MAX_REQUEST_BYTES
+from nbunits.dispatcher import handoff
 from nbunits.dispatcher.app import create_app
-from nbunits.errors import NbunitsError
-from nbunits.names import Target, parse_unit, user_for
-from nbunits.protocol import MAX_REQUEST_BYTES
+from nbunits.helper import hostlock
 
 from .test_dispatcher import PREFIX, FakeHelper, opened
 
@@ -186,8 +188,8 @@ def test_revoke_is_refused_on_a_host_that_does_not_run_the_student(tmp_path: Pat
     stop that server, so another host changes nothing and says where it runs."""
     import fcntl
 
-    from nbunits import revocation
-    from nbunits.names import StudentUnits
+    from nbunits.admin import revocation
+    from nbunits.core.names import StudentUnits
 
     settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
                         server=Server(names=("n.example.org",), multi_host=True))

@@ -1,6 +1,6 @@
 import pytest
 
-from nbunits.names import (
+from nbunits.core.names import (
     InvalidName,
     StudentUnits,
     check_course,
@@ -84,6 +84,6 @@ def test_unit_names():
 
 
 def test_links_are_percent_encoded():
-    from nbunits.names import exercise_url
+    from nbunits.core.names import exercise_url
     assert exercise_url("demo", "Leçon 1/café.ipynb", "s1") == \
         "/ipythonExercice/demo/Le%C3%A7on%201/caf%C3%A9.ipynb/s1"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from nbunits import nginx
-from nbunits.config import ConfigError, Server, load_settings, server_to_toml
+from nbunits.admin import nginx
+from nbunits.core.config import ConfigError, Server, load_settings, server_to_toml
 
 
 def test_without_a_proxy_no_forwarded_header_is_believed() -> None:

@@ -3,8 +3,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from nbunits.errors import NbunitsError
-from nbunits.notebooks import install_copy, master_path, read_master, validate
+from nbunits.core.errors import NbunitsError
+from nbunits.helper.notebooks import install_copy, master_path, read_master, validate
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "demo"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbunits.nsswitch import (
+from nbunits.admin.nsswitch import (
     MARK,
     initgroups_sources,
     memberships_in_use,

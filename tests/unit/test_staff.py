@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from nbunits import staff
-from nbunits.config import CourseConfig, Settings
-from nbunits.errors import NbunitsError
-from nbunits.helper import handle_request
-from nbunits.names import StudentUnits, user_for
+from nbunits.core.config import CourseConfig, Settings
+from nbunits.core.errors import NbunitsError
+from nbunits.core.names import StudentUnits, user_for
+from nbunits.helper import staff
+from nbunits.helper.service import handle_request
 
 SECRET = "s3cret"
 

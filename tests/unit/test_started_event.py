@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from nbunits.events import Event
+from nbunits.core.events import Event
 
 SCRIPT = Path(__file__).parents[2] / "units" / "bin" / "started-event.sh"
 

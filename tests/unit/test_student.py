@@ -7,14 +7,14 @@ import json
 import nbformat
 import pytest
 
-from nbunits import shares
-from nbunits.capability import Grant, capability, write_grant
-from nbunits.config import CourseConfig, Settings
-from nbunits.copies import describe_changes
-from nbunits.errors import NbunitsError
-from nbunits.helper import handle_request
-from nbunits.names import InvalidName, StudentUnits, user_for
-from nbunits.protocol import ProtocolError, StudentRequest, decode_request
+from nbunits.core.config import CourseConfig, Settings
+from nbunits.core.errors import NbunitsError
+from nbunits.core.names import InvalidName, StudentUnits, user_for
+from nbunits.core.protocol import ProtocolError, StudentRequest, decode_request
+from nbunits.helper import shares
+from nbunits.helper.capability import Grant, capability, write_grant
+from nbunits.helper.copies import describe_changes
+from nbunits.helper.service import handle_request
 
 SECRET = "s" * 64
 USER = user_for("0123abcd")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nbunits.config import Settings
-from nbunits.names import STUDENT_UID_COUNT, STUDENT_UID_MIN, uid_for
-from nbunits.users import (
+from nbunits.core.config import Settings
+from nbunits.core.names import STUDENT_UID_COUNT, STUDENT_UID_MIN, uid_for
+from nbunits.helper.users import (
     HOME_RECORD,
     Student,
     StudentError,

@@ -1,4 +1,4 @@
-# nbunits: the "started" event (nbunits/events.py, Event.STARTED), sent by a
+# nbunits: the "started" event (nbunits/core/events.py, Event.STARTED), sent by a
 # student's container unit (ExecStartPost=) once Jupyter said READY=1: one journal
 # entry with the event's fields, by util-linux's logger, so that no Python starts
 # at every start. Usage: sh started-event.sh COURSE USER (systemd sets MAINPID).

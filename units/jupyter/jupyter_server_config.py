@@ -23,7 +23,7 @@ import sys
 c = get_config()  # noqa: F821 (Jupyter's config loader defines it)
 
 _CAPABILITY = os.environ.get("JUPYTER_TOKEN", "")
-# Any capability-shaped text (nbunits.names.CAPABILITY_RE), whoever sent it.
+# Any capability-shaped text (nbunits.core.names.CAPABILITY_RE), whoever sent it.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 

@@ -1,0 +1,118 @@
+"""nginx: nbunits' configuration files, rendered from the [server] settings.
+
+The files in nginx/ are real nginx configuration with a few @PLACEHOLDERS@ for
+what differs between servers: the names browsers use, TLS, and the load balancers
+whose word about the scheme and the client is believed. `nbunits install` writes
+them and checks the result with `nginx -t`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+
+from nbunits.core.config import Server
+from nbunits.core.files import fill
+
+CONF_D = "conf.d/nbunits.conf"
+FRONT_CONF_D = "conf.d/nbunits-front.conf"  # a front (several hosts): instead of CONF_D
+LOCATIONS = "snippets/nbunits-locations.conf"
+PROXY = "snippets/nbunits-proxy.conf"
+SITE = "sites-enabled/nbunits"
+REVOKED = "snippets/nbunits-revoked.map"  # capability.REVOKED_MAP
+# Mozilla's "intermediate" profile: browsers of the last years, forward secrecy only.
+TLS_SETTINGS = """\
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+ECDHE-RSA-CHACHA20-POLY1305;
+    ssl_prefer_server_ciphers off;
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:nbunits_tls:10m;
+    # Locations set it again (an add_header there hides this one): see nbunits.conf.
+    add_header Strict-Transport-Security $nbunits_hsts always;"""
+
+
+def template(name: str) -> str:
+    return (resources.files("nbunits") / "data" / "nginx" / name).read_text()
+
+
+def http_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
+    proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
+    return fill(template("nbunits-http.conf"), {
+        "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
+        "HTTPS": https_target(server, tls_listen),
+        "LAUNCH_RATE": str(server.launch_rate),
+        "LAUNCH_BURST": str(server.launch_burst),
+    })
+
+
+def https_target(server: Server, tls_listen: Sequence[str]) -> str:
+    """Where plain HTTP is sent (quoted for a map): the same name, on the port nginx
+    serves TLS on (a load balancer's TLS is taken to be on 443); "" without TLS."""
+    return f'"https://$host{https_port(tls_listen)}"' if server.https else '""'
+
+
+def https_port(tls_listen: Sequence[str]) -> str:
+    """":PORT" for the first TLS `listen` address, "" for 443 (or none)."""
+    if not tls_listen:
+        return ""
+    first = tls_listen[0].split()[0]
+    port = first if first.isdigit() else (re.findall(r":([0-9]+)$", first) or ["443"])[0]
+    return "" if port == "443" else f":{port}"
+
+
+def real_ip(server: Server, indent: str = "") -> str:
+    if server.trusted_proxies:
+        lines = [*(f"set_real_ip_from {p};" for p in server.trusted_proxies),
+                 f"real_ip_header {server.proxy_header};", "real_ip_recursive on;"]
+    else:
+        lines = ["# (no trusted proxy: the client is the peer that connected)"]
+    return "\n".join(indent + line for line in lines)
+
+
+def locations_conf(server: Server) -> str:
+    return fill(template("nbunits-locations.conf"), {
+        "REAL_IP": real_ip(server), "LAUNCH_BURST": str(server.launch_burst),
+        # One launch more is allowed this many seconds later.
+        "RETRY_AFTER": str(max(1, -(-60 // server.launch_rate)))})
+
+
+def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
+    """The complete site: plain HTTP on `listen`, TLS on `tls_listen` (with a
+    certificate), and a default server answering 421 for any other name."""
+    return fill(template("nbunits-site.conf"), _site_values(server, listen, tls_listen))
+
+
+def front_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
+    """A front's http-level settings: the hosts, hashed by student (README,
+    "Beyond one host"), and the same scheme and log maps as a host's."""
+    proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
+    # A host that fails to connect is skipped for 10 s (then tried again).
+    hosts = "\n".join(f"    server {host} max_fails=1 fail_timeout=10s;"
+                      for host in server.hosts)
+    return fill(template("nbunits-front.conf"), {
+        "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
+        "HTTPS": https_target(server, tls_listen),
+        "HOSTS": hosts})
+
+
+def front_site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
+    """A front's site: as a host's (names, TLS, 421 for other names), every path
+    passed to the student's host."""
+    return fill(template("nbunits-front-site.conf"), {
+        **_site_values(server, listen, tls_listen), "REAL_IP": real_ip(server, "    ")})
+
+
+def _site_values(server: Server, listen: Sequence[str], tls_listen: Sequence[str]
+                 ) -> dict[str, str]:
+    plain = [f"    listen {address};" for address in listen]
+    secure = [f"    listen {address} ssl;" for address in tls_listen]
+    default = [f"{line[:-1]} default_server;" for line in plain + secure]
+    tls = ""
+    if server.tls_cert:
+        tls = (f"    ssl_certificate {server.tls_cert};\n"
+               f"    ssl_certificate_key {server.tls_key};\n{TLS_SETTINGS}")
+    return {"LISTEN_DEFAULT": "\n".join(default), "LISTEN": "\n".join(plain + secure),
+            "SERVER_NAMES": " ".join(server.names), "TLS": tls}

@@ -1,0 +1,140 @@
+"""Publishing a course: the whole repository, notebooks validated and normalized.
+
+Everything in the course's repository but hidden files (data, modules, folders)
+goes into a root-owned, world-readable folder, /var/lib/nbunits/courses/<course>,
+which every student's container mounts read-only (at /home/student/course); students'
+course folders hold their own copies of the notebooks and symlinks to the rest
+(notebooks.link_tree). Invalid notebooks, and notebooks whose names cannot be
+used, are reported and skipped: the others still publish.
+
+The folder is updated in place, file by file (each file is renamed into place
+whole), never swapped: running containers mount it, and a swapped-out folder
+would vanish under them. Files that did not change are hard links to the
+published ones while staged, so a large data file is neither copied nor
+rewritten by an update.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from nbunits.core.errors import NbunitsError
+from nbunits.core.names import check_notebook
+from nbunits.helper.notebooks import find_masters, normalize
+
+
+def check_masters(source: Path) -> dict[str, str]:
+    """{path: why it is not published} for the masters (and links) that cannot be."""
+    broken = {}
+    for notebook in find_masters(source):
+        try:
+            check_notebook(notebook)
+            normalize((source / notebook).read_bytes(), notebook)
+        except NbunitsError as exc:  # InvalidName, NotebookError
+            broken[notebook] = exc.message
+        except OSError as exc:
+            broken[notebook] = f"{notebook}: {exc.strerror}"
+    for link in find_links(source):
+        broken[link] = f"{link}: a symbolic link (publish the file itself)"
+    return broken
+
+
+def find_links(source: Path) -> list[str]:
+    """Symbolic links in the repository: never followed (one could name /etc/shadow)."""
+    found = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in [*dirs, *files]:
+            path = Path(folder, name)
+            if not name.startswith(".") and path.is_symlink():
+                found.append(path.relative_to(source).as_posix())
+    return sorted(found)
+
+
+def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
+    """Publish `source` (a checkout) into `target`. Returns the published notebooks."""
+    staging = target.with_name(f".{target.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+
+    def stage(src: str, dst: str) -> None:
+        """Hard-link what did not change (not notebooks: they are rewritten below)."""
+        old = target / Path(dst).relative_to(staging)
+        s = os.stat(src)
+        try:
+            o = os.lstat(old)
+            if (not dst.endswith(".ipynb") and stat.S_ISREG(o.st_mode) and o.st_size == s.st_size
+                    and o.st_mtime_ns == s.st_mtime_ns):
+                os.link(old, dst)
+                return
+        except FileNotFoundError:
+            pass
+        shutil.copy2(src, dst)
+
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n.startswith(".") or os.path.islink(os.path.join(folder, n))}
+
+    shutil.copytree(source, staging, symlinks=True, ignore=ignored, copy_function=stage)
+    for notebook in skip:
+        (staging / notebook).unlink(missing_ok=True)
+    published = list(find_masters(staging))
+    for notebook in published:
+        path = staging / notebook
+        path.write_bytes(normalize(path.read_bytes(), notebook))
+    for path in [staging, *staging.rglob("*")]:
+        os.chown(path, 0, 0, follow_symlinks=False)
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    target.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(target, 0o755)
+    update_in_place(staging, target)
+    shutil.rmtree(staging)
+    return published
+
+
+def update_in_place(new: Path, current: Path) -> None:
+    """Make `current` hold what `new` holds: each changed file renamed into place
+    whole (a launch reads the old master or the new one), then what went removed."""
+    wanted = {Path(folder, name).relative_to(new)
+              for folder, dirs, files in os.walk(new) for name in [*dirs, *files]}
+    for folder, dirs, files in os.walk(new):
+        rel = Path(folder).relative_to(new)
+        here = current / rel
+        for name in dirs:
+            _replace_if_not(here / name, stat.S_ISDIR)
+            if not (here / name).exists():
+                os.mkdir(here / name, 0o755)
+        for name in files:
+            _replace_if_not(here / name, stat.S_ISREG)
+            src, dst = Path(folder, name), here / name
+            try:
+                if os.lstat(dst).st_ino == os.lstat(src).st_ino:
+                    continue  # a hard link to itself: unchanged
+            except FileNotFoundError:
+                pass
+            os.replace(src, dst)
+    for folder, dirs, files in os.walk(current, topdown=False):
+        rel = Path(folder).relative_to(current)
+        for name in [*files, *dirs]:
+            if rel / name not in wanted:
+                _remove(Path(folder, name))
+
+
+def _replace_if_not(path: Path, kind: Callable[[int], bool]) -> None:
+    """Remove what is at `path` if it is not of the kind about to be put there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not kind(mode):
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+

@@ -1,0 +1,81 @@
+"""What a student does from inside their Jupyter (the Course extension), and the
+static versions they share.
+
+POST /_nbunits/student/<course>/<user>/<capability>/<action> with {"notebook": ...}:
+nginx lets it through only with the student's capability (as for /nb/), and the
+helper checks it again before acting. Answers are JSON for the extension; an error
+carries a message written for the student.
+GET /shared/<token>: a static version a student shares, for anyone with the link.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from nbunits.core.config import Settings
+from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.protocol import Html, SharedViewRequest, StudentRequest, StudentState, ask
+from nbunits.dispatcher.pages import student_hint
+
+logger = logging.getLogger(__name__)
+
+# Static HTML: nothing in it may run, load or be framed elsewhere.
+STATIC_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                               "frame-ancestors 'none'",
+    "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def setup(app: web.Application, settings_key: web.AppKey[Settings]) -> None:
+    async def action(request: web.Request) -> web.Response:
+        return await student_action(request, request.app[settings_key])
+
+    async def shared(request: web.Request) -> web.Response:
+        return await shared_view(request, request.app[settings_key])
+
+    app.router.add_post("/_nbunits/student/{course}/{user}/{cap}/{what}", action)
+    app.router.add_get("/shared/{token}", shared, allow_head=False)
+
+
+async def student_action(request: web.Request, settings: Settings) -> web.Response:
+    fields = {"COURSE": request.match_info["course"], "STUDENT": request.match_info["user"]}
+    try:
+        try:
+            body = json.loads(await request.text() or "{}")
+        except ValueError:
+            body = None
+        notebook = body.get("notebook") if isinstance(body, dict) else None
+        if not isinstance(notebook, str):
+            raise NbunitsError(Code.BAD_REQUEST, "This request is not valid.")
+        reply = await ask(settings.helper_socket, StudentRequest(
+            request.match_info["course"], request.match_info["user"],
+            request.match_info["cap"], request.match_info["what"], notebook), StudentState)
+    except NbunitsError as exc:
+        status = exc.meaning.status or 500
+        logger.warning("student action %s: %s", request.match_info["what"], exc.message,
+                       extra={**fields, "ERROR_CODE": exc.code})
+        if status == 500:
+            message = "Something went wrong on our side. Please try again later."
+        else:
+            hint = student_hint(status, exc.student_hint)
+            message = exc.message + (f" {hint}" if hint else "")
+        return web.json_response({"message": message}, status=status,
+                                 headers={"Cache-Control": "no-store"})
+    except (ConnectionError, FileNotFoundError) as exc:
+        logger.error("cannot reach nbunits-helper: %s", exc)
+        return web.json_response(
+            {"message": "The notebook service is not available right now. "
+                        "Please try again in a minute."}, status=503)
+    answer = {"student_id": reply.student_id, "course": reply.course,
+              "notebook": reply.notebook, "newer": reply.newer,
+              "changes": list(reply.changes), "kept": reply.kept, "url": reply.url}
+    return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+
+async def shared_view(request: web.Request, settings: Settings) -> web.Response:
+    reply = await ask(settings.helper_socket, SharedViewRequest(request.match_info["token"]),
+                      Html)
+    return web.Response(text=reply.html, content_type="text/html", headers=STATIC_HEADERS)

@@ -1,0 +1,93 @@
+"""What a student does from inside their Jupyter: the Course menu and the banner.
+
+The requests come from the student's own page through nginx (which checked the
+capability in the path, as for /nb/) and the dispatcher; nbunits-helper (root)
+checks the capability again and acts on that student's files only:
+- info: their LMS id, and whether the course has a newer version of a notebook;
+- reset: a fresh copy of the current master, the old copy kept (copies.reset);
+- share / unshare: a static version at an unguessable link (shares.py).
+They work whatever the course's launch settings (LTI only included): holding the
+capability is what proves the student.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from nbunits.core.config import Settings, load_course
+from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.names import StudentUnits, shared_path
+from nbunits.core.protocol import StudentRequest, StudentState
+from nbunits.helper import capability as caps
+from nbunits.helper import copies, shares, staff, users
+from nbunits.helper.notebooks import master_path, read_copy
+
+logger = logging.getLogger(__name__)
+
+BAD_LINK_HINT = "Open the notebook again from your course page."
+
+
+def act(settings: Settings, request: StudentRequest) -> StudentState:
+    """Blocking (file work): the helper runs it in a thread."""
+    config = load_course(settings, request.course)
+    units = StudentUnits(request.course, request.user)
+    if not caps.is_current(settings, units, request.capability):
+        raise NbunitsError(Code.FORBIDDEN, "This link is not valid any more.",
+                           student_hint=BAD_LINK_HINT)
+    student_id = users.recorded_id(settings, units.user)
+    student = users.lookup(settings, student_id) if student_id else None
+    if student is None or not settings.token_file(units).exists():
+        raise NbunitsError(Code.UNKNOWN_STUDENT, "You have no notebooks in this course yet.",
+                           student_hint=BAD_LINK_HINT)
+    theirs = copies.for_student(settings, config, student)
+    notebook, fields = request.notebook, {"COURSE": units.course, "STUDENT": units.user}
+    state = StudentState(student.id, units.course, notebook, False, (), "", "")
+    if not notebook:
+        return state
+    if request.what == "reset":
+        if not _in_course(config.source, notebook):
+            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, "This notebook is not one of the course's, "
+                               "so there is no original to reset it to.",
+                               student_hint="Only the course's notebooks can be reset.")
+        kept = copies.reset(theirs, notebook, datetime.now()) or ""
+        logger.info("student reset %s; old copy kept as %s", notebook, kept or "(nothing)",
+                    extra=fields)
+        return _with_share(settings, units, StudentState(
+            student.id, units.course, notebook, False, (), kept, ""))
+    if request.what == "share":
+        data = read_copy(student.home, theirs.rel(notebook))
+        if data is None:
+            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, "You have no copy of this notebook.",
+                               student_hint="Save it first, then share it.")
+        html = staff.render(data, PurePosixPath(notebook).name,
+                            note=f"A static version shared by a student of {units.course}, "
+                                 "as it was when shared. Nothing here runs.")
+        token = shares.share(settings, units, notebook, html)
+        logger.info("student shared %s", notebook, extra=fields)
+        return StudentState(student.id, units.course, notebook, False, (), "",
+                            shared_path(token))
+    if request.what == "unshare":
+        if shares.unshare(settings, units, notebook):
+            logger.info("student stopped sharing %s", notebook, extra=fields)
+        return state
+    found = copies.newer(theirs, notebook)
+    return _with_share(settings, units, StudentState(
+        student.id, units.course, notebook, found.newer, found.changes, "", ""))
+
+
+def _in_course(source: Path, notebook: str) -> bool:
+    try:
+        master_path(source, notebook)
+    except NbunitsError:
+        return False
+    return True
+
+
+def _with_share(settings: Settings, units: StudentUnits, state: StudentState) -> StudentState:
+    token = shares.load(settings, units).get(state.notebook)
+    if token is None:
+        return state
+    return StudentState(state.student_id, state.course, state.notebook, state.newer,
+                        state.changes, state.kept, shared_path(token))

@@ -1,0 +1,169 @@
+"""nbunits-helper: the privileged side of the dispatcher.
+
+A socket-activated root service listening on /run/nbunits/helper.sock (group
+nbunits, 0660: only the dispatcher's user reaches it). It speaks the protocol of
+protocol.py (one JSON request, one JSON reply), validates every request again and
+acts only on a whole valid one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from typing import Any
+
+from nbunits.core.config import Settings, load_settings
+from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.events import Event
+from nbunits.core.events import log as log_event
+from nbunits.core.names import user_for
+from nbunits.core.protocol import (
+    MAX_REQUEST_BYTES,
+    Html,
+    Link,
+    Opened,
+    OpenRequest,
+    Reply,
+    Request,
+    SharedViewRequest,
+    StaffLinkRequest,
+    StaffStudentsRequest,
+    StaffViewRequest,
+    StartRequest,
+    StudentEntry,
+    StudentRequest,
+    Students,
+    WakeRequest,
+    Woke,
+    decode_request,
+    encode_reply,
+    error_reply,
+    ok_reply,
+)
+from nbunits.core.service import listen_socket, log_context, notify_ready, setup_logging
+from nbunits.helper import actions, shares
+from nbunits.helper.admission import Admission
+from nbunits.helper.provision import provision, staff_link, staff_students, staff_view, start, wake
+
+logger = logging.getLogger(__name__)
+
+async def act(settings: Settings, request: Request, admission: Admission) -> Reply:
+    if isinstance(request, OpenRequest):
+        done = await provision(settings, request.target, admission, reset=request.reset)
+        return Opened(done.user, done.url, done.prefix, done.copied, done.running,
+                      done.removed)
+    if isinstance(request, StartRequest):
+        return Woke(await start(settings, request.course, request.user, request.capability,
+                                admission))
+    if isinstance(request, WakeRequest):
+        return Woke(await wake(settings, request.course, request.user, request.capability,
+                               admission))
+    if isinstance(request, StaffViewRequest):
+        return Html(await staff_view(settings, request.course, request.user, request.notebook,
+                                     request.expires, request.sig))
+    if isinstance(request, StaffStudentsRequest):
+        # After a verified staff LTI launch naming no student.
+        found = await asyncio.to_thread(staff_students, settings, request.course,
+                                        request.notebook)
+        return Students(tuple(StudentEntry(**entry) for entry in found))
+    if isinstance(request, StudentRequest):
+        # From the student's own page; the capability is checked again in there.
+        return await asyncio.to_thread(actions.act, settings, request)
+    if isinstance(request, SharedViewRequest):
+        return Html(await asyncio.to_thread(shares.page, settings, request.token))
+    # Asked by the dispatcher only after a verified staff LTI launch: the signing
+    # secret is root's, so the link is made here.
+    assert isinstance(request, StaffLinkRequest)
+    return Link(staff_link(settings, request.target))
+
+
+def _fields(request: Any) -> dict[str, str]:
+    """COURSE= and STUDENT= for the journal, from whatever the request names."""
+    if not isinstance(request, dict):
+        return {}
+    student = request.get("user")
+    if not isinstance(student, str) and isinstance(request.get("student"), str):
+        try:
+            student = user_for(request["student"])
+        except NbunitsError:
+            student = None
+    fields = {"COURSE": request.get("course"), "STUDENT": student}
+    return {k: v for k, v in fields.items() if isinstance(v, str)}
+
+
+async def handle_request(settings: Settings, raw: Any,
+                         admission: Admission | None = None) -> dict[str, Any]:
+    """A decoded JSON request -> the JSON reply (errors included)."""
+    fields = _fields(raw)
+    log_context(fields.get("COURSE"), fields.get("STUDENT"), new=True)
+    try:
+        reply = await act(settings, decode_request(raw),
+                          admission or Admission(settings.server, settings.jupyter_sockets))
+    except NbunitsError as exc:
+        if exc.code == Code.BUSY:  # admission.py wrote the admin's line, once a minute
+            return error_reply(exc)
+        # Written for whoever sent the request (a name that does not fit, a course that
+        # does not exist...): passed on. Any other failure (a command that failed, a
+        # bug) is logged here in full and reaches the dispatcher as "internal".
+        if exc.meaning.for_students:
+            log_event(logger, Event.REFUSED, f"refused: {exc}", course=fields.get("COURSE"),
+                      student=fields.get("STUDENT"), ERROR_CODE=exc.code)
+            return error_reply(exc)
+        logger.error("request failed: %s", exc, exc_info=exc.__cause__ is not None,
+                     extra={**fields, "MESSAGE_ID": Event.FAILED.value,
+                            "NBUNITS_EVENT": "failed", "ERROR_CODE": exc.code})
+        return error_reply(NbunitsError(
+            Code.INTERNAL, "your notebook could not be prepared",
+            student_hint="please try again in a minute; if it keeps failing, "
+                         "tell the course team"))
+    except Exception:
+        logger.exception("helper request failed",
+                         extra={**fields, "MESSAGE_ID": Event.FAILED.value,
+                                "NBUNITS_EVENT": "failed"})
+        return error_reply(NbunitsError(Code.INTERNAL, "internal error",
+                                        student_hint="please try again in a minute"))
+    return ok_reply(reply)
+
+
+async def _serve_connection(settings: Settings, admission: Admission,
+                            reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        try:
+            request = json.loads(await reader.readline())
+        except ValueError:  # not JSON, or over MAX_REQUEST_BYTES
+            request = None
+        reply = await handle_request(settings, request, admission)
+        try:
+            line = encode_reply(reply)
+        except NbunitsError as exc:
+            logger.error("reply not sent: %s", exc)
+            line = encode_reply(error_reply(NbunitsError(
+                Code.TOO_LARGE, "this notebook is too large to show here")))
+        writer.write(line)
+        await writer.drain()
+    finally:
+        writer.close()
+
+
+async def serve(settings: Settings, sock: socket.socket) -> None:
+    admission = Admission(settings.server, settings.jupyter_sockets,
+                          state_file=settings.admission_file)
+    server = await asyncio.start_unix_server(
+        lambda r, w: _serve_connection(settings, admission, r, w), sock=sock,
+        limit=MAX_REQUEST_BYTES)
+    notify_ready()
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    setup_logging()
+    settings = load_settings()
+    sock = listen_socket(fallback=settings.helper_socket)
+    asyncio.run(serve(settings, sock))
+
+
+if __name__ == "__main__":
+    main()
