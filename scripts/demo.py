@@ -8,7 +8,7 @@ resolve *.localhost to this machine by themselves), nginx on its port 80, and
 /var/lib/nbunits-demo between runs. Run it again while it runs: it prints the same
 link. After a crash, the next run cleans up and starts afresh.
 On a server whose PID 1 is systemd, run `nbunits install` and `nbunits course add`
-instead (README.md, "For admins").
+instead (docs/admin.md, "Install").
 """
 
 from __future__ import annotations

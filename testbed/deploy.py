@@ -128,7 +128,7 @@ def box_folders(work: Path) -> tuple[Path, Path, list[Bind]]:
 @contextmanager
 def btrfs_homes(home: Path, size: str = "16G") -> Iterator[None]:
     """Mount a fresh btrfs with quotas on `home` (a sparse file, loop-mounted), as a
-    deployment whose courses set disk_quota would have its homes (README, "Disk
+    deployment whose courses set disk_quota would have its homes (docs/admin.md, "Disk
     quotas"; `btrfs quota enable` is the admin's step). Unmounted at the end."""
     image = home.with_name(home.name + ".btrfs")
     subprocess.run(["truncate", "-s", size, str(image)], check=True)

@@ -6,7 +6,7 @@ listens on an address of its own (127.0.1.N:80), the front's on FRONT_ADDRESS
 killed host stops answering at its address. This machine reaches the front by the
 server name through a forwarder (testbed/forward.py), as for a single box.
 
-Storage the hosts share (README, "Beyond one host"): one folder of this machine
+Storage the hosts share (docs/admin.md, "Beyond one host"): one folder of this machine
 bound as /home in every host, and one per shared folder of /var/lib/nbunits
 (SHARED_STATE). It stands in for NFS, which this machine's kernel lacks: the same
 inodes, so flock(2) between boxes behaves as NFS locks between machines.
@@ -44,7 +44,7 @@ FRONT_ADDRESS = "127.0.1.100"
 # kernel picks 127.0.0.1 for any 127/8 destination (on real machines, the front's
 # address on the hosts' network).
 FRONT_SOURCE = "127.0.0.1"
-# What follows a student from host to host, besides /home (README, "Beyond one host").
+# What follows a student from host to host, besides /home (docs/admin.md, "Beyond one host").
 SHARED_STATE = ("students", "tokens", "copies", "shares", "aliases", "locks", "nonces")
 NBUNITS = str(VENV / "bin" / "nbunits")
 

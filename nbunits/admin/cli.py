@@ -469,11 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-nginx", action="store_true", help="leave nginx alone")
     p.add_argument("--no-initgroups-line", action="store_true",
                    help="do not add the initgroups: line to /etc/nsswitch.conf (and remove "
-                   "the one an earlier install added): see README, \"Students' users\"")
+                   "the one an earlier install added): see docs/admin.md, \"Students' users\"")
     p.add_argument("--multi-host", action="store_true", default=False,
                    help="this host is one of several behind an nbunits front: launches are "
                    "handed to the student's host, homes and students' state are on shared "
-                   "storage (README, Beyond one host)")
+                   "storage (docs/admin.md, Beyond one host)")
     p.add_argument("--front", action="append", default=[], metavar="HOST[:PORT]",
                    help="on the front machine: install only nginx, spreading students over "
                    "these nbunits hosts by consistent hashing (repeat; the full list each time)")

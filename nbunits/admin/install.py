@@ -116,7 +116,7 @@ def install(settings: Settings, args: Options) -> None:
         BIN_LINK.symlink_to(VENV / "bin" / "nbunits")
     install_cockpit_page()
 
-    # Not a requirement: only courses that set disk_quota need quotas (README, "Disk quotas").
+    # Not a requirement: only courses that set disk_quota need quotas (docs/admin.md, "Disk quotas").
     step(f"disk quotas: {quota.describe(settings.home_base)}")
     write_server_settings(settings, server)
     if not args.no_nginx:
@@ -173,7 +173,7 @@ def install_journald_dropin(path: Path = JOURNALD_DROPIN) -> None:
 
 
 def install_multi_host(settings: Settings) -> None:
-    """One of several hosts (README, "Beyond one host"): the hand-off key, made
+    """One of several hosts (docs/admin.md, "Beyond one host"): the hand-off key, made
     once (the admin copies this host's file to the others before their install)
     and readable by the dispatcher; the locks' folder on the shared storage."""
     step(f"several hosts: {settings.hosts_secret}, {settings.locks_dir}")
@@ -187,7 +187,7 @@ def install_multi_host(settings: Settings) -> None:
 
 def install_front(server: Server, args: Options) -> None:
     """`nbunits install --front HOST...`: only nginx, spreading students over the
-    hosts by consistent hashing (README, "Beyond one host"); no units, no users."""
+    hosts by consistent hashing (docs/admin.md, "Beyond one host"); no units, no users."""
     if server.multi_host:
         raise InstallError("--front and --multi-host go on different machines",
             hint="the front runs only nginx; each host runs nbunits with --multi-host")

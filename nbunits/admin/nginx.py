@@ -86,7 +86,7 @@ def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) 
 
 
 def front_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
-    """A front's http-level settings: the hosts, hashed by student (README,
+    """A front's http-level settings: the hosts, hashed by student (docs/admin.md,
     "Beyond one host"), and the same scheme and log maps as a host's."""
     proxies = "\n".join(f"    {proxy} 1;" for proxy in server.trusted_proxies)
     # A host that fails to connect is skipped for 10 s (then tried again).

@@ -48,7 +48,7 @@ GROUP_DATABASES = ("group", "gshadow", "initgroups")
 STUDENTS_HEADER = """\
 # Written by `nbunits install` from /etc/nsswitch.conf: what students' container
 # units see there (units/course/, BindReadOnlyPaths=). Group lookups skip nss-systemd,
-# which lists every user record for members (README, "Students' users").
+# which lists every user record for members (docs/admin.md, "Students' users").
 """
 
 
@@ -115,7 +115,7 @@ def plan(text: str, memberships: list[str], *, enable: bool = True) -> Plan:
         return Plan(_text(without_ours) if ours else None,
                     "the admin's own initgroups: line is kept" +
                     (" (it asks systemd: each student's start then lists all of "
-                     "/etc/userdb; README, \"Students' users\")" if slow else ""))
+                     "/etc/userdb; docs/admin.md, \"Students' users\")" if slow else ""))
     group = sources(text, "group") or []
     if not enable:
         return Plan(_text(without_ours) if ours else None,

@@ -1,6 +1,6 @@
 """The seccomp profiles of students' containers: podman's default, without btrfs
 subvolumes, and without nested user namespaces unless the course allows them (the
-course setting `user_namespaces`, README "Security").
+course setting `user_namespaces`, docs/security.md, "Container settings").
 
 podman's default profile (containers-common's seccomp.json) allows clone, clone3
 and unshare with any flags, so a kernel can make user namespaces of its own, and

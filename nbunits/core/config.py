@@ -70,7 +70,7 @@ class Server:
     # Students idle for longer than this (seconds) have their units unloaded from
     # systemd by nbunits-unload.timer; their next click or link wakes them.
     unload_after: int = 86400
-    # Admission control (README, "Admission control"). Launches (course links, LTI)
+    # Admission control (docs/admin.md, "Admission control"). Launches (course links, LTI)
     # per client and minute, and the burst nginx lets through at once; a university
     # behind one NAT address is one client, hence generous values.
     launch_rate: int = 120
@@ -87,7 +87,7 @@ class Server:
     # a server with one idle kernel measured ~104 MB PSS, docs/BENCHMARKS.md).
     memory_budget: str = ""
     server_memory: str = "128M"
-    # One of several hosts behind an nbunits front (README, "Beyond one host"):
+    # One of several hosts behind an nbunits front (docs/admin.md, "Beyond one host"):
     # launches are verified here, then handed to the student's own host (handoff.py);
     # homes and per-student state are on shared storage.
     multi_host: bool = False
@@ -386,7 +386,7 @@ def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
     data = _read_toml(path) if path.exists() else {}
     if "paths" in data:
         raise ConfigError(Code.BAD_CONFIG, f"{path}: the [paths] settings are not supported",
-                          hint="nbunits keeps its files in the fixed places README.md lists; "
+                          hint="nbunits keeps its files in the fixed places docs/admin.md lists; "
                                "remove the [paths] section")
     unknown = set(data) - {"server"}
     if unknown:

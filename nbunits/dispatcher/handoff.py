@@ -1,6 +1,6 @@
 """Hand-offs: a launch verified on any host, opened on the student's own host.
 
-Several hosts behind one nginx front (README, "Beyond one host") share no app and no
+Several hosts behind one nginx front (docs/admin.md, "Beyond one host") share no app and no
 list of students: the front sends each request to a host by consistent hashing on
 the student's user name, which is in the path of every request after a launch
 (/nb/<course>/<user>/...). A launch does not carry it in its path: an LTI launch
@@ -49,7 +49,7 @@ def read_secret(path: Path) -> bytes:
     except OSError as exc:
         raise NbunitsError(Code.INTERNAL, f"cannot read the hosts' secret {path}: {exc.strerror}",
                            hint="nbunits install --multi-host creates it; copy the same "
-                                "file to every host (README, Beyond one host)") from exc
+                                "file to every host (docs/admin.md, Beyond one host)") from exc
     if len(secret) < 32:
         raise NbunitsError(Code.INTERNAL, f"{path} is too short to be a secret",
                            hint="copy the first host's file here")

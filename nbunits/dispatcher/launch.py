@@ -67,7 +67,7 @@ class NonceStore:
 
     In a folder (the dispatcher's StateDirectory, /var/lib/nbunits/nonces): a file
     per nonce, made with O_EXCL, so a restart of the dispatcher forgets nothing and
-    hosts sharing the folder (README, "Beyond one host") refuse a launch replayed to
+    hosts sharing the folder (docs/admin.md, "Beyond one host") refuse a launch replayed to
     another host. Without a folder, in memory (tests).
     """
 
@@ -295,7 +295,7 @@ def lti11_user(claims: Mapping[str, Any], course: CourseConfig, secret: str) -> 
 
     Trusted only when it proves the platform holds this course's 1.1 secret
     (`oauth_consumer_key_sign`); otherwise the launch uses `sub`. Open edX does
-    not send this claim (README)."""
+    not send this claim (docs/openedx.md)."""
     claim = claims.get(LTI13_CLAIM + "lti1p1")
     if not isinstance(claim, dict) or not isinstance(claim.get("user_id"), str):
         return ""

@@ -7,7 +7,7 @@ one level-1 qgroup, 1/<id of ~/COURSE>, whose referenced-bytes limit is the
 course's disk_quota: a write past it fails with EDQUOT ("Disk quota exceeded"),
 whichever of the two folders it goes to, and the student's other courses and
 the other students are untouched. `btrfs quota enable` on the homes' file system
-is the admin's step (README, "Disk quotas").
+is the admin's step (docs/admin.md, "Disk quotas").
 
 Who does what, with the privileges that are already there:
 - `make_subvolumes` runs as the student (a plain ExecStartPre= of the container
@@ -349,8 +349,8 @@ def _qgroup(fd: int, request: int, args: bytes, *ignored: int | None) -> bool:
             raise QuotaError(Code.QUOTA_UNAVAILABLE, "quotas are not enabled on the homes' "
                              "btrfs file system", hint=ENABLE_HINT) from exc
         raise QuotaError(Code.QUOTA_FAILED, f"btrfs qgroup call failed: {exc.strerror}",
-                         hint="see README, 'Disk quotas'") from exc
+                         hint="see docs/admin.md, 'Disk quotas'") from exc
 
 
-ENABLE_HINT = ("run `btrfs quota enable` on the homes' file system (README, 'Disk quotas'), "
+ENABLE_HINT = ("run `btrfs quota enable` on the homes' file system (docs/admin.md, 'Disk quotas'), "
                "or remove disk_quota from the course")

@@ -177,7 +177,7 @@ def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: 
             "tornado_settings": {"headers": {
                 "Content-Security-Policy": f"frame-ancestors {ancestors}",
             }},
-            # Terminals are a course setting (README, "Security").
+            # Terminals are a course setting (docs/security.md, "Container settings").
             "terminals_enabled": course.terminals,
         },
         "IdentityProvider": {"token": cap},

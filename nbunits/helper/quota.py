@@ -70,7 +70,7 @@ def set_limit(folder: Path, uid: int, limit_kib: int) -> None:
             Code.QUOTA_UNAVAILABLE if missing else Code.QUOTA_FAILED,
             f"cannot set a disk quota on {folder}: {exc.strerror}",
             hint="the course sets disk_quota: mount the homes' file system with user "
-                 "quotas (README, 'Disk quotas'), or remove disk_quota") from exc
+                 "quotas (docs/admin.md, 'Disk quotas'), or remove disk_quota") from exc
 
 
 QUOTA_OPTIONS = {"usrquota", "quota", "uquota", "usrjquota", "uqnoenforce"}
@@ -109,7 +109,7 @@ def check(folder: Path, mountinfo: str | None = None,
         raise NbunitsError(
             Code.QUOTA_UNAVAILABLE, f"the course sets disk_quota, but {folder} has no user "
             "quotas (mounted without usrquota)",
-            hint="mount the homes' file system with user quotas (README, 'Disk quotas'), "
+            hint="mount the homes' file system with user quotas (docs/admin.md, 'Disk quotas'), "
                  "or remove disk_quota from the course")
 
 

@@ -11,7 +11,7 @@ each, plus the uid/gid symlinks nss-systemd looks them up by), not lines in
 /etc/passwd, /etc/shadow and /etc/subuid: creating one costs the same with 100,000
 students as with none (useradd rewrites those files whole, under a lock), and a
 lookup opens one file. No subordinate ids: podman maps the container's root to the
-student's own uid alone (README, "Students' users").
+student's own uid alone (docs/admin.md, "Students' users").
 
 A home is only ever its student's. When the user has to be created while its
 home exists already (a restored /home, a reinstall, the demo's kept homes), the
@@ -138,7 +138,7 @@ def check_uid_free(uid: int, user: str) -> None:
             raise StudentError(
                 Code.STUDENT_COLLISION, f"uid/gid {uid} derived for {user} is taken by {taken}",
                 hint="two student ids hash to the same uid (rare) or an account uses the "
-                     "students' uid range; see README, Students' users")
+                     "students' uid range; see docs/admin.md, Students' users")
 
 
 def _exists(lookup_id: Callable[[int], Sequence[object]], uid: int) -> str | None:

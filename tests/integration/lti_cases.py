@@ -9,7 +9,7 @@
 - LTI 1.3 logins with hostile iss, client_id, login_hint and hints.
 
 Signatures, tokens and logins are made when a case is sent (timestamps and nonces
-must be fresh). The oracle (`expect`) is written from the README, not from
+must be fresh). The oracle (`expect`) is written from the docs (docs/openedx.md), not from
 nbunits.dispatcher.launch, except for which role names mean staff.
 """
 

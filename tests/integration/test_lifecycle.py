@@ -75,7 +75,7 @@ def test_idle_stop_layer1_the_proxy_exits_and_the_container_follows(nb: Nbunits)
     assert (home / "outside.txt").read_text() == "kept"
     assert (home / ".local/share/jupyter/nbsignatures.db").stat().st_uid == nb.uid(user)
     assert oct((home).stat().st_mode & 0o777) == "0o700"
-    # What it costs on disk after two sessions (README: "A home per course, on disk").
+    # What it costs on disk after two sessions (docs/architecture.md: "A home per course, on disk").
     size = sum(f.lstat().st_blocks * 512 for f in home.rglob("*"))
     print(f"persistent home after two sessions: {size / 1024:.0f} KB")
     assert size < 2 * 1024 * 1024, size

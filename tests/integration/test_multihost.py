@@ -1,4 +1,4 @@
-"""Several nbunits hosts behind an nbunits front, no central app (README, "Beyond one host").
+"""Several nbunits hosts behind an nbunits front, no central app (docs/admin.md, "Beyond one host").
 
 Three hosts and a front, each a throwaway systemd, talking over TCP (testbed/multihost.py);
 homes and students' state on a folder every host mounts (the stand-in for NFS). A

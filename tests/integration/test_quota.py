@@ -1,4 +1,4 @@
-"""Per-student disk quotas (README, "Disk quotas"), enforced by the file system: the
+"""Per-student disk quotas (docs/admin.md, "Disk quotas"), enforced by the file system: the
 box's homes are a loop-mounted btrfs with quotas enabled (conftest; testbed.deploy.
 btrfs_homes), where each (course, student) gets subvolumes in a qgroup limited to
 the course's disk_quota."""

@@ -6,7 +6,7 @@
 #   Jupyter's base URL, so Jupyter's own lines (the "is running at" URL, every
 #   request it logs with its path) would carry it into the journal, where whoever
 #   reads logs could open the notebook. A filter replaces it with "[capability]"
-#   (README, "Security").
+#   (docs/security.md, "Logs").
 # - The right priority. The container's output is the unit's (podman
 #   --log-driver=passthrough), and journald reads a "<N>" syslog priority at the start
 #   of each line of a service's output (SyslogLevelPrefix=, on by default). Jupyter
@@ -88,7 +88,7 @@ c.KernelRestarter.time_to_dead = 10.0
 
 def quota_clear_contents() -> type:
     """Jupyter's default contents manager, but a save over the course's disk quota
-    (README, "Disk quotas") fails with the file system's own "Disk quota exceeded":
+    (docs/admin.md, "Disk quotas") fails with the file system's own "Disk quota exceeded":
     before writing the notebook, Jupyter signs it in its trust database (in the
     same home, so over the same quota), and that failure ("database is locked")
     would otherwise be all the student reads. The notebook is then saved unsigned,
@@ -151,7 +151,7 @@ if "jupyter_server" in sys.modules and os.environ.get("NOTIFY_SOCKET"):
 # before the container starts and passed in by podman (LISTEN_FDS=1: file
 # descriptor 3, a listening AF_UNIX socket). Jupyter binds --ServerApp.sock itself
 # otherwise; here that path only names the socket in its lines. The container then
-# needs no writable folder of the host (README, "Security"). Kernels do not inherit
+# needs no writable folder of the host (docs/security.md, "Container settings"). Kernels do not inherit
 # the variables or the descriptor.
 SD_LISTEN_FDS_START = 3
 
