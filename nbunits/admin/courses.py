@@ -2,7 +2,7 @@
 
 A course's masters come from a folder or a git checkout (git.py), are published
 whole (publish.py), and students' copies follow (copies.py). Secrets and the
-LMS's keys are written here and in lms_keys.py; what runs is systemd's (systemd.py).
+LMS's keys are written here and in lms_keys.py; what runs is systemd's (core/systemctl.py).
 """
 
 from __future__ import annotations
