@@ -384,11 +384,11 @@ def add_declared(group: Any, cls: type, *, update: bool, dest_prefix: str = "") 
         if not decl.option:
             continue
         dest = dest_prefix + field.name
+        now = "unchanged unless given" if update else f"default: {S.default_text(field)}"
         if decl.kind is S.BOOL:
             group.add_argument(decl.option, dest=dest, action=argparse.BooleanOptionalAction,
-                               default=None, help=f"{decl.help} (default {field.default})")
+                               default=None, help=f"{decl.help} ({now})".replace("%", "%%"))
             continue
-        now = "unchanged unless given" if update else f"default: {S.default_text(field)}"
         if decl.kind.repeat:
             group.add_argument(decl.option, dest=dest, action="append",
                                metavar=decl.kind.metavar, help=f"{decl.help} (repeat; {now})"
