@@ -116,7 +116,7 @@ def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
     rules = [r for r in without_subvolumes(default)["syscalls"] if "ioctl" in r["names"]]
     assert all(r.get("args") for r in rules), rules  # never allowed unconditionally
 
-    def action(request: int) -> str:  # as libseccomp evaluates these comparisons
+    def action(request: int) -> str:  # as libseccomp compares: all 64 bits of the register
         ops = {"SCMP_CMP_LT": lambda a, r: request < a["value"],
                "SCMP_CMP_GT": lambda a, r: request > a["value"],
                "SCMP_CMP_MASKED_EQ": lambda a, r: request & a["value"] == a["valueTwo"]}
@@ -124,12 +124,14 @@ def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
         assert len(matched) == 1, (hex(request), matched)
         return matched.pop()
 
-    # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
-    for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
-        assert action(refused) == "SCMP_ACT_ERRNO"
-    # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
-    for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
-        assert action(allowed) == "SCMP_ACT_ALLOW"
+    high_bits = (0, 1 << 32, 0xFFFFFFFF << 32)  # the kernel reads the low 32 bits only
+    for high in high_bits:
+        # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
+        for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
+            assert action(high | refused) == "SCMP_ACT_ERRNO", hex(high | refused)
+        # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
+        for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
+            assert action(high | allowed) == "SCMP_ACT_ALLOW", hex(high | allowed)
     with_both = without_user_namespaces(without_subvolumes(default))
     assert any("read" in r["names"] for r in with_both["syscalls"]
                if r["action"] == "SCMP_ACT_ALLOW")
