@@ -421,6 +421,8 @@ def server_to_toml(server: Server) -> dict[str, Any]:
 
 NETWORKS = ("none", "slirp4netns")
 LEGACY_MODES = ("open", "off", "referrer", "signed")
+# The platform's keys (JWKS) over TLS only, or from a file on this host (no network).
+KEYS_URL_RE = re.compile(r"(https://|file:///)\S+$")
 # LTI ids and keys are opaque to us: printable ASCII, no spaces.
 _OPAQUE_RE = re.compile(r"[!-~]{1,255}")
 
@@ -461,10 +463,12 @@ class Lti13Registration:
         v, str) and (not v or v.startswith("/"))),
         "the platform's keys: a JWKS (JSON) or PEM file, fetched from keys_url or kept by "
         "the admin", option="--lti13-keys")
-    keys_url: str = setting("", S.Kind("URL", "an https URL (file:// for tests)"),
+    keys_url: str = setting("", S.Kind("URL", "an https URL (or file:// for a copy kept on "
+                                       "this host)"),
                             "where `course add/update` and nbunits-refresh-keys.timer fetch "
-                            "the keys from (Open edX: the Keyset URL); the dispatcher has "
-                            "no network", option="--lti13-keys-url")
+                            "the keys from (Open edX: the Keyset URL), only over https: keys "
+                            "fetched over http could be anyone's; the dispatcher has no "
+                            "network", option="--lti13-keys-url")
 
     def problems(self) -> list[str]:
         found = []
@@ -478,10 +482,13 @@ class Lti13Registration:
             found.append(f"lti13 auth_url={self.auth_url!r} (an http(s) URL)")
         if self.keys and not self.keys.startswith("/"):
             found.append(f"lti13 keys={self.keys!r} (an absolute path)")
-        if self.keys_url and (not re.match(r"(https?|file)://\S+$", self.keys_url)
-                              or not self.keys):
-            found.append(f"lti13 keys_url={self.keys_url!r} (a URL, with keys naming the "
-                         "file to keep the keys in)")
+        if self.keys_url and not re.match(KEYS_URL_RE, self.keys_url):
+            found.append(f"lti13 keys_url={self.keys_url!r} (keys only over https: an "
+                         "https:// URL, or file:// for a copy kept on this host; over http, "
+                         "anyone on the way could hand over keys of their own)")
+        elif self.keys_url and not self.keys:
+            found.append(f"lti13 keys_url={self.keys_url!r} (with keys naming the file to "
+                         "keep the keys in)")
         return found
 
 

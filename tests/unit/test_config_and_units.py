@@ -71,6 +71,10 @@ def test_launch_settings_round_trip(tmp_path):
     ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
      'keys_url = "https://lms/jwks"\n', "keys_url"),
     ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
+     'keys = "/k.json"\nkeys_url = "http://lms/jwks"\n', "keys only over https"),
+    ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
+     'keys = "/k.json"\nkeys_url = "ftp://lms/jwks"\n', "keys only over https"),
+    ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
      '[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n', "same issuer and client_id"),
     ('[course]\nsource = "/x"\nlti_staff_roles = ["TeachingAssistant"]\n', "forum roles"),
     ('[course]\nsource = "/x"\nlti_staff_roles = ["Instructor#TeachingAssistant"]\n',
