@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from systemd import journal
 
+from nbunits.admin.terminal import escape
 from nbunits.core.config import Settings, provisioned_students
 from nbunits.core.names import (
     COURSE_RE,
@@ -110,7 +111,8 @@ def _size(value: int | None) -> str:
 
 
 def format_table(states: list[StudentState]) -> str:
-    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"], *(s.row() for s in states)]
+    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"],
+            *([escape(cell) for cell in s.row()] for s in states)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     counts: dict[str, int] = {}
