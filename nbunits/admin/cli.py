@@ -345,6 +345,7 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
                            (["--follow"] if args.follow else [])
                            + (["--lines", str(args.lines)] if args.lines else [])
                            + (["--since", args.since] if args.since else [])
+                           + (["--grep", args.grep] if args.grep else [])
                            + (["--output=json"] if args.json else []))
     os.execvp(argv[0], argv)
 
@@ -586,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
     p.add_argument("--since", metavar="TIME", help="e.g. '1 hour ago', 'today'")
+    p.add_argument("-g", "--grep", metavar="PATTERN",
+                   help="only lines that match (journalctl --grep), e.g. '^\\[[WEC] ' for "
+                   "Jupyter's warnings and errors")
     p.add_argument("--json", action="store_true", default=False,
                    help="journal entries as JSON, one per line (journalctl --output=json)")
     p = add(sub, "metrics", cmd_metrics,

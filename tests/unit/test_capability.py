@@ -3,6 +3,7 @@ path's own check, and the start-limit rule of the wake path."""
 
 import json
 import logging
+import re
 import runpy
 from pathlib import Path
 
@@ -157,6 +158,31 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
     enabled = {"notebook": True, "jupyterlab": True, "notebook_shim": True}
     assert config.ServerApp.jpserver_extensions.get_value(enabled) == {
         "notebook": True, "jupyterlab": True, "notebook_shim": False}
+
+
+def test_jupyters_lines_carry_a_level_word_and_cannot_start_a_line_of_their_own():
+    """The students' unit reads no "<N>" priority (SyslogLevelPrefix=no): Jupyter's level
+    is a word, and text it logs (a file name, a path) cannot forge a line of its own."""
+    from traitlets.config import Config
+
+    namespace = runpy.run_path(str(REPO / "units" / "jupyter" / "jupyter_server_config.py"),
+                               init_globals={"get_config": lambda: Config()})
+    formatter = namespace["level_word_formatter"](format="x")
+    forged = "x.ipynb\n[E ServerApp] forged\x00<0>\x1b]0;t\x07\x1b[2J\r\x9b"
+    try:
+        raise OSError(forged)
+    except OSError:
+        import sys
+        record = logging.LogRecord("ServerApp", logging.WARNING, "x", 1, "Saving %s",
+                                   (forged,), sys.exc_info())
+    lines = formatter.format(record).split("\n")
+    assert lines[:2] == ["[W ServerApp] Saving x.ipynb", "[W ServerApp] | [E ServerApp] forged"
+                         "\\x00<0>\\x1b]0;t\\x07\\x1b[2J\\r\\x9b"], lines
+    assert all(line.startswith("[W ServerApp] | ") for line in lines[1:]), lines
+    assert "Traceback" in lines[2] and len(lines) > 4
+    assert not any(re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", line) for line in lines)
+    info = logging.LogRecord("ServerApp", logging.INFO, "x", 1, "Jupyter Server is running", (), None)
+    assert formatter.format(info) == "[I ServerApp] Jupyter Server is running"
 
 
 def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
