@@ -322,10 +322,13 @@ class SystemdBox:
             "--link-journal=no",      # journal stays inside the throwaway fs
             "--notify-ready=yes",     # READY=1 once the box's systemd finished booting
             "--console=read-only",    # boot messages go to nspawn.log, whatever our stdin is
-            # @keyring, else crun: "create keyring: Operation not permitted". pidfd_getfd,
-            # which nspawn refuses (EPERM) and a host does not: a test's kernel takes
-            # Jupyter's stderr with it, as a hostile one could on a host.
-            "--system-call-filter=@keyring pidfd_getfd",
+            # @keyring, else crun: "create keyring: Operation not permitted". bpf, else the
+            # box's systemd cannot load its IP firewall (IPAddressDeny=: "the local system
+            # does not support BPF/cgroup firewalling") and ignores it, as a host without
+            # cgroup v2's BPF would; with it, the box enforces it as a production host does.
+            # pidfd_getfd, which nspawn refuses (EPERM) and a host does not: a test's kernel
+            # takes Jupyter's stderr with it, as a hostile one could on a host.
+            "--system-call-filter=@keyring bpf pidfd_getfd",
         ]
         if self.network_namespace is not None:
             cmd.append(f"--network-namespace-path={self.network_namespace}")

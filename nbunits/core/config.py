@@ -420,6 +420,19 @@ def server_to_toml(server: Server) -> dict[str, Any]:
 
 
 NETWORKS = ("none", "slirp4netns")
+
+
+def _is_network(value: Any) -> bool:
+    """An IP address or network, narrower than all of them."""
+    try:
+        return isinstance(value, str) and ipaddress.ip_network(value, strict=False).prefixlen > 0
+    except ValueError:
+        return False
+
+
+NETWORK_ALLOW = S.strings(
+    "CIDR", "IP addresses or networks, e.g. 10.1.2.0/24 or 192.168.5.7 (not 0.0.0.0/0 or ::/0)",
+    _is_network)
 LEGACY_MODES = ("open", "off", "referrer", "signed")
 # The platform's keys (JWKS) over TLS only, or from a file on this host (no network).
 KEYS_URL_RE = re.compile(r"(https://|file:///)\S+$")
@@ -537,6 +550,11 @@ class CourseConfig:
                                      "slice's MemoryMax=)", section="limits")
     network: str = setting("none", S.choice("NETWORK", *NETWORKS), "the containers' network: none "
                            "(loopback only) or slirp4netns (outbound only)", section="limits")
+    network_allow: tuple[str, ...] = setting(
+        (), NETWORK_ALLOW, "with network = slirp4netns, what the kernels may reach besides "
+        "the internet: link-local, private (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) "
+        "and the host's own addresses are refused otherwise (docs/security.md, "
+        "\"Kernels' network\")", section="limits")
     # Security choices (docs/security.md), each with the reason for its default.
     terminals: bool = setting(
         True, S.BOOL, "Jupyter's terminals: a shell is what a kernel's `!cmd` gives anyway, "
@@ -602,6 +620,8 @@ class CourseConfig:
                 and 0 < self.link_lifetime < self.max_lifetime + 3600:
             problems.append(f"link_lifetime={self.link_lifetime!r} (0, or at least "
                             "max_lifetime + 3600 seconds)")
+        if self.network_allow and self.network == "none":
+            problems.append("network_allow needs network = slirp4netns")
         problems += self._launch_problems()
         if problems:
             raise ConfigError(Code.BAD_COURSE_CONFIG,
@@ -686,7 +706,7 @@ def course_from_toml(course: str, data: dict[str, Any]) -> CourseConfig:
     if "source" not in section:
         raise ConfigError(Code.BAD_COURSE_CONFIG, f"course {course}: 'source' is missing")
     section["source"] = Path(section["source"])
-    for key in ("legacy_referrers", "lti_staff_roles"):
+    for key in ("legacy_referrers", "lti_staff_roles", "network_allow"):
         if isinstance(section.get(key), list):
             section[key] = tuple(section[key])
     try:

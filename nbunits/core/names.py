@@ -27,6 +27,9 @@ RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
 SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket"}
 RESERVED_SUFFIXES = tuple(SUFFIXED_UNITS)
 
+# The slice every course's slice (and so every student's unit) is in.
+STUDENTS_SLICE = "nbunits.slice"
+
 # The journal namespace students' units log to (their LogNamespace=; units/course/):
 # `journalctl --namespace=nbunits`.
 STUDENTS_JOURNAL = "nbunits"

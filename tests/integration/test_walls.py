@@ -1,21 +1,26 @@
-"""Walls between a student's kernel and everyone else (issue 26): the journal, an
-admin's terminal (docs/security.md, "Threat model").
+"""Walls between a student's kernel and everyone else (issue 26): the journal, the
+network, an admin's terminal (docs/security.md, "Threat model").
 
 A kernel here does what a hostile one can: it takes Jupyter's own stderr, the unit's
 journal stream (pidfd_getfd: the same user, which podman's seccomp profile and this
-kernel allow), and writes priorities, forged fields and a flood into it; and its
-notebook carries escape sequences for the admin's terminal.
+kernel allow), and writes priorities, forged fields and a flood into it; it connects
+to the cloud's link-local metadata address, to private neighbours and to the host's
+own addresses; and its notebook carries escape sequences for the admin's terminal.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import secrets
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from nbunits.core.events import Event
-from testbed.browser import Opened, execute_showing, open_exercise, start_kernel
+from testbed.browser import Opened, execute, execute_showing, open_exercise, start_kernel
 
 from .conftest import Nbunits, client
 
@@ -107,6 +112,87 @@ def test_a_kernels_output_chooses_no_priority_forges_no_event_and_rotates_no_aud
                                   f"MESSAGE_ID={Event.RESET.value}",
                                   f"STUDENT={opened.user}").stdout.splitlines()[-1])
     assert reset["BY"] == "admin" and reset["_SYSTEMD_UNIT"] != unit
+
+
+# Where a kernel must not go: a link-local and a private neighbour, and the box's own
+# (public) address, on its loopback; where it may: a private neighbour the course lists,
+# and a public address on another machine. The neighbours are a network namespace
+# behind a veth pair (this kernel has no dummy interface driver).
+LINK_LOCAL, PRIVATE, LISTED, OWN = "169.254.7.1", "10.77.0.1", "10.78.0.1", "203.0.113.7"
+ELSEWHERE = "198.51.100.7"
+PORT = 8765
+WORLD = "nbwall-world"
+SETUP = f"""
+set -e
+ip address add {OWN}/32 dev lo
+ip netns add {WORLD}
+ip link add nbwall0 type veth peer name nbwall1 netns {WORLD}
+ip address add 198.51.100.1/24 dev nbwall0 && ip link set nbwall0 up
+for address in {ELSEWHERE}/24 {LINK_LOCAL}/32 {PRIVATE}/32 {LISTED}/32; do
+    ip -n {WORLD} address add $address dev nbwall1
+done
+ip -n {WORLD} link set nbwall1 up && ip -n {WORLD} link set lo up
+for address in {LINK_LOCAL} {PRIVATE} {LISTED}; do ip route add $address/32 dev nbwall0; done
+"""
+TEARDOWN = f"""
+ip address del {OWN}/32 dev lo; ip link del nbwall0; ip netns del {WORLD}; true
+"""
+CONNECT = """\
+import socket
+from concurrent.futures import ThreadPoolExecutor
+def reach(host):
+    try:
+        socket.create_connection((host, {port}), timeout=2).close()
+        return "reached"
+    except OSError as e:
+        return type(e).__name__
+hosts = {hosts!r}
+dict(zip(hosts, ThreadPoolExecutor(len(hosts)).map(reach, hosts)))
+"""
+TARGETS = (LINK_LOCAL, PRIVATE, LISTED, OWN, ELSEWHERE, "10.0.2.2")
+
+
+@pytest.fixture
+def neighbours(nb: Nbunits) -> Iterator[None]:
+    """Listeners on every address of the box and on a public address elsewhere."""
+    nb.box.run("sh", "-c", SETUP)
+    try:
+        for name, where in (("nbwall-box", []), ("nbwall-world", [
+                f"--property=NetworkNamespacePath=/run/netns/{WORLD}"])):
+            nb.box.run("systemd-run", f"--unit={name}", *where, "python3", "-m", "http.server",
+                       "--bind", "0.0.0.0", str(PORT))
+        # The host's own addresses changed: refused to students again (as an admin would).
+        nb.box.systemctl("restart", "nbunits-host-addresses.service")
+        yield
+    finally:
+        nb.box.systemctl("stop", "nbwall-box.service", "nbwall-world.service", check=False)
+        nb.box.run("sh", "-c", TEARDOWN, check=False)
+        nb.box.systemctl("restart", "nbunits-host-addresses.service", check=False)
+
+
+def test_kernels_reach_neither_link_local_nor_private_nor_the_hosts_addresses_unless_listed(
+        nb: Nbunits, neighbours: None) -> None:
+    nb.add_course("walled", network="slirp4netns")
+    nb.add_course("listed", network="slirp4netns", network_allow=[LISTED])  # type: ignore[arg-type]
+    code = CONNECT.format(port=PORT, hosts=TARGETS)
+    opened = {course: _open(nb, course) for course in ("walled", "listed")}
+    for course, student in opened.items():
+        got = ast.literal_eval(execute_in(nb, student, code))
+        assert {h for h, a in got.items() if a == "reached"} == (
+            {ELSEWHERE, LISTED} if course == "listed" else {ELSEWHERE}), (course, got)
+    # The same settings, as systemd has them for the unit and its slice.
+    slice_denied = nb.show("nbunits.slice", "IPAddressDeny")["IPAddressDeny"].split()
+    assert f"{OWN}/32" in slice_denied and "198.51.100.1/32" in slice_denied, slice_denied
+    shown = nb.show(f"nbunits-listed@{opened['listed'].user}.service", "IPAddressAllow",
+                    "IPAddressDeny")
+    assert f"{LISTED}/32" in shown["IPAddressAllow"] and "10.0.0.0/8" in shown["IPAddressDeny"]
+
+
+def execute_in(nb: Nbunits, opened: Opened, code: str) -> str:
+    async def go() -> str:
+        async with client(nb) as session:
+            return await execute(session, opened, await start_kernel(session, opened), code)
+    return asyncio.run(go())
 
 
 # In a notebook: an OSC that sets the terminal's title, a screen clear, a C1 CSI.
