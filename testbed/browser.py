@@ -58,6 +58,13 @@ async def start_kernel(session: aiohttp.ClientSession, opened: Opened) -> str:
 async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str, code: str,
                   timeout: float = 60) -> str:
     """Run `code` in the kernel over its websocket; the text/plain result."""
+    return (await execute_showing(session, opened, kernel_id, code, timeout))[0]
+
+
+async def execute_showing(session: aiohttp.ClientSession, opened: Opened, kernel_id: str,
+                          code: str, timeout: float = 60) -> tuple[str, str]:
+    """Run `code` in the kernel over its websocket: (the text/plain result, what the
+    notebook shows of its stdout and stderr before it)."""
     url = f"{opened.prefix}api/kernels/{kernel_id}/channels"
     msg_id = uuid.uuid4().hex
     request = {
@@ -72,18 +79,25 @@ async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str
         return await asyncio.wait_for(_result_of(ws, msg_id), timeout)
 
 
-async def _result_of(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> str:
+async def _result_of(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> tuple[str, str]:
+    """The result, and the streams' text until the kernel is idle again (output that
+    subprocesses wrote to file descriptors 1 and 2 may come after the result)."""
+    shown, result = [], None
     async for message in ws:
         if message.type != aiohttp.WSMsgType.TEXT:
             raise AssertionError(f"unexpected websocket message {message.type}")
         reply = json.loads(message.data)
         if reply.get("parent_header", {}).get("msg_id") != msg_id:
             continue
-        kind = reply["msg_type"]
-        if kind == "execute_result":
-            return str(reply["content"]["data"]["text/plain"])
-        if kind == "error":
-            raise AssertionError(f"kernel error: {reply['content']}")
+        kind, content = reply["msg_type"], reply["content"]
+        if kind == "stream":
+            shown.append(str(content["text"]))
+        elif kind == "execute_result":
+            result = str(content["data"]["text/plain"])
+        elif kind == "error":
+            raise AssertionError(f"kernel error: {content}")
+        elif kind == "status" and content.get("execution_state") == "idle" and result is not None:
+            return result, "".join(shown)
     raise AssertionError("websocket closed before a result")
 
 

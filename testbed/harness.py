@@ -322,7 +322,13 @@ class SystemdBox:
             "--link-journal=no",      # journal stays inside the throwaway fs
             "--notify-ready=yes",     # READY=1 once the box's systemd finished booting
             "--console=read-only",    # boot messages go to nspawn.log, whatever our stdin is
-            "--system-call-filter=@keyring",  # else crun: "create keyring: Operation not permitted"
+            # @keyring, else crun: "create keyring: Operation not permitted". bpf, else the
+            # box's systemd cannot load its IP firewall (IPAddressDeny=: "the local system
+            # does not support BPF/cgroup firewalling") and ignores it, as a host without
+            # cgroup v2's BPF would; with it, the box enforces it as a production host does.
+            # pidfd_getfd, which nspawn refuses (EPERM) and a host does not: a test's kernel
+            # takes Jupyter's stderr with it, as a hostile one could on a host.
+            "--system-call-filter=@keyring bpf pidfd_getfd",
         ]
         if self.network_namespace is not None:
             cmd.append(f"--network-namespace-path={self.network_namespace}")
@@ -436,8 +442,9 @@ class SystemdBox:
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
     def journal(self, *units: str, lines: int = 200) -> str:
-        """The box's journal (of `units`, or all of it), last `lines` lines, for debugging."""
-        args = ["journalctl", "--no-pager", "--no-hostname", f"--lines={lines}"]
+        """The box's journal (of `units`, or all of it), last `lines` lines, for debugging:
+        the system journal and every namespace's (students' units log to their own)."""
+        args = ["journalctl", "--namespace=*", "--no-pager", "--no-hostname", f"--lines={lines}"]
         args += [f"--unit={unit}" for unit in units]
         return self.nsenter(*args, check=False).stdout
 

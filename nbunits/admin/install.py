@@ -25,6 +25,7 @@ from nbunits.core.config import DEFAULT_CONFIG, Server, Settings, server_to_toml
 from nbunits.core.data import catalog_file, data_dir, data_file, static_units
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import fill, write_atomic
+from nbunits.core.names import STUDENTS_JOURNAL
 from nbunits.core.run import run
 from nbunits.core.systemctl import daemon_reload, systemctl
 from nbunits.helper import quota, users
@@ -37,6 +38,8 @@ NGINX_DIR = Path("/etc/nginx")
 CATALOG_DIR = Path("/usr/local/lib/systemd/catalog")  # journalctl reads no /etc dir
 BIN_LINK = Path("/usr/local/sbin/nbunits")
 JOURNALD_DROPIN = Path("/etc/systemd/journald.conf.d/60-nbunits.conf")
+# The students' journal namespace (LogNamespace= of their units): its own settings file.
+STUDENTS_JOURNALD = Path(f"/etc/systemd/journald@{STUDENTS_JOURNAL}.conf")
 COCKPIT_DIR = Path("/usr/share/cockpit/nbunits")
 
 
@@ -110,6 +113,7 @@ def install(settings: Settings, args: Options) -> None:
     write_atomic(CATALOG_DIR / "nbunits.catalog", catalog_file().read_text(), 0o644)
     run(["journalctl", "--update-catalog"])
     install_journald_dropin()
+    install_students_journald()
     # Cockpit's page and admins' shells find the command by name.
     if not BIN_LINK.is_symlink() or os.readlink(BIN_LINK) != str(VENV / "bin" / "nbunits"):
         BIN_LINK.unlink(missing_ok=True)
@@ -168,8 +172,20 @@ def install_journald_dropin(path: Path = JOURNALD_DROPIN) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text, 0o644)
-    step(f"{path}: students' lines in the system journal; restart systemd-journald")
+    step(f"{path}: one journal file for all students; restart systemd-journald")
     systemctl("restart", "systemd-journald.service")
+
+
+def install_students_journald(path: Path = STUDENTS_JOURNALD) -> None:
+    """The settings of the students' journal namespace (units/journald/): its own size
+    limits, no forwarding to terminals. Its journald starts with the first student's
+    unit (socket-activated); restarted when the file changes, if it runs."""
+    text = data_file("units", "journald", path.name)
+    if path.exists() and path.read_text() == text:
+        return
+    write_atomic(path, text, 0o644)
+    step(f"{path}: the students' journal namespace")
+    systemctl("try-restart", f"systemd-journald@{STUDENTS_JOURNAL}.service")
 
 
 def install_multi_host(settings: Settings) -> None:

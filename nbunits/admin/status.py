@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 
 from systemd import journal
 
+from nbunits.admin.terminal import escape
 from nbunits.core.config import Settings, provisioned_students
 from nbunits.core.names import (
     COURSE_RE,
+    STUDENTS_JOURNAL,
     USER_RE,
     StudentUnits,
     check_user,
@@ -110,7 +112,8 @@ def _size(value: int | None) -> str:
 
 
 def format_table(states: list[StudentState]) -> str:
-    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"], *(s.row() for s in states)]
+    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"],
+            *([escape(cell) for cell in s.row()] for s in states)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     counts: dict[str, int] = {}
@@ -132,13 +135,16 @@ def resolve_student(student: str) -> str:
 
 def journalctl_args(course: str, user: str, extra: list[str]) -> list[str]:
     """journalctl for everything about one student: their units, and the dispatcher's
-    and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed)."""
+    and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed),
+    from the system journal and the students' namespace (their container's output) at
+    once. journalctl shows a line with control characters as "[N blob data]"."""
     units = StudentUnits(course, user)
     matches: list[str] = []
     for unit in units.started:
         matches += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "+"]
     matches += [f"COURSE={course}", f"STUDENT={user}"]
-    return ["journalctl", "--output=short-iso", *extra, *matches]
+    return ["journalctl", f"--namespace=+{STUDENTS_JOURNAL}", "--output=short-iso", *extra,
+            *matches]
 
 
 # systemd's "Started UNIT." message: one per start of a unit.

@@ -420,7 +420,22 @@ def server_to_toml(server: Server) -> dict[str, Any]:
 
 
 NETWORKS = ("none", "slirp4netns")
+
+
+def _is_network(value: Any) -> bool:
+    """An IP address or network, narrower than all of them."""
+    try:
+        return isinstance(value, str) and ipaddress.ip_network(value, strict=False).prefixlen > 0
+    except ValueError:
+        return False
+
+
+NETWORK_ALLOW = S.strings(
+    "CIDR", "IP addresses or networks, e.g. 10.1.2.0/24 or 192.168.5.7 (not 0.0.0.0/0 or ::/0)",
+    _is_network)
 LEGACY_MODES = ("open", "off", "referrer", "signed")
+# The platform's keys (JWKS) over TLS only, or from a file on this host (no network).
+KEYS_URL_RE = re.compile(r"(https://|file:///)\S+$")
 # LTI ids and keys are opaque to us: printable ASCII, no spaces.
 _OPAQUE_RE = re.compile(r"[!-~]{1,255}")
 
@@ -461,10 +476,12 @@ class Lti13Registration:
         v, str) and (not v or v.startswith("/"))),
         "the platform's keys: a JWKS (JSON) or PEM file, fetched from keys_url or kept by "
         "the admin", option="--lti13-keys")
-    keys_url: str = setting("", S.Kind("URL", "an https URL (file:// for tests)"),
+    keys_url: str = setting("", S.Kind("URL", "an https URL (or file:// for a copy kept on "
+                                       "this host)"),
                             "where `course add/update` and nbunits-refresh-keys.timer fetch "
-                            "the keys from (Open edX: the Keyset URL); the dispatcher has "
-                            "no network", option="--lti13-keys-url")
+                            "the keys from (Open edX: the Keyset URL), only over https: keys "
+                            "fetched over http could be anyone's; the dispatcher has no "
+                            "network", option="--lti13-keys-url")
 
     def problems(self) -> list[str]:
         found = []
@@ -478,10 +495,13 @@ class Lti13Registration:
             found.append(f"lti13 auth_url={self.auth_url!r} (an http(s) URL)")
         if self.keys and not self.keys.startswith("/"):
             found.append(f"lti13 keys={self.keys!r} (an absolute path)")
-        if self.keys_url and (not re.match(r"(https?|file)://\S+$", self.keys_url)
-                              or not self.keys):
-            found.append(f"lti13 keys_url={self.keys_url!r} (a URL, with keys naming the "
-                         "file to keep the keys in)")
+        if self.keys_url and not re.match(KEYS_URL_RE, self.keys_url):
+            found.append(f"lti13 keys_url={self.keys_url!r} (keys only over https: an "
+                         "https:// URL, or file:// for a copy kept on this host; over http, "
+                         "anyone on the way could hand over keys of their own)")
+        elif self.keys_url and not self.keys:
+            found.append(f"lti13 keys_url={self.keys_url!r} (with keys naming the file to "
+                         "keep the keys in)")
         return found
 
 
@@ -530,6 +550,11 @@ class CourseConfig:
                                      "slice's MemoryMax=)", section="limits")
     network: str = setting("none", S.choice("NETWORK", *NETWORKS), "the containers' network: none "
                            "(loopback only) or slirp4netns (outbound only)", section="limits")
+    network_allow: tuple[str, ...] = setting(
+        (), NETWORK_ALLOW, "with network = slirp4netns, what the kernels may reach besides "
+        "the internet: link-local, private (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) "
+        "and the host's own addresses are refused otherwise (docs/security.md, "
+        "\"Kernels' network\")", section="limits")
     # Security choices (docs/security.md), each with the reason for its default.
     terminals: bool = setting(
         True, S.BOOL, "Jupyter's terminals: a shell is what a kernel's `!cmd` gives anyway, "
@@ -595,6 +620,8 @@ class CourseConfig:
                 and 0 < self.link_lifetime < self.max_lifetime + 3600:
             problems.append(f"link_lifetime={self.link_lifetime!r} (0, or at least "
                             "max_lifetime + 3600 seconds)")
+        if self.network_allow and self.network == "none":
+            problems.append("network_allow needs network = slirp4netns")
         problems += self._launch_problems()
         if problems:
             raise ConfigError(Code.BAD_COURSE_CONFIG,
@@ -679,7 +706,7 @@ def course_from_toml(course: str, data: dict[str, Any]) -> CourseConfig:
     if "source" not in section:
         raise ConfigError(Code.BAD_COURSE_CONFIG, f"course {course}: 'source' is missing")
     section["source"] = Path(section["source"])
-    for key in ("legacy_referrers", "lti_staff_roles"):
+    for key in ("legacy_referrers", "lti_staff_roles", "network_allow"):
         if isinstance(section.get(key), list):
             section[key] = tuple(section[key])
     try:

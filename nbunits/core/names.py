@@ -27,6 +27,13 @@ RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
 SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket"}
 RESERVED_SUFFIXES = tuple(SUFFIXED_UNITS)
 
+# The slice every course's slice (and so every student's unit) is in.
+STUDENTS_SLICE = "nbunits.slice"
+
+# The journal namespace students' units log to (their LogNamespace=; units/course/):
+# `journalctl --namespace=nbunits`.
+STUDENTS_JOURNAL = "nbunits"
+
 # edX anonymous ids are 32 hex characters; LTI user ids are opaque strings. We
 # accept a conservative printable set: the id is never used verbatim in a name.
 STUDENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}")

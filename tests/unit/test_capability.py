@@ -3,6 +3,7 @@ path's own check, and the start-limit rule of the wake path."""
 
 import json
 import logging
+import re
 import runpy
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
     rules = [r for r in without_subvolumes(default)["syscalls"] if "ioctl" in r["names"]]
     assert all(r.get("args") for r in rules), rules  # never allowed unconditionally
 
-    def action(request: int) -> str:  # as libseccomp evaluates these comparisons
+    def action(request: int) -> str:  # as libseccomp compares: all 64 bits of the register
         ops = {"SCMP_CMP_LT": lambda a, r: request < a["value"],
                "SCMP_CMP_GT": lambda a, r: request > a["value"],
                "SCMP_CMP_MASKED_EQ": lambda a, r: request & a["value"] == a["valueTwo"]}
@@ -124,12 +125,14 @@ def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
         assert len(matched) == 1, (hex(request), matched)
         return matched.pop()
 
-    # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
-    for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
-        assert action(refused) == "SCMP_ACT_ERRNO"
-    # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
-    for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
-        assert action(allowed) == "SCMP_ACT_ALLOW"
+    high_bits = (0, 1 << 32, 0xFFFFFFFF << 32)  # the kernel reads the low 32 bits only
+    for high in high_bits:
+        # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
+        for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
+            assert action(high | refused) == "SCMP_ACT_ERRNO", hex(high | refused)
+        # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
+        for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
+            assert action(high | allowed) == "SCMP_ACT_ALLOW", hex(high | allowed)
     with_both = without_user_namespaces(without_subvolumes(default))
     assert any("read" in r["names"] for r in with_both["syscalls"]
                if r["action"] == "SCMP_ACT_ALLOW")
@@ -155,6 +158,31 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
     enabled = {"notebook": True, "jupyterlab": True, "notebook_shim": True}
     assert config.ServerApp.jpserver_extensions.get_value(enabled) == {
         "notebook": True, "jupyterlab": True, "notebook_shim": False}
+
+
+def test_jupyters_lines_carry_a_level_word_and_cannot_start_a_line_of_their_own():
+    """The students' unit reads no "<N>" priority (SyslogLevelPrefix=no): Jupyter's level
+    is a word, and text it logs (a file name, a path) cannot forge a line of its own."""
+    from traitlets.config import Config
+
+    namespace = runpy.run_path(str(REPO / "units" / "jupyter" / "jupyter_server_config.py"),
+                               init_globals={"get_config": lambda: Config()})
+    formatter = namespace["level_word_formatter"](format="x")
+    forged = "x.ipynb\n[E ServerApp] forged\x00<0>\x1b]0;t\x07\x1b[2J\r\x9b"
+    try:
+        raise OSError(forged)
+    except OSError:
+        import sys
+        record = logging.LogRecord("ServerApp", logging.WARNING, "x", 1, "Saving %s",
+                                   (forged,), sys.exc_info())
+    lines = formatter.format(record).split("\n")
+    assert lines[:2] == ["[W ServerApp] Saving x.ipynb", "[W ServerApp] | [E ServerApp] forged"
+                         "\\x00<0>\\x1b]0;t\\x07\\x1b[2J\\r\\x9b"], lines
+    assert all(line.startswith("[W ServerApp] | ") for line in lines[1:]), lines
+    assert "Traceback" in lines[2] and len(lines) > 4
+    assert not any(re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", line) for line in lines)
+    info = logging.LogRecord("ServerApp", logging.INFO, "x", 1, "Jupyter Server is running", (), None)
+    assert formatter.format(info) == "[I ServerApp] Jupyter Server is running"
 
 
 def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
