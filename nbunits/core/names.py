@@ -290,6 +290,26 @@ def notebook_url(units: StudentUnits, capability: str, notebook: str) -> str:
     return f"{units.jupyter_prefix(capability)}notebooks/{check_notebook(notebook).as_posix()}"
 
 
+def student_host(user: str, domain: str) -> str:
+    """A student's own origin's host name (per-student origins, [server]
+    student_domain): <user>.<domain>. The user name is a DNS label already."""
+    return f"{check_user(user)}.{domain}"
+
+
+def host_user(host: str, domain: str) -> str | None:
+    """The student whose own origin `host` (a name without port, lower case) is;
+    None for any other host, and always without a student domain."""
+    user, dot, rest = host.partition(".")
+    return user if domain and dot and rest == domain and USER_RE.fullmatch(user) else None
+
+
+def origin(scheme: str, host: str, port: str = "") -> str:
+    """scheme://host[:port], the port as a Host header gives it ("" or "8080")."""
+    if scheme not in ("http", "https") or not (port == "" or port.isdigit()):
+        raise InvalidName(Code.BAD_REQUEST, "invalid scheme or port")
+    return f"{scheme}://{host}" + (f":{port}" if port else "")
+
+
 def quote_path(path: str) -> str:
     """A path as it goes into a link or a Location: UTF-8, percent-encoded, '/' kept."""
     return quote(path, safe="/")

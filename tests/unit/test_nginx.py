@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def test_without_a_proxy_no_forwarded_header_is_believed() -> None:
     http = nginx.http_conf(server)
     assert "default 0;" in http and " 1;" not in http.split("geo")[1].split("}")[0]
     assert 'http    "";' in http  # no TLS: plain HTTP is served, not redirected
-    assert "set_real_ip_from" not in nginx.locations_conf(server)
+    assert "set_real_ip_from" not in nginx.base_conf(server)
 
 
 def test_trusted_proxies_are_the_only_ones_believed() -> None:
@@ -26,7 +27,7 @@ def test_trusted_proxies_are_the_only_ones_believed() -> None:
     assert "    10.0.0.5 1;" in http and "    192.0.2.0/24 1;" in http
     # TLS ends at the balancer: plain HTTP redirects to the same name on 443.
     assert 'http    "https://$host";' in http
-    locations = nginx.locations_conf(server)
+    locations = nginx.base_conf(server)
     assert "set_real_ip_from 10.0.0.5;" in locations and "real_ip_header X-Real-IP;" in locations
 
 
@@ -38,7 +39,7 @@ def test_plain_http_redirects_to_the_port_tls_is_served_on(tls_listen: list[str]
                                                            target: str) -> None:
     server = Server(names=("a.example.org",), tls_cert="/etc/c.pem", tls_key="/etc/c.key")
     assert f'http    "{target}";' in nginx.http_conf(server, tls_listen)
-    assert "return 301 $nbunits_to_https$request_uri;" in nginx.locations_conf(server)
+    assert "return 301 $nbunits_to_https$request_uri;" in nginx.base_conf(server)
 
 
 def test_the_site_serves_its_names_and_answers_others_421() -> None:
@@ -58,6 +59,8 @@ def test_the_site_serves_its_names_and_answers_others_421() -> None:
     {"names": ("x" * 64 + ".org",)}, {"trusted_proxies": ("10.0.0.5; allow all",)},
     {"tls_cert": "/c.pem"}, {"tls_cert": "c.pem", "tls_key": "c.key"},
     {"proxy_header": "X-Forwarded-For; evil"},
+    {"student_domain": "nb.example.org; return 200"}, {"student_domain": "*.example.org"},
+    {"student_domain": "Nb.example.org"}, {"student_domain": "x" * 60 + ("." + "x" * 60) * 3},
 ])
 def test_server_settings_that_would_inject_or_not_work_are_refused(bad: dict) -> None:
     with pytest.raises(ConfigError):
@@ -72,3 +75,53 @@ def test_server_settings_round_trip_through_nbunits_toml(tmp_path: Path) -> None
     path.write_text('[server]\nnames = "a.example.org"\n')
     with pytest.raises(ConfigError, match="wrong type"):
         load_settings(path)
+
+
+SPLIT = Server(names=("notebooks.example.org",), student_domain="nb.example.org",
+               tls_cert="/etc/c.pem", tls_key="/etc/c.key")
+USER = "nb" + "b" * 16
+
+
+def _map_entries(text: str, first: str) -> list[tuple[str, str]]:
+    """A map's regex entries (pattern as Python's re reads it, value)."""
+    block = text.split(first)[1].split("\n}")[0]
+    entries = re.findall(r'^\s*"~(.*?)"\s+(\S.*?);', block, re.M)
+    return [(pattern.replace("(?<", "(?P<"), value) for pattern, value in entries]
+
+
+def test_with_per_student_origins_each_student_is_served_on_their_own_host_only() -> None:
+    site = nginx.student_site_conf(SPLIT, ["80"], ["443"])
+    hosts = re.search(r'server_name "~(.*)";', site)
+    assert hosts is not None and "include /etc/nginx/snippets/nbunits-student-locations.conf;" in site
+    assert "ssl_certificate /etc/c.pem;" in site and "listen 443 ssl;" in site
+    for host, served in ((f"{USER}.nb.example.org", True), ("nb.example.org", False),
+                         (f"{USER}.nb.example.org.evil.org", False), (f"{USER}xnb.example.org", False),
+                         (f"x.{USER}.nb.example.org", False), (f"{USER}.nbxexample.org", False)):
+        assert bool(re.fullmatch(hosts.group(1), host)) is served, host
+    # The path's user must be the host's (a backreference): else 404.
+    [(pattern, value)] = _map_entries(nginx.http_conf(SPLIT), "$nbunits_wrong_origin {")
+    assert value == "0" and "default 1;" in nginx.http_conf(SPLIT)
+    assert re.fullmatch(pattern, f"{USER}.nb.example.org/{USER}")
+    assert not re.fullmatch(pattern, f"{USER}.nb.example.org/nb{'c' * 16}")
+    assert not re.fullmatch(pattern, f"notebooks.example.org/{USER}")
+    # The server's name serves no student: old links go to the student's host.
+    locations = nginx.locations_conf(SPLIT)
+    assert "include /etc/nginx/snippets/nbunits-students-elsewhere.conf;" in locations
+    assert "nbunits-students.conf" not in locations
+    elsewhere = nginx.snippets(SPLIT)[nginx.STUDENTS_ELSEWHERE] or ""
+    assert "return 307 $nbunits_scheme://$nbunits_moved_user.nb.example.org$nbunits_port" in elsewhere
+
+
+def test_on_one_origin_students_are_served_on_the_server_s_names() -> None:
+    server = Server(names=("notebooks.example.org",))
+    assert "include /etc/nginx/snippets/nbunits-students.conf;" in nginx.locations_conf(server)
+    assert nginx.snippets(server)[nginx.STUDENTS_ELSEWHERE] is None
+    assert "$nbunits_wrong_origin {\n    default 0;" in nginx.http_conf(server)
+    assert _map_entries(nginx.http_conf(server), "$nbunits_wrong_origin {") == []
+
+
+def test_a_front_passes_students_own_origins_on() -> None:
+    front = Server(names=("notebooks.example.org",), student_domain="nb.example.org",
+                   hosts=("10.0.0.1",))
+    assert 'server_name notebooks.example.org "~^nb[a-z2-7]{16}\\.nb\\.example\\.org$";' in \
+        nginx.front_site_conf(front, ["80"], [])
