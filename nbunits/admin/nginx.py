@@ -38,6 +38,14 @@ ECDHE-RSA-CHACHA20-POLY1305;
     ssl_session_cache shared:nbunits_tls:10m;
     # Locations set it again (an add_header there hides this one): see nbunits.conf.
     add_header Strict-Transport-Security $nbunits_hsts always;"""
+# In every server block of nbunits (the default one too: nginx reads a request's
+# headers with the default server's buffers until it knows the name).
+HEADER_BUFFERS = """\
+    # A student's page can set cookies with JavaScript for "/" or a parent domain
+    # (nginx cannot stop it): Chromium then sends up to 180 of 4 KB, 737 KB in one
+    # Cookie line. Such a request must not be a 400 (a "cookie bomb" would lock the
+    # student out); nginx drops the header before any upstream (nbunits-proxy.conf).
+    large_client_header_buffers 2 1m;"""
 
 
 def template(name: str) -> str:
@@ -139,7 +147,7 @@ def student_site_conf(server: Server, listen: Sequence[str], tls_listen: Sequenc
     values = _site_values(server, listen, tls_listen)
     return fill(template("nbunits-student-site.conf"), {
         "LISTEN": values["LISTEN"], "TLS": values["TLS"],
-        "STUDENT_HOSTS": student_hosts(server)})
+        "HEADER_BUFFERS": HEADER_BUFFERS, "STUDENT_HOSTS": student_hosts(server)})
 
 
 def front_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
@@ -175,4 +183,4 @@ def _site_values(server: Server, listen: Sequence[str], tls_listen: Sequence[str
     names = [*server.names, f'"{student_hosts(server)}"'] if server.student_domain and \
         server.hosts else server.names
     return {"LISTEN_DEFAULT": "\n".join(default), "LISTEN": "\n".join(plain + secure),
-            "SERVER_NAMES": " ".join(names), "TLS": tls}
+            "SERVER_NAMES": " ".join(names), "TLS": tls, "HEADER_BUFFERS": HEADER_BUFFERS}

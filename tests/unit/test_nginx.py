@@ -120,6 +120,16 @@ def test_on_one_origin_students_are_served_on_the_server_s_names() -> None:
     assert _map_entries(nginx.http_conf(server), "$nbunits_wrong_origin {") == []
 
 
+def test_every_server_block_takes_a_cookie_bomb_and_no_upstream_gets_a_cookie() -> None:
+    sites = (nginx.site_conf(SPLIT, ["80"], ["443"]), nginx.student_site_conf(SPLIT, ["80"], []),
+             nginx.front_site_conf(Server(names=("a.example.org",), hosts=("10.0.0.1",)),
+                                   ["80"], []))
+    for site in sites:
+        for block in site.split("server {")[1:]:
+            assert "large_client_header_buffers 2 1m;" in block
+    assert 'proxy_set_header Cookie "";' in nginx.template("nbunits-proxy.conf")
+
+
 def test_a_front_passes_students_own_origins_on() -> None:
     front = Server(names=("notebooks.example.org",), student_domain="nb.example.org",
                    hosts=("10.0.0.1",))
