@@ -343,6 +343,31 @@ def shared_path(token: str) -> str:
     return f"/shared/{check_share_token(token)}"
 
 
+# How a path is written to a log: never a capability, a share token or a student id.
+# nginx's access log does the same ($nbunits_log_uri, nginx/nbunits-http.conf: a unit
+# test keeps the two in step); the first rule that matches gives the whole line's
+# path (None: the path as it is).
+_LOG_RULES: tuple[tuple[re.Pattern[str], str | None], ...] = (
+    (re.compile(r"(?s)^(?P<p>.*?)[A-Za-z0-9_-]{22}\.[0-9]"), r"\g<p>[capability]"),
+    (re.compile(r"^(?P<p>/(?:nb|_nbunits/wake|_nbunits/student)/[^/]*/[^/]*/)"),
+     r"\g<p>[capability]"),
+    (re.compile(r"^/nb/"), "/nb/[capability]"),
+    (re.compile(r"^(?P<p>/ipythonExercice/[^/]*/)"), r"\g<p>[student]"),
+    (re.compile(r"^/shared/"), "/shared/[token]"),
+    (re.compile(r"^/(?:lti|staff|_nbunits/(?:handoff|page))/|^/_nbunits/health$"), None),
+    (re.compile(r"(?s)^(?P<p>/[^/]*/)."), r"\g<p>[...]"),
+)
+
+
+def loggable_path(path: str) -> str:
+    """A request's path as a log line may show it."""
+    for pattern, template in _LOG_RULES:
+        found = pattern.match(path)
+        if found:
+            return path if template is None else found.expand(template)
+    return path
+
+
 def check_capability(capability: str) -> str:
     if not CAPABILITY_RE.fullmatch(capability):
         raise InvalidName(Code.BAD_CAPABILITY, "invalid capability")

@@ -28,6 +28,7 @@ from nbunits.core.names import (
     check_notebook,
     check_student_id,
     check_user,
+    loggable_path,
 )
 from nbunits.core.protocol import (
     Html,
@@ -302,11 +303,9 @@ def wake_return(raw: str, prefix: str) -> str | None:
 
 
 def log_path(request: web.Request) -> str:
-    """The request's path for a log line: never a capability (the wake path has one)."""
-    path = request.path
-    if path.startswith("/_nbunits/wake/"):
-        return "/".join(path.split("/")[:5]) + "/[capability]"
-    return path[:200]
+    """The request's path for a log line: never a capability, a share token or a
+    student id (cut as nginx's access log cuts it: names.loggable_path)."""
+    return loggable_path(request.path)[:200]
 
 
 def wants_html(request: web.Request) -> bool:

@@ -10,6 +10,7 @@ import tomli_w
 
 from nbunits.admin import nginx
 from nbunits.core.config import ConfigError, Server, load_settings, server_to_toml
+from nbunits.core.names import loggable_path
 
 
 def test_without_a_proxy_no_forwarded_header_is_believed() -> None:
@@ -135,3 +136,35 @@ def test_a_front_passes_students_own_origins_on() -> None:
                    hosts=("10.0.0.1",))
     assert 'server_name notebooks.example.org "~^nb[a-z2-7]{16}\\.nb\\.example\\.org$";' in \
         nginx.front_site_conf(front, ["80"], [])
+
+
+def test_the_access_log_cuts_paths_as_the_dispatcher_s_lines_do() -> None:
+    """nginx's $nbunits_log_uri and names.loggable_path: the same rules, in order."""
+    entries = _map_entries(nginx.http_conf(Server()), "map $uri $nbunits_log_uri {")
+
+    def nginx_log(path: str) -> str:
+        for pattern, value in entries:
+            found = re.match(pattern, path)
+            if found:
+                return path if value == "$uri" else found.expand(
+                    value.strip('"').replace("${", "\\g<").replace("}", ">"))
+        return path
+
+    cap = "A" * 22 + ".0.9999999999"
+    samples = {
+        f"/nb/demo/{USER}/{cap}/tree": f"/nb/demo/{USER}/[capability]",
+        f"/nb/demo/{USER}/x/tree": f"/nb/demo/{USER}/[capability]", "/nb/demo": "/nb/[capability]",
+        f"/_nbunits/student/demo/{USER}/{cap}/info": f"/_nbunits/student/demo/{USER}/[capability]",
+        f"/_nbunits/student/demo/{USER}/oops/info": f"/_nbunits/student/demo/{USER}/[capability]",
+        f"/_nbunits/wake/demo/{USER}/{cap}": f"/_nbunits/wake/demo/{USER}/[capability]",
+        "/ipythonExercice/demo/w1/a.ipynb/s1d": "/ipythonExercice/demo/[student]",
+        "/ipythonExercice/s1d": "/ipythonExercice/[...]", "/shared/" + "t" * 32: "/shared/[token]",
+        "/shared/": "/shared/[token]", "/lti/1.3/login": "/lti/1.3/login",
+        f"/staff/demo/{USER}/a.ipynb": f"/staff/demo/{USER}/a.ipynb",
+        f"/_nbunits/handoff/demo/{USER}": f"/_nbunits/handoff/demo/{USER}",
+        "/_nbunits/page/not-found": "/_nbunits/page/not-found", "/_nbunits/health": "/_nbunits/health",
+        "/x/s1d": "/x/[...]", "/x/\ns1d": "/x/[...]", "/_nbunits/healthy/s1d": "/_nbunits/[...]",
+        "/favicon.ico": "/favicon.ico", "/": "/", f"/a{cap}": "/a[capability]",
+    }
+    for path, logged in samples.items():
+        assert (nginx_log(path), loggable_path(path)) == (logged, logged), path
