@@ -322,6 +322,11 @@ def test_each_student_s_server_is_on_their_own_origin_and_nowhere_else(split: Nb
             for path in (f"/ipythonExercice/demo/{NOTEBOOK}/{student}", "/shared/" + "a" * 32,
                          "/lti/1.1/launch"):
                 assert (await _answer(session, "GET", own + path))[0] == 404, path
+            # Their stopped server wakes there (nginx's fallback to the dispatcher).
+            split.box.systemctl("stop", f"nbunits-demo@{opened.user}.socket",
+                                f"nbunits-demo@{opened.user}.service")
+            woke = await _answer(session, "GET", own + status)
+            assert woke in ((307, status), (503, "")), woke
     asyncio.run(scenario())
 
 
