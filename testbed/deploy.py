@@ -74,29 +74,37 @@ class Site:
 
 
 def deploy(box: SystemdBox, shared: Path, *, tls: bool = True, server: str = SERVER,
-           extra: Sequence[str] = ()) -> Site:
+           student_domain: str = "", extra: Sequence[str] = ()) -> Site:
     """Install nbunits in `box` for `server` as an admin would (nginx on 80, and on
-    443 with TLS), make the name resolve there, and reach it from here."""
+    443 with TLS), make the name resolve there, and reach it from here. With a
+    `student_domain`, every student has their own origin under it (a wildcard
+    name, and a certificate for it too)."""
     install = ["install", "--server-name", server, "--listen", "80"]
+    wildcard = [f"*.{student_domain}"] if student_domain else []
+    if student_domain:
+        install += ["--student-domain", student_domain]
     ca = None
     if tls:
         ca = TestCA(shared / "tls")
-        pair = ca.issue(server)
+        pair = ca.issue(server, *wildcard)
         install += ["--tls-listen", "443",
                     "--tls-cert", f"{SHARED_IN_BOX}/tls/{pair.cert.name}",
                     "--tls-key", f"{SHARED_IN_BOX}/tls/{pair.key.name}"]
     hosts = box.read_file("/etc/hosts")
     box.write_file("/etc/hosts", hosts + f"127.0.0.1 {server} {LMS}\n")
     box.run(str(VENV / "bin" / "nbunits"), *install, *extra)
-    return reach(box, shared, ca, server)
+    return reach(box, shared, ca, server, wildcard)
 
 
-def reach(box: SystemdBox, shared: Path, ca: TestCA | None, server: str = SERVER) -> Site:
-    """This machine's way to a box's nginx: an address of its own for `server`."""
+def reach(box: SystemdBox, shared: Path, ca: TestCA | None, server: str = SERVER,
+          also: Sequence[str] = ()) -> Site:
+    """This machine's way to a box's nginx: an address of its own for `server` (and
+    the names `also`, "*.DOMAIN" for a wildcard)."""
     front = Forwarder(box.leader_pid, 443 if ca else 80).start()
     if ca:  # plain HTTP too, on the same address (it redirects)
         Forwarder(box.leader_pid, 80, listen_host=front.listen_host).start()
-    return Site(box, shared, Names({server: front.listen_host}), ca, server)
+    names = Names({name: front.listen_host for name in (server, *also)})
+    return Site(box, shared, names, ca, server)
 
 
 def use_checkout(box: SystemdBox) -> None:

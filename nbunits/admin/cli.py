@@ -460,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-name", dest="server_names", action="append", default=[],
                    metavar="NAME", help="a name browsers use for this server, e.g. "
                    "notebooks.example.org (repeat for more; required at the first install)")
+    p.add_argument("--student-domain", metavar="DOMAIN",
+                   help="give each student their own origin, <user>.DOMAIN (e.g. "
+                   "nb.example.org: a wildcard DNS record and certificate), the recommended "
+                   "deployment (docs/admin.md, Students' own origins); '' for one origin")
     p.add_argument("--listen", action="append", default=[], metavar="ADDR",
                    help="write an nginx site listening for HTTP on ADDR (e.g. 80)")
     p.add_argument("--tls-listen", action="append", default=[], metavar="ADDR",

@@ -25,7 +25,7 @@ from nbunits.core.config import DEFAULT_CONFIG, Server, Settings, server_to_toml
 from nbunits.core.data import catalog_file, data_dir, data_file, static_units
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import fill, write_atomic
-from nbunits.core.names import STUDENTS_JOURNAL
+from nbunits.core.names import STUDENTS_JOURNAL, student_host
 from nbunits.core.run import run
 from nbunits.core.systemctl import daemon_reload, systemctl
 from nbunits.helper import quota, users
@@ -53,6 +53,7 @@ class Options:
     """What the admin asked for (`nbunits install --help`)."""
 
     server_names: Sequence[str] = ()
+    student_domain: str | None = None  # "": back to one origin
     listen: Sequence[str] = ()
     tls_listen: Sequence[str] = ()
     tls_cert: str | None = None
@@ -207,8 +208,9 @@ def install_front(server: Server, args: Options) -> None:
     if server.multi_host:
         raise InstallError("--front and --multi-host go on different machines",
             hint="the front runs only nginx; each host runs nbunits with --multi-host")
-    files = {nginx.FRONT_CONF_D: nginx.front_conf(server, args.tls_listen),
-             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
+    files: dict[str, str | None] = {
+        nginx.FRONT_CONF_D: nginx.front_conf(server, args.tls_listen),
+        nginx.PROXY: nginx.template("nbunits-proxy.conf")}
     if args.listen or args.tls_listen:
         files[nginx.SITE] = nginx.front_site_conf(server, args.listen, args.tls_listen)
     elif not (NGINX_DIR / nginx.SITE).exists():  # later runs may change the hosts only
@@ -238,6 +240,8 @@ def server_settings(settings: Settings, args: Options) -> Server:
         old,
         # DNS names are case-insensitive; browsers send them in lower case.
         names=tuple(n.lower() for n in args.server_names) or old.names,
+        student_domain=old.student_domain if args.student_domain is None
+        else args.student_domain.lower(),
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,
         trusted_proxies=tuple(args.trusted_proxies) or old.trusted_proxies,
@@ -267,12 +271,18 @@ def check_certificate(server: Server) -> None:
             hint=said[-1] if said else None)
     if key.stdout != cert.stdout:
         raise InstallError(f"{server.tls_key} is not the key of {server.tls_cert}")
-    for name in server.names:
+    # Any student's host stands for all: its first label is a user name, which a
+    # wildcard covers (per-student origins).
+    wanted = {name: "every --server-name" for name in server.names}
+    if server.student_domain:
+        wanted[student_host("nb" + "a" * 16, server.student_domain)] = \
+            f"*.{server.student_domain} (students' own origins)"
+    for name, what in wanted.items():
         checked = run(["openssl", "x509", "-in", server.tls_cert, "-noout", "-checkhost", name],
                       check=False)
         if "does match" not in checked.stdout:
             raise InstallError(f"{server.tls_cert} is not valid for {name}",
-                hint="a certificate whose subjectAltName lists every --server-name")
+                hint=f"a certificate whose subjectAltName lists {what}")
 
 
 def write_server_settings(settings: Settings, server: Server) -> None:
@@ -284,21 +294,34 @@ def write_server_settings(settings: Settings, server: Server) -> None:
 
 def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str],
                   revoked: str) -> None:
-    step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
-    files = {nginx.CONF_D: nginx.http_conf(server, tls_listen), nginx.LOCATIONS: nginx.locations_conf(server),
-             nginx.PROXY: nginx.template("nbunits-proxy.conf"), nginx.REVOKED: revoked}
+    step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}"
+         + (f" and students' own origins *.{server.student_domain}"
+            if server.student_domain else ""))
+    files: dict[str, str | None] = {nginx.CONF_D: nginx.http_conf(server, tls_listen),
+                                    **nginx.snippets(server), nginx.REVOKED: revoked}
     if listen or tls_listen:
         files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)
+        files[nginx.STUDENT_SITE] = nginx.student_site_conf(server, listen, tls_listen) \
+            if server.student_domain else None
+    elif not server.student_domain:
+        files[nginx.STUDENT_SITE] = None
+    elif not (NGINX_DIR / nginx.STUDENT_SITE).exists():
+        step(f"  no --listen: serve *.{server.student_domain} from a server block of your own "
+             f"that includes {nginx.STUDENT_LOCATIONS} (docs/admin.md, Students' own origins)")
     install_nginx_files(files)
 
 
-def install_nginx_files(files: dict[str, str]) -> None:
-    """Write nginx's files, check them with nginx -t (else put the old ones back), reload."""
+def install_nginx_files(files: dict[str, str | None]) -> None:
+    """Write nginx's files (None: remove that one), check them with nginx -t (else put
+    the old ones back), reload."""
     before = {name: (NGINX_DIR / name).read_text() if (NGINX_DIR / name).exists() else None
               for name in files}
     default_site = disable_debian_default_site() if nginx.SITE in files else None
     for name, text in files.items():
-        write_atomic(NGINX_DIR / name, text)
+        if text is None:
+            (NGINX_DIR / name).unlink(missing_ok=True)
+        else:
+            write_atomic(NGINX_DIR / name, text)
     checked = run(["nginx", "-t", "-q"], check=False)
     if checked.returncode != 0:
         for name, old in before.items():  # nginx keeps serving what it had

@@ -37,6 +37,8 @@ class ConfigError(NbunitsError):
 # A DNS name a browser may use for this server (RFC 1123 labels, lower case).
 SERVER_NAME_RE = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+# A student's host name is <user>.<student_domain>: 19 characters before it.
+MAX_STUDENT_DOMAIN = 253 - 19
 # The request header a trusted load balancer puts the client's address in.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # A host behind the front: an IPv4 address or a DNS name, or [IPv6], and a port.
@@ -59,6 +61,11 @@ class Server:
 
     # The names browsers use (nginx's server_name, Jupyter's local_hostnames).
     names: tuple[str, ...] = ()
+    # Per-student origins (docs/admin.md, "Students' own origins"): each student's
+    # server is reachable only at https://<user>.<student_domain>/nb/..., so that no
+    # student's page shares an origin (cookies, service workers, storage) with
+    # another's. "" serves them all under the names above (one origin).
+    student_domain: str = ""
     # nginx terminates TLS with these (PEM files), or a load balancer does.
     tls_cert: str = ""
     tls_key: str = ""
@@ -96,6 +103,10 @@ class Server:
 
     def __post_init__(self) -> None:
         problems = [f"server name {n!r}" for n in self.names if not SERVER_NAME_RE.fullmatch(n)]
+        if self.student_domain and (not SERVER_NAME_RE.fullmatch(self.student_domain)
+                                    or len(self.student_domain) > MAX_STUDENT_DOMAIN):
+            problems.append(f"student domain {self.student_domain!r} (a DNS name, e.g. "
+                            "nb.example.org)")
         for key in ("unload_after", "launch_rate", "launch_burst", "new_students_per_minute"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 problems.append(f"{key} (a positive whole number)")

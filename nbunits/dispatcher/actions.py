@@ -18,6 +18,7 @@ from aiohttp import web
 from nbunits.core.config import Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.protocol import Html, SharedViewRequest, StudentRequest, StudentState, ask
+from nbunits.dispatcher import origins
 from nbunits.dispatcher.pages import student_hint
 
 logger = logging.getLogger(__name__)
@@ -69,9 +70,11 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
         return web.json_response(
             {"message": "The notebook service is not available right now. "
                         "Please try again in a minute."}, status=503)
+    # A shared page is on the server's own name, never on a student's own origin.
+    url = origins.main_url(settings.server, request, reply.url) if reply.url else reply.url
     answer = {"student_id": reply.student_id, "course": reply.course,
               "notebook": reply.notebook, "newer": reply.newer,
-              "changes": list(reply.changes), "kept": reply.kept, "url": reply.url}
+              "changes": list(reply.changes), "kept": reply.kept, "url": url}
     return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
 

@@ -1,20 +1,92 @@
 """No capability, token or secret in any log (run last: it reads what the whole
 session wrote). Every capability the server handed out in this session is in the
 box's token files; each must be absent from nginx's logs and from the journal
-(every unit, every field), and so must the server's secrets and staff links'
-signatures."""
+(every unit, every field), and so must the server's secrets, staff links'
+signatures and share tokens. And what nginx's access log writes for paths that
+carry a share token or a student id, refused or not: exact lines."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import secrets
+from urllib.parse import urlsplit
 
 import pytest
 
 from testbed.browser import open_exercise
 
-from .conftest import Nbunits, client
+from .conftest import SERVER, Nbunits, client
+
+
+def test_the_access_log_writes_no_share_token_and_no_student_id(nb: Nbunits) -> None:
+    """Every kind of path that carries one, answered by every part that answers
+    (the dispatcher, nginx itself and its error pages, the redirect to https://, the
+    default server): the lines, exactly; and the ids and tokens nowhere in the logs."""
+    student, marker = secrets.token_hex(16), "log-" + secrets.token_hex(6)
+    refused = secrets.token_hex(16)  # an id only refused links carry
+    made_up = secrets.token_urlsafe(24)
+    fake_cap = "A" * 22 + ".0.9999999999"
+
+    async def requests() -> tuple[str, list[str]]:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "demo", "welcome.ipynb", student)
+            ua = {"User-Agent": marker}
+            share = f"/_nbunits/student/demo/{opened.user}/{opened.token}/share"
+            async with session.post(share, json={"notebook": "welcome.ipynb"},
+                                    headers=ua) as resp:
+                assert resp.status == 200, await resp.text()
+                shared = urlsplit((await resp.json())["url"]).path
+            asked = [("GET", shared, {}), ("GET", f"/shared/{made_up}", {}),
+                     ("GET", f"/ipythonExercice/nosuch/welcome.ipynb/{refused}", {}),
+                     ("GET", f"/ipythonExercice/demo/welcome.ipynb/{refused}!", {}),
+                     ("GET", f"/ipythonExercice/{refused}", {}),
+                     ("GET", f"/somewhere/{refused}", {}),
+                     ("GET", f"/nb/demo/{opened.user}/{fake_cap}/tree", {}),
+                     ("GET", f"/_nbunits/student/demo/{opened.user}/{opened.token}/info", {}),
+                     ("GET", f"/_nbunits/wake/demo/{opened.user}/{opened.token}", {}),
+                     ("GET", f"http://{SERVER}{shared}", {}),
+                     ("GET", f"http://{SERVER}/ipythonExercice/demo/welcome.ipynb/{student}", {}),
+                     ("GET", f"http://{SERVER}/x/{refused}/y", {}),
+                     ("GET", f"/ipythonExercice/demo/welcome.ipynb/{student}",
+                      {"Host": "elsewhere.mooc.test"}),
+                     ("GET", f"/x/{refused}", {"Host": "elsewhere.mooc.test"})]
+            for method, path, headers in asked:
+                async with session.request(method, path, headers={**ua, **headers},
+                                           allow_redirects=False) as resp:
+                    await resp.read()
+            return shared.rsplit("/", 1)[1], [opened.user]
+
+    token, [user] = asyncio.run(requests())
+    logged = [re.search(r'"([A-Z]+ \S+) HTTP/1.1" ([0-9]{3}) ', line).groups()
+              for line in nb.box.read_file("/var/log/nginx/access.log").splitlines()
+              if f'"{marker}"' in line]
+    assert [" ".join(entry) for entry in logged] == [
+        f"POST /_nbunits/student/demo/{user}/[capability] 200",
+        "GET /shared/[token] 200",
+        "GET /shared/[token] 404",  # made up: the dispatcher's 404
+        "GET /ipythonExercice/nosuch/[student] 404",
+        "GET /ipythonExercice/demo/[student] 400",
+        "GET /ipythonExercice/[...] 404",
+        "GET /_nbunits/page/not-found 404",  # nginx's own: the page it answered with
+        "GET /_nbunits/page/bad-link 403",
+        "GET /_nbunits/page/bad-link 403",  # a GET where only a POST goes
+        "GET /_nbunits/page/not-found 404",  # the internal wake path
+        "GET /shared/[token] 301",  # plain HTTP: the redirect to https://
+        "GET /ipythonExercice/demo/[student] 301",
+        "GET /x/[...] 301",
+        "GET /ipythonExercice/demo/[student] 421",  # a name this server does not serve
+        "GET /x/[...] 421"]
+    logs = nb.box.run("sh", "-c", "cat /var/log/nginx/*.log").stdout
+    assert "[token]" in logs
+    for secret in (student, refused, token, made_up):
+        assert secret not in logs, secret
+    # The dispatcher's lines about the refused ones cut their paths the same way.
+    journal = nb.box.run("journalctl", "--no-pager", "-o", "verbose",
+                         "-u", "nbunits-dispatcher.service").stdout
+    assert "GET /shared/[token]: " in journal
+    for secret in (refused, made_up):
+        assert secret not in journal, secret
 
 
 @pytest.mark.last
@@ -48,6 +120,9 @@ def test_no_capability_token_or_secret_reaches_any_log(nb: Nbunits) -> None:
     secrets_text = nb.box.run("sh", "-c", f"cat {secret_files} 2>/dev/null; true").stdout
     given |= set(re.findall(r"[0-9a-f]{32,}|[A-Za-z0-9_-]{24,}", secrets_text))
     given.add(link.split("sig=")[1])
+    # Share tokens: the names of the shared pages.
+    pages = nb.box.run("sh", "-c", "ls /var/lib/nbunits/shares/pages/ 2>/dev/null; true").stdout
+    given |= {name.removesuffix(".html") for name in pages.split()}
 
     logs = nb.box.run("sh", "-c", "cat /var/log/nginx/*.log").stdout
     # The system journal and the students' namespace (their containers' output).

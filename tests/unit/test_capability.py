@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nbunits.admin.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
-from nbunits.core.config import ConfigError, CourseConfig, Settings
+from nbunits.core.config import ConfigError, CourseConfig, Server, Settings
 from nbunits.core.names import CAPABILITY_RE, StudentUnits, user_for
 from nbunits.helper import capability as caps
 from nbunits.helper.provision import parse_usec, reset_wait
@@ -78,6 +78,15 @@ def test_terminals_are_a_course_setting_in_jupyters_config(settings):
         config = json.loads(caps.jupyter_config(course(terminals=terminals), UNITS,
                                                 "A" * 22 + ".0.1", settings.server))
         assert config["ServerApp"]["terminals_enabled"] is terminals
+
+
+def test_jupyter_answers_the_server_s_names_or_only_the_student_s_own_host():
+    names = ("notebooks.example.org", "nb.example.org")
+    for server, hosts in ((Server(names=names), list(names)),
+                          (Server(names=names, student_domain="nb.example.org"),
+                           [f"{UNITS.user}.nb.example.org"])):
+        config = json.loads(caps.jupyter_config(course(), UNITS, "A" * 22 + ".0.1", server))
+        assert config["ServerApp"]["local_hostnames"] == hosts
 
 
 def show(state: str, changed_s: float, interval: str = "1min") -> str:
