@@ -272,8 +272,12 @@ class Settings:
         """Linked LMS ids of one learner (core/aliases.py), root:nbunits 0640."""
         return self.aliases_dir / f"{check_course(course)}.json"
 
+    def course_shares(self, course: str) -> Path:
+        """The indexes of the course's students' shares (their pages: share_page)."""
+        return self.shares_dir / check_course(course)
+
     def share_index(self, units: StudentUnits) -> Path:
-        return self.shares_dir / units.course / f"{units.user}.json"
+        return self.course_shares(units.course) / f"{units.user}.json"
 
     def share_page(self, token: str) -> Path:
         return self.shares_dir / "pages" / f"{token}.html"

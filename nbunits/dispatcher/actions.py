@@ -62,8 +62,10 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
         else:
             hint = student_hint(status, exc.student_hint)
             message = exc.message + (f" {hint}" if hint else "")
-        return web.json_response({"message": message}, status=status,
-                                 headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if exc.retry_after:  # the student's own bounds, or every worker busy
+            headers["Retry-After"] = str(exc.retry_after)
+        return web.json_response({"message": message}, status=status, headers=headers)
     except (ConnectionError, FileNotFoundError) as exc:
         logger.error("cannot reach nbunits-helper: %s", exc)
         return web.json_response(
