@@ -532,6 +532,14 @@ class CourseConfig:
                              "TasksMax=)", section="limits")
     course_memory_max: str = setting("infinity", S.SIZE, "memory for the whole course (its "
                                      "slice's MemoryMax=)", section="limits")
+    new_students_per_minute: int = setting(
+        0, S.COUNT_OR_ZERO, "the course's own cap on new students (users created) in any "
+        "60 s, below the host's (0: the host's cap only); past it, its launches of new "
+        "students are refused (503), other courses' are not", section="limits")
+    max_running: int = setting(
+        0, S.COUNT_OR_ZERO, "the course's own cap on its students' servers running at once, "
+        "below the host's (0: the host's cap only); past it, a launch that would start "
+        "one more is refused (503)", section="limits")
     network: str = setting("none", S.choice("NETWORK", *NETWORKS), "the containers' network: none "
                            "(loopback only) or slirp4netns (outbound only)", section="limits")
     # Security choices (docs/security.md), each with the reason for its default.
