@@ -187,7 +187,24 @@ def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "
     check_launch_secrets(config, dataclasses.replace(CourseSecrets(), **(secrets or {})))
     check_host(config)
     write_secrets(settings, name, secrets or {}, say)
-    return publish_from(settings, config, fetch(settings, config, say), say)
+    published = publish_from(settings, config, fetch(settings, config, say), say)
+    say_launch(config, say)
+    return published
+
+
+def say_launch(config: CourseConfig, say: Say) -> None:
+    """How students get in, and what to do when nobody can, or anybody can."""
+    say(f"course {config.name}: {config.how_students_get_in()}")
+    if config.legacy == "open":
+        say(f"  warning: legacy = open: whoever knows or guesses a student's id opens and "
+            f"changes that student's notebooks, and any made-up id makes a new student; "
+            f"give the course caps of its own (nbunits course update {config.name} "
+            f"--new-students-per-minute N --max-running N), or prefer LTI or --legacy signed")
+    elif not config.launch_methods():
+        say(f"  to let them in: nbunits course update {config.name} with LTI (--lti11-key "
+            f"KEY --lti11-secret-file FILE, or --lti13-issuer ... --lti13-client-id ...), "
+            f"or signed legacy links (--legacy signed --legacy-secret-file FILE), or, "
+            f"knowingly, --legacy open (docs/openedx.md)")
 
 
 def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str | None = None,
@@ -209,6 +226,7 @@ def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str 
     write_secrets(settings, name, secrets or {}, say)
     published = publish_from(settings, config, fetch(settings, config, say), say)
     update_students(settings, config, say)
+    say_launch(config, say)
     return published
 
 

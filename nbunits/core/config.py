@@ -424,7 +424,7 @@ def server_to_toml(server: Server) -> dict[str, Any]:
 
 
 NETWORKS = ("none", "slirp4netns")
-LEGACY_MODES = ("open", "off", "referrer", "signed")
+LEGACY_MODES = ("off", "signed", "referrer", "open")
 # LTI ids and keys are opaque to us: printable ASCII, no spaces.
 _OPAQUE_RE = re.compile(r"[!-~]{1,255}")
 
@@ -571,9 +571,11 @@ class CourseConfig:
     origin_dir: str = setting("", S.TEXT, "or the folder it is published from", option="",
                               section="origin")
     legacy: str = setting(
-        "open", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ link: "
-        "open (anyone who knows a student id), off, referrer (only from pages on "
-        "legacy_referrers, as nbhosting) or signed (an HMAC keyed by the legacy secret)",
+        "off", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ "
+        "link: off (nobody: students get in by LTI), signed (an HMAC keyed by the legacy "
+        "secret), referrer (only from pages on legacy_referrers, as nbhosting) or open "
+        "(anyone who knows or guesses a student id opens and changes that student's "
+        "notebooks: only if chosen). A course file without it means off",
         section="launch")
     legacy_referrers: tuple[str, ...] = setting(
         (), S.DOMAINS, "domains allowed for legacy = referrer", section="launch")
@@ -615,6 +617,26 @@ class CourseConfig:
     @property
     def lms_origins(self) -> list[str]:
         return self.lms_origin.split()
+
+    def launch_methods(self) -> list[str]:
+        """How students get in, for people ("LTI 1.1", "legacy link (signed)"...);
+        none: nobody can launch yet."""
+        methods = ["LTI 1.1"] if self.lti11_key else []
+        if self.lti13:
+            count = len(self.lti13)
+            methods.append(f"LTI 1.3 ({count} registration{'s' if count > 1 else ''})")
+        if self.legacy == "open":
+            methods.append("legacy link (OPEN: anyone who knows or guesses a student id)")
+        elif self.legacy != "off":
+            methods.append(f"legacy link ({self.legacy})")
+        return methods
+
+    def how_students_get_in(self) -> str:
+        """One line for `course add/update/show` and `nbunits status`."""
+        methods = self.launch_methods()
+        if not methods:
+            return "students cannot get in yet: no LTI settings and the legacy link off"
+        return "students get in by: " + ", ".join(methods)
 
     def _launch_problems(self) -> list[str]:
         problems = []

@@ -47,7 +47,8 @@ def publish_new_cell(nb: Nbunits, source: Path, text: str) -> None:
 def source(nb: Nbunits) -> Path:
     folder = nb.shared / COURSE
     shutil.copytree(REPO / "examples" / "demo", folder)
-    nb.nbunits("course", "add", COURSE, "--dir", f"{SHARED_IN_BOX}/{COURSE}")
+    nb.nbunits("course", "add", COURSE, "--dir", f"{SHARED_IN_BOX}/{COURSE}",
+               "--legacy", "open")
     set_course(nb, lms_origin=f"https://{LMS}")
     return folder
 
