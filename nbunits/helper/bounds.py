@@ -81,7 +81,8 @@ class StudentBounds:
         lock = self.turns.setdefault(user, asyncio.Lock())
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), wait)
+                async with asyncio.timeout(wait):  # never the lock taken and then a timeout
+                    await lock.acquire()
             except TimeoutError:
                 raise TooMany(STILL_RUNNING, 10) from None
             try:

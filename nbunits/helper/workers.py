@@ -100,7 +100,9 @@ class Workers:
     async def run(self, request: StudentRequest, wait: float) -> StudentState:
         """Do `request` in a worker, after waiting at most `wait` seconds for one."""
         try:
-            worker = await asyncio.wait_for(self.idle.get(), max(wait, 0.001))
+            # (asyncio.timeout: a worker handed over as the time runs out stays queued)
+            async with asyncio.timeout(max(wait, 0.001)):
+                worker = await self.idle.get()
         except TimeoutError:
             self._busy(request, wait)
             raise NbunitsError(Code.BUSY, "Many students are asking at once.",
