@@ -99,6 +99,18 @@ def test_nginx_limits_launches_per_client():
     assert "add_header Retry-After 2 always;" in locations
 
 
+def test_nginx_limits_each_students_actions():
+    server = Server(names=("nb.example.org",))
+    assert "limit_req_zone $nbunits_user zone=nbunits_student:10m rate=60r/m;" in \
+        http_conf(server)
+    locations = locations_conf(server)
+    actions = locations.split('location ~ "^/_nbunits/student/', 1)[1].split("\n}\n", 1)[0]
+    assert "limit_req zone=nbunits_student burst=60 nodelay;" in actions
+    assert "error_page 503 = @nbunits_student_busy;" in actions
+    busy = locations.split("location @nbunits_student_busy {", 1)[1].split("\n}\n", 1)[0]
+    assert "application/json" in busy and "Retry-After" in busy and '"message"' in busy
+
+
 def test_idle_marks_and_recent_students(tmp_path):
     settings = Settings(state_dir=tmp_path)
     activity.mark(settings, StudentUnits("demo", "nbaaaaaaaaaaaaaaaa"))
