@@ -7,7 +7,10 @@ checks the capability again and acts on that student's files only:
 - reset: a fresh copy of the current master, the old copy kept (copies.reset);
 - share / unshare: a static version at an unguessable link (shares.py).
 They work whatever the course's launch settings (LTI only included): holding the
-capability is what proves the student.
+capability is what proves the student. Each is root's work for one student, so it
+is bounded: per student (bounds.py: a rate, one at a time), in time and apart from
+launches (workers.py: act() runs in a worker process), and in what it reads and
+writes (shares.py's bounds; notebooks.py reads a bounded part of a folder).
 """
 
 from __future__ import annotations
