@@ -27,7 +27,7 @@ from aiohttp.abc import AbstractResolver
 CLONE_NEWNET = 0x40000000
 
 
-def _enter_netns(pid: int) -> None:
+def enter_netns(pid: int) -> None:
     """Move the calling thread (only it) into the network namespace of `pid`."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -57,7 +57,7 @@ class Forwarder:
 
     def start(self) -> Forwarder:
         self.listen_port = self.listen_port or self.target_port
-        initializer: Any = (_enter_netns, (self.netns_pid,)) if self.netns_pid else (None, ())
+        initializer: Any = (enter_netns, (self.netns_pid,)) if self.netns_pid else (None, ())
         self._executor = ThreadPoolExecutor(4, initializer=initializer[0], initargs=initializer[1],
                                             thread_name_prefix="forward")
         ready = threading.Event()

@@ -119,7 +119,8 @@ class Cluster:
         host = Host(name, address, box)
         host.nbunits("install", "--server-name", SERVER, "--listen", f"{address}:80",
                      "--trusted-proxy", FRONT_SOURCE, "--multi-host")
-        host.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
+        host.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo",
+                     "--legacy", "open")
         self.hosts[name] = host
         return host
 

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from nbunits.admin import course_image, courses, identity, images, install, lms_keys, students
 from nbunits.admin.status import (
     as_dicts,
+    course_lines,
     format_table,
     journalctl_args,
     resolve_student,
@@ -220,10 +221,13 @@ def cmd_course_show(settings: Settings, args: argparse.Namespace) -> None:
     course = load_course(settings, args.name)
     if args.json:
         print_json({"file": str(settings.course_file(course.name)),
+                    "launch": {"methods": course.launch_methods(),
+                               "open": course.legacy == "open"},
                     "settings": tomllib.loads(course.to_toml()),
                     "notebooks": [str(n) for n in find_masters(course.source)]})
         return
     print(f"# {settings.course_file(course.name)}")
+    print(f"# {escape(course.how_students_get_in())}")
     print(escape(course.to_toml(), lines=True), end="")
     print("# notebooks:")
     for notebook in find_masters(course.source):
@@ -334,8 +338,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
     states = student_states(settings, args.course)
     if args.json:
         print(json.dumps(as_dicts(states), indent=2))
-    else:
-        print(format_table(states))
+        return
+    print(format_table(states))
+    # How students get in, per course (after the students: the table's header is
+    # the first line, for whoever reads it by program).
+    print("\n".join(["", "courses:", *(f"  {line}" for line in course_lines(settings,
+                                                                          args.course))]))
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from systemd import journal
 
 from nbunits.admin.terminal import escape
-from nbunits.core.config import Settings, provisioned_students
+from nbunits.core.config import Settings, list_courses, load_course, provisioned_students
+from nbunits.core.errors import NbunitsError
 from nbunits.core.names import (
     COURSE_RE,
     STUDENTS_JOURNAL,
@@ -122,6 +123,17 @@ def format_table(states: list[StudentState]) -> str:
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no students"
     return "\n".join(lines + [f"\n{len(states)} student(s): {summary}"])
+
+
+def course_lines(settings: Settings, course: str | None = None) -> list[str]:
+    """How students get in, per course (an `open` legacy link says so in capitals)."""
+    lines = []
+    for name in [course] if course else list_courses(settings):
+        try:
+            lines.append(f"{name}: {load_course(settings, name).how_students_get_in()}")
+        except NbunitsError as exc:
+            lines.append(f"{name}: BROKEN: {exc}")
+    return lines
 
 
 def as_dicts(states: list[StudentState]) -> list[dict[str, object]]:

@@ -283,8 +283,12 @@ class Settings:
         """Linked LMS ids of one learner (core/aliases.py), root:nbunits 0640."""
         return self.aliases_dir / f"{check_course(course)}.json"
 
+    def course_shares(self, course: str) -> Path:
+        """The indexes of the course's students' shares (their pages: share_page)."""
+        return self.shares_dir / check_course(course)
+
     def share_index(self, units: StudentUnits) -> Path:
-        return self.shares_dir / units.course / f"{units.user}.json"
+        return self.course_shares(units.course) / f"{units.user}.json"
 
     def share_page(self, token: str) -> Path:
         return self.shares_dir / "pages" / f"{token}.html"
@@ -444,7 +448,7 @@ def _is_network(value: Any) -> bool:
 NETWORK_ALLOW = S.strings(
     "CIDR", "IP addresses or networks, e.g. 10.1.2.0/24 or 192.168.5.7 (not 0.0.0.0/0 or ::/0)",
     _is_network)
-LEGACY_MODES = ("open", "off", "referrer", "signed")
+LEGACY_MODES = ("off", "signed", "referrer", "open")
 # The platform's keys (JWKS) over TLS only, or from a file on this host (no network).
 KEYS_URL_RE = re.compile(r"(https://|file:///)\S+$")
 # LTI ids and keys are opaque to us: printable ASCII, no spaces.
@@ -559,6 +563,14 @@ class CourseConfig:
                              "TasksMax=)", section="limits")
     course_memory_max: str = setting("infinity", S.SIZE, "memory for the whole course (its "
                                      "slice's MemoryMax=)", section="limits")
+    new_students_per_minute: int = setting(
+        0, S.COUNT_OR_ZERO, "the course's own cap on new students (users created) in any "
+        "60 s, below the host's (0: the host's cap only); past it, its launches of new "
+        "students are refused (503), other courses' are not", section="limits")
+    max_running: int = setting(
+        0, S.COUNT_OR_ZERO, "the course's own cap on its students' servers running at once, "
+        "below the host's (0: the host's cap only); past it, a launch that would start "
+        "one more is refused (503)", section="limits")
     network: str = setting("none", S.choice("NETWORK", *NETWORKS), "the containers' network: none "
                            "(loopback only) or slirp4netns (outbound only)", section="limits")
     network_allow: tuple[str, ...] = setting(
@@ -595,9 +607,11 @@ class CourseConfig:
     origin_dir: str = setting("", S.TEXT, "or the folder it is published from", option="",
                               section="origin")
     legacy: str = setting(
-        "open", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ link: "
-        "open (anyone who knows a student id), off, referrer (only from pages on "
-        "legacy_referrers, as nbhosting) or signed (an HMAC keyed by the legacy secret)",
+        "off", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ "
+        "link: off (nobody: students get in by LTI), signed (an HMAC keyed by the legacy "
+        "secret), referrer (only from pages on legacy_referrers, as nbhosting) or open "
+        "(anyone who knows or guesses a student id opens and changes that student's "
+        "notebooks: only if chosen). A course file without it means off",
         section="launch")
     legacy_referrers: tuple[str, ...] = setting(
         (), S.DOMAINS, "domains allowed for legacy = referrer", section="launch")
@@ -641,6 +655,26 @@ class CourseConfig:
     @property
     def lms_origins(self) -> list[str]:
         return self.lms_origin.split()
+
+    def launch_methods(self) -> list[str]:
+        """How students get in, for people ("LTI 1.1", "legacy link (signed)"...);
+        none: nobody can launch yet."""
+        methods = ["LTI 1.1"] if self.lti11_key else []
+        if self.lti13:
+            count = len(self.lti13)
+            methods.append(f"LTI 1.3 ({count} registration{'s' if count > 1 else ''})")
+        if self.legacy == "open":
+            methods.append("legacy link (OPEN: anyone who knows or guesses a student id)")
+        elif self.legacy != "off":
+            methods.append(f"legacy link ({self.legacy})")
+        return methods
+
+    def how_students_get_in(self) -> str:
+        """One line for `course add/update/show` and `nbunits status`."""
+        methods = self.launch_methods()
+        if not methods:
+            return "students cannot get in yet: no LTI settings and the legacy link off"
+        return "students get in by: " + ", ".join(methods)
 
     def _launch_problems(self) -> list[str]:
         problems = []

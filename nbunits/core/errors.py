@@ -16,6 +16,7 @@ from enum import StrEnum
 
 
 class Code(StrEnum):
+    ACTION_TIMEOUT = "action_timeout"
     BAD_CAPABILITY = "bad_capability"
     BAD_CONFIG = "bad_config"
     BAD_CONTAINERFILE = "bad_containerfile"
@@ -54,7 +55,9 @@ class Code(StrEnum):
     RUNS_ELSEWHERE = "runs_elsewhere"
     SERVER_FAILED = "server_failed"
     STUDENT_COLLISION = "student_collision"
+    STUDENT_LIMIT = "student_limit"
     TOO_LARGE = "too_large"
+    TOO_MANY = "too_many"
     UNAUTHORIZED = "unauthorized"
     UNKNOWN_COURSE = "unknown_course"
     UNKNOWN_IMAGE = "unknown_image"
@@ -77,6 +80,7 @@ class Meaning:
 
 
 MEANINGS: dict[Code, Meaning] = {
+    Code.ACTION_TIMEOUT: Meaning(503, "a student's action ran past its time limit and was stopped"),
     Code.BAD_CAPABILITY: Meaning(403, "a student link's capability is malformed or not theirs"),
     Code.BAD_CONFIG: Meaning(None, "nbunits.toml or another setting file is not valid"),
     Code.BAD_CONTAINERFILE: Meaning(None, "a course repository's Containerfile cannot be used"),
@@ -95,7 +99,8 @@ MEANINGS: dict[Code, Meaning] = {
     Code.BAD_STUDENT: Meaning(400, "a student id or user name nbunits cannot use"),
     Code.BAD_TEMPLATE: Meaning(None, "a unit or nginx template with a placeholder left"),
     Code.BROKEN_NOTEBOOK: Meaning(500, "a master notebook that is not valid"),
-    Code.BUSY: Meaning(503, "an admission cap (new students, running servers): try again later"),
+    Code.BUSY: Meaning(503, "an admission cap (new students, running servers), or every worker of "
+                       "students' actions busy: try again later"),
     Code.COMMAND_FAILED: Meaning(None, "a program nbunits ran failed"),
     Code.COMMAND_MISSING: Meaning(None, "a program nbunits runs is not installed"),
     Code.COMMAND_TIMEOUT: Meaning(None, "a program nbunits ran did not finish in time"),
@@ -115,7 +120,11 @@ MEANINGS: dict[Code, Meaning] = {
     Code.RUNS_ELSEWHERE: Meaning(None, "the student's server runs on another host"),
     Code.SERVER_FAILED: Meaning(500, "a student's server cannot start"),
     Code.STUDENT_COLLISION: Meaning(409, "a student id whose user or uid is taken by someone else"),
+    Code.STUDENT_LIMIT: Meaning(409, "a student's request over one of their bounds (shares, a "
+                                "share's size): the message says which"),
     Code.TOO_LARGE: Meaning(500, "a request or file over nbunits' size limits"),
+    Code.TOO_MANY: Meaning(429, "a student's requests over their own rate, or too many waiting "
+                           "for their turn: try again after Retry-After"),
     Code.UNAUTHORIZED: Meaning(401, "a launch whose signature does not verify"),
     Code.UNKNOWN_COURSE: Meaning(404, "no such course"),
     Code.UNKNOWN_IMAGE: Meaning(None, "no such image in the store"),

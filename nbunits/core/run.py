@@ -126,3 +126,21 @@ async def run_async(argv: Sequence[str], *, check: bool = True, timeout: float =
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+async def start_child(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    """A long-lived child of ours that speaks over its stdin and stdout (stderr, its
+    logs: the caller's); it inherits the caller's environment (the journal's)."""
+    logger.debug("starting %s", shlex.join(argv))
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    except OSError as exc:
+        raise _not_run(argv, exc) from exc
+
+
+async def end_child(proc: asyncio.subprocess.Process) -> None:
+    """Kill a child of start_child() and reap it (at once: it may be stuck)."""
+    if proc.returncode is None:
+        proc.kill()
+    await proc.wait()

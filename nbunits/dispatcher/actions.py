@@ -56,15 +56,18 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
             request.match_info["cap"], request.match_info["what"], notebook), StudentState)
     except NbunitsError as exc:
         status = exc.meaning.status or 500
-        logger.warning("student action %s: %s", request.match_info["what"], exc.message,
-                       extra={**fields, "ERROR_CODE": exc.code})
+        if exc.code != Code.TOO_MANY:  # the helper says those, once a minute per student
+            logger.warning("student action %s: %s", request.match_info["what"], exc.message,
+                           extra={**fields, "ERROR_CODE": exc.code})
         if status == 500:
             message = "Something went wrong on our side. Please try again later."
         else:
             hint = student_hint(status, exc.student_hint)
             message = exc.message + (f" {hint}" if hint else "")
-        return web.json_response({"message": message}, status=status,
-                                 headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if exc.retry_after:  # the student's own bounds, or every worker busy
+            headers["Retry-After"] = str(exc.retry_after)
+        return web.json_response({"message": message}, status=status, headers=headers)
     except (ConnectionError, FileNotFoundError) as exc:
         logger.error("cannot reach nbunits-helper: %s", exc)
         return web.json_response(

@@ -10,6 +10,7 @@ import secrets
 import tomllib
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 import tomli_w
 
@@ -268,3 +269,44 @@ def test_launches_start_their_servers_in_turn(nb: Nbunits) -> None:
     assert all(0 < began < up for began, up in spans), spans
     for (_, up), (began, _) in itertools.pairwise(spans):
         assert began >= up, spans  # the next start began once the one before was up
+
+
+def test_a_flood_on_one_course_meets_its_own_caps_and_the_others_are_served(
+        nb: Nbunits) -> None:
+    """Per-course caps (issue 26): made-up ids flood one course, whose own caps refuse
+    them (each refusal counted), while another course's new students are served."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    course = "capped26"
+    nb.add_course(course, new_students_per_minute=4, max_running=2)
+    flood = [secrets.token_hex(16) for _ in range(10)]
+
+    async def launch(session: aiohttp.ClientSession, course: str, student: str) -> int:
+        async with session.get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}",
+                               headers={"Accept": "text/html"}, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status
+
+    async def go() -> tuple[list[int], list[int]]:
+        async with client(nb) as session:
+            flooded = await asyncio.gather(*(launch(session, course, s) for s in flood))
+            others = [await launch(session, "demo", secrets.token_hex(16)) for _ in range(2)]
+            return list(flooded), others
+
+    flooded, others = asyncio.run(go())
+    # Two served; two more new students, but the course's servers are full; six over
+    # its new students per minute. The other course's new students are served.
+    assert sorted(flooded).count(503) == 8 and len(flooded) == 10, flooded
+    assert all(status in (200, 302) for status in others), others
+    samples = {(s.name, s.labels.get("course", ""), s.labels.get("cap", "")): s.value
+               for family in text_string_to_metric_families(nb.nbunits("metrics").stdout)
+               for s in family.samples}
+    refused = "nbunits_course_launches_refused_total"
+    assert samples[(refused, course, "new_students")] == 6, samples
+    assert samples[(refused, course, "servers")] == 2, samples
+    assert (refused, "demo", "new_students") not in samples or \
+        samples[(refused, "demo", "new_students")] == 0
+    capped = nb.box.run("journalctl", "--no-pager", "--output=cat",
+                        f"MESSAGE_ID={Event.CAPPED.value}", f"COURSE={course}").stdout
+    assert capped.count(f"at course {course}'s cap of 4 new students per minute") == 1, capped
+    assert capped.count(f"at course {course}'s cap of 2 running servers") == 1, capped

@@ -80,7 +80,8 @@ class Lms:
                    "--lti11-secret-file", f"{SHARED_IN_BOX}/openedx-11.secret",
                    "--lti13-issuer", LMS, "--lti13-client-id", self.a.client_id,
                    "--lti13-deployment-id", "1", "--lti13-auth-url", AUTH,
-                   "--lti13-keys-url", f"file://{SHARED_IN_BOX}/openedx-a.json")
+                   "--lti13-keys-url", f"file://{SHARED_IN_BOX}/openedx-a.json",
+                   "--legacy", "open")  # FUN's legacy link too, as it sends it
         nb.nbunits("course", "update", COURSE, "--lti13-client-id", self.b.client_id,
                    "--lti13-auth-url", AUTH,
                    "--lti13-keys-url", f"file://{SHARED_IN_BOX}/openedx-b.json")

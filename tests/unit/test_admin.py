@@ -104,6 +104,12 @@ def test_deletions_list_everything_they_delete() -> None:
     removal = Removal("demo", False, (), (), (Path("/home/u/demo"),), purge=True)
     assert "removed already" in "\n".join(removal.describe())
     assert "    /home/u/demo" in removal.describe()
+    shared = (Path("/var/lib/nbunits/shares/pages/t.html"),
+              Path("/var/lib/nbunits/shares/demo/nbaaaaaaaaaaaaaaaa.json"))
+    for purge in (False, True):  # the shares go with the course either way
+        text = "\n".join(Removal("demo", True, (), (), (), purge, shares=shared).describe())
+        assert "1 static version(s) its students share (their links stop working)" in text
+        assert all(str(path) in text for path in shared)
 
 
 @pytest.mark.parametrize(("answer", "goes_on"), [("y\n", True), ("yes\n", True), ("n\n", False),

@@ -63,6 +63,26 @@ def test_launch_settings_round_trip(tmp_path):
     assert load_course(settings, "demo") == config
 
 
+def test_a_course_takes_only_signed_launches_unless_told_otherwise(tmp_path):
+    from nbunits.core.config import Lti13Registration
+    # A course file without the key (written by hand, or by the first nbunits, before
+    # `legacy` existed): the legacy link is off, and nothing says how students get in.
+    old = load_course(make_course(tmp_path, '[course]\nsource = "/x"\n'), "demo")
+    assert old.legacy == "off" and old.launch_methods() == []
+    assert old.how_students_get_in() == ("students cannot get in yet: no LTI settings and "
+                                         "the legacy link off")
+    # Files written by `course add` carry every setting: an open course stays open.
+    kept = CourseConfig(name="demo", source=Path("/x"), legacy="open")
+    assert load_course(make_course(tmp_path / "kept", kept.to_toml()), "demo").legacy == "open"
+    assert "legacy link (OPEN: anyone who knows or guesses a student id)" in \
+        kept.how_students_get_in()
+    both = CourseConfig(name="demo", source=Path("/x"), lti11_key="k", legacy="signed",
+                        lti13=(Lti13Registration("https://lms", "a"),
+                               Lti13Registration("https://lms", "b")))
+    assert both.how_students_get_in() == ("students get in by: LTI 1.1, LTI 1.3 "
+                                          "(2 registrations), legacy link (signed)")
+
+
 @pytest.mark.parametrize("text, words", [
     ('[course]\nsource = "/x"\nlegacy = "maybe"\n', "legacy"),
     ('[course]\nsource = "/x"\nlegacy = "referrer"\n', "legacy_referrers"),

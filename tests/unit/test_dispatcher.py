@@ -55,7 +55,7 @@ def run_app(tmp_path: Path, helper: FakeHelper,
     settings.courses_conf_dir.mkdir(parents=True)
     settings.run_dir.mkdir()
     settings.course_file("demo").write_text(
-        CourseConfig(name="demo", source=tmp_path / "masters").to_toml())
+        CourseConfig(name="demo", source=tmp_path / "masters", legacy="open").to_toml())
 
     async def main() -> None:
         server = await asyncio.start_unix_server(helper.serve, str(settings.helper_socket),
@@ -318,7 +318,7 @@ def test_no_helper_is_a_503(tmp_path):
     settings = Settings(etc_dir=tmp_path / "etc", run_dir=tmp_path / "run")
     settings.courses_conf_dir.mkdir(parents=True)
     settings.course_file("demo").write_text(
-        CourseConfig(name="demo", source=tmp_path / "m").to_toml())
+        CourseConfig(name="demo", source=tmp_path / "m", legacy="open").to_toml())
 
     async def main() -> None:
         async with TestClient(TestServer(create_app(settings))) as client:

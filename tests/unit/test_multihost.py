@@ -141,7 +141,7 @@ def test_one_of_several_hosts_hands_a_launch_over_and_opens_only_a_valid_handoff
     settings.courses_conf_dir.mkdir(parents=True)
     settings.run_dir.mkdir()
     settings.course_file("demo").write_text(
-        CourseConfig(name="demo", source=tmp_path / "masters").to_toml())
+        CourseConfig(name="demo", source=tmp_path / "masters", legacy="open").to_toml())
     settings.hosts_secret.write_text(SECRET.decode() + "\n")
     helper = FakeHelper(opened(True))
     target = Target("demo", "s1", "w1/a b.ipynb")
