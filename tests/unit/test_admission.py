@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbunits.admin.nginx import http_conf, locations_conf
+from nbunits.admin.nginx import http_conf, locations_conf, template
 from nbunits.core.config import ConfigError, Server, Settings
 from nbunits.core.events import Event
 from nbunits.core.names import StudentUnits
@@ -103,7 +103,8 @@ def test_nginx_limits_each_students_actions():
     server = Server(names=("nb.example.org",))
     assert "limit_req_zone $nbunits_user zone=nbunits_student:10m rate=60r/m;" in \
         http_conf(server)
-    locations = locations_conf(server)
+    locations = template("nbunits-students.conf")  # the students' locations, on any origin
+    assert "include /etc/nginx/snippets/nbunits-students.conf;" in locations_conf(server)
     actions = locations.split('location ~ "^/_nbunits/student/', 1)[1].split("\n}\n", 1)[0]
     assert "limit_req zone=nbunits_student burst=60 nodelay;" in actions
     assert "error_page 503 = @nbunits_student_busy;" in actions
