@@ -283,7 +283,8 @@ def split() -> Iterator[Nbunits]:
         box.write_file("/etc/nbunits/nbunits.toml", LIFTED_CAPS)
         site = deploy(box, shared, student_domain=STUDENT_DOMAIN)
         nb = Nbunits(box, home, shared, site)
-        nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
+        nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo",
+                   "--legacy", "open")
         yield nb
     shutil.rmtree(work, ignore_errors=True)
 
