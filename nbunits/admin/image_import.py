@@ -139,15 +139,16 @@ def check_layer(path: Path, max_bytes: int) -> None:
     no device or FIFO (whiteouts are .wh. files in a layer), no setuid or setgid file,
     no file capability or other extended attribute but user.*, owned by root (a
     group other than root's may not write), nothing world-writable but sticky
-    folders, no path leaving the image, hard links only to its own earlier files,
-    at most `max_bytes` of content."""
+    folders, no path leaving the image or going through one of its own symbolic
+    links, hard links only to its own earlier files, at most `max_bytes` of content."""
     seen: set[str] = set()
+    links: set[str] = set()
     total = 0
     try:
         with tarfile.open(path, "r|") as tar:
             for count, member in enumerate(tar, 1):
                 name = _member_name(member.name)
-                problem = member_problem(member, name, seen)
+                problem = member_problem(member, name, seen) or _through_link(name, links)
                 if problem:
                     raise RefusedImage(f"{name}: {problem}")
                 total += member.size if member.isfile() else 0
@@ -155,6 +156,8 @@ def check_layer(path: Path, max_bytes: int) -> None:
                     raise RefusedImage(f"its own layer is larger than image_build_disk "
                                        f"({max_bytes} bytes, {MAX_MEMBERS} entries)")
                 seen.add(name)
+                if member.issym():
+                    links.add(name.rstrip("/"))
     except tarfile.TarError as exc:
         raise RefusedImage(f"a layer is not a valid tar archive: {exc}") from exc
 
@@ -179,6 +182,16 @@ def member_problem(member: tarfile.TarInfo, name: str, seen: set[str]) -> str:
         return "world-writable"
     if member.islnk() and _member_name(member.linkname) not in seen:
         return f"a hard link to {member.linkname!r}, not a file of this layer"
+    return ""
+
+
+def _through_link(name: str, links: set[str]) -> str:
+    """An entry below a symbolic link of the same layer would be written wherever the
+    link points (podman extracts in a chroot of the layer; refused all the same)."""
+    parts = PurePosixPath(name).parts
+    for end in range(1, len(parts)):
+        if "/".join(parts[:end]) in links:
+            return f"below the symbolic link {'/'.join(parts[:end])}"
     return ""
 
 

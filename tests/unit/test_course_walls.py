@@ -20,6 +20,7 @@ from nbunits.admin.publish import check_masters, publish
 from nbunits.core.config import Server, Settings
 from nbunits.core.errors import NbunitsError
 from nbunits.core.rootfs import unit_words
+from nbunits.core.run import MAX_LINE, run_streamed
 from nbunits.helper.notebooks import MAX_NOTEBOOK_BYTES, read_plain
 
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
@@ -170,6 +171,19 @@ def test_a_layer_of_plain_root_files_passes(tmp_path):
 def test_a_layer_the_shared_store_must_not_hold_is_refused(tmp_path, member, why):
     with pytest.raises(image_import.RefusedImage, match=why):
         check(tmp_path, (entry("opt/", tarfile.DIRTYPE, 0o755), b""), (member, b"x"))
+
+
+def test_an_entry_below_a_symbolic_link_of_the_layer_is_refused(tmp_path):
+    with pytest.raises(image_import.RefusedImage, match="below the symbolic link opt/etc"):
+        check(tmp_path, (entry("opt/etc", tarfile.SYMTYPE, 0o777, linkname="/etc"), b""),
+              (entry("opt/etc/cron.d/x"), b"x"))
+
+
+def test_a_line_without_end_is_shown_in_pieces_never_whole():
+    pieces: list[int] = []
+    run_streamed(["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' a"],
+                 lambda line: pieces.append(len(line)))
+    assert sum(pieces) == 20_000_000 and max(pieces) <= MAX_LINE
 
 
 def test_a_layer_larger_than_the_bound_is_refused(tmp_path):
