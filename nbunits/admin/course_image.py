@@ -190,9 +190,13 @@ def build(settings: Settings, config: CourseConfig, source: Path, say: Say, *,
     builder.check_builder(settings)
     try:
         with builder.lock(settings):
-            built = _build(settings, spec, base, [f"{LABEL}={digest}",
-                                                  f"org.nbunits.course={config.name}"], say)
-            _load(settings, built, name, digest)
+            try:
+                built = _build(settings, spec, base, [f"{LABEL}={digest}",
+                                                      f"org.nbunits.course={config.name}"], say)
+                _load(settings, built, name, digest)
+            finally:  # the repository's copy, root's copy of the result: not kept
+                shutil.rmtree(settings.build_context, ignore_errors=True)
+                shutil.rmtree(settings.build_import, ignore_errors=True)
     except NbunitsError as exc:
         own = "Containerfile" if spec.own else "requirements.txt"
         refused = exc.code == Code.REFUSED_IMAGE
@@ -223,7 +227,7 @@ def _build(settings: Settings, spec: Spec, base: str, labels: list[str],
     say("checking the image before the shared store takes it")
     base_layers = json.loads(store_podman(settings, "image", "inspect", "--format",
                                           "{{json .RootFS.Layers}}", base))
-    copied = image_import.copy_export(settings.builder_home / "export", settings.build_import,
+    copied = image_import.copy_export(settings.builder_export, settings.build_import,
                                       base_layers, disk)
     for layer in copied.own:
         image_import.check_layer(copied.folder / "blobs" / "sha256" / layer.removeprefix("sha256:"),
@@ -245,25 +249,23 @@ def _load(settings: Settings, built: image_import.Copied, name: str, digest: str
                 store_podman(settings, "untag", new, other)
         store_podman(settings, "tag", new, name)
     finally:
-        shutil.rmtree(built.folder, ignore_errors=True)
         _readable_tree(settings.image_store)
 
 
 def _prepare_input(settings: Settings, spec: Spec, base: str, disk: int, say: Say) -> None:
     """Root's folder for the builder (read-only to it): the base image, exported from
     the shared store once per base image, and the build's context."""
-    folder = settings.build_input
-    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(folder, 0o755)
-    if _read_host(folder / "base.id").decode() != base:
+    settings.build_input.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(settings.build_input, 0o755)
+    if _read_host(settings.build_base_id).decode() != base:
         say(f"exporting {DEFAULT_IMAGE} for the builder (once per base image)")
-        shutil.rmtree(folder / "base", ignore_errors=True)
-        (folder / "base.id").unlink(missing_ok=True)
+        shutil.rmtree(settings.build_base, ignore_errors=True)
+        settings.build_base_id.unlink(missing_ok=True)
         store_podman(settings, "save", "-q", "--uncompressed", "--format", "oci-dir",
-                     "-o", str(folder / "base"), base)
-        _readable_tree(folder / "base")
-        (folder / "base.id").write_text(base)
-    context = folder / "context"
+                     "-o", str(settings.build_base), base)
+        _readable_tree(settings.build_base)
+        settings.build_base_id.write_text(base)
+    context = settings.build_context
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(mode=0o755)
     if spec.own:

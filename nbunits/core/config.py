@@ -339,6 +339,27 @@ class Settings:
         return self.build_dir / "input"
 
     @property
+    def build_base(self) -> Path:
+        """The base image as the builder loads it (an OCI layout), and the id it is of;
+        images/course-build names them too."""
+        return self.build_input / "base"
+
+    @property
+    def build_base_id(self) -> Path:
+        return self.build_input / "base.id"
+
+    @property
+    def build_context(self) -> Path:
+        """A build's context: a copy of the repository, or its requirements.txt, and the
+        Containerfile (images/course-build names it too)."""
+        return self.build_input / "context"
+
+    @property
+    def builder_export(self) -> Path:
+        """What a build made, as the builder saved it (images/course-build names it too)."""
+        return self.builder_home / "export"
+
+    @property
     def build_lock(self) -> Path:
         """Held while a course image builds: one build at a time on a host."""
         return self.build_dir / ".lock"
