@@ -31,6 +31,7 @@ IMAGE_STORE = Path(os.environ.get("NBUNITS_TEST_IMAGE_STORE", "/var/lib/nbunits/
 IMAGE_STORE_IN_BOX = "/var/lib/nbunits/images"
 VENV = Path("/opt/nbunits/venv")
 SHARED_IN_BOX = "/srv/nbunits-test"
+BUILD_IN_BOX = "/var/lib/nbunits/build"  # Settings.build_dir
 # The name browsers use for the nbunits server, and the LMS's.
 SERVER = "notebooks.mooc.test"
 LMS = "lms.mooc.test"
@@ -123,13 +124,16 @@ def use_checkout(box: SystemdBox) -> None:
 
 def box_folders(work: Path) -> tuple[Path, Path, list[Bind]]:
     """Fresh folders for a box's homes and for nginx's socket, and the binds that every
-    nbunits box needs (those two, the shared image store, this checkout)."""
+    nbunits box needs (those two, the shared image store, the course image builder's
+    folder, this checkout). The builder's rootless podman keeps its storage there:
+    podman's storage does not work on the box's overlay root."""
     shutil.rmtree(work, ignore_errors=True)
-    home, shared = work / "home", work / "shared"
+    home, shared, build = work / "home", work / "shared", work / "build"
     home.mkdir(parents=True)
     shared.mkdir()
+    build.mkdir()
     return home, shared, [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
-                          Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX),
+                          Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX), Bind(build, BUILD_IN_BOX),
                           Bind(REPO, "/opt/nbunits/src", readonly=True)]
 
 

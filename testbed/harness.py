@@ -470,6 +470,12 @@ class SystemdBox:
         """Read a file at `path` as the box sees it."""
         return self._host_path(path, for_write=False).read_text()
 
+    def written(self) -> set[str]:
+        """Every path written in the box's own root since it was made, as the box names
+        it (its overlay's upper layer: binds and the tmpfs on /tmp and /run are not in it)."""
+        upper = (self.disk if self.disk is not None else self._fs) / "upper"
+        return {"/" + str(path.relative_to(upper)) for path in upper.rglob("*")}
+
     def _host_path(self, path: str, *, for_write: bool) -> Path:
         if self.booted:
             return _resolve_in_root(Path(f"/proc/{self.leader_pid}/root"), path)

@@ -25,7 +25,7 @@ from nbunits.core.config import DEFAULT_CONFIG, Server, Settings, server_to_toml
 from nbunits.core.data import catalog_file, data_dir, data_file, static_units
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import fill, write_atomic
-from nbunits.core.names import STUDENTS_JOURNAL, student_host
+from nbunits.core.names import BUILDER_USER, STUDENTS_JOURNAL, student_host
 from nbunits.core.run import run
 from nbunits.core.systemctl import daemon_reload, systemctl
 from nbunits.helper import quota, users
@@ -85,6 +85,7 @@ def install(settings: Settings, args: Options) -> None:
     if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
         run(["useradd", "--system", "--user-group", "--no-create-home",
              "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "nbunits"])
+    install_builder(settings)
     step(f"folders under {settings.etc_dir} and {settings.state_dir}")
     for path, mode in ((settings.etc_dir, 0o755), (settings.courses_conf_dir, 0o755),
                        (settings.state_dir, 0o755), (settings.masters_dir, 0o755),
@@ -138,6 +139,42 @@ def install(settings: Settings, args: Options) -> None:
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
+
+
+def install_builder(settings: Settings) -> None:
+    """The user that builds course images (admin/builder.py), never root: a system user
+    whose rootless podman runs in a user namespace of its own (a subordinate id range),
+    and its folders: its own (0700), root's input for it, root's imports from it."""
+    step(f"system user {BUILDER_USER} (builds course images, rootless) and {settings.build_dir}")
+    if run(["getent", "passwd", BUILDER_USER], check=False).returncode != 0:
+        run(["useradd", "--system", "--user-group", "--add-subids-for-system",
+             "--no-create-home", "--home-dir", str(settings.builder_home),
+             "--shell", "/usr/sbin/nologin", BUILDER_USER])
+    for kind in ("uid", "gid"):
+        ranges = Path(f"/etc/sub{kind}")
+        lines = ranges.read_text().splitlines() if ranges.exists() else []
+        if not any(line.split(":")[0] == BUILDER_USER for line in lines):
+            first = free_subordinate_range(lines)
+            run(["usermod", f"--add-sub{kind}s", f"{first}-{first + SUBORDINATE_COUNT - 1}",
+                 BUILDER_USER])
+    entry = run(["getent", "passwd", BUILDER_USER]).stdout.split(":")
+    for path, mode, owner in ((settings.build_dir, 0o755, (0, 0)),
+                              (settings.builder_home, 0o700, (int(entry[2]), int(entry[3]))),
+                              (settings.build_input, 0o755, (0, 0)),
+                              (settings.build_import, 0o700, (0, 0))):
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        os.chown(path, *owner, follow_symlinks=False)
+        os.chmod(path, mode, follow_symlinks=False)
+
+
+SUBORDINATE_COUNT = 65536
+
+
+def free_subordinate_range(lines: list[str]) -> int:
+    """The first id of a free range of SUBORDINATE_COUNT ids after those of /etc/subuid."""
+    ends = [int(start) + int(count) for _, start, count in
+            (line.split(":") for line in lines if line.count(":") == 2)]
+    return max([100000, *ends])
 
 
 def install_initgroups_line(enable: bool, path: Path = Path("/etc/nsswitch.conf")) -> None:

@@ -100,6 +100,13 @@ class Server:
     multi_host: bool = False
     # On a front (`nbunits install --front`): the hosts, "ADDRESS[:PORT]".
     hosts: tuple[str, ...] = ()
+    # Course images are built from teachers' repositories by an unprivileged user in a
+    # unit of its own (admin/builder.py), within these bounds: its memory, its time
+    # (seconds), and its disk (the largest file it may write, what it may write in
+    # all, and the size of the layers it adds to the shared store).
+    image_build_memory: str = "2G"
+    image_build_time: int = 1800
+    image_build_disk: str = "8G"
 
     def __post_init__(self) -> None:
         problems = [f"server name {n!r}" for n in self.names if not SERVER_NAME_RE.fullmatch(n)]
@@ -107,7 +114,8 @@ class Server:
                                     or len(self.student_domain) > MAX_STUDENT_DOMAIN):
             problems.append(f"student domain {self.student_domain!r} (a DNS name, e.g. "
                             "nb.example.org)")
-        for key in ("unload_after", "launch_rate", "launch_burst", "new_students_per_minute"):
+        for key in ("unload_after", "launch_rate", "launch_burst", "new_students_per_minute",
+                    "image_build_time"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 problems.append(f"{key} (a positive whole number)")
         for key in ("memory_budget", "server_memory"):
@@ -115,6 +123,10 @@ class Server:
             if value and (not _SIZE_RE.fullmatch(value) or value == "infinity"
                           or parse_size(value) == 0):
                 problems.append(f"{key}={value!r} (e.g. 16G)")
+        for key in ("image_build_memory", "image_build_disk"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]*[KMGT]", value):
+                problems.append(f"{key}={value!r} (e.g. 4G)")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -324,6 +336,53 @@ class Settings:
     def rootfs_mounts(self) -> Path:
         """Where an image of several layers is stacked by a mount unit (core/rootfs.py)."""
         return self.run_dir / "rootfs"
+
+    @property
+    def build_dir(self) -> Path:
+        """Course image builds (admin/builder.py): the builder's home, root's inputs
+        for it and root's imports from it, each a folder of its own."""
+        return self.state_dir / "build"
+
+    @property
+    def builder_home(self) -> Path:
+        """The builder user's own folder (0700): its podman storage, its wheels, its export."""
+        return self.build_dir / "builder"
+
+    @property
+    def build_input(self) -> Path:
+        """What root hands the builder (root's, world-readable): the base image, the context."""
+        return self.build_dir / "input"
+
+    @property
+    def build_base(self) -> Path:
+        """The base image as the builder loads it (an OCI layout), and the id it is of;
+        images/course-build names them too."""
+        return self.build_input / "base"
+
+    @property
+    def build_base_id(self) -> Path:
+        return self.build_input / "base.id"
+
+    @property
+    def build_context(self) -> Path:
+        """A build's context: a copy of the repository, or its requirements.txt, and the
+        Containerfile (images/course-build names it too)."""
+        return self.build_input / "context"
+
+    @property
+    def builder_export(self) -> Path:
+        """What a build made, as the builder saved it (images/course-build names it too)."""
+        return self.builder_home / "export"
+
+    @property
+    def build_lock(self) -> Path:
+        """Held while a course image builds: one build at a time on a host."""
+        return self.build_dir / ".lock"
+
+    @property
+    def build_import(self) -> Path:
+        """Root's private copy of a build's result, checked before the store loads it."""
+        return self.build_dir / "import"
 
     @property
     def image_build_runroot(self) -> Path:

@@ -30,6 +30,7 @@ class Code(StrEnum):
     BAD_NETWORK = "bad_network"
     BAD_NOTEBOOK = "bad_notebook"
     BAD_ORIGIN = "bad_origin"
+    BAD_REQUIREMENTS = "bad_requirements"
     BAD_REQUEST = "bad_request"
     BAD_STATE = "bad_state"
     BAD_STUDENT = "bad_student"
@@ -52,6 +53,7 @@ class Code(StrEnum):
     NO_SECRET = "no_secret"
     QUOTA_FAILED = "quota_failed"
     QUOTA_UNAVAILABLE = "quota_unavailable"
+    REFUSED_IMAGE = "refused_image"
     RUNS_ELSEWHERE = "runs_elsewhere"
     SERVER_FAILED = "server_failed"
     STUDENT_COLLISION = "student_collision"
@@ -94,6 +96,8 @@ MEANINGS: dict[Code, Meaning] = {
     Code.BAD_NETWORK: Meaning(None, "a network setting this host cannot honour"),
     Code.BAD_NOTEBOOK: Meaning(400, "a notebook path nbunits cannot use"),
     Code.BAD_ORIGIN: Meaning(None, "an origin (LMS) that is not an http(s) origin"),
+    Code.BAD_REQUIREMENTS: Meaning(None, "a course repository's requirements.txt has a line "
+                                   "that is not a plain requirement"),
     Code.BAD_REQUEST: Meaning(400, "a request that is malformed"),
     Code.BAD_STATE: Meaning(None, "a record of nbunits' own that cannot be read"),
     Code.BAD_STUDENT: Meaning(400, "a student id or user name nbunits cannot use"),
@@ -117,6 +121,8 @@ MEANINGS: dict[Code, Meaning] = {
     Code.NO_SECRET: Meaning(None, "a secret nbunits needs is missing"),
     Code.QUOTA_FAILED: Meaning(None, "a disk quota could not be set"),
     Code.QUOTA_UNAVAILABLE: Meaning(None, "a course has disk_quota, the homes' file system has no quotas"),
+    Code.REFUSED_IMAGE: Meaning(None, "a course's built image holds what the shared store "
+                                "refuses (setuid, devices, capabilities, other owners, too large)"),
     Code.RUNS_ELSEWHERE: Meaning(None, "the student's server runs on another host"),
     Code.SERVER_FAILED: Meaning(500, "a student's server cannot start"),
     Code.STUDENT_COLLISION: Meaning(409, "a student id whose user or uid is taken by someone else"),

@@ -247,6 +247,15 @@ def container_pattern(course: str) -> str:
     return f"nbunits-{check_course(course)}@*.service"
 
 
+# Course images are built by this system user, never by root, one step per
+# transient unit (admin/builder.py). No '@' in these names: no course's pattern
+# (course_unit_patterns) can match them.
+BUILDER_USER = "nbunits-builder"
+IMAGE_BUILD_UNITS = {"base": "nbunits-image-base.service",
+                     "wheels": "nbunits-image-wheels.service",
+                     "build": "nbunits-image-build.service"}
+
+
 def course_image(course: str) -> str:
     """The image a course builds from its repository (course_image.py)."""
     return f"localhost/nbunits/course-{check_course(course)}:latest"

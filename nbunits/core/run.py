@@ -20,6 +20,8 @@ from nbunits.core.errors import Code, NbunitsError
 
 logger = logging.getLogger(__name__)
 
+# run_streamed shows a longer line in pieces of this many characters.
+MAX_LINE = 8192
 # A small, predictable environment: no locale surprises, no inherited oddities.
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
@@ -82,8 +84,11 @@ def run_streamed(argv: Sequence[str], show: Callable[[str], None], *,
     except OSError as exc:
         raise _not_run(argv, exc) from exc
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        out = proc.stdout
+        assert out is not None
+        # A line is read MAX_LINE characters at a time: a program that prints without
+        # end-of-line (a course's build does what its repository says) costs no memory.
+        for line in iter(lambda: out.readline(MAX_LINE), ""):
             line = line.rstrip("\n")
             tail.append(line)
             show(line)

@@ -9,6 +9,7 @@ never redirect a write, and an existing copy is never overwritten.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -54,6 +55,36 @@ def read_master(source: Path, notebook: str) -> bytes:
     path = master_path(source, notebook)
     data = path.read_bytes()
     validate(data, notebook)
+    return data
+
+
+def read_plain(source: Path, relative: str) -> bytes:
+    """A master's bytes as a repository holds them, before publishing: read without
+    following a symbolic link on the way or at the end (a master could be a link to
+    /dev/zero or /etc/shadow), from a regular file only, and no more than
+    MAX_NOTEBOOK_BYTES of it (a larger file is refused, not read)."""
+    parts = PurePosixPath(relative).parts
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(source, flags | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        file_fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+    except OSError as exc:
+        why = "a symbolic link (publish the file itself)" if exc.errno in (errno.ELOOP, errno.ENOTDIR) \
+            else exc.strerror
+        raise NotebookError(Code.BROKEN_NOTEBOOK, f"{relative}: {why}") from exc
+    finally:
+        os.close(fd)
+    with os.fdopen(file_fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+            raise NotebookError(Code.BROKEN_NOTEBOOK, f"{relative}: not a regular file")
+        data = f.read(MAX_NOTEBOOK_BYTES + 1)
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise NotebookError(Code.BROKEN_NOTEBOOK, f"notebook {relative} is larger than "
+                            f"{MAX_NOTEBOOK_BYTES >> 20} MiB")
     return data
 
 

@@ -74,7 +74,7 @@ def teacher(nb: Nbunits):
         added.stdout
     assert "2 notebook(s) and 4 other file(s) published" in added.stdout, added.stdout
     yield teacher
-    nb.nbunits("course", "remove", COURSE, "--purge", check=False)
+    nb.nbunits("course", "remove", COURSE, "--purge", "--yes", check=False)
     nb.box.systemctl("stop", "nbunits-test-index.service", check=False)
 
 
