@@ -168,3 +168,15 @@ def test_the_access_log_cuts_paths_as_the_dispatcher_s_lines_do() -> None:
     }
     for path, logged in samples.items():
         assert (nginx_log(path), loggable_path(path)) == (logged, logged), path
+
+
+def test_a_location_with_pages_of_its_own_keeps_the_servers_403_and_404_pages():
+    """An error_page in a location replaces every one it would inherit: such a location
+    repeats the server's 403 and 404 pages, or a refusal there is a bare page whose
+    path goes to the access log as sent (student ids, capabilities)."""
+    for name in ("nbunits-locations.conf", "nbunits-students.conf"):
+        text = nginx.template(name)
+        for block in re.findall(r"\nlocation [^\n]*\{\n(.*?)\n\}", text, flags=re.S):
+            if "error_page" in block:
+                assert "error_page 403 /_nbunits/page/bad-link;" in block, (name, block[:200])
+                assert "error_page 404 /_nbunits/page/not-found;" in block, (name, block[:200])
