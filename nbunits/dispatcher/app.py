@@ -39,7 +39,7 @@ from nbunits.core.protocol import (
     Woke,
     ask,
 )
-from nbunits.core.service import log_context
+from nbunits.core.service import log_context, redact
 from nbunits.dispatcher import actions, handoff, lti, params
 from nbunits.dispatcher.legacy import check_legacy
 from nbunits.dispatcher.lti import COURSE_KEY
@@ -307,11 +307,9 @@ def wake_return(raw: str, prefix: str) -> str | None:
 
 
 def log_path(request: web.Request) -> str:
-    """The request's path for a log line: never a capability (the wake path has one)."""
-    path = request.path
-    if path.startswith("/_nbunits/wake/"):
-        return "/".join(path.split("/")[:5]) + "/[capability]"
-    return path[:200]
+    """The request's path for a log line: never a capability, student id or token
+    (service.redact: cut as nginx's access log cuts them)."""
+    return redact(request.path)[:200]
 
 
 def wants_html(request: web.Request) -> bool:
