@@ -49,7 +49,7 @@ class ContextFields(logging.Filter):
 # notebook) and a share's token, cut as nginx's access log cuts them
 # (nbunits_log_uri in nginx/nbunits-http.conf).
 SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}|(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
-PATH_SECRET_RE = re.compile(r"(/ipythonExercice/[^/\s'\"]*/)[^\s'\"]*|(/shared/)[^\s'\"]*")
+PATH_SECRET_RE = re.compile(r"(/ipythonExercice/(?:[^/\s'\"]*/)?)[^\s'\"]*|(/shared/)[^\s'\"]*")
 
 
 def redact(text: str) -> str:
@@ -72,6 +72,9 @@ class Redact(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        # The exception itself would go out as well: JournalHandler sends its repr as
+        # EXCEPTION_INFO= (aiohttp's quotes the request line). The text is enough.
+        record.exc_info = None
         return True
 
 

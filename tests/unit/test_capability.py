@@ -245,3 +245,5 @@ def test_daemon_logs_redact_a_course_links_student_id_and_a_shares_token():
     text = logging.Formatter().format(record)
     assert student not in text and token not in text, text
     assert "/ipythonExercice/demo/[student]" in text and "/shared/[token]" in text
+    # Nor in the fields systemd's JournalHandler adds (EXCEPTION_INFO is the exception's repr).
+    assert record.exc_info is None and student not in str(record.__dict__)

@@ -345,6 +345,7 @@ def test_a_cap_is_a_503_with_retry_after_and_a_page_that_retries(tmp_path):
     ("/ipythonExercice/" + "a" * 300 + "/a.ipynb/0123456789abcdef",
      "/ipythonExercice/" + "a" * 183),
     ("/shared/" + "A" * 32, "/shared/[token]"),
+    ("/ipythonExercice/0123456789abcdef", "/ipythonExercice/[student]"),
     ("/staff/demo/nbaaaaaaaaaaaaaaaa/a.ipynb", "/staff/demo/nbaaaaaaaaaaaaaaaa/a.ipynb"),
 ])
 def test_log_lines_name_no_capability_student_id_or_token(path: str, logged: str) -> None:
