@@ -46,6 +46,7 @@ import pytest
 import yarl
 from hypothesis import strategies as st
 
+from nbunits.core.names import user_for
 from testbed.browser import Opened, open_exercise
 
 from . import lti_cases, paths
@@ -269,7 +270,8 @@ def test_hostile_lti_launches(nb: Nbunits, lti_course: str) -> None:
         fire(nb, first, outcome, lti_cases.sender(lti_cases.Oracle(notebooks, came)))
         # Staff launches naming a student: those who came are known now, from the cases.
         came |= {opens.user for opens, _ in outcome.opened}
-        fire(nb, naming, outcome, lti_cases.sender(lti_cases.Oracle(notebooks, came)))
+        second = lti_cases.Oracle(notebooks, came)
+        fire(nb, naming, outcome, lti_cases.sender(second))
     took = time.monotonic() - started
     print(f"{len(cases)} LTI cases ({len(outcome.opened)} valid launches, "
           f"{len(outcome.staff_links)} staff views, for {len(outcome.students)} ids), generated in "
@@ -277,7 +279,12 @@ def test_hostile_lti_launches(nb: Nbunits, lti_course: str) -> None:
 
     assert len(cases) >= LTI_CASES
     assert not outcome.failures, outcome.report()
-    assert len(outcome.opened) > 100 and len(outcome.staff_links) > 10
+    # Every valid launch was answered as it must be: as many as the cases say.
+    opens = [c for c in first if not isinstance(c, lti_cases.Login)
+             and (e := second.expected(c)) is not None and e[0] == "open"]
+    views = [c for c in naming if user_for(second.expected(c)[1]) in came]
+    assert len(outcome.opened) == len(opens) >= 40, (len(outcome.opened), len(opens))
+    assert len(outcome.staff_links) == len(views) >= 10, (len(outcome.staff_links), len(views))
     check_opened(nb, outcome)
     wrong = asyncio.run(lti_cases.follow_staff_links(nb, outcome.staff_links))
     assert not wrong, f"{len(wrong)} staff redirects did not open the copy, e.g. {wrong[:3]}"
