@@ -124,6 +124,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 _ENTER_CGROUPS_AND_EXEC = (
     'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
+enter_cgroups_and_exec = _ENTER_CGROUPS_AND_EXEC  # also for testbed/bare.py
 
 
 class BoxError(RuntimeError):
@@ -257,6 +258,9 @@ def _cgroup_roots() -> list[Path]:
     if (base / "cgroup.controllers").exists():
         return [base]
     return [root for root in (base / "systemd", base / "unified") if (root / "cgroup.procs").exists()]
+
+
+cgroup_roots = _cgroup_roots  # also for testbed/bare.py
 
 
 class SystemdBox:
