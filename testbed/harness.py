@@ -41,6 +41,10 @@ take port 80 from the machine; tests bring their own nginx config); a tmpfiles.d
 makes /dev/net/tun 0666 (rootless podman's slirp4netns needs it); /etc/hostname is the box's
 name (else the machine's own /etc/hostname wins over nspawn's --machine).
 
+In a test session ($NBUNITS_TEST_SESSION: tests/integration/conftest.py), each box's
+journal, nginx logs and secrets are kept before it shuts down or loses power
+(`power_cut`), for the log-leak test (testbed/handed.py).
+
 CLI: ``python3 testbed/harness.py shell|selftest|reap`` (also ``python3 -m testbed.harness``).
 """
 
