@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from testbed import handed
 from testbed.forward import Forwarder, Names
 from testbed.harness import Bind, SystemdBox
 from testbed.tls import TestCA
@@ -71,7 +72,8 @@ class Site:
             resolver=self.names, limit=limit,
             ssl=self.ca.client_context() if self.ca else False)
         return aiohttp.ClientSession(base or self.base, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=timeout))
+                                     timeout=aiohttp.ClientTimeout(total=timeout),
+                                     trace_configs=[handed.trace_config()])
 
 
 def deploy(box: SystemdBox, shared: Path, *, tls: bool = True, server: str = SERVER,

@@ -369,6 +369,7 @@ _LOG_RULES: tuple[tuple[re.Pattern[str], str | None], ...] = (
      r"\g<p>[capability]"),
     (re.compile(r"^/nb/"), "/nb/[capability]"),
     (re.compile(r"^(?P<p>/ipythonExercice/[^/]*/)"), r"\g<p>[student]"),
+    (re.compile(r"^/ipythonExercice/"), "/ipythonExercice/[student]"),
     (re.compile(r"^/shared/"), "/shared/[token]"),
     (re.compile(r"^/(?:lti|staff|_nbunits/(?:handoff|page))/|^/_nbunits/health$"), None),
     (re.compile(r"(?s)^(?P<p>/[^/]*/)."), r"\g<p>[...]"),

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from testbed import handed
 from testbed.deploy import (  # noqa: F401 (the names tests import from here)
     IMAGE_STORE,
     IMAGE_STORE_IN_BOX,
@@ -45,6 +46,13 @@ from testbed.harness import SystemdBox
 
 # Per process, so that several test runs (developers, helpers) can share a machine.
 WORK = Path(f"/var/tmp/nbunits-test-{os.getpid()}")
+# Every secret handed out and every box's logs, for test_logs.py (testbed/handed.py).
+SESSION = Path(f"/var/tmp/nbunits-test-session-{os.getpid()}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bare: runs README's setup on a bare Debian 12 root "
+                            "(test_setup.py; NBUNITS_SKIP_BARE=1 skips it)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +61,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
     # Tests that check what the whole session left behind (test_logs.py) run last.
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_session(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The session folder of testbed/handed.py, before any box boots; kept if a test
+    failed (the boxes' logs are there), else removed."""
+    shutil.rmtree(SESSION, ignore_errors=True)
+    SESSION.mkdir(parents=True)
+    os.environ[handed.SESSION_ENV] = str(SESSION)
+    yield SESSION
+    del os.environ[handed.SESSION_ENV]
+    if request.session.testsfailed:
+        print(f"the session's logs and secrets are kept in {SESSION}")
+    else:
+        shutil.rmtree(SESSION, ignore_errors=True)
 
 
 def _require_setup() -> None:
@@ -73,7 +96,9 @@ class Nbunits:
         self.site = site
 
     def nbunits(self, *args: str, check: bool = True):
-        return self.box.run(str(VENV / "bin" / "nbunits"), *args, check=check)
+        result = self.box.run(str(VENV / "bin" / "nbunits"), *args, check=check)
+        handed.scan_text(result.stdout)  # links an admin is given (staff links' signatures)
+        return result
 
     def users(self) -> set[str]:
         out = self.box.run("getent", "passwd").stdout

@@ -171,6 +171,10 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     for _, retry, page in busy:
         assert int(retry) > 0
         assert "Retrying by itself" in page and "saved work is safe" in page
+    # Who refused each: the helper's cap (its page) or nginx's per-client limit.
+    refused_by_helper = sum("<title>The notebook server is full</title>" in p for _, _, p in busy)
+    refused_by_nginx = sum("<title>Too many launches</title>" in p for _, _, p in busy)
+    assert refused_by_helper + refused_by_nginx == len(busy) and refused_by_helper >= 1
     servers = nb.box.run("sh", "-c", "ls -d /run/nbunits/jupyter/*/* 2>/dev/null || true")
     assert len(servers.stdout.split()) <= small_caps
     journal = nb.box.journal("nbunits-helper.service")
@@ -178,15 +182,10 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     capped = nb.box.run("journalctl", "--no-pager", "--output=cat",
                         f"MESSAGE_ID={Event.CAPPED.value}", "ADMISSION_CAP=new_students").stdout
     assert capped.count("admission: at the cap of 3 new students per minute") == 1, capped
-    # The metrics count every refusal of the helper's (the journal says it once a
-    # minute); the other 503s are nginx's per-client limit, which never reach it.
-    from prometheus_client.parser import text_string_to_metric_families
-    samples = {(s.name, s.labels.get("cap", "")): s.value for family in
-               text_string_to_metric_families(nb.nbunits("metrics").stdout)
-               for s in family.samples}
-    assert 1 <= samples[("nbunits_launches_refused_total", "new_students")] <= len(busy)
-    assert samples[("nbunits_launches_refused_total", "servers")] == 0
-    assert samples[("nbunits_starts_waiting", "")] == 0
+    # The metrics count every refusal of the helper's, exactly (the journal says it
+    # once a minute); nginx's per-client 503s never reach it.
+    assert _refused(nb) == {"new_students": refused_by_helper, "servers": 0}
+    assert _metrics(nb)[("nbunits_starts_waiting", "")] == 0
 
     async def warm() -> None:  # the student who was running is untouched
         async with client(nb) as session:
@@ -207,6 +206,20 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     assert len(limited) >= 20 - 8 - 2 and all(retry == "1" for _, retry in limited), answered
 
 
+def _metrics(nb: Nbunits) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, s.labels.get("cap", "")): s.value for family in
+            text_string_to_metric_families(nb.nbunits("metrics").stdout)
+            for s in family.samples}
+
+
+def _refused(nb: Nbunits) -> dict[str, float]:
+    """nbunits_launches_refused_total per cap: every refusal since the helper started."""
+    samples = _metrics(nb)
+    return {cap: samples[("nbunits_launches_refused_total", cap)]
+            for cap in ("new_students", "servers")}
+
+
 def test_a_full_host_refuses_new_servers_only(nb: Nbunits, small_caps: int) -> None:
     running = _open(nb, secrets.token_hex(16))
     # Rather than fill the host, lower the cap below what runs: every new start is
@@ -220,6 +233,7 @@ def test_a_full_host_refuses_new_servers_only(nb: Nbunits, small_caps: int) -> N
     assert status == 503 and headers["Retry-After"] == "30", page[:300]
     assert "The notebook server is full" in page
     assert "running servers (memory budget)" in nb.box.journal("nbunits-helper.service")
+    assert _refused(nb) == {"new_students": 0, "servers": 1}  # since the restart: that one
     status, _, _ = _get(nb, f"{running.prefix}api/contents/{NOTEBOOK}?content=0")
     assert status == 200
 

@@ -162,6 +162,10 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
                                "running at %s", (f"http+unix://x/nb/demo/u/{cap}/tree",), None)
     assert redact.filter(record) and cap not in record.getMessage()
     assert "[capability]" in record.getMessage()
+    sig = "ab" * 32  # a staff link's signature someone sent to their own server
+    record = logging.LogRecord("ServerApp", logging.INFO, "x", 1, "404 GET %s",
+                               (f"/nb/demo/u/{cap}/x?expires=1&sig={sig}",), None)
+    assert redact.filter(record) and sig not in record.getMessage()
     assert config.Application.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
     # The image's extensions stay as they are, but for notebook_shim's (the start-up cost).
     enabled = {"notebook": True, "jupyterlab": True, "notebook_shim": True}
@@ -260,3 +264,23 @@ def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
     except OSError as exc:
         record = logging.LogRecord("x", logging.ERROR, "x", 1, "failed", (), (type(exc), exc, None))
     assert Redact().filter(record) and cap not in logging.Formatter().format(record)
+
+
+def test_daemon_logs_redact_a_course_links_student_id_and_a_shares_token():
+    """As aiohttp quotes a request line it cannot parse (the fuzz test sends them)."""
+    from nbunits.core.service import Redact
+
+    student, token = "fuzz-student-1", "T" * 32
+    line = f"b'GET /ipythonExercice/demo/week1/loops.ipynb/{student}?reset=1 HTTP/1.0'"
+    try:
+        raise ValueError(f"400, message:\n  Invalid char in url path:\n\n    {line}\n")
+    except ValueError as exc:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, "x", 1,
+                                   "Error handling request from %s", (f"/shared/{token}",),
+                                   (type(exc), exc, None))
+    assert Redact().filter(record)
+    text = logging.Formatter().format(record)
+    assert student not in text and token not in text, text
+    assert "/ipythonExercice/demo/[student]" in text and "/shared/[token]" in text
+    # Nor in the fields systemd's JournalHandler adds (EXCEPTION_INFO is the exception's repr).
+    assert record.exc_info is None and student not in str(record.__dict__)

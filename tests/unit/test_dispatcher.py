@@ -384,3 +384,22 @@ def test_a_cap_is_a_503_with_retry_after_and_a_page_that_retries(tmp_path):
     assert '<meta http-equiv="refresh" content="30">' in page.text
     post = busy_page("Many students are starting at once.", 20, reload=False)
     assert "refresh" not in post.text and "open the exercise again" in post.text
+
+
+@pytest.mark.parametrize(("path", "logged"), [
+    ("/ipythonExercice/demo/week1/loops.ipynb/0123456789abcdef", "/ipythonExercice/demo/[student]"),
+    ("/_nbunits/wake/demo/nbaaaaaaaaaaaaaaaa/AAAAAAAAAAAAAAAAAAAAAA.0.1",
+     "/_nbunits/wake/demo/nbaaaaaaaaaaaaaaaa/[redacted]"),
+    ("/staff/x/AAAAAAAAAAAAAAAAAAAAAA.0.1/a.ipynb", "/staff/x/[redacted]/a.ipynb"),
+    ("/ipythonExercice/" + "a" * 300 + "/a.ipynb/0123456789abcdef",
+     "/ipythonExercice/" + "a" * 183),
+    ("/shared/" + "A" * 32, "/shared/[token]"),
+    ("/ipythonExercice/0123456789abcdef", "/ipythonExercice/[student]"),
+    ("/staff/demo/nbaaaaaaaaaaaaaaaa/a.ipynb", "/staff/demo/nbaaaaaaaaaaaaaaaa/a.ipynb"),
+])
+def test_log_lines_name_no_capability_student_id_or_token(path: str, logged: str) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from nbunits.dispatcher.app import log_path
+
+    assert log_path(make_mocked_request("GET", path)) == logged

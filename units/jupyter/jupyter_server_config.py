@@ -4,9 +4,10 @@
 #
 # - No capability in a log line. The capability is the student's token and part of
 #   Jupyter's base URL, so Jupyter's own lines (the "is running at" URL, every
-#   request it logs with its path) would carry it into the journal, where whoever
-#   reads logs could open the notebook. A filter replaces it with "[capability]"
-#   (docs/security.md, "Logs").
+#   request it logs with its path and query) would carry it into the journal, where
+#   whoever reads logs could open the notebook. A filter replaces it with
+#   "[capability]", and a link's 64-hex signature someone put in a query with
+#   "[redacted]" (docs/security.md, "Logs").
 # - A level word, one entry per line. The container's output is the unit's (podman
 #   --log-driver=passthrough), in the students' journal namespace at one priority
 #   (info): the unit sets SyslogLevelPrefix=no, since a kernel can write to the same
@@ -38,11 +39,13 @@ _CAPABILITY = os.environ.get("JUPYTER_TOKEN", "")
 _SHAPE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
 # What journald would split a line at (newline, NUL) or a terminal obey: C0 but tab, DEL, C1.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# A 64-hex HMAC: a staff or signed legacy link's signature, in a query Jupyter logs.
+_SIGNATURE = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 
 def _redact(text: str) -> str:
-    return _SHAPE.sub("[capability]", text.replace(_CAPABILITY, "[capability]")
-                      if _CAPABILITY else text)
+    text = text.replace(_CAPABILITY, "[capability]") if _CAPABILITY else text
+    return _SIGNATURE.sub("[redacted]", _SHAPE.sub("[capability]", text))
 
 
 class RedactCapability(logging.Filter):
