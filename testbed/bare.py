@@ -27,7 +27,10 @@ import os
 import shutil
 import subprocess
 import tarfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.harness import Bind, cgroup_roots, enter_cgroups_and_exec
@@ -150,3 +153,63 @@ def remove(work: Path) -> None:
     if f" {work}/" in mounts or f" {work} " in mounts:
         raise RuntimeError(f"something is still mounted under {work}; left in place")
     shutil.rmtree(work, ignore_errors=True)
+
+
+STEPS = (("scripts/setup", ["bash", "scripts/setup"]),
+         ("scripts/lint", ["bash", "scripts/lint"]),
+         ("unit tests", [".venv/bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                         "tests/unit"]),
+         ("scripts/setup, again", ["bash", "scripts/setup"]))
+
+
+@dataclass
+class Outcome:
+    """What a bare machine made of README's setup: each step's seconds, and the first
+    step that failed with its output (None: none failed)."""
+
+    before: subprocess.CompletedProcess[str] | None = None  # what the root had first
+    took: dict[str, float] = field(default_factory=dict)
+    failed: tuple[str, subprocess.CompletedProcess[str]] | None = None
+    last: subprocess.CompletedProcess[str] | None = None  # the last step's (setup again)
+    error: BaseException | None = None
+
+
+class Background:
+    """README's setup on a fresh bare root, in a thread of its own: it is mostly waiting
+    on apt and pip (~3 min), so the test session starts it first and the other tests
+    run meanwhile (tests/integration/conftest.py); test_setup.py waits for it."""
+
+    def __init__(self, checkout: Path) -> None:
+        self.checkout = checkout
+        self.work = Path(f"/var/tmp/nbunits-bare-{os.getpid()}")
+        self.outcome = Outcome()
+        self._thread = threading.Thread(target=self._run, name="bare-debian-12", daemon=True)
+
+    def start(self) -> Background:
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float = 1800) -> Outcome:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"README's setup on a bare Debian 12 took over {timeout:g} s")
+        return self.outcome
+
+    def _run(self) -> None:
+        remove(self.work)
+        try:
+            root = make_root(self.work, self.checkout)
+            self.outcome.before = run(root, ["sh", "-c",
+                                             "command -v python3 gcc podman nginx || true"])
+            for name, argv in STEPS:
+                started = time.monotonic()
+                result = run(root, argv, binds=caches())
+                self.outcome.took[name] = round(time.monotonic() - started, 1)
+                self.outcome.last = result
+                if result.returncode != 0:
+                    self.outcome.failed = (name, result)
+                    return
+        except BaseException as exc:  # noqa: BLE001 -- the test reports it
+            self.outcome.error = exc
+        finally:
+            remove(self.work)

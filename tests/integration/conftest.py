@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from testbed import handed
+from testbed import bare, handed
 from testbed.deploy import (  # noqa: F401 (the names tests import from here)
     IMAGE_STORE,
     IMAGE_STORE_IN_BOX,
@@ -142,6 +142,19 @@ class Nbunits:
     def show(self, unit: str, *props: str) -> dict[str, str]:
         out = self.box.systemctl("show", unit, *(f"--property={p}" for p in props)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bare_machine(request: pytest.FixtureRequest) -> Iterator[bare.Background | None]:
+    """README's setup on a fresh bare Debian 12 root (test_setup.py), started with the
+    session when that test is to run: it mostly waits on apt and pip (~3 min), so the
+    other tests run meanwhile."""
+    wanted = os.environ.get("NBUNITS_SKIP_BARE") != "1" and os.geteuid() == 0 and any(
+        item.path.name == "test_setup.py" for item in request.session.items)
+    run = bare.Background(REPO).start() if wanted else None
+    yield run
+    if run is not None:
+        run.wait()
 
 
 @pytest.fixture(scope="session")

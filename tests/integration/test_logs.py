@@ -74,7 +74,7 @@ def test_the_access_log_writes_no_share_token_and_no_student_id(nb: Nbunits) -> 
         "GET /shared/[token] 404",  # made up: the dispatcher's 404
         "GET /ipythonExercice/nosuch/[student] 404",
         "GET /ipythonExercice/demo/[student] 400",
-        "GET /ipythonExercice/[...] 404",
+        "GET /ipythonExercice/[student] 404",
         "GET /_nbunits/page/not-found 404",  # nginx's own: the page it answered with
         "GET /_nbunits/page/bad-link 403",
         "GET /_nbunits/page/bad-link 403",  # a GET where only a POST goes
