@@ -284,3 +284,17 @@ def test_daemon_logs_redact_a_course_links_student_id_and_a_shares_token():
     assert "/ipythonExercice/demo/[student]" in text and "/shared/[token]" in text
     # Nor in the fields systemd's JournalHandler adds (EXCEPTION_INFO is the exception's repr).
     assert record.exc_info is None and student not in str(record.__dict__)
+
+
+def test_a_path_the_dispatcher_already_cut_is_left_as_it_is():
+    """log_path cuts a refused request's path ("GET /shared/[token]: not shared"); the
+    filter after it keeps that line whole, and still cuts what follows a marker."""
+    from nbunits.core.service import redact
+
+    for line in ("GET /shared/[token]: This notebook is not shared any more.",
+                 "GET /ipythonExercice/demo/[student]: invalid student id",
+                 "GET /ipythonExercice/[student]: unknown course"):
+        assert redact(line) == line
+    assert redact("GET /shared/[token]:T0KEN") == "GET /shared/[token]"
+    assert redact("GET /shared/[token]T0KEN x") == "GET /shared/[token] x"
+    assert redact("/ipythonExercice/[student]/S1") == "/ipythonExercice/[student]/[student]"
