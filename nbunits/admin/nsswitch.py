@@ -34,7 +34,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-MARK = "# nbunits: initgroups without systemd (README, \"Students' users\")"
+MARK = "# nbunits: initgroups without systemd (docs/admin.md, \"Students' users\")"
+# What the mark said before (a host installed then has it): still ours.
+MARKS = (MARK, "# nbunits: initgroups without systemd (README, \"Students' users\")")
 # Where nss-systemd reads drop-ins, and its varlink services (systemd's userdb docs).
 USERDB_DIRS = (Path("/etc/userdb"), Path("/run/userdb"), Path("/run/host/userdb"),
                Path("/usr/local/lib/userdb"), Path("/usr/lib/userdb"))
@@ -105,7 +107,7 @@ def plan(text: str, memberships: list[str], *, enable: bool = True) -> Plan:
     """What /etc/nsswitch.conf should become. `memberships`: where nss-systemd may
     hold group memberships (then nothing is added: they would be lost)."""
     lines = text.splitlines()
-    ours = [i for i, line in enumerate(lines[:-1]) if line == MARK
+    ours = [i for i, line in enumerate(lines[:-1]) if line in MARKS
             and lines[i + 1].lstrip().startswith("initgroups")]
     without_ours = [line for i, line in enumerate(lines)
                     if not any(i in (j, j + 1) for j in ours)]
@@ -134,7 +136,7 @@ def plan(text: str, memberships: list[str], *, enable: bool = True) -> Plan:
         return Plan(_text(without_ours) if ours else None,
                     "group: lists only systemd: no initgroups: line")
     line = "initgroups:     " + " ".join(wanted)
-    if ours and lines[ours[0] + 1] == line and len(ours) == 1:
+    if ours and lines[ours[0]] == MARK and lines[ours[0] + 1] == line and len(ours) == 1:
         return Plan(None, f"kept: {line}")
     at = next((i + 1 for i, entry in enumerate(without_ours)
                if entry.split(":", 1)[0].strip() == "group"), len(without_ours))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nbunits.admin.nsswitch import (
     MARK,
+    MARKS,
     initgroups_sources,
     memberships_in_use,
     plan,
@@ -26,6 +27,10 @@ def test_debian_default_gets_files_only_once() -> None:
     assert plan(first.text, []).text is None  # idempotent
     # Reversible: asked not to, the line it added goes, and the file is as it was.
     assert plan(first.text, [], enable=False).text == DEBIAN
+    # A host installed when the mark named README: its line is recognised and the mark
+    # brought up to date, never a second initgroups: line.
+    old = first.text.replace(MARK, MARKS[1])
+    assert plan(old, []).text == first.text
 
 
 def test_sssd_and_ldap_groups_are_still_asked() -> None:
