@@ -27,10 +27,26 @@ from pathlib import Path
 
 from . import density, parts, peer, profile, scale, variants
 from .box import booted
+from .goals import goals_table
 from .stats import ratio, summary
 
 RESULTS = Path(__file__).with_name("results")
 PARTS = ("cold", "floor", "warm", "cost", "burst", "density", "peer", "scale")
+# A reference run (kept in bench/results/, its tables printed into docs/BENCHMARKS.md)
+# measures nbunits, the podman floor and the JupyterHub peer in the same run.
+REFERENCE_PARTS = ("cold", "floor", "peer")
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+BLOCK_START = "<!-- generated: bench/run --table-from "
+BLOCK_END = "<!-- end of generated table -->"
+
+
+def commit() -> dict:
+    """The code measured: the checkout's commit, and whether it had changes."""
+    repo = Path(__file__).resolve().parents[1]
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=False,
+                                     capture_output=True, text=True).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain",
+                                                                  "--untracked-files=no"))}
 
 
 def machine() -> dict:
@@ -48,9 +64,9 @@ def machine() -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     want = [p for p in PARTS if p not in args.skip]
-    out: dict = {"machine": machine(), "args": {"n": args.n, "bursts": args.bursts,
-                                                "density": args.density, "scale": args.scale,
-                                                "peer_n": args.peer_n}}
+    out: dict = {"machine": machine(), "code": commit(), "reference": args.reference,
+                 "args": {"n": args.n, "bursts": args.bursts, "density": args.density,
+                          "scale": args.scale, "peer_n": args.peer_n, "skip": args.skip}}
     started = time.monotonic()
     try:
         _run_parts(args, want, out, started)
@@ -150,6 +166,31 @@ def ms(x: float) -> str:
 
 def sec(s: dict) -> str:
     return f"{s['median']:.2f} s / {s['p95']:.2f} s (N={s['n']})"
+
+
+def render(r: dict, source: str) -> str:
+    """What docs/BENCHMARKS.md shows of a run: its table and the goals' verdicts."""
+    code = r.get("code", {})
+    where = (f"code at {code['commit'][:12]}{' (with local changes)' if code.get('dirty') else ''}"
+             if code.get("commit") else "code not recorded")
+    return "\n".join([f"Run `{source}`, {where}.", "", table(r), "", "Goals, from this run:", "",
+                      goals_table(r)])
+
+
+def update_docs(docs: Path = DOCS) -> list[str]:
+    """Reprint every generated block of docs/BENCHMARKS.md from the JSON it names;
+    returns the files read."""
+    text, out, read = docs.read_text(), [], []
+    while BLOCK_START in text:
+        before, _, rest = text.partition(BLOCK_START)
+        source, _, rest = rest.partition(" -->")
+        _, _, after = rest.partition(BLOCK_END)
+        block = render(json.loads((docs.parents[1] / source).read_text()), source)
+        out += [before, f"{BLOCK_START}{source} -->\n", block, "\n", BLOCK_END]
+        read.append(source)
+        text = after
+    docs.write_text("".join(out) + text)
+    return read
 
 
 def table(r: dict) -> str:
@@ -357,20 +398,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="after each burst, the same with the helper's start slots "
                              "lifted (concurrent_starts=N), to compare")
     parser.add_argument("--json", type=Path, help="where to write the results")
-    parser.add_argument("--table-from", type=Path, help="print the table of an earlier JSON")
+    parser.add_argument("--reference", action="store_true",
+                        help="a reference run: nbunits, the floor and the peer measured together, "
+                             "its JSON kept in bench/results/reference-<date>.json (committed)")
+    parser.add_argument("--table-from", type=Path,
+                        help="print the table and the goals of an earlier run's JSON")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="reprint docs/BENCHMARKS.md's generated tables from their JSON")
     args = parser.parse_args(argv)
     if args.table_from:
-        print(table(json.loads(args.table_from.read_text())))
+        print(render(json.loads(args.table_from.read_text()), str(args.table_from)))
         return 0
+    if args.update_docs:
+        print("\n".join(f"{DOCS}: table from {source}" for source in update_docs()))
+        return 0
+    if args.reference and set(REFERENCE_PARTS) & set(args.skip):
+        sys.exit(f"a reference run measures {', '.join(REFERENCE_PARTS)} together: "
+                 "do not skip them")
     if os.geteuid() != 0:
         sys.exit("bench/run needs root (it boots a systemd container)")
     result = run(args)
-    path = args.json or RESULTS / f"bench-{result['machine']['date'].replace(':', '')}.json"
+    name = "reference" if args.reference else "bench"
+    path = args.json or RESULTS / f"{name}-{result['machine']['date'].replace(':', '')}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str))
     print()
-    print(table(result))
+    print(render(result, str(path)))
     print(f"\nJSON: {path}")
+    if args.reference:
+        print("Keep it: git add it, then add a block for it to docs/BENCHMARKS.md and run "
+              "bench/run --update-docs")
     return 0
 
 
