@@ -138,7 +138,8 @@ def booted(name: str) -> Iterator[Bench]:
             box.write_file("/etc/nbunits/nbunits.toml", LIFTED_CAPS + 'memory_budget = "64G"\n')
             bench.nbunits("install", "--server-name", SERVER,
                           "--listen", f"unix:{SHARED_IN_BOX}/nginx.sock")
-            bench.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo")
+            bench.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo",
+                          "--legacy", "open")
             if cgroup is not None:
                 cgroup.mkdir(exist_ok=True)
                 bench.cgroup = cgroup

@@ -98,7 +98,10 @@ def main() -> int:
         use_checkout(box)
         box.write_file("/etc/hosts", box.read_file("/etc/hosts") + f"127.0.0.1 {SERVER}\n")
         box.run(NBUNITS, "install", "--server-name", SERVER, "--listen", "80")
-        box.run(NBUNITS, "course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
+        # Open legacy links: the demo's link carries a made-up student id (a server
+        # for real students takes LTI or signed links: docs/openedx.md).
+        box.run(NBUNITS, "course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo",
+                "--legacy", "open")
         try:
             Forwarder(box.leader_pid, 80, listen_host="127.0.0.1", listen_port=args.port).start()
         except RuntimeError as exc:

@@ -23,10 +23,17 @@ class Opened:
     notebook: str
     page_status: int
     page: str
+    # scheme://host of the student's own origin (per-student origins); "": the
+    # server's name, the session's base.
+    base: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"}
+
+    def url(self, path: str = "") -> str:
+        """A path of the student's Jupyter, as the session reaches it."""
+        return f"{self.base}{self.prefix}{path}"
 
 
 async def open_exercise(session: aiohttp.ClientSession, course: str, notebook: str,
@@ -45,11 +52,12 @@ async def open_exercise(session: aiohttp.ClientSession, course: str, notebook: s
     async with session.get(location) as resp:
         page = await resp.text()
         status = resp.status
-    return Opened(prefix, parts[3], token, notebook, status, page)
+    base = f"{url.scheme}://{url.netloc}" if url.netloc else ""
+    return Opened(prefix, parts[3], token, notebook, status, page, base)
 
 
 async def start_kernel(session: aiohttp.ClientSession, opened: Opened) -> str:
-    async with session.post(f"{opened.prefix}api/kernels", headers=opened.headers,
+    async with session.post(opened.url("api/kernels"), headers=opened.headers,
                             json={"name": "python3"}) as resp:
         assert resp.status == 201, f"POST api/kernels: {resp.status} {await resp.text()}"
         return str((await resp.json())["id"])
@@ -58,7 +66,14 @@ async def start_kernel(session: aiohttp.ClientSession, opened: Opened) -> str:
 async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str, code: str,
                   timeout: float = 60) -> str:
     """Run `code` in the kernel over its websocket; the text/plain result."""
-    url = f"{opened.prefix}api/kernels/{kernel_id}/channels"
+    return (await execute_showing(session, opened, kernel_id, code, timeout))[0]
+
+
+async def execute_showing(session: aiohttp.ClientSession, opened: Opened, kernel_id: str,
+                          code: str, timeout: float = 60) -> tuple[str, str]:
+    """Run `code` in the kernel over its websocket: (the text/plain result, what the
+    notebook shows of its stdout and stderr before it)."""
+    url = opened.url(f"api/kernels/{kernel_id}/channels")
     msg_id = uuid.uuid4().hex
     request = {
         "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
@@ -72,24 +87,31 @@ async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str
         return await asyncio.wait_for(_result_of(ws, msg_id), timeout)
 
 
-async def _result_of(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> str:
+async def _result_of(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> tuple[str, str]:
+    """The result, and the streams' text until the kernel is idle again (output that
+    subprocesses wrote to file descriptors 1 and 2 may come after the result)."""
+    shown, result = [], None
     async for message in ws:
         if message.type != aiohttp.WSMsgType.TEXT:
             raise AssertionError(f"unexpected websocket message {message.type}")
         reply = json.loads(message.data)
         if reply.get("parent_header", {}).get("msg_id") != msg_id:
             continue
-        kind = reply["msg_type"]
-        if kind == "execute_result":
-            return str(reply["content"]["data"]["text/plain"])
-        if kind == "error":
-            raise AssertionError(f"kernel error: {reply['content']}")
+        kind, content = reply["msg_type"], reply["content"]
+        if kind == "stream":
+            shown.append(str(content["text"]))
+        elif kind == "execute_result":
+            result = str(content["data"]["text/plain"])
+        elif kind == "error":
+            raise AssertionError(f"kernel error: {content}")
+        elif kind == "status" and content.get("execution_state") == "idle" and result is not None:
+            return result, "".join(shown)
     raise AssertionError("websocket closed before a result")
 
 
 async def save_notebook(session: aiohttp.ClientSession, opened: Opened, marker: str) -> dict:
     """Load the notebook through the contents API, add a cell, save it back."""
-    url = f"{opened.prefix}api/contents/{opened.notebook}"
+    url = opened.url(f"api/contents/{opened.notebook}")
     async with session.get(url, headers=opened.headers) as resp:
         assert resp.status == 200, await resp.text()
         model = await resp.json()

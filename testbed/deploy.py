@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from testbed import handed
 from testbed.forward import Forwarder, Names
 from testbed.harness import Bind, SystemdBox
 from testbed.tls import TestCA
@@ -31,6 +32,7 @@ IMAGE_STORE = Path(os.environ.get("NBUNITS_TEST_IMAGE_STORE", "/var/lib/nbunits/
 IMAGE_STORE_IN_BOX = "/var/lib/nbunits/images"
 VENV = Path("/opt/nbunits/venv")
 SHARED_IN_BOX = "/srv/nbunits-test"
+BUILD_IN_BOX = "/var/lib/nbunits/build"  # Settings.build_dir
 # The name browsers use for the nbunits server, and the LMS's.
 SERVER = "notebooks.mooc.test"
 LMS = "lms.mooc.test"
@@ -70,33 +72,42 @@ class Site:
             resolver=self.names, limit=limit,
             ssl=self.ca.client_context() if self.ca else False)
         return aiohttp.ClientSession(base or self.base, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=timeout))
+                                     timeout=aiohttp.ClientTimeout(total=timeout),
+                                     trace_configs=[handed.trace_config()])
 
 
 def deploy(box: SystemdBox, shared: Path, *, tls: bool = True, server: str = SERVER,
-           extra: Sequence[str] = ()) -> Site:
+           student_domain: str = "", extra: Sequence[str] = ()) -> Site:
     """Install nbunits in `box` for `server` as an admin would (nginx on 80, and on
-    443 with TLS), make the name resolve there, and reach it from here."""
+    443 with TLS), make the name resolve there, and reach it from here. With a
+    `student_domain`, every student has their own origin under it (a wildcard
+    name, and a certificate for it too)."""
     install = ["install", "--server-name", server, "--listen", "80"]
+    wildcard = [f"*.{student_domain}"] if student_domain else []
+    if student_domain:
+        install += ["--student-domain", student_domain]
     ca = None
     if tls:
         ca = TestCA(shared / "tls")
-        pair = ca.issue(server)
+        pair = ca.issue(server, *wildcard)
         install += ["--tls-listen", "443",
                     "--tls-cert", f"{SHARED_IN_BOX}/tls/{pair.cert.name}",
                     "--tls-key", f"{SHARED_IN_BOX}/tls/{pair.key.name}"]
     hosts = box.read_file("/etc/hosts")
     box.write_file("/etc/hosts", hosts + f"127.0.0.1 {server} {LMS}\n")
     box.run(str(VENV / "bin" / "nbunits"), *install, *extra)
-    return reach(box, shared, ca, server)
+    return reach(box, shared, ca, server, wildcard)
 
 
-def reach(box: SystemdBox, shared: Path, ca: TestCA | None, server: str = SERVER) -> Site:
-    """This machine's way to a box's nginx: an address of its own for `server`."""
+def reach(box: SystemdBox, shared: Path, ca: TestCA | None, server: str = SERVER,
+          also: Sequence[str] = ()) -> Site:
+    """This machine's way to a box's nginx: an address of its own for `server` (and
+    the names `also`, "*.DOMAIN" for a wildcard)."""
     front = Forwarder(box.leader_pid, 443 if ca else 80).start()
     if ca:  # plain HTTP too, on the same address (it redirects)
         Forwarder(box.leader_pid, 80, listen_host=front.listen_host).start()
-    return Site(box, shared, Names({server: front.listen_host}), ca, server)
+    names = Names({name: front.listen_host for name in (server, *also)})
+    return Site(box, shared, names, ca, server)
 
 
 def use_checkout(box: SystemdBox) -> None:
@@ -115,13 +126,16 @@ def use_checkout(box: SystemdBox) -> None:
 
 def box_folders(work: Path) -> tuple[Path, Path, list[Bind]]:
     """Fresh folders for a box's homes and for nginx's socket, and the binds that every
-    nbunits box needs (those two, the shared image store, this checkout)."""
+    nbunits box needs (those two, the shared image store, the course image builder's
+    folder, this checkout). The builder's rootless podman keeps its storage there:
+    podman's storage does not work on the box's overlay root."""
     shutil.rmtree(work, ignore_errors=True)
-    home, shared = work / "home", work / "shared"
+    home, shared, build = work / "home", work / "shared", work / "build"
     home.mkdir(parents=True)
     shared.mkdir()
+    build.mkdir()
     return home, shared, [Bind(home, "/home"), Bind(shared, SHARED_IN_BOX),
-                          Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX),
+                          Bind(IMAGE_STORE, IMAGE_STORE_IN_BOX), Bind(build, BUILD_IN_BOX),
                           Bind(REPO, "/opt/nbunits/src", readonly=True)]
 
 

@@ -27,7 +27,7 @@ from aiohttp.abc import AbstractResolver
 CLONE_NEWNET = 0x40000000
 
 
-def _enter_netns(pid: int) -> None:
+def enter_netns(pid: int) -> None:
     """Move the calling thread (only it) into the network namespace of `pid`."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -57,7 +57,7 @@ class Forwarder:
 
     def start(self) -> Forwarder:
         self.listen_port = self.listen_port or self.target_port
-        initializer: Any = (_enter_netns, (self.netns_pid,)) if self.netns_pid else (None, ())
+        initializer: Any = (enter_netns, (self.netns_pid,)) if self.netns_pid else (None, ())
         self._executor = ThreadPoolExecutor(4, initializer=initializer[0], initargs=initializer[1],
                                             thread_name_prefix="forward")
         ready = threading.Event()
@@ -144,7 +144,8 @@ class Forwarder:
 
 
 class Names(AbstractResolver):
-    """Server names -> local addresses: the DNS of a test (for aiohttp, Chromium, curl)."""
+    """Server names -> local addresses: the DNS of a test (for aiohttp, Chromium, curl).
+    A name "*.DOMAIN" stands for every name under DOMAIN (a wildcard DNS record)."""
 
     def __init__(self, names: dict[str, str] | None = None) -> None:
         self.names = dict(names or {})
@@ -152,11 +153,18 @@ class Names(AbstractResolver):
     def add(self, name: str, address: str) -> None:
         self.names[name] = address
 
+    def address(self, host: str) -> str | None:
+        if host in self.names:
+            return self.names[host]
+        _, dot, parent = host.partition(".")
+        return self.names.get(f"*.{parent}") if dot else None
+
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
-        if host not in self.names:
+        address = self.address(host)
+        if address is None:
             raise OSError(f"test DNS: no address for {host}")
-        return [{"hostname": host, "host": self.names[host], "port": port,
+        return [{"hostname": host, "host": address, "port": port,
                  "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
 
     async def close(self) -> None:
@@ -165,5 +173,8 @@ class Names(AbstractResolver):
     def chromium_rules(self) -> str:
         return ", ".join(f"MAP {name} {address}" for name, address in self.names.items())
 
-    def curl_args(self, port: int) -> list[str]:
-        return [f"--resolve={name}:{port}:{address}" for name, address in self.names.items()]
+    def curl_args(self, port: int, *hosts: str) -> list[str]:
+        """curl has no wildcards: name the hosts under a "*." entry in `hosts`."""
+        named = {name: address for name, address in self.names.items() if "*" not in name}
+        named |= {host: address for host in hosts if (address := self.address(host))}
+        return [f"--resolve={name}:{port}:{address}" for name, address in named.items()]

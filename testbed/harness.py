@@ -41,6 +41,10 @@ take port 80 from the machine; tests bring their own nginx config); a tmpfiles.d
 makes /dev/net/tun 0666 (rootless podman's slirp4netns needs it); /etc/hostname is the box's
 name (else the machine's own /etc/hostname wins over nspawn's --machine).
 
+In a test session ($NBUNITS_TEST_SESSION: tests/integration/conftest.py), each box's
+journal, nginx logs and secrets are kept before it shuts down or loses power
+(`power_cut`), for the log-leak test (testbed/handed.py).
+
 CLI: ``python3 testbed/harness.py shell|selftest|reap`` (also ``python3 -m testbed.harness``).
 """
 
@@ -124,6 +128,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 _ENTER_CGROUPS_AND_EXEC = (
     'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
+enter_cgroups_and_exec = _ENTER_CGROUPS_AND_EXEC  # also for testbed/bare.py
 
 
 class BoxError(RuntimeError):
@@ -259,6 +264,9 @@ def _cgroup_roots() -> list[Path]:
     return [root for root in (base / "systemd", base / "unified") if (root / "cgroup.procs").exists()]
 
 
+cgroup_roots = _cgroup_roots  # also for testbed/bare.py
+
+
 class SystemdBox:
     """A throwaway systemd (PID 1 of an nspawn container) over an overlay of the machine's root.
 
@@ -322,7 +330,13 @@ class SystemdBox:
             "--link-journal=no",      # journal stays inside the throwaway fs
             "--notify-ready=yes",     # READY=1 once the box's systemd finished booting
             "--console=read-only",    # boot messages go to nspawn.log, whatever our stdin is
-            "--system-call-filter=@keyring",  # else crun: "create keyring: Operation not permitted"
+            # @keyring, else crun: "create keyring: Operation not permitted". bpf, else the
+            # box's systemd cannot load its IP firewall (IPAddressDeny=: "the local system
+            # does not support BPF/cgroup firewalling") and ignores it, as a host without
+            # cgroup v2's BPF would; with it, the box enforces it as a production host does.
+            # pidfd_getfd, which nspawn refuses (EPERM) and a host does not: a test's kernel
+            # takes Jupyter's stderr with it, as a hostile one could on a host.
+            "--system-call-filter=@keyring bpf pidfd_getfd",
         ]
         if self.network_namespace is not None:
             cmd.append(f"--network-namespace-path={self.network_namespace}")
@@ -362,8 +376,29 @@ class SystemdBox:
         atexit.unregister(self.shutdown)
         if not self._prepared:
             return
+        self._save_for_session()
         self._stop_processes(timeout)
         self._clean_up(keep_log=keep_log or os.environ.get("NBUNITS_HARNESS_KEEP") == "1")
+
+    def power_cut(self) -> None:
+        """Every process of the box at once (SIGKILL to its PID 1), then the rest of a
+        shutdown: a host that loses power. Its logs are kept first (see below)."""
+        self._save_for_session()
+        if self._leader is not None:
+            self._leader.signal(signal.SIGKILL)
+        self.shutdown()
+
+    def _save_for_session(self) -> None:
+        """In a test session (testbed/handed.py), keep the box's logs and secrets before
+        it goes: every box's logs are checked for leaks at the session's end."""
+        if not self.booted or not os.environ.get("NBUNITS_TEST_SESSION"):
+            return
+        from testbed.handed import save_box  # the tests' own: aiohttp and nbunits' paths
+
+        try:
+            save_box(self)
+        except Exception:  # the box must go all the same; the leak test then sees less
+            log.exception("box %s: could not keep its logs for the session", self.name)
 
     @classmethod
     def reap(cls, workdir: Path) -> None:
@@ -394,7 +429,10 @@ class SystemdBox:
         if not argv:
             raise ValueError("run() needs a command")
         unit = f"nbunits-harness-run-{next(self._units)}-{secrets.token_hex(3)}.service"
-        cmd = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", f"--unit={unit}"]
+        # A description of its own: systemd's "Started UNIT - DESCRIPTION" line would
+        # otherwise quote the command line (the log-leak test reads every line).
+        cmd = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", f"--unit={unit}",
+               "--description=a command of the test harness"]
         if user is not None:
             cmd.append(f"--uid={user}")
         cmd += [f"--setenv={key}={value}" for key, value in (env or {}).items()]
@@ -436,8 +474,9 @@ class SystemdBox:
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
     def journal(self, *units: str, lines: int = 200) -> str:
-        """The box's journal (of `units`, or all of it), last `lines` lines, for debugging."""
-        args = ["journalctl", "--no-pager", "--no-hostname", f"--lines={lines}"]
+        """The box's journal (of `units`, or all of it), last `lines` lines, for debugging:
+        the system journal and every namespace's (students' units log to their own)."""
+        args = ["journalctl", "--namespace=*", "--no-pager", "--no-hostname", f"--lines={lines}"]
         args += [f"--unit={unit}" for unit in units]
         return self.nsenter(*args, check=False).stdout
 
@@ -462,6 +501,12 @@ class SystemdBox:
     def read_file(self, path: str) -> str:
         """Read a file at `path` as the box sees it."""
         return self._host_path(path, for_write=False).read_text()
+
+    def written(self) -> set[str]:
+        """Every path written in the box's own root since it was made, as the box names
+        it (its overlay's upper layer: binds and the tmpfs on /tmp and /run are not in it)."""
+        upper = (self.disk if self.disk is not None else self._fs) / "upper"
+        return {"/" + str(path.relative_to(upper)) for path in upper.rglob("*")}
 
     def _host_path(self, path: str, *, for_write: bool) -> Path:
         if self.booted:

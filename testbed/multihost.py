@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
+from testbed import handed
 from testbed.deploy import (
     IMAGE_STORE,
     IMAGE_STORE_IN_BOX,
@@ -60,7 +60,9 @@ class Host:
         return f"{self.address}:80"
 
     def nbunits(self, *args: str, check: bool = True) -> str:
-        return self.box.run(NBUNITS, *args, check=check).stdout
+        out = self.box.run(NBUNITS, *args, check=check).stdout
+        handed.scan_text(out)  # links an admin is given
+        return out
 
     def runs(self, unit: str) -> bool:
         return self.box.systemctl("is-active", "--quiet", unit, check=False).returncode == 0
@@ -119,7 +121,8 @@ class Cluster:
         host = Host(name, address, box)
         host.nbunits("install", "--server-name", SERVER, "--listen", f"{address}:80",
                      "--trusted-proxy", FRONT_SOURCE, "--multi-host")
-        host.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
+        host.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo",
+                     "--legacy", "open")
         self.hosts[name] = host
         return host
 
@@ -155,7 +158,8 @@ class Cluster:
                             source=FRONT_SOURCE).start()
         connector = aiohttp.TCPConnector(resolver=Names({SERVER: forward.listen_host}))
         return aiohttp.ClientSession(f"http://{SERVER}", connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=240))
+                                     timeout=aiohttp.ClientTimeout(total=240),
+                                     trace_configs=[handed.trace_config()])
 
     def _workers(self) -> set[str]:
         assert self.front is not None
@@ -164,10 +168,7 @@ class Cluster:
 
     def kill(self, name: str) -> None:
         """The host dies (power cut): every process of it at once, then the box is gone."""
-        box = self.hosts.pop(name).box
-        assert box._leader is not None
-        box._leader.signal(signal.SIGKILL)
-        box.shutdown()
+        self.hosts.pop(name).box.power_cut()
 
     def close(self) -> None:
         for host in list(self.hosts.values()):

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from testbed import handed
 from testbed.forward import Names
 from testbed.tls import TestCA
 
@@ -81,10 +82,16 @@ def browser_home(ca: Path, home: Path) -> dict[str, str]:
 
 def launch_chromium(playwright: Any, names: Names, ca: Path, home: Path) -> Any:
     """Headless Chromium that resolves `names` and trusts `ca`, third-party cookies
-    blocked (Chrome's coming default)."""
-    return playwright.chromium.launch(
+    blocked (Chrome's coming default); its contexts' traffic is scanned for secrets
+    (testbed/handed.py)."""
+    browser = playwright.chromium.launch(
         executable_path=str(CHROMIUM), env=browser_home(ca, home),
         args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update",
               "--disable-sync", "--test-third-party-cookie-phaseout",
               f"--host-resolver-rules={names.chromium_rules()}"])
+    # What the browser is handed (capabilities in redirects, ids in launches) is
+    # recorded for the log-leak test, as for the tests' other clients.
+    new_context = browser.new_context
+    browser.new_context = lambda **options: handed.observe_browser(new_context(**options))
+    return browser

@@ -4,7 +4,8 @@ Runs as: the admin (root for anything that changes the system; `require_root` sa
 so). This module parses the command line and dispatches: each command is a call
 into the admin's modules (install.py, courses.py, students.py, status.py...) and a
 print of what it returns. Course settings' options come from their declarations
-(core/settings.py, core/config.py), not from a list of their own here.
+(core/settings.py, core/config.py), not from a list of their own here. Text that
+others wrote (students, LMSs, course repositories) is printed through terminal.escape.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from typing import Any, NoReturn
 from nbunits.admin import course_image, courses, identity, images, install, lms_keys, students
 from nbunits.admin.status import (
     as_dicts,
+    course_lines,
     format_table,
     journalctl_args,
     resolve_student,
     student_states,
 )
+from nbunits.admin.terminal import escape
 from nbunits.core import settings as S
 from nbunits.core.config import (
     CourseConfig,
@@ -55,9 +58,9 @@ EXIT_ERROR, EXIT_UNKNOWN, EXIT_NOT_ROOT, EXIT_DECLINED = 1, 3, 4, 5
 
 
 def die(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> NoReturn:
-    print(f"nbunits: error: {message}", file=sys.stderr)
+    print(f"nbunits: error: {escape(message, lines=True)}", file=sys.stderr)
     if hint:
-        print(f"nbunits: hint: {hint}", file=sys.stderr)
+        print(f"nbunits: hint: {escape(hint, lines=True)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -71,7 +74,7 @@ def print_json(data: object) -> None:
 
 def confirm(lines: list[str], yes: bool, action: str = "Delete") -> None:
     """Show exactly what is about to happen; go on with --yes or a "y" on stdin."""
-    print("\n".join(lines), flush=True)
+    print("\n".join(escape(line) for line in lines), flush=True)
     if yes:
         return
     print(f"{action} all of the above? [y/N] ", end="", file=sys.stderr, flush=True)
@@ -81,7 +84,7 @@ def confirm(lines: list[str], yes: bool, action: str = "Delete") -> None:
 
 
 def step(message: str) -> None:
-    print(f"==> {message}", flush=True)
+    print(f"==> {escape(message)}", flush=True)
 
 
 def require_root(why: str = "this command changes the system") -> None:
@@ -154,7 +157,7 @@ def cmd_course_add(settings: Settings, args: argparse.Namespace) -> None:
                             options={**course_options(args), **lti13_options(settings, args, ())},
                             say=step, secrets=course_secrets(args))
     for notebook in published:
-        print("  " + exercise_link_template(args.name, notebook))
+        print("  " + escape(exercise_link_template(args.name, notebook)))
 
 
 def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
@@ -172,7 +175,7 @@ def cmd_course_refresh_keys(settings: Settings, args: argparse.Namespace) -> Non
     problems = lms_keys.refresh_keys(settings, [args.name] if args.name else list_courses(settings),
                                     say=step)
     for problem in problems:
-        print(f"nbunits: error: {problem}", file=sys.stderr)
+        print(f"nbunits: error: {escape(problem)}", file=sys.stderr)
     if problems:
         sys.exit(1)
 
@@ -208,24 +211,27 @@ def cmd_course_list(settings: Settings, args: argparse.Namespace) -> None:
         return
     for course in listed:
         if "error" in course:
-            print(f"{course['name']}\tBROKEN: {course['error']}")
+            print(f"{course['name']}\tBROKEN: {escape(str(course['error']))}")
         else:
             print(f"{course['name']}\t{len(course['notebooks'])} notebook(s)\t"
-                  f"{course['image']}\t{course['origin']}")
+                  f"{escape(str(course['image']))}\t{escape(str(course['origin']))}")
 
 
 def cmd_course_show(settings: Settings, args: argparse.Namespace) -> None:
     course = load_course(settings, args.name)
     if args.json:
         print_json({"file": str(settings.course_file(course.name)),
+                    "launch": {"methods": course.launch_methods(),
+                               "open": course.legacy == "open"},
                     "settings": tomllib.loads(course.to_toml()),
                     "notebooks": [str(n) for n in find_masters(course.source)]})
         return
     print(f"# {settings.course_file(course.name)}")
-    print(course.to_toml(), end="")
+    print(f"# {escape(course.how_students_get_in())}")
+    print(escape(course.to_toml(), lines=True), end="")
     print("# notebooks:")
     for notebook in find_masters(course.source):
-        print(f"#   {notebook}")
+        print(f"#   {escape(str(notebook))}")
 
 
 # --- students --------------------------------------------------------------
@@ -234,7 +240,7 @@ def cmd_student_find(settings: Settings, args: argparse.Namespace) -> None:
     user = user_for(args.id)
     student = lookup(settings, args.id)
     state = f"home {student.home}" if student else "not provisioned yet"
-    print(f"{user}\t{state}")
+    print(f"{user}\t{escape(state)}")
 
 
 def cmd_student_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -252,6 +258,7 @@ def cmd_student_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def format_rows(rows: list[list[str]]) -> str:
+    rows = [[escape(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -275,8 +282,9 @@ def cmd_student_stop(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
     where, kept = students.reset(settings, args.course, args.student, args.notebook)
-    print(f"{where / args.notebook}: a fresh copy of the current master")
-    print(f"  the old copy is kept as {where / kept}" if kept else "  (there was nothing to keep)")
+    print(escape(f"{where / args.notebook}: a fresh copy of the current master"))
+    print(escape(f"  the old copy is kept as {where / kept}") if kept
+          else "  (there was nothing to keep)")
     if resolve_student(args.student) in active_users(args.course):
         print("  the student's Jupyter is running: they should reload the notebook's tab")
 
@@ -284,14 +292,15 @@ def cmd_student_reset(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_student_show(settings: Settings, args: argparse.Namespace) -> None:
     require_root("student show reads the student's home and records")
     if args.notebook:
-        print(students.copy_text(settings, args.course, args.student, args.notebook), end="")
+        text = students.copy_text(settings, args.course, args.student, args.notebook)
+        print(escape(text, lines=True), end="")
         return
     theirs = students.student_copies(settings, args.course, args.student)
     if args.json:
         print_json([{"notebook": n, "state": s} for n, s in copies.status(theirs).items()])
         return
     for notebook, state in copies.status(theirs).items():
-        print(f"{notebook}\t{state}")
+        print(f"{escape(notebook)}\t{escape(state)}")
 
 
 def cmd_student_link(settings: Settings, args: argparse.Namespace) -> None:
@@ -312,13 +321,13 @@ def cmd_student_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_student_link_ids(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
-    print(identity.link(settings, args.course, args.keep, args.other,
-                        identity.HasWork(settings)))
+    print(escape(identity.link(settings, args.course, args.keep, args.other,
+                               identity.HasWork(settings)), lines=True))
 
 
 def cmd_student_unlink_id(settings: Settings, args: argparse.Namespace) -> None:
     require_root()
-    print(identity.unlink(settings, args.course, args.other))
+    print(escape(identity.unlink(settings, args.course, args.other), lines=True))
 
 
 # --- status and logs -----------------------------------------------------
@@ -329,8 +338,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
     states = student_states(settings, args.course)
     if args.json:
         print(json.dumps(as_dicts(states), indent=2))
-    else:
-        print(format_table(states))
+        return
+    print(format_table(states))
+    # How students get in, per course (after the students: the table's header is
+    # the first line, for whoever reads it by program).
+    print("\n".join(["", "courses:", *(f"  {line}" for line in course_lines(settings,
+                                                                          args.course))]))
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
@@ -340,6 +353,7 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
                            (["--follow"] if args.follow else [])
                            + (["--lines", str(args.lines)] if args.lines else [])
                            + (["--since", args.since] if args.since else [])
+                           + (["--grep", args.grep] if args.grep else [])
                            + (["--output=json"] if args.json else []))
     os.execvp(argv[0], argv)
 
@@ -372,7 +386,7 @@ def cmd_image_build(settings: Settings, args: argparse.Namespace) -> None:
                    *(["--image", args.image] if args.image else [])])
     # The generator reads the images' layers from /etc, not from the store.
     for problem in images.record(settings):
-        print(f"nbunits: warning: {problem}", file=sys.stderr)
+        print(f"nbunits: warning: {escape(problem)}", file=sys.stderr)
     daemon_reload()
 
 
@@ -384,11 +398,11 @@ def add_declared(group: Any, cls: type, *, update: bool, dest_prefix: str = "") 
         if not decl.option:
             continue
         dest = dest_prefix + field.name
+        now = "unchanged unless given" if update else f"default: {S.default_text(field)}"
         if decl.kind is S.BOOL:
             group.add_argument(decl.option, dest=dest, action=argparse.BooleanOptionalAction,
-                               default=None, help=f"{decl.help} (default {field.default})")
+                               default=None, help=f"{decl.help} ({now})".replace("%", "%%"))
             continue
-        now = "unchanged unless given" if update else f"default: {S.default_text(field)}"
         if decl.kind.repeat:
             group.add_argument(decl.option, dest=dest, action="append",
                                metavar=decl.kind.metavar, help=f"{decl.help} (repeat; {now})"
@@ -454,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-name", dest="server_names", action="append", default=[],
                    metavar="NAME", help="a name browsers use for this server, e.g. "
                    "notebooks.example.org (repeat for more; required at the first install)")
+    p.add_argument("--student-domain", metavar="DOMAIN",
+                   help="give each student their own origin, <user>.DOMAIN (e.g. "
+                   "nb.example.org: a wildcard DNS record and certificate), the recommended "
+                   "deployment (docs/admin.md, Students' own origins); '' for one origin")
     p.add_argument("--listen", action="append", default=[], metavar="ADDR",
                    help="write an nginx site listening for HTTP on ADDR (e.g. 80)")
     p.add_argument("--tls-listen", action="append", default=[], metavar="ADDR",
@@ -581,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
     p.add_argument("--since", metavar="TIME", help="e.g. '1 hour ago', 'today'")
+    p.add_argument("-g", "--grep", metavar="PATTERN",
+                   help="only lines that match (journalctl --grep), e.g. '^\\[[WEC] ' for "
+                   "Jupyter's warnings and errors")
     p.add_argument("--json", action="store_true", default=False,
                    help="journal entries as JSON, one per line (journalctl --output=json)")
     p = add(sub, "metrics", cmd_metrics,

@@ -7,6 +7,7 @@ LMS's keys are written here and in lms_keys.py; what runs is systemd's (core/sys
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import grp
 import os
@@ -36,10 +37,10 @@ from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
 from nbunits.core.events import send as send_event
 from nbunits.core.files import write_atomic
-from nbunits.core.names import check_course
+from nbunits.core.names import StudentUnits, check_course
 from nbunits.core.names import course_image as image_name
 from nbunits.core.systemctl import active_users, daemon_reload, stop_course, systemctl
-from nbunits.helper import btrfs, copies, hostlock
+from nbunits.helper import btrfs, copies, hostlock, shares
 from nbunits.helper.notebooks import NotebookError, find_masters
 
 Say = Callable[[str], None]
@@ -186,7 +187,24 @@ def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "
     check_launch_secrets(config, dataclasses.replace(CourseSecrets(), **(secrets or {})))
     check_host(config)
     write_secrets(settings, name, secrets or {}, say)
-    return publish_from(settings, config, fetch(settings, config, say), say)
+    published = publish_from(settings, config, fetch(settings, config, say), say)
+    say_launch(config, say)
+    return published
+
+
+def say_launch(config: CourseConfig, say: Say) -> None:
+    """How students get in, and what to do when nobody can, or anybody can."""
+    say(f"course {config.name}: {config.how_students_get_in()}")
+    if config.legacy == "open":
+        say(f"  warning: legacy = open: whoever knows or guesses a student's id opens and "
+            f"changes that student's notebooks, and any made-up id makes a new student; "
+            f"give the course caps of its own (nbunits course update {config.name} "
+            f"--new-students-per-minute N --max-running N), or prefer LTI or --legacy signed")
+    elif not config.launch_methods():
+        say(f"  to let them in: nbunits course update {config.name} with LTI (--lti11-key "
+            f"KEY --lti11-secret-file FILE, or --lti13-issuer ... --lti13-client-id ...), "
+            f"or signed legacy links (--legacy signed --legacy-secret-file FILE), or, "
+            f"knowingly, --legacy open (docs/openedx.md)")
 
 
 def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str | None = None,
@@ -208,6 +226,7 @@ def update(settings: Settings, name: str, *, git_url: str = "", git_branch: str 
     write_secrets(settings, name, secrets or {}, say)
     published = publish_from(settings, config, fetch(settings, config, say), say)
     update_students(settings, config, say)
+    say_launch(config, say)
     return published
 
 
@@ -254,6 +273,9 @@ class Removal:
     folders: tuple[Path, ...]  # students' copies: deleted with --purge, else kept
     purge: bool
     image: str = ""  # the course's own image (built from its repository), removed too
+    # The static versions its students share (pages, indexes, locks): root's, public
+    # at their links; deleted with the course, --purge or not.
+    shares: tuple[Path, ...] = ()
 
     def describe(self) -> list[str]:
         lines = [f"course {self.course}:"]
@@ -267,6 +289,11 @@ class Removal:
         lines += [f"    {path}" for path in self.own]
         if self.image:
             lines.append(f"    the image {self.image}")
+        pages = [path for path in self.shares if path.suffix == ".html"]
+        if self.shares:
+            lines.append(f"    the {len(pages)} static version(s) its students share (their "
+                         "links stop working):")
+            lines += [f"      {path}" for path in self.shares]
         if self.purge:
             lines.append(f"  delete the copies of {len(self.folders)} student(s):")
             lines += [f"    {folder}" for folder in self.folders]
@@ -291,13 +318,16 @@ def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
                             settings.course_tokens(name), settings.course_recent(name),
                             *((settings.course_copies(name),) if purge else ()))
                 if p.exists())
-    if not exists and not (purge and (own or folders)):
+    # Left by an older nbunits's removal: deleted by any `course remove` of the course.
+    shared = tuple(path for user in shares.students_sharing(settings, name)
+                   for path in shares.files_of(settings, StudentUnits(name, user)))
+    if not exists and not shared and not (purge and (own or folders)):
         raise CourseError(Code.UNKNOWN_COURSE, f"unknown course {name}",
                           hint="nbunits course list shows the courses"
                                + ("" if purge else f"; after a removal, nbunits course remove "
                                   f"{name} --purge deletes students' left-over copies"))
     running = tuple(sorted(active_users(name))) if exists else ()
-    return Removal(name, exists, running, own, folders, purge, image)
+    return Removal(name, exists, running, own, folders, purge, image, shared)
 
 
 def remove(settings: Settings, plan: Removal, say: Say) -> None:
@@ -324,6 +354,13 @@ def remove(settings: Settings, plan: Removal, say: Say) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+    for path in plan.shares:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # gone, or not empty: a share made since the plan
+        settings.course_shares(name).rmdir()
+    if plan.shares:
+        say(f"{sum(p.suffix == '.html' for p in plan.shares)} static version(s) its students "
+            "shared deleted")
     if plan.purge:
         for folder in plan.folders:
             if folder.is_dir() and not folder.is_symlink():

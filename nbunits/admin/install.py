@@ -25,6 +25,7 @@ from nbunits.core.config import DEFAULT_CONFIG, Server, Settings, server_to_toml
 from nbunits.core.data import catalog_file, data_dir, data_file, static_units
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import fill, write_atomic
+from nbunits.core.names import BUILDER_USER, STUDENTS_JOURNAL, student_host
 from nbunits.core.run import run
 from nbunits.core.systemctl import daemon_reload, systemctl
 from nbunits.helper import quota, users
@@ -37,6 +38,8 @@ NGINX_DIR = Path("/etc/nginx")
 CATALOG_DIR = Path("/usr/local/lib/systemd/catalog")  # journalctl reads no /etc dir
 BIN_LINK = Path("/usr/local/sbin/nbunits")
 JOURNALD_DROPIN = Path("/etc/systemd/journald.conf.d/60-nbunits.conf")
+# The students' journal namespace (LogNamespace= of their units): its own settings file.
+STUDENTS_JOURNALD = Path(f"/etc/systemd/journald@{STUDENTS_JOURNAL}.conf")
 COCKPIT_DIR = Path("/usr/share/cockpit/nbunits")
 
 
@@ -50,6 +53,7 @@ class Options:
     """What the admin asked for (`nbunits install --help`)."""
 
     server_names: Sequence[str] = ()
+    student_domain: str | None = None  # "": back to one origin
     listen: Sequence[str] = ()
     tls_listen: Sequence[str] = ()
     tls_cert: str | None = None
@@ -81,6 +85,7 @@ def install(settings: Settings, args: Options) -> None:
     if run(["getent", "passwd", "nbunits"], check=False).returncode != 0:
         run(["useradd", "--system", "--user-group", "--no-create-home",
              "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", "nbunits"])
+    install_builder(settings)
     step(f"folders under {settings.etc_dir} and {settings.state_dir}")
     for path, mode in ((settings.etc_dir, 0o755), (settings.courses_conf_dir, 0o755),
                        (settings.state_dir, 0o755), (settings.masters_dir, 0o755),
@@ -110,6 +115,7 @@ def install(settings: Settings, args: Options) -> None:
     write_atomic(CATALOG_DIR / "nbunits.catalog", catalog_file().read_text(), 0o644)
     run(["journalctl", "--update-catalog"])
     install_journald_dropin()
+    install_students_journald()
     # Cockpit's page and admins' shells find the command by name.
     if not BIN_LINK.is_symlink() or os.readlink(BIN_LINK) != str(VENV / "bin" / "nbunits"):
         BIN_LINK.unlink(missing_ok=True)
@@ -133,6 +139,42 @@ def install(settings: Settings, args: Options) -> None:
     # A running dispatcher or helper keeps old code until restarted.
     systemctl("try-restart", "nbunits-dispatcher.service", "nbunits-helper.service")
     print("nbunits is installed. Next: nbunits course add NAME --dir FOLDER")
+
+
+def install_builder(settings: Settings) -> None:
+    """The user that builds course images (admin/builder.py), never root: a system user
+    whose rootless podman runs in a user namespace of its own (a subordinate id range),
+    and its folders: its own (0700), root's input for it, root's imports from it."""
+    step(f"system user {BUILDER_USER} (builds course images, rootless) and {settings.build_dir}")
+    if run(["getent", "passwd", BUILDER_USER], check=False).returncode != 0:
+        run(["useradd", "--system", "--user-group", "--add-subids-for-system",
+             "--no-create-home", "--home-dir", str(settings.builder_home),
+             "--shell", "/usr/sbin/nologin", BUILDER_USER])
+    for kind in ("uid", "gid"):
+        ranges = Path(f"/etc/sub{kind}")
+        lines = ranges.read_text().splitlines() if ranges.exists() else []
+        if not any(line.split(":")[0] == BUILDER_USER for line in lines):
+            first = free_subordinate_range(lines)
+            run(["usermod", f"--add-sub{kind}s", f"{first}-{first + SUBORDINATE_COUNT - 1}",
+                 BUILDER_USER])
+    entry = run(["getent", "passwd", BUILDER_USER]).stdout.split(":")
+    for path, mode, owner in ((settings.build_dir, 0o755, (0, 0)),
+                              (settings.builder_home, 0o700, (int(entry[2]), int(entry[3]))),
+                              (settings.build_input, 0o755, (0, 0)),
+                              (settings.build_import, 0o700, (0, 0))):
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        os.chown(path, *owner, follow_symlinks=False)
+        os.chmod(path, mode, follow_symlinks=False)
+
+
+SUBORDINATE_COUNT = 65536
+
+
+def free_subordinate_range(lines: list[str]) -> int:
+    """The first id of a free range of SUBORDINATE_COUNT ids after those of /etc/subuid."""
+    ends = [int(start) + int(count) for _, start, count in
+            (line.split(":") for line in lines if line.count(":") == 2)]
+    return max([100000, *ends])
 
 
 def install_initgroups_line(enable: bool, path: Path = Path("/etc/nsswitch.conf")) -> None:
@@ -168,8 +210,20 @@ def install_journald_dropin(path: Path = JOURNALD_DROPIN) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text, 0o644)
-    step(f"{path}: students' lines in the system journal; restart systemd-journald")
+    step(f"{path}: one journal file for all students; restart systemd-journald")
     systemctl("restart", "systemd-journald.service")
+
+
+def install_students_journald(path: Path = STUDENTS_JOURNALD) -> None:
+    """The settings of the students' journal namespace (units/journald/): its own size
+    limits, no forwarding to terminals. Its journald starts with the first student's
+    unit (socket-activated); restarted when the file changes, if it runs."""
+    text = data_file("units", "journald", path.name)
+    if path.exists() and path.read_text() == text:
+        return
+    write_atomic(path, text, 0o644)
+    step(f"{path}: the students' journal namespace")
+    systemctl("try-restart", f"systemd-journald@{STUDENTS_JOURNAL}.service")
 
 
 def install_multi_host(settings: Settings) -> None:
@@ -191,8 +245,9 @@ def install_front(server: Server, args: Options) -> None:
     if server.multi_host:
         raise InstallError("--front and --multi-host go on different machines",
             hint="the front runs only nginx; each host runs nbunits with --multi-host")
-    files = {nginx.FRONT_CONF_D: nginx.front_conf(server, args.tls_listen),
-             nginx.PROXY: nginx.template("nbunits-proxy.conf")}
+    files: dict[str, str | None] = {
+        nginx.FRONT_CONF_D: nginx.front_conf(server, args.tls_listen),
+        nginx.PROXY: nginx.template("nbunits-proxy.conf")}
     if args.listen or args.tls_listen:
         files[nginx.SITE] = nginx.front_site_conf(server, args.listen, args.tls_listen)
     elif not (NGINX_DIR / nginx.SITE).exists():  # later runs may change the hosts only
@@ -222,6 +277,8 @@ def server_settings(settings: Settings, args: Options) -> Server:
         old,
         # DNS names are case-insensitive; browsers send them in lower case.
         names=tuple(n.lower() for n in args.server_names) or old.names,
+        student_domain=old.student_domain if args.student_domain is None
+        else args.student_domain.lower(),
         tls_cert=str(Path(args.tls_cert).resolve()) if args.tls_cert else old.tls_cert,
         tls_key=str(Path(args.tls_key).resolve()) if args.tls_key else old.tls_key,
         trusted_proxies=tuple(args.trusted_proxies) or old.trusted_proxies,
@@ -251,12 +308,18 @@ def check_certificate(server: Server) -> None:
             hint=said[-1] if said else None)
     if key.stdout != cert.stdout:
         raise InstallError(f"{server.tls_key} is not the key of {server.tls_cert}")
-    for name in server.names:
+    # Any student's host stands for all: its first label is a user name, which a
+    # wildcard covers (per-student origins).
+    wanted = {name: "every --server-name" for name in server.names}
+    if server.student_domain:
+        wanted[student_host("nb" + "a" * 16, server.student_domain)] = \
+            f"*.{server.student_domain} (students' own origins)"
+    for name, what in wanted.items():
         checked = run(["openssl", "x509", "-in", server.tls_cert, "-noout", "-checkhost", name],
                       check=False)
         if "does match" not in checked.stdout:
             raise InstallError(f"{server.tls_cert} is not valid for {name}",
-                hint="a certificate whose subjectAltName lists every --server-name")
+                hint=f"a certificate whose subjectAltName lists {what}")
 
 
 def write_server_settings(settings: Settings, server: Server) -> None:
@@ -268,21 +331,34 @@ def write_server_settings(settings: Settings, server: Server) -> None:
 
 def install_nginx(server: Server, listen: Sequence[str], tls_listen: Sequence[str],
                   revoked: str) -> None:
-    step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}")
-    files = {nginx.CONF_D: nginx.http_conf(server, tls_listen), nginx.LOCATIONS: nginx.locations_conf(server),
-             nginx.PROXY: nginx.template("nbunits-proxy.conf"), nginx.REVOKED: revoked}
+    step(f"nginx configuration in {NGINX_DIR} for {', '.join(server.names)}"
+         + (f" and students' own origins *.{server.student_domain}"
+            if server.student_domain else ""))
+    files: dict[str, str | None] = {nginx.CONF_D: nginx.http_conf(server, tls_listen),
+                                    **nginx.snippets(server), nginx.REVOKED: revoked}
     if listen or tls_listen:
         files[nginx.SITE] = nginx.site_conf(server, listen, tls_listen)
+        files[nginx.STUDENT_SITE] = nginx.student_site_conf(server, listen, tls_listen) \
+            if server.student_domain else None
+    elif not server.student_domain:
+        files[nginx.STUDENT_SITE] = None
+    elif not (NGINX_DIR / nginx.STUDENT_SITE).exists():
+        step(f"  no --listen: serve *.{server.student_domain} from a server block of your own "
+             f"that includes {nginx.STUDENT_LOCATIONS} (docs/admin.md, Students' own origins)")
     install_nginx_files(files)
 
 
-def install_nginx_files(files: dict[str, str]) -> None:
-    """Write nginx's files, check them with nginx -t (else put the old ones back), reload."""
+def install_nginx_files(files: dict[str, str | None]) -> None:
+    """Write nginx's files (None: remove that one), check them with nginx -t (else put
+    the old ones back), reload."""
     before = {name: (NGINX_DIR / name).read_text() if (NGINX_DIR / name).exists() else None
               for name in files}
     default_site = disable_debian_default_site() if nginx.SITE in files else None
     for name, text in files.items():
-        write_atomic(NGINX_DIR / name, text)
+        if text is None:
+            (NGINX_DIR / name).unlink(missing_ok=True)
+        else:
+            write_atomic(NGINX_DIR / name, text)
     checked = run(["nginx", "-t", "-q"], check=False)
     if checked.returncode != 0:
         for name, old in before.items():  # nginx keeps serving what it had

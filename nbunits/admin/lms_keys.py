@@ -1,19 +1,31 @@
 """LMS keys: fetch a platform's LTI 1.3 public keys (JWKS) for the dispatcher to read.
 
 The dispatcher has no network by design; `nbunits course add/update` and the
-nbunits-refresh-keys timer (`nbunits course refresh-keys`) fetch here.
+nbunits-refresh-keys timer (`nbunits course refresh-keys`) fetch here. Only over https
+(with the system's CAs), or from a file on this host: keys fetched over http, or after a
+redirect to http, could be anyone's, and whoever holds the key signs launches as any
+student (core/config.py KEYS_URL_RE refuses other URLs at `course add/update`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import jwt
 
-from nbunits.core.config import CourseConfig, Lti13Registration, Settings, load_course
+from nbunits.core.config import (
+    KEYS_URL_RE,
+    CourseConfig,
+    Lti13Registration,
+    Settings,
+    load_course,
+)
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
 from nbunits.core.jwks import platform_keys
@@ -33,11 +45,26 @@ def fetch_platform_keys(config: CourseConfig, say: Say) -> None:
             check_keys(Path(registration.keys))
 
 
+class HttpsRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another https URL."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: http.client.HTTPMessage,
+                         newurl: str) -> urllib.request.Request | None:
+        if not newurl.startswith("https://"):
+            why = f"redirected to {newurl}: the keys are fetched over https only"
+            raise urllib.error.HTTPError(newurl, code, why, headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch_keys(registration: Lti13Registration, say: Say) -> None:
     url = registration.keys_url
     say(f"fetching the platform's keys for client {registration.client_id} from {url}")
     try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
+        if not KEYS_URL_RE.match(url):  # checked with the course's settings too
+            raise ValueError("keys only over https (or file:// on this host)")
+        opener = urllib.request.build_opener(HttpsRedirectsOnly)
+        with opener.open(url, timeout=30) as reply:
             text = reply.read(MAX_KEYS_BYTES).decode()
         if not jwt.PyJWKSet.from_json(text).keys:
             raise ValueError("no usable key in it")

@@ -2,8 +2,9 @@
 
 Gauges come from the units now (running, starting, failed, memory) and the records
 (provisioned). Admission control's figures (starts waiting for a slot,
-launches refused at a cap) come from the helper (nbunits/helper/admission.py). Counters and
-the start-time histogram come from the journal:
+launches refused at a cap, host-wide and per course) come from the helper
+(nbunits/helper/admission.py). Counters and the start-time histogram come from the
+journal:
 systemd logs "Starting" and "Started" (or "Failed to start") for every start of a
 student's Jupyter unit, with fixed MESSAGE_IDs; the time between the two is the
 start time a student waits (podman, Jupyter, until Jupyter says it is ready). The journal is
@@ -182,7 +183,7 @@ class Collector:
         """The helper's admission control, host-wide (its counters count from the
         helper's start; none before it first ran)."""
         try:
-            figures: dict[str, int] = json.loads(self.settings.admission_file.read_text())
+            figures: dict[str, Any] = json.loads(self.settings.admission_file.read_text())
         except (OSError, ValueError):
             return
         yield GaugeMetricFamily("nbunits_start_slots",
@@ -202,6 +203,15 @@ class Collector:
         for cap in ("new_students", "servers"):
             refused.add_metric([cap], figures.get(f"refused_{cap}", 0))
         yield refused
+        by_course = CounterMetricFamily(
+            "nbunits_course_launches_refused", "Launches refused at a course's own cap "
+            "(its new_students_per_minute, its max_running)", labels=["course", "cap"])
+        courses = figures.get("courses")
+        for course, counts in sorted((courses if isinstance(courses, dict) else {}).items()):
+            for cap in ("new_students", "servers"):
+                count = counts.get(cap, 0) if isinstance(counts, dict) else 0
+                by_course.add_metric([course, cap], count if isinstance(count, int) else 0)
+        yield by_course
 
 
 def collect_text(settings: Settings) -> str:

@@ -17,9 +17,15 @@ from nbunits.core.files import fill
 
 CONF_D = "conf.d/nbunits.conf"
 FRONT_CONF_D = "conf.d/nbunits-front.conf"  # a front (several hosts): instead of CONF_D
+BASE = "snippets/nbunits-base.conf"
 LOCATIONS = "snippets/nbunits-locations.conf"
 PROXY = "snippets/nbunits-proxy.conf"
+# Students' servers: on the server's name (one origin), or on their own origins.
+STUDENTS = "snippets/nbunits-students.conf"
+STUDENTS_ELSEWHERE = "snippets/nbunits-students-elsewhere.conf"
+STUDENT_LOCATIONS = "snippets/nbunits-student-locations.conf"
 SITE = "sites-enabled/nbunits"
+STUDENT_SITE = "sites-enabled/nbunits-students"
 REVOKED = "snippets/nbunits-revoked.map"  # capability.REVOKED_MAP
 # Mozilla's "intermediate" profile: browsers of the last years, forward secrecy only.
 TLS_SETTINGS = """\
@@ -32,6 +38,14 @@ ECDHE-RSA-CHACHA20-POLY1305;
     ssl_session_cache shared:nbunits_tls:10m;
     # Locations set it again (an add_header there hides this one): see nbunits.conf.
     add_header Strict-Transport-Security $nbunits_hsts always;"""
+# In every server block of nbunits (the default one too: nginx reads a request's
+# headers with the default server's buffers until it knows the name).
+HEADER_BUFFERS = """\
+    # A student's page can set cookies with JavaScript for "/" or a parent domain
+    # (nginx cannot stop it): Chromium then sends up to 180 of 4 KB, 737 KB in one
+    # Cookie line. Such a request must not be a 400 (a "cookie bomb" would lock the
+    # student out); nginx drops the header before any upstream (nbunits-proxy.conf).
+    large_client_header_buffers 2 1m;"""
 
 
 def template(name: str) -> str:
@@ -45,7 +59,26 @@ def http_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
         "HTTPS": https_target(server, tls_listen),
         "LAUNCH_RATE": str(server.launch_rate),
         "LAUNCH_BURST": str(server.launch_burst),
+        "STUDENT_ORIGIN": student_origin_map(server),
     })
+
+
+def student_domain_re(server: Server) -> str:
+    """The student domain in a regular expression (a DNS name: only dots to escape)."""
+    return server.student_domain.replace(".", r"\.")
+
+
+def student_hosts(server: Server) -> str:
+    """Every student's host name, as nginx's server_name regex."""
+    return f"~^nb[a-z2-7]{{16}}\\.{student_domain_re(server)}$"
+
+
+def student_origin_map(server: Server) -> str:
+    """$nbunits_wrong_origin's values: on one origin never; with per-student
+    origins, unless the host is the path's own user's (a backreference)."""
+    if not server.student_domain:
+        return "    default 0;  # one origin: the server's names (server_name)"
+    return (f'    default 1;\n    "~^(nb[a-z2-7]{{16}})\\.{student_domain_re(server)}/\\1$" 0;')
 
 
 def https_target(server: Server, tls_listen: Sequence[str]) -> str:
@@ -72,17 +105,49 @@ def real_ip(server: Server, indent: str = "") -> str:
     return "\n".join(indent + line for line in lines)
 
 
+def base_conf(server: Server) -> str:
+    return fill(template("nbunits-base.conf"), {"REAL_IP": real_ip(server)})
+
+
 def locations_conf(server: Server) -> str:
+    students = STUDENTS_ELSEWHERE if server.student_domain else STUDENTS
     return fill(template("nbunits-locations.conf"), {
-        "REAL_IP": real_ip(server), "LAUNCH_BURST": str(server.launch_burst),
+        "LAUNCH_BURST": str(server.launch_burst),
         # One launch more is allowed this many seconds later.
-        "RETRY_AFTER": str(max(1, -(-60 // server.launch_rate)))})
+        "RETRY_AFTER": str(max(1, -(-60 // server.launch_rate))),
+        "STUDENTS": f"include /etc/nginx/{students};"})
+
+
+def students_elsewhere_conf(server: Server) -> str:
+    """The server's name with per-student origins: old /nb/ links go there."""
+    return fill(template("nbunits-students-elsewhere.conf"),
+                {"STUDENT_DOMAIN": server.student_domain})
+
+
+def snippets(server: Server) -> dict[str, str | None]:
+    """nginx's snippets for this server (None: a file that must not be there)."""
+    return {BASE: base_conf(server), LOCATIONS: locations_conf(server),
+            PROXY: template("nbunits-proxy.conf"),
+            STUDENTS: template("nbunits-students.conf"),
+            STUDENT_LOCATIONS: template("nbunits-student-locations.conf"),
+            STUDENTS_ELSEWHERE: students_elsewhere_conf(server) if server.student_domain
+            else None}
 
 
 def site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
     """The complete site: plain HTTP on `listen`, TLS on `tls_listen` (with a
     certificate), and a default server answering 421 for any other name."""
     return fill(template("nbunits-site.conf"), _site_values(server, listen, tls_listen))
+
+
+def student_site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]
+                      ) -> str:
+    """Students' own origins: every <user>.<student_domain>, on the same addresses
+    and with the same certificate as the server's site."""
+    values = _site_values(server, listen, tls_listen)
+    return fill(template("nbunits-student-site.conf"), {
+        "LISTEN": values["LISTEN"], "TLS": values["TLS"],
+        "HEADER_BUFFERS": HEADER_BUFFERS, "STUDENT_HOSTS": student_hosts(server)})
 
 
 def front_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
@@ -114,5 +179,8 @@ def _site_values(server: Server, listen: Sequence[str], tls_listen: Sequence[str
     if server.tls_cert:
         tls = (f"    ssl_certificate {server.tls_cert};\n"
                f"    ssl_certificate_key {server.tls_key};\n{TLS_SETTINGS}")
+    # A front passes students' own origins on to the hosts, whose nginx checks them.
+    names = [*server.names, f'"{student_hosts(server)}"'] if server.student_domain and \
+        server.hosts else server.names
     return {"LISTEN_DEFAULT": "\n".join(default), "LISTEN": "\n".join(plain + secure),
-            "SERVER_NAMES": " ".join(server.names), "TLS": tls}
+            "SERVER_NAMES": " ".join(names), "TLS": tls, "HEADER_BUFFERS": HEADER_BUFFERS}

@@ -1,11 +1,12 @@
 """Publishing a course: the whole repository, notebooks validated and normalized.
 
-Everything in the course's repository but hidden files (data, modules, folders)
-goes into a root-owned, world-readable folder, /var/lib/nbunits/courses/<course>,
-which every student's container mounts read-only (at /home/student/course); students'
-course folders hold their own copies of the notebooks and symlinks to the rest
-(notebooks.link_tree). Invalid notebooks, and notebooks whose names cannot be
-used, are reported and skipped: the others still publish.
+Everything in the course's repository but hidden files, symbolic links and
+special files (devices, FIFOs) goes into a root-owned, world-readable folder,
+/var/lib/nbunits/courses/<course>, which every student's container mounts read-only
+(at /home/student/course); students' course folders hold their own copies of the
+notebooks and symlinks to the rest (notebooks.link_tree). Invalid notebooks, and
+notebooks whose names cannot be used, are reported and skipped: the others still
+publish.
 
 The folder is updated in place, file by file (each file is renamed into place
 whole), never swapped: running containers mount it, and a swapped-out folder
@@ -16,43 +17,55 @@ rewritten by an update.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
-from nbunits.core.errors import NbunitsError
+from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook
-from nbunits.helper.notebooks import find_masters, normalize
+from nbunits.helper.notebooks import NotebookError, find_masters, normalize, read_plain
 
 
 def check_masters(source: Path) -> dict[str, str]:
-    """{path: why it is not published} for the masters (and links) that cannot be."""
+    """{path: why it is not published} for the masters (and other files) that cannot be.
+
+    A master is read without following links, from a regular file only, and only up
+    to the notebook size limit (notebooks.read_plain): a master that is a link to
+    /dev/zero or /etc/shadow is reported, never read."""
     broken = {}
     for notebook in find_masters(source):
         try:
             check_notebook(notebook)
-            normalize((source / notebook).read_bytes(), notebook)
+            normalize(read_plain(source, notebook), notebook)
         except NbunitsError as exc:  # InvalidName, NotebookError
             broken[notebook] = exc.message
         except OSError as exc:
             broken[notebook] = f"{notebook}: {exc.strerror}"
-    for link in find_links(source):
-        broken[link] = f"{link}: a symbolic link (publish the file itself)"
+    broken.update(find_unpublishable(source))
     return broken
 
 
-def find_links(source: Path) -> list[str]:
-    """Symbolic links in the repository: never followed (one could name /etc/shadow)."""
-    found = []
+def find_unpublishable(source: Path) -> dict[str, str]:
+    """Symbolic links (never followed: one could name /etc/shadow) and special files
+    (a FIFO or a device would block or never end a copy) in the repository."""
+    found = {}
     for folder, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in [*dirs, *files]:
             path = Path(folder, name)
-            if not name.startswith(".") and path.is_symlink():
-                found.append(path.relative_to(source).as_posix())
-    return sorted(found)
+            relative = path.relative_to(source).as_posix()
+            if name.startswith("."):
+                continue
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                found[relative] = f"{relative}: a symbolic link (publish the file itself)"
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                found[relative] = f"{relative}: not a regular file (a FIFO, a device...)"
+    return dict(sorted(found.items()))
 
 
 def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
@@ -63,19 +76,24 @@ def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
     def stage(src: str, dst: str) -> None:
         """Hard-link what did not change (not notebooks: they are rewritten below)."""
         old = target / Path(dst).relative_to(staging)
-        s = os.stat(src)
-        try:
-            o = os.lstat(old)
-            if (not dst.endswith(".ipynb") and stat.S_ISREG(o.st_mode) and o.st_size == s.st_size
-                    and o.st_mtime_ns == s.st_mtime_ns):
-                os.link(old, dst)
-                return
-        except FileNotFoundError:
-            pass
-        shutil.copy2(src, dst)
+        with _open_plain(src) as f:
+            s = os.fstat(f.fileno())
+            try:
+                o = os.lstat(old)
+                if (not dst.endswith(".ipynb") and stat.S_ISREG(o.st_mode)
+                        and o.st_size == s.st_size and o.st_mtime_ns == s.st_mtime_ns):
+                    os.link(old, dst)
+                    return
+            except FileNotFoundError:
+                pass
+            with open(dst, "xb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+        os.utime(dst, ns=(s.st_atime_ns, s.st_mtime_ns))
 
     def ignored(folder: str, names: list[str]) -> set[str]:
-        return {n for n in names if n.startswith(".") or os.path.islink(os.path.join(folder, n))}
+        """Hidden files, symbolic links, and anything but folders and regular files."""
+        return {n for n in names if n.startswith(".") or not (
+            stat.S_ISDIR(mode := os.lstat(os.path.join(folder, n)).st_mode) or stat.S_ISREG(mode))}
 
     shutil.copytree(source, staging, symlinks=True, ignore=ignored, copy_function=stage)
     for notebook in skip:
@@ -92,6 +110,16 @@ def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
     update_in_place(staging, target)
     shutil.rmtree(staging)
     return published
+
+
+@contextlib.contextmanager
+def _open_plain(path: str) -> Iterator[IO[bytes]]:
+    """A repository's file, opened without following a link; a regular file only."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotebookError(Code.BROKEN_NOTEBOOK, f"{path}: not a regular file")
+        yield f
 
 
 def update_in_place(new: Path, current: Path) -> None:

@@ -15,8 +15,8 @@ btrfs is a qgroup of the course's subvolumes (btrfs.py), and a subvolume made
 inside one would be outside it, a way past the quota that needs no privilege.
 Those ioctls are refused (EPERM): every `_IOW(0x94, nr, struct
 btrfs_ioctl_vol_args)`, 0x500094xx (SNAP_CREATE, SUBVOL_CREATE and their _V2;
-the rest of that family needs CAP_SYS_ADMIN anyway). Reflinks (FICLONE,
-0x40049409) stay allowed.
+the rest of that family needs CAP_SYS_ADMIN anyway), whatever the request's
+high 32 bits (the kernel ignores them). Reflinks (FICLONE, 0x40049409) stay allowed.
 """
 
 from __future__ import annotations
@@ -48,17 +48,22 @@ def _without(default: dict[str, Any], removed: tuple[str, ...]) -> list[dict[str
 
 
 def without_subvolumes(default: dict[str, Any]) -> dict[str, Any]:
-    request = {"index": 1, "valueTwo": 0}
-    rules = _without(default, ("ioctl",)) + [
-        {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
-         "args": [{**request, "value": BTRFS_VOL_ARGS_IOCTLS, "op": "SCMP_CMP_LT"}]},
-        {"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
-         "args": [{**request, "value": BTRFS_VOL_ARGS_IOCTLS | 0xFF, "op": "SCMP_CMP_GT"}]},
-        {"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
-         "args": [{**request, "value": BTRFS_VOL_ARGS_MASK, "valueTwo": BTRFS_VOL_ARGS_IOCTLS,
-                   "op": "SCMP_CMP_MASKED_EQ"}]},
-    ]
-    return {**default, "syscalls": rules}
+    """ioctl allowed but for 0x500094xx, compared on the request's low 32 bits only.
+
+    The kernel reads ioctl's request as a 32-bit `unsigned int`, seccomp sees the whole
+    64-bit register: 0x1_5000940E is SUBVOL_CREATE to the kernel, and a comparison of
+    all 64 bits (request < 0x50009400 or > 0x500094FF) would allow it. Every rule
+    here is a SCMP_CMP_MASKED_EQ whose mask has no high bit: ioctl is allowed when
+    any of the request's bits 8..31 differs from 0x500094xx's (one rule per bit, as
+    libseccomp has no "not equal under a mask"), refused (EPERM) when none does."""
+    request = {"index": 1, "op": "SCMP_CMP_MASKED_EQ"}
+    allowed = [{"names": ["ioctl"], "action": "SCMP_ACT_ALLOW",
+                "args": [{**request, "value": bit, "valueTwo": ~BTRFS_VOL_ARGS_IOCTLS & bit}]}
+               for bit in (1 << n for n in range(8, 32))]
+    refused = {"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+               "args": [{**request, "value": BTRFS_VOL_ARGS_MASK,
+                         "valueTwo": BTRFS_VOL_ARGS_IOCTLS}]}
+    return {**default, "syscalls": _without(default, ("ioctl",)) + allowed + [refused]}
 
 
 def without_user_namespaces(default: dict[str, Any]) -> dict[str, Any]:

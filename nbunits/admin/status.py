@@ -8,9 +8,12 @@ from datetime import datetime, timedelta
 
 from systemd import journal
 
-from nbunits.core.config import Settings, provisioned_students
+from nbunits.admin.terminal import escape
+from nbunits.core.config import Settings, list_courses, load_course, provisioned_students
+from nbunits.core.errors import NbunitsError
 from nbunits.core.names import (
     COURSE_RE,
+    STUDENTS_JOURNAL,
     USER_RE,
     StudentUnits,
     check_user,
@@ -110,7 +113,8 @@ def _size(value: int | None) -> str:
 
 
 def format_table(states: list[StudentState]) -> str:
-    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"], *(s.row() for s in states)]
+    rows = [["COURSE", "STUDENT", "ID", "STATE", "SINCE", "MEMORY"],
+            *([escape(cell) for cell in s.row()] for s in states)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     counts: dict[str, int] = {}
@@ -119,6 +123,17 @@ def format_table(states: list[StudentState]) -> str:
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no students"
     return "\n".join(lines + [f"\n{len(states)} student(s): {summary}"])
+
+
+def course_lines(settings: Settings, course: str | None = None) -> list[str]:
+    """How students get in, per course (an `open` legacy link says so in capitals)."""
+    lines = []
+    for name in [course] if course else list_courses(settings):
+        try:
+            lines.append(f"{name}: {load_course(settings, name).how_students_get_in()}")
+        except NbunitsError as exc:
+            lines.append(f"{name}: BROKEN: {exc}")
+    return lines
 
 
 def as_dicts(states: list[StudentState]) -> list[dict[str, object]]:
@@ -132,13 +147,16 @@ def resolve_student(student: str) -> str:
 
 def journalctl_args(course: str, user: str, extra: list[str]) -> list[str]:
     """journalctl for everything about one student: their units, and the dispatcher's
-    and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed)."""
+    and helper's lines tagged COURSE=/STUDENT= (journal matches joined by '+' are ORed),
+    from the system journal and the students' namespace (their container's output) at
+    once. journalctl shows a line with control characters as "[N blob data]"."""
     units = StudentUnits(course, user)
     matches: list[str] = []
     for unit in units.started:
         matches += [f"_SYSTEMD_UNIT={unit}", "+", f"UNIT={unit}", "+"]
     matches += [f"COURSE={course}", f"STUDENT={user}"]
-    return ["journalctl", "--output=short-iso", *extra, *matches]
+    return ["journalctl", f"--namespace=+{STUDENTS_JOURNAL}", "--output=short-iso", *extra,
+            *matches]
 
 
 # systemd's "Started UNIT." message: one per start of a unit.

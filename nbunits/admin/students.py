@@ -5,8 +5,9 @@ A student is a Linux user named nb... (names.user_for; a JSON user record in
 /var/lib/nbunits/students/<user>. What belongs to them: the user and its home,
 that record, their marks of recent activity (activity.py), in each course a
 capability (tokens/<course>/<user>.*) and a manifest of copies
-(copies/<course>/<user>.json), the units of each course, and id links
-(aliases/<course>.json) that name their id. Deleting takes all of it, after a
+(copies/<course>/<user>.json), the static versions they share (shares/, with
+their pages), the units of each course, and id links (aliases/<course>.json)
+that name their id. Deleting takes all of it, after a
 tarball of the home unless asked not to (`nbunits student delete`).
 """
 
@@ -36,7 +37,7 @@ from nbunits.core.names import (
 )
 from nbunits.core.run import run
 from nbunits.core.systemctl import daemon_reload, list_units, systemctl
-from nbunits.helper import btrfs, copies, staff
+from nbunits.helper import btrfs, copies, shares, staff
 from nbunits.helper.capability import read_secret
 from nbunits.helper.notebooks import as_text, read_copy
 from nbunits.helper.users import Student, recorded_id, remove_user_record
@@ -153,6 +154,9 @@ def plan_deletion(settings: Settings, user: str, *, backup: bool) -> Deletion:
         files += sorted(p for p in folder.glob(f"{user}.*") if p.is_file())
     files += [mark for folder in _listdir(settings.recent_dir)
               if (mark := folder / user).is_file()]
+    # The static versions they share, in each course: pages, index, lock.
+    files += [path for folder in _listdir(settings.shares_dir) if COURSE_RE.fullmatch(folder.name)
+              for path in shares.files_of(settings, StudentUnits(folder.name, user))]
     aliases = {}
     for path in _listdir(settings.aliases_dir):
         course = path.stem

@@ -37,6 +37,8 @@ class ConfigError(NbunitsError):
 # A DNS name a browser may use for this server (RFC 1123 labels, lower case).
 SERVER_NAME_RE = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+# A student's host name is <user>.<student_domain>: 19 characters before it.
+MAX_STUDENT_DOMAIN = 253 - 19
 # The request header a trusted load balancer puts the client's address in.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # A host behind the front: an IPv4 address or a DNS name, or [IPv6], and a port.
@@ -59,6 +61,11 @@ class Server:
 
     # The names browsers use (nginx's server_name, Jupyter's local_hostnames).
     names: tuple[str, ...] = ()
+    # Per-student origins (docs/admin.md, "Students' own origins"): each student's
+    # server is reachable only at https://<user>.<student_domain>/nb/..., so that no
+    # student's page shares an origin (cookies, service workers, storage) with
+    # another's. "" serves them all under the names above (one origin).
+    student_domain: str = ""
     # nginx terminates TLS with these (PEM files), or a load balancer does.
     tls_cert: str = ""
     tls_key: str = ""
@@ -93,10 +100,22 @@ class Server:
     multi_host: bool = False
     # On a front (`nbunits install --front`): the hosts, "ADDRESS[:PORT]".
     hosts: tuple[str, ...] = ()
+    # Course images are built from teachers' repositories by an unprivileged user in a
+    # unit of its own (admin/builder.py), within these bounds: its memory, its time
+    # (seconds), and its disk (the largest file it may write, what it may write in
+    # all, and the size of the layers it adds to the shared store).
+    image_build_memory: str = "2G"
+    image_build_time: int = 1800
+    image_build_disk: str = "8G"
 
     def __post_init__(self) -> None:
         problems = [f"server name {n!r}" for n in self.names if not SERVER_NAME_RE.fullmatch(n)]
-        for key in ("unload_after", "launch_rate", "launch_burst", "new_students_per_minute"):
+        if self.student_domain and (not SERVER_NAME_RE.fullmatch(self.student_domain)
+                                    or len(self.student_domain) > MAX_STUDENT_DOMAIN):
+            problems.append(f"student domain {self.student_domain!r} (a DNS name, e.g. "
+                            "nb.example.org)")
+        for key in ("unload_after", "launch_rate", "launch_burst", "new_students_per_minute",
+                    "image_build_time"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
                 problems.append(f"{key} (a positive whole number)")
         for key in ("memory_budget", "server_memory"):
@@ -104,6 +123,10 @@ class Server:
             if value and (not _SIZE_RE.fullmatch(value) or value == "infinity"
                           or parse_size(value) == 0):
                 problems.append(f"{key}={value!r} (e.g. 16G)")
+        for key in ("image_build_memory", "image_build_disk"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]*[KMGT]", value):
+                problems.append(f"{key}={value!r} (e.g. 4G)")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -272,8 +295,12 @@ class Settings:
         """Linked LMS ids of one learner (core/aliases.py), root:nbunits 0640."""
         return self.aliases_dir / f"{check_course(course)}.json"
 
+    def course_shares(self, course: str) -> Path:
+        """The indexes of the course's students' shares (their pages: share_page)."""
+        return self.shares_dir / check_course(course)
+
     def share_index(self, units: StudentUnits) -> Path:
-        return self.shares_dir / units.course / f"{units.user}.json"
+        return self.course_shares(units.course) / f"{units.user}.json"
 
     def share_page(self, token: str) -> Path:
         return self.shares_dir / "pages" / f"{token}.html"
@@ -309,6 +336,53 @@ class Settings:
     def rootfs_mounts(self) -> Path:
         """Where an image of several layers is stacked by a mount unit (core/rootfs.py)."""
         return self.run_dir / "rootfs"
+
+    @property
+    def build_dir(self) -> Path:
+        """Course image builds (admin/builder.py): the builder's home, root's inputs
+        for it and root's imports from it, each a folder of its own."""
+        return self.state_dir / "build"
+
+    @property
+    def builder_home(self) -> Path:
+        """The builder user's own folder (0700): its podman storage, its wheels, its export."""
+        return self.build_dir / "builder"
+
+    @property
+    def build_input(self) -> Path:
+        """What root hands the builder (root's, world-readable): the base image, the context."""
+        return self.build_dir / "input"
+
+    @property
+    def build_base(self) -> Path:
+        """The base image as the builder loads it (an OCI layout), and the id it is of;
+        images/course-build names them too."""
+        return self.build_input / "base"
+
+    @property
+    def build_base_id(self) -> Path:
+        return self.build_input / "base.id"
+
+    @property
+    def build_context(self) -> Path:
+        """A build's context: a copy of the repository, or its requirements.txt, and the
+        Containerfile (images/course-build names it too)."""
+        return self.build_input / "context"
+
+    @property
+    def builder_export(self) -> Path:
+        """What a build made, as the builder saved it (images/course-build names it too)."""
+        return self.builder_home / "export"
+
+    @property
+    def build_lock(self) -> Path:
+        """Held while a course image builds: one build at a time on a host."""
+        return self.build_dir / ".lock"
+
+    @property
+    def build_import(self) -> Path:
+        """Root's private copy of a build's result, checked before the store loads it."""
+        return self.build_dir / "import"
 
     @property
     def image_build_runroot(self) -> Path:
@@ -420,7 +494,22 @@ def server_to_toml(server: Server) -> dict[str, Any]:
 
 
 NETWORKS = ("none", "slirp4netns")
-LEGACY_MODES = ("open", "off", "referrer", "signed")
+
+
+def _is_network(value: Any) -> bool:
+    """An IP address or network, narrower than all of them."""
+    try:
+        return isinstance(value, str) and ipaddress.ip_network(value, strict=False).prefixlen > 0
+    except ValueError:
+        return False
+
+
+NETWORK_ALLOW = S.strings(
+    "CIDR", "IP addresses or networks, e.g. 10.1.2.0/24 or 192.168.5.7 (not 0.0.0.0/0 or ::/0)",
+    _is_network)
+LEGACY_MODES = ("off", "signed", "referrer", "open")
+# The platform's keys (JWKS) over TLS only, or from a file on this host (no network).
+KEYS_URL_RE = re.compile(r"(https://|file:///)\S+$")
 # LTI ids and keys are opaque to us: printable ASCII, no spaces.
 _OPAQUE_RE = re.compile(r"[!-~]{1,255}")
 
@@ -461,10 +550,12 @@ class Lti13Registration:
         v, str) and (not v or v.startswith("/"))),
         "the platform's keys: a JWKS (JSON) or PEM file, fetched from keys_url or kept by "
         "the admin", option="--lti13-keys")
-    keys_url: str = setting("", S.Kind("URL", "an https URL (file:// for tests)"),
+    keys_url: str = setting("", S.Kind("URL", "an https URL (or file:// for a copy kept on "
+                                       "this host)"),
                             "where `course add/update` and nbunits-refresh-keys.timer fetch "
-                            "the keys from (Open edX: the Keyset URL); the dispatcher has "
-                            "no network", option="--lti13-keys-url")
+                            "the keys from (Open edX: the Keyset URL), only over https: keys "
+                            "fetched over http could be anyone's; the dispatcher has no "
+                            "network", option="--lti13-keys-url")
 
     def problems(self) -> list[str]:
         found = []
@@ -478,10 +569,13 @@ class Lti13Registration:
             found.append(f"lti13 auth_url={self.auth_url!r} (an http(s) URL)")
         if self.keys and not self.keys.startswith("/"):
             found.append(f"lti13 keys={self.keys!r} (an absolute path)")
-        if self.keys_url and (not re.match(r"(https?|file)://\S+$", self.keys_url)
-                              or not self.keys):
-            found.append(f"lti13 keys_url={self.keys_url!r} (a URL, with keys naming the "
-                         "file to keep the keys in)")
+        if self.keys_url and not re.match(KEYS_URL_RE, self.keys_url):
+            found.append(f"lti13 keys_url={self.keys_url!r} (keys only over https: an "
+                         "https:// URL, or file:// for a copy kept on this host; over http, "
+                         "anyone on the way could hand over keys of their own)")
+        elif self.keys_url and not self.keys:
+            found.append(f"lti13 keys_url={self.keys_url!r} (with keys naming the file to "
+                         "keep the keys in)")
         return found
 
 
@@ -528,8 +622,21 @@ class CourseConfig:
                              "TasksMax=)", section="limits")
     course_memory_max: str = setting("infinity", S.SIZE, "memory for the whole course (its "
                                      "slice's MemoryMax=)", section="limits")
+    new_students_per_minute: int = setting(
+        0, S.COUNT_OR_ZERO, "the course's own cap on new students (users created) in any "
+        "60 s, below the host's (0: the host's cap only); past it, its launches of new "
+        "students are refused (503), other courses' are not", section="limits")
+    max_running: int = setting(
+        0, S.COUNT_OR_ZERO, "the course's own cap on its students' servers running at once, "
+        "below the host's (0: the host's cap only); past it, a launch that would start "
+        "one more is refused (503)", section="limits")
     network: str = setting("none", S.choice("NETWORK", *NETWORKS), "the containers' network: none "
                            "(loopback only) or slirp4netns (outbound only)", section="limits")
+    network_allow: tuple[str, ...] = setting(
+        (), NETWORK_ALLOW, "with network = slirp4netns, what the kernels may reach besides "
+        "the internet: link-local, private (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) "
+        "and the host's own addresses are refused otherwise (docs/security.md, "
+        "\"Kernels' network\")", section="limits")
     # Security choices (docs/security.md), each with the reason for its default.
     terminals: bool = setting(
         True, S.BOOL, "Jupyter's terminals: a shell is what a kernel's `!cmd` gives anyway, "
@@ -559,9 +666,11 @@ class CourseConfig:
     origin_dir: str = setting("", S.TEXT, "or the folder it is published from", option="",
                               section="origin")
     legacy: str = setting(
-        "open", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ link: "
-        "open (anyone who knows a student id), off, referrer (only from pages on "
-        "legacy_referrers, as nbhosting) or signed (an HMAC keyed by the legacy secret)",
+        "off", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ "
+        "link: off (nobody: students get in by LTI), signed (an HMAC keyed by the legacy "
+        "secret), referrer (only from pages on legacy_referrers, as nbhosting) or open "
+        "(anyone who knows or guesses a student id opens and changes that student's "
+        "notebooks: only if chosen). A course file without it means off",
         section="launch")
     legacy_referrers: tuple[str, ...] = setting(
         (), S.DOMAINS, "domains allowed for legacy = referrer", section="launch")
@@ -595,6 +704,8 @@ class CourseConfig:
                 and 0 < self.link_lifetime < self.max_lifetime + 3600:
             problems.append(f"link_lifetime={self.link_lifetime!r} (0, or at least "
                             "max_lifetime + 3600 seconds)")
+        if self.network_allow and self.network == "none":
+            problems.append("network_allow needs network = slirp4netns")
         problems += self._launch_problems()
         if problems:
             raise ConfigError(Code.BAD_COURSE_CONFIG,
@@ -603,6 +714,26 @@ class CourseConfig:
     @property
     def lms_origins(self) -> list[str]:
         return self.lms_origin.split()
+
+    def launch_methods(self) -> list[str]:
+        """How students get in, for people ("LTI 1.1", "legacy link (signed)"...);
+        none: nobody can launch yet."""
+        methods = ["LTI 1.1"] if self.lti11_key else []
+        if self.lti13:
+            count = len(self.lti13)
+            methods.append(f"LTI 1.3 ({count} registration{'s' if count > 1 else ''})")
+        if self.legacy == "open":
+            methods.append("legacy link (OPEN: anyone who knows or guesses a student id)")
+        elif self.legacy != "off":
+            methods.append(f"legacy link ({self.legacy})")
+        return methods
+
+    def how_students_get_in(self) -> str:
+        """One line for `course add/update/show` and `nbunits status`."""
+        methods = self.launch_methods()
+        if not methods:
+            return "students cannot get in yet: no LTI settings and the legacy link off"
+        return "students get in by: " + ", ".join(methods)
 
     def _launch_problems(self) -> list[str]:
         problems = []
@@ -679,7 +810,7 @@ def course_from_toml(course: str, data: dict[str, Any]) -> CourseConfig:
     if "source" not in section:
         raise ConfigError(Code.BAD_COURSE_CONFIG, f"course {course}: 'source' is missing")
     section["source"] = Path(section["source"])
-    for key in ("legacy_referrers", "lti_staff_roles"):
+    for key in ("legacy_referrers", "lti_staff_roles", "network_allow"):
         if isinstance(section.get(key), list):
             section[key] = tuple(section[key])
     try:

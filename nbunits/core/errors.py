@@ -16,6 +16,7 @@ from enum import StrEnum
 
 
 class Code(StrEnum):
+    ACTION_TIMEOUT = "action_timeout"
     BAD_CAPABILITY = "bad_capability"
     BAD_CONFIG = "bad_config"
     BAD_CONTAINERFILE = "bad_containerfile"
@@ -29,6 +30,7 @@ class Code(StrEnum):
     BAD_NETWORK = "bad_network"
     BAD_NOTEBOOK = "bad_notebook"
     BAD_ORIGIN = "bad_origin"
+    BAD_REQUIREMENTS = "bad_requirements"
     BAD_REQUEST = "bad_request"
     BAD_STATE = "bad_state"
     BAD_STUDENT = "bad_student"
@@ -51,10 +53,13 @@ class Code(StrEnum):
     NO_SECRET = "no_secret"
     QUOTA_FAILED = "quota_failed"
     QUOTA_UNAVAILABLE = "quota_unavailable"
+    REFUSED_IMAGE = "refused_image"
     RUNS_ELSEWHERE = "runs_elsewhere"
     SERVER_FAILED = "server_failed"
     STUDENT_COLLISION = "student_collision"
+    STUDENT_LIMIT = "student_limit"
     TOO_LARGE = "too_large"
+    TOO_MANY = "too_many"
     UNAUTHORIZED = "unauthorized"
     UNKNOWN_COURSE = "unknown_course"
     UNKNOWN_IMAGE = "unknown_image"
@@ -77,6 +82,7 @@ class Meaning:
 
 
 MEANINGS: dict[Code, Meaning] = {
+    Code.ACTION_TIMEOUT: Meaning(503, "a student's action ran past its time limit and was stopped"),
     Code.BAD_CAPABILITY: Meaning(403, "a student link's capability is malformed or not theirs"),
     Code.BAD_CONFIG: Meaning(None, "nbunits.toml or another setting file is not valid"),
     Code.BAD_CONTAINERFILE: Meaning(None, "a course repository's Containerfile cannot be used"),
@@ -90,12 +96,15 @@ MEANINGS: dict[Code, Meaning] = {
     Code.BAD_NETWORK: Meaning(None, "a network setting this host cannot honour"),
     Code.BAD_NOTEBOOK: Meaning(400, "a notebook path nbunits cannot use"),
     Code.BAD_ORIGIN: Meaning(None, "an origin (LMS) that is not an http(s) origin"),
+    Code.BAD_REQUIREMENTS: Meaning(None, "a course repository's requirements.txt has a line "
+                                   "that is not a plain requirement"),
     Code.BAD_REQUEST: Meaning(400, "a request that is malformed"),
     Code.BAD_STATE: Meaning(None, "a record of nbunits' own that cannot be read"),
     Code.BAD_STUDENT: Meaning(400, "a student id or user name nbunits cannot use"),
     Code.BAD_TEMPLATE: Meaning(None, "a unit or nginx template with a placeholder left"),
     Code.BROKEN_NOTEBOOK: Meaning(500, "a master notebook that is not valid"),
-    Code.BUSY: Meaning(503, "an admission cap (new students, running servers): try again later"),
+    Code.BUSY: Meaning(503, "an admission cap (new students, running servers), or every worker of "
+                       "students' actions busy: try again later"),
     Code.COMMAND_FAILED: Meaning(None, "a program nbunits ran failed"),
     Code.COMMAND_MISSING: Meaning(None, "a program nbunits runs is not installed"),
     Code.COMMAND_TIMEOUT: Meaning(None, "a program nbunits ran did not finish in time"),
@@ -112,10 +121,16 @@ MEANINGS: dict[Code, Meaning] = {
     Code.NO_SECRET: Meaning(None, "a secret nbunits needs is missing"),
     Code.QUOTA_FAILED: Meaning(None, "a disk quota could not be set"),
     Code.QUOTA_UNAVAILABLE: Meaning(None, "a course has disk_quota, the homes' file system has no quotas"),
+    Code.REFUSED_IMAGE: Meaning(None, "a course's built image holds what the shared store "
+                                "refuses (setuid, devices, capabilities, other owners, too large)"),
     Code.RUNS_ELSEWHERE: Meaning(None, "the student's server runs on another host"),
     Code.SERVER_FAILED: Meaning(500, "a student's server cannot start"),
     Code.STUDENT_COLLISION: Meaning(409, "a student id whose user or uid is taken by someone else"),
+    Code.STUDENT_LIMIT: Meaning(409, "a student's request over one of their bounds (shares, a "
+                                "share's size): the message says which"),
     Code.TOO_LARGE: Meaning(500, "a request or file over nbunits' size limits"),
+    Code.TOO_MANY: Meaning(429, "a student's requests over their own rate, or too many waiting "
+                           "for their turn: try again after Retry-After"),
     Code.UNAUTHORIZED: Meaning(401, "a launch whose signature does not verify"),
     Code.UNKNOWN_COURSE: Meaning(404, "no such course"),
     Code.UNKNOWN_IMAGE: Meaning(None, "no such image in the store"),

@@ -27,6 +27,13 @@ RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
 SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket"}
 RESERVED_SUFFIXES = tuple(SUFFIXED_UNITS)
 
+# The slice every course's slice (and so every student's unit) is in.
+STUDENTS_SLICE = "nbunits.slice"
+
+# The journal namespace students' units log to (their LogNamespace=; units/course/):
+# `journalctl --namespace=nbunits`.
+STUDENTS_JOURNAL = "nbunits"
+
 # edX anonymous ids are 32 hex characters; LTI user ids are opaque strings. We
 # accept a conservative printable set: the id is never used verbatim in a name.
 STUDENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}")
@@ -240,6 +247,15 @@ def container_pattern(course: str) -> str:
     return f"nbunits-{check_course(course)}@*.service"
 
 
+# Course images are built by this system user, never by root, one step per
+# transient unit (admin/builder.py). No '@' in these names: no course's pattern
+# (course_unit_patterns) can match them.
+BUILDER_USER = "nbunits-builder"
+IMAGE_BUILD_UNITS = {"base": "nbunits-image-base.service",
+                     "wheels": "nbunits-image-wheels.service",
+                     "build": "nbunits-image-build.service"}
+
+
 def course_image(course: str) -> str:
     """The image a course builds from its repository (course_image.py)."""
     return f"localhost/nbunits/course-{check_course(course)}:latest"
@@ -290,6 +306,26 @@ def notebook_url(units: StudentUnits, capability: str, notebook: str) -> str:
     return f"{units.jupyter_prefix(capability)}notebooks/{check_notebook(notebook).as_posix()}"
 
 
+def student_host(user: str, domain: str) -> str:
+    """A student's own origin's host name (per-student origins, [server]
+    student_domain): <user>.<domain>. The user name is a DNS label already."""
+    return f"{check_user(user)}.{domain}"
+
+
+def host_user(host: str, domain: str) -> str | None:
+    """The student whose own origin `host` (a name without port, lower case) is;
+    None for any other host, and always without a student domain."""
+    user, dot, rest = host.partition(".")
+    return user if domain and dot and rest == domain and USER_RE.fullmatch(user) else None
+
+
+def origin(scheme: str, host: str, port: str = "") -> str:
+    """scheme://host[:port], the port as a Host header gives it ("" or "8080")."""
+    if scheme not in ("http", "https") or not (port == "" or port.isdigit()):
+        raise InvalidName(Code.BAD_REQUEST, "invalid scheme or port")
+    return f"{scheme}://{host}" + (f":{port}" if port else "")
+
+
 def quote_path(path: str) -> str:
     """A path as it goes into a link or a Location: UTF-8, percent-encoded, '/' kept."""
     return quote(path, safe="/")
@@ -321,6 +357,32 @@ def check_share_token(token: str) -> str:
 def shared_path(token: str) -> str:
     """Where anyone reads a static version a student shares."""
     return f"/shared/{check_share_token(token)}"
+
+
+# How a path is written to a log: never a capability, a share token or a student id.
+# nginx's access log does the same ($nbunits_log_uri, nginx/nbunits-http.conf: a unit
+# test keeps the two in step); the first rule that matches gives the whole line's
+# path (None: the path as it is).
+_LOG_RULES: tuple[tuple[re.Pattern[str], str | None], ...] = (
+    (re.compile(r"(?s)^(?P<p>.*?)[A-Za-z0-9_-]{22}\.[0-9]"), r"\g<p>[capability]"),
+    (re.compile(r"^(?P<p>/(?:nb|_nbunits/wake|_nbunits/student)/[^/]*/[^/]*/)"),
+     r"\g<p>[capability]"),
+    (re.compile(r"^/nb/"), "/nb/[capability]"),
+    (re.compile(r"^(?P<p>/ipythonExercice/[^/]*/)"), r"\g<p>[student]"),
+    (re.compile(r"^/ipythonExercice/"), "/ipythonExercice/[student]"),
+    (re.compile(r"^/shared/"), "/shared/[token]"),
+    (re.compile(r"^/(?:lti|staff|_nbunits/(?:handoff|page))/|^/_nbunits/health$"), None),
+    (re.compile(r"(?s)^(?P<p>/[^/]*/)."), r"\g<p>[...]"),
+)
+
+
+def loggable_path(path: str) -> str:
+    """A request's path as a log line may show it."""
+    for pattern, template in _LOG_RULES:
+        found = pattern.match(path)
+        if found:
+            return path if template is None else found.expand(template)
+    return path
 
 
 def check_capability(capability: str) -> str:

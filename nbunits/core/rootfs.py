@@ -23,6 +23,7 @@ and `image build`; the generator reads that record, never the store in /var
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,13 @@ def load(settings: Settings, image: str) -> Rootfs:
 
 
 def unit_words(words: tuple[str, ...]) -> str:
-    """Words for a unit's ExecStart=, each quoted as systemd reads them back."""
-    return " ".join('"' + w.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-                    .replace("$", "$$") + '"' for w in words)
+    """Words for a unit's ExecStart=, each quoted as systemd reads them back. A control
+    character is written as a C escape, which systemd decodes: a raw newline (an image's
+    configuration is a course's word) would end the setting mid-word, and systemd
+    would refuse the whole unit (measured: "bad unit file setting")."""
+    return " ".join('"' + _CONTROL_RE.sub(lambda m: f"\\x{ord(m[0]):02x}", w.replace("\\", "\\\\")
+                    .replace('"', '\\"').replace("%", "%%").replace("$", "$$")) + '"'
+                    for w in words)
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")

@@ -20,6 +20,8 @@ from nbunits.core.errors import Code, NbunitsError
 
 logger = logging.getLogger(__name__)
 
+# run_streamed shows a longer line in pieces of this many characters.
+MAX_LINE = 8192
 # A small, predictable environment: no locale surprises, no inherited oddities.
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
@@ -82,8 +84,11 @@ def run_streamed(argv: Sequence[str], show: Callable[[str], None], *,
     except OSError as exc:
         raise _not_run(argv, exc) from exc
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        out = proc.stdout
+        assert out is not None
+        # A line is read MAX_LINE characters at a time: a program that prints without
+        # end-of-line (a course's build does what its repository says) costs no memory.
+        for line in iter(lambda: out.readline(MAX_LINE), ""):
             line = line.rstrip("\n")
             tail.append(line)
             show(line)
@@ -126,3 +131,21 @@ async def run_async(argv: Sequence[str], *, check: bool = True, timeout: float =
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+async def start_child(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    """A long-lived child of ours that speaks over its stdin and stdout (stderr, its
+    logs: the caller's); it inherits the caller's environment (the journal's)."""
+    logger.debug("starting %s", shlex.join(argv))
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    except OSError as exc:
+        raise _not_run(argv, exc) from exc
+
+
+async def end_child(proc: asyncio.subprocess.Process) -> None:
+    """Kill a child of start_child() and reap it (at once: it may be stuck)."""
+    if proc.returncode is None:
+        proc.kill()
+    await proc.wait()

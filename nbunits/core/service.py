@@ -44,23 +44,40 @@ class ContextFields(logging.Filter):
 
 
 # What a log line must never carry, whoever put it in a request: a capability
-# (capability.py) or a 64-hex HMAC (staff and signed legacy links).
+# (capability.py) or a 64-hex HMAC (staff and signed legacy links); in a path, a
+# course link's student id (with the legacy link, it opens that student's
+# notebook) and a share's token, cut as nginx's access log cuts them
+# (nbunits_log_uri in nginx/nbunits-http.conf).
 SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}|(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+# A path already cut (log_path: "GET /shared/[token]: ...") is left as it is.
+_CUT = r"(?!\[(?:student|token)\](?:: |[\s'\"]|$))"
+PATH_SECRET_RE = re.compile(rf"(/ipythonExercice/(?>(?:[^/\s'\"]*/)?)){_CUT}[^\s'\"]*"
+                            rf"|(/shared/){_CUT}[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """`text` without anything SECRET_RE or PATH_SECRET_RE finds."""
+    return PATH_SECRET_RE.sub(lambda m: f"{m[1]}[student]" if m[1] else f"{m[2]}[token]",
+                              SECRET_RE.sub("[redacted]", text))
 
 
 class Redact(logging.Filter):
-    """Replaces secrets in a record's message (requests echo what clients sent)."""
+    """Replaces secrets in a record's message (requests echo what clients sent:
+    aiohttp quotes a request line it cannot parse)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = SECRET_RE.sub("[redacted]", message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         # A traceback quotes values too (the formatter then uses this text as it is).
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = SECRET_RE.sub("[redacted]", record.exc_text)
+            record.exc_text = redact(record.exc_text)
+        # The exception itself would go out as well: JournalHandler sends its repr as
+        # EXCEPTION_INFO= (aiohttp's quotes the request line). The text is enough.
+        record.exc_info = None
         return True
 
 

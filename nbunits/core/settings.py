@@ -57,6 +57,8 @@ def strings(metavar: str, values: str, item: Callable[[Any], bool]) -> Kind:
 
 SECONDS = Kind("SECONDS", "seconds, a positive whole number", int, _positive)
 COUNT = Kind("N", "a positive whole number", int, _positive)
+COUNT_OR_ZERO = Kind("N", "a whole number (0: none)", int,
+                     lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
 SECONDS_OR_ZERO = Kind("SECONDS", "seconds, a whole number (0: none)", int,
                        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
 SIZE = Kind("BYTES", "bytes with a K, M, G or T suffix (1G = 1024^3), or infinity",

@@ -18,6 +18,7 @@ from aiohttp import web
 from nbunits.core.config import Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.protocol import Html, SharedViewRequest, StudentRequest, StudentState, ask
+from nbunits.dispatcher import origins
 from nbunits.dispatcher.pages import student_hint
 
 logger = logging.getLogger(__name__)
@@ -55,23 +56,28 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
             request.match_info["cap"], request.match_info["what"], notebook), StudentState)
     except NbunitsError as exc:
         status = exc.meaning.status or 500
-        logger.warning("student action %s: %s", request.match_info["what"], exc.message,
-                       extra={**fields, "ERROR_CODE": exc.code})
+        if exc.code != Code.TOO_MANY:  # the helper says those, once a minute per student
+            logger.warning("student action %s: %s", request.match_info["what"], exc.message,
+                           extra={**fields, "ERROR_CODE": exc.code})
         if status == 500:
             message = "Something went wrong on our side. Please try again later."
         else:
             hint = student_hint(status, exc.student_hint)
             message = exc.message + (f" {hint}" if hint else "")
-        return web.json_response({"message": message}, status=status,
-                                 headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if exc.retry_after:  # the student's own bounds, or every worker busy
+            headers["Retry-After"] = str(exc.retry_after)
+        return web.json_response({"message": message}, status=status, headers=headers)
     except (ConnectionError, FileNotFoundError) as exc:
         logger.error("cannot reach nbunits-helper: %s", exc)
         return web.json_response(
             {"message": "The notebook service is not available right now. "
                         "Please try again in a minute."}, status=503)
+    # A shared page is on the server's own name, never on a student's own origin.
+    url = origins.main_url(settings.server, request, reply.url) if reply.url else reply.url
     answer = {"student_id": reply.student_id, "course": reply.course,
               "notebook": reply.notebook, "newer": reply.newer,
-              "changes": list(reply.changes), "kept": reply.kept, "url": reply.url}
+              "changes": list(reply.changes), "kept": reply.kept, "url": url}
     return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -28,6 +28,7 @@ from nbunits.core.names import (
     check_notebook,
     check_student_id,
     check_user,
+    loggable_path,
 )
 from nbunits.core.protocol import (
     Html,
@@ -40,7 +41,7 @@ from nbunits.core.protocol import (
     ask,
 )
 from nbunits.core.service import log_context
-from nbunits.dispatcher import actions, handoff, lti, params
+from nbunits.dispatcher import actions, handoff, lti, origins, params
 from nbunits.dispatcher.legacy import check_legacy
 from nbunits.dispatcher.lti import COURSE_KEY
 from nbunits.dispatcher.pages import (
@@ -101,10 +102,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Only this server's names: nginx's site already answers others with a 421, but
-    an admin's own server block may be a catch-all. Nothing is created for them."""
-    names = request.app[SETTINGS].server.names
-    if names and host_name(request.host) not in names:
+    """Only this server's names (and a student's own origin for that student's own
+    paths: origins.py): nginx's site already answers others with a 421, but an
+    admin's own server block may be a catch-all. Nothing is created for them."""
+    if not origins.serves(request.app[SETTINGS].server, request):
         events.log(logger, events.Event.REFUSED, f"refused a request for host {request.host[:100]!r}",
                    course=None, student=None, ERROR_CODE=Code.MISDIRECTED)
         return error_page(421, "This server does not serve that host name.")
@@ -140,12 +141,6 @@ async def frame_ancestors(request: web.Request, response: web.StreamResponse) ->
     policy = "frame-ancestors " + " ".join(["'self'", *dict.fromkeys(origins)])
     csp = response.headers.get("Content-Security-Policy")
     response.headers["Content-Security-Policy"] = f"{csp}; {policy}" if csp else policy
-
-
-def host_name(host: str) -> str:
-    """A Host header without its port."""
-    name, _, port = host.rpartition(":")
-    return name.lower() if name and port.isdigit() and not name.endswith(":") else host.lower()
 
 
 async def open_exercise(request: web.Request) -> web.StreamResponse:
@@ -184,8 +179,9 @@ async def open_notebook(request: web.Request, target: Target,
                                headers={"Cache-Control": "no-store"})
     reply = await ask(settings.helper_socket, OpenRequest(target, reset), Opened)
     logger.info("opening %s", target.notebook)
-    # The capability in the path is the student's credential (see capability.py).
-    location = quote(reply.url)
+    # The capability in the path is the student's credential (see capability.py);
+    # on the student's own origin if they have one (origins.py).
+    location = origins.notebook_location(settings.server, request, reply.user, reply.url)
     if reply.removed and wants_html(request):
         return removed_page(location, target.notebook)
     if reply.running:
@@ -307,11 +303,9 @@ def wake_return(raw: str, prefix: str) -> str | None:
 
 
 def log_path(request: web.Request) -> str:
-    """The request's path for a log line: never a capability (the wake path has one)."""
-    path = request.path
-    if path.startswith("/_nbunits/wake/"):
-        return "/".join(path.split("/")[:5]) + "/[capability]"
-    return path[:200]
+    """The request's path for a log line: never a capability, a share token or a
+    student id (cut as nginx's access log cuts it: names.loggable_path)."""
+    return loggable_path(request.path)[:200]
 
 
 def wants_html(request: web.Request) -> bool:

@@ -3,8 +3,9 @@
 FUN's xblock-ipython puts that link, unsigned, in an iframe: whoever knows (or
 guesses) a student id can open that student's notebook. Each course chooses
 (`legacy` in its course file):
-- "open": anyone with the link (the default, so existing courses keep working);
-- "off": refused; the course launches over LTI;
+- "off": refused; the course launches over LTI. The default: a course added
+  without a word, or a course file without the key, takes signed launches only;
+- "open": anyone with the link, only if the admin chose it (`--legacy open`);
 - "referrer": only from pages on the course's `legacy_referrers` domains, as
   nbhosting does. It stops a link pasted elsewhere, not a forger: any program
   sends the Referer it likes;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from nbunits.core import rootfs
 from nbunits.core.config import CourseConfig, Settings
 from nbunits.core.data import real_path, unit_files
@@ -30,6 +32,9 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
                       f"After={lock_template(course.name)}" if settings.server.multi_host
                       else "# one host: no lock on shared storage"),
         "NETWORK": course.network,
+        # What kernels may reach besides the internet (the unit's IPAddressAllow=).
+        "NETWORK_ALLOW": " ".join(str(ipaddress.ip_network(n, strict=False))
+                                  for n in course.network_allow),
         "PROXY_IDLE_TIMEOUT": str(course.proxy_idle_timeout),
         "JUPYTER_IDLE_TIMEOUT": str(course.jupyter_idle_timeout),
         "KERNEL_IDLE_TIMEOUT": str(course.kernel_idle_timeout),

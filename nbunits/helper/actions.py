@@ -7,30 +7,44 @@ checks the capability again and acts on that student's files only:
 - reset: a fresh copy of the current master, the old copy kept (copies.reset);
 - share / unshare: a static version at an unguessable link (shares.py).
 They work whatever the course's launch settings (LTI only included): holding the
-capability is what proves the student.
+capability is what proves the student. Each is root's work for one student, so it
+is bounded: per student (bounds.py: a rate, one at a time), in time and apart from
+launches (workers.py: act() runs in a worker process), and in what it reads and
+writes (shares.py's bounds; notebooks.py reads a bounded part of a folder).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
-from nbunits.core.config import Settings, load_course
+from nbunits.core.config import CourseConfig, Settings, load_course
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import StudentUnits, shared_path
 from nbunits.core.protocol import StudentRequest, StudentState
 from nbunits.helper import capability as caps
 from nbunits.helper import copies, shares, staff, users
-from nbunits.helper.notebooks import master_path, read_copy
+from nbunits.helper.notebooks import MAX_NOTEBOOK_BYTES, master_path, read_copy
 
 logger = logging.getLogger(__name__)
 
 BAD_LINK_HINT = "Open the notebook again from your course page."
 
 
-def act(settings: Settings, request: StudentRequest) -> StudentState:
-    """Blocking (file work): the helper runs it in a thread."""
+@dataclass(frozen=True)
+class Asker:
+    """Who asks: the course and the student, once their capability is checked."""
+
+    config: CourseConfig
+    units: StudentUnits
+    student: users.Student
+
+
+def asker(settings: Settings, request: StudentRequest) -> Asker:
+    """Check who asks (a few small files): the helper does it before the student's
+    request takes a turn, the worker again before it acts."""
     config = load_course(settings, request.course)
     units = StudentUnits(request.course, request.user)
     if not caps.is_current(settings, units, request.capability):
@@ -41,6 +55,13 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
     if student is None or not settings.token_file(units).exists():
         raise NbunitsError(Code.UNKNOWN_STUDENT, "You have no notebooks in this course yet.",
                            student_hint=BAD_LINK_HINT)
+    return Asker(config, units, student)
+
+
+def act(settings: Settings, request: StudentRequest) -> StudentState:
+    """Blocking (file work): run by a worker of the helper's own (workers.py)."""
+    who = asker(settings, request)
+    config, units, student = who.config, who.units, who.student
     theirs = copies.for_student(settings, config, student)
     notebook, fields = request.notebook, {"COURSE": units.course, "STUDENT": units.user}
     state = StudentState(student.id, units.course, notebook, False, (), "", "")
@@ -57,14 +78,7 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
         return _with_share(settings, units, StudentState(
             student.id, units.course, notebook, False, (), kept, ""))
     if request.what == "share":
-        data = read_copy(student.home, theirs.rel(notebook))
-        if data is None:
-            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, "You have no copy of this notebook.",
-                               student_hint="Save it first, then share it.")
-        html = staff.render(data, PurePosixPath(notebook).name,
-                            note=f"A static version shared by a student of {units.course}, "
-                                 "as it was when shared. Nothing here runs.")
-        token = shares.share(settings, units, notebook, html)
+        token = _share(settings, units, theirs, notebook)
         logger.info("student shared %s", notebook, extra=fields)
         return StudentState(student.id, units.course, notebook, False, (), "",
                             shared_path(token))
@@ -75,6 +89,25 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
     found = copies.newer(theirs, notebook)
     return _with_share(settings, units, StudentState(
         student.id, units.course, notebook, found.newer, found.changes, "", ""))
+
+
+def _share(settings: Settings, units: StudentUnits, theirs: copies.Copies, notebook: str) -> str:
+    """Render the student's copy, within the bounds of shares.py, and publish it."""
+    shares.check_room(settings, units, notebook)
+    data = read_copy(theirs.home, theirs.rel(notebook))
+    if data is None:
+        raise NbunitsError(Code.UNKNOWN_NOTEBOOK, "You have no copy of this notebook.",
+                           student_hint="Save it first, then share it.")
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise shares.too_large()
+    try:
+        html = staff.render(data, PurePosixPath(notebook).name,
+                            note=f"A static version shared by a student of {units.course}, "
+                                 "as it was when shared. Nothing here runs.",
+                            limit=shares.MAX_PAGE_BYTES)
+    except staff.PageTooLarge:
+        raise shares.too_large() from None
+    return shares.share(settings, units, notebook, html)
 
 
 def _in_course(source: Path, notebook: str) -> bool:

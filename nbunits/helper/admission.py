@@ -1,10 +1,14 @@
 """Admission control in the helper: new students per minute, running servers.
 
 nginx limits launches per client (limit_req, nginx/nbunits-locations.conf); here,
-host-wide, before anything is created or started:
-- at most [server] new_students_per_minute users are created in any 60 s;
+host-wide and per course, before anything is created or started:
+- at most [server] new_students_per_minute users are created in any 60 s, and
+  at most the course's own new_students_per_minute of its students (0: no cap of
+  its own), so that a flood of made-up ids on one course leaves room for the
+  others' new students;
 - at most Server.max_running() servers run at once (a memory budget over a
-  server's share): a launch that would start one more is refused;
+  server's share), and at most the course's own max_running of its students (0:
+  no cap of its own): a launch that would start one more is refused;
 - at most Server.start_slots() servers start at once (start_slot): the others
   wait their turn, in order of arrival. A start is mostly CPU, so N at once on
   fewer cores each take N times longer and, sharing the caches, more CPU too; in
@@ -19,7 +23,8 @@ it does, with the count: a "capped" event (events.py) naming the cap.
 The counts live in the helper's memory (one process serves every launch); a
 helper restart forgets the last minute's creations, which a cap can afford. The
 helper publishes what the metrics need (Settings.admission_file: starts waiting
-for a slot, launches refused by each cap since it started) for `nbunits metrics`.
+for a slot, launches refused by each cap since it started, host-wide and by each
+course's own caps) for `nbunits metrics`.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class Admission:
     jupyter_run_dir: Path  # /run/nbunits/jupyter/<course>/<user>.sock: exists while a server runs
     mem_total: int = 0
     created: deque[float] = field(default_factory=deque)
+    created_in: dict[str, deque[float]] = field(default_factory=dict)  # per course
     starting: dict[tuple[str, str], float] = field(default_factory=dict)
     last_said: dict[str, float] = field(default_factory=dict)
     queue_wait: float = QUEUE_WAIT
@@ -78,6 +84,8 @@ class Admission:
         # Since the helper started, for the metrics' counters; `told`: each one's value
         # at the admin's last journal line about it.
         self.totals = {"unpaced": 0, "refused_new_students": 0, "refused_servers": 0}
+        # Launches refused by a course's own caps: {course: {"new_students"|"servers": n}}.
+        self.course_totals: dict[str, dict[str, int]] = {}
         self.told: dict[str, int] = {}
         self.publish()
 
@@ -87,7 +95,8 @@ class Admission:
             return
         try:
             write_atomic(self.state_file, json.dumps({
-                "start_slots": self.start_slots, "waiting": self.waiting, **self.totals}))
+                "start_slots": self.start_slots, "waiting": self.waiting, **self.totals,
+                "courses": self.course_totals}))
         except OSError as exc:  # the metrics lag; launches go on
             logger.warning("admission: cannot write %s: %s", self.state_file, exc)
 
@@ -116,15 +125,22 @@ class Admission:
             if held:
                 self.slots.release()
 
-    def _count(self, key: str, now: float) -> int | None:
-        """Count one more of `key` (published for the metrics); when the admin is due
-        a line about it (one a minute at most), how many since the last line."""
-        self.totals[key] += 1
+    def _count(self, key: str, now: float, course: str | None = None) -> int | None:
+        """Count one more of `key` (published for the metrics), host-wide or against
+        `course`'s own caps; when the admin is due a line about it (one a minute at
+        most), how many since the last line."""
+        if course is None:
+            self.totals[key] += 1
+            total, said = self.totals[key], key
+        else:
+            counts = self.course_totals.setdefault(course, {})
+            total = counts[key] = counts.get(key, 0) + 1
+            said = f"{key} of {course}"
         self.publish()
-        if now - self.last_said.get(key, -WINDOW) < WINDOW:
+        if now - self.last_said.get(said, -WINDOW) < WINDOW:
             return None
-        self.last_said[key] = now
-        since, self.told[key] = self.totals[key] - self.told.get(key, 0), self.totals[key]
+        self.last_said[said] = now
+        since, self.told[said] = total - self.told.get(said, 0), total
         return since
 
     def _overdue(self, course: str, user: str) -> None:
@@ -137,19 +153,31 @@ class Admission:
                            extra={"COURSE": course, "STUDENT": user})
 
     def new_student(self, course: str | None = None, user: str | None = None,
-                    now: float | None = None) -> None:
-        """Count a user about to be created, or refuse it."""
+                    now: float | None = None, course_cap: int = 0) -> None:
+        """Count a user about to be created, or refuse it (`course_cap`: the course's
+        own new_students_per_minute, 0 for none)."""
         now = time.monotonic() if now is None else now
-        while self.created and now - self.created[0] > WINDOW:
-            self.created.popleft()
+        mine = self.created_in.setdefault(course or "", deque())
+        for window in (self.created, mine):
+            while window and now - window[0] > WINDOW:
+                window.popleft()
+        if course and course_cap and len(mine) >= course_cap:
+            self._refuse("new_students", f"{course_cap} new students per minute", now,
+                         course, user, own=True)
+            raise Busy("Many students of this course are starting at once.", RETRY_NEW)
         if len(self.created) >= self.server.new_students_per_minute:
             self._refuse("new_students", f"{self.server.new_students_per_minute} new students "
                          "per minute", now, course, user)
             raise Busy("Many students are starting at once.", RETRY_NEW)
         self.created.append(now)
+        mine.append(now)
+        for name in [c for c, window in self.created_in.items() if not window]:
+            del self.created_in[name]
 
-    def start(self, course: str, user: str, now: float | None = None) -> None:
-        """Count a server about to start, or refuse it (the host is full)."""
+    def start(self, course: str, user: str, now: float | None = None,
+              course_cap: int = 0) -> None:
+        """Count a server about to start, or refuse it: the host is full, or the
+        course is (`course_cap`: its own max_running, 0 for none)."""
         now = time.monotonic() if now is None else now
         running = self.running()
         for key, since in list(self.starting.items()):
@@ -157,6 +185,10 @@ class Admission:
                 del self.starting[key]
         if (course, user) in running:
             return
+        if course_cap and sum(c == course for c, _ in (*running, *self.starting)) >= course_cap:
+            self._refuse("servers", f"{course_cap} running servers", now, course, user,
+                         own=True)
+            raise Busy("This course's notebook servers are full right now.", RETRY_FULL)
         cap = self.server.max_running(self.mem_total)
         if len(running) + len(self.starting) >= cap:
             self._refuse("servers", f"{cap} running servers (memory budget)", now, course, user)
@@ -178,12 +210,15 @@ class Admission:
         return found
 
     def _refuse(self, cap: str, what: str, now: float, course: str | None,
-                user: str | None) -> None:
-        count = self._count(f"refused_{cap}", now)
+                user: str | None, own: bool = False) -> None:
+        """`own`: the course's own cap, counted against it and named for it."""
+        count = self._count(f"refused_{cap}" if not own else cap, now, course if own else None)
         if count is not None:
             # The launch that reached the cap names the course and student; the
             # count covers every refusal since the last line.
+            where = f"course {course}'s cap" if own else "the cap"
             log_event(logger, Event.CAPPED,
-                      f"admission: at the cap of {what}: refused {count} "
+                      f"admission: at {where} of {what}: refused {count} "
                       "launch(es) since the last such line; nothing running is touched",
-                      course=course, student=user, ADMISSION_CAP=cap)
+                      course=course, student=user,
+                      ADMISSION_CAP=f"course_{cap}" if own else cap)

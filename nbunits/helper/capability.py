@@ -42,7 +42,7 @@ from pathlib import Path
 from nbunits.core.config import CourseConfig, Server, Settings, granted
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
-from nbunits.core.names import CAPABILITY_RE, StudentUnits
+from nbunits.core.names import CAPABILITY_RE, StudentUnits, student_host
 
 # "Never expires": secure_link needs a positive expiry when it checks one.
 NEVER = 9_999_999_999
@@ -163,6 +163,13 @@ def write_revoked_map(settings: Settings, path: Path = REVOKED_MAP) -> bool:
     return True
 
 
+def local_hostnames(units: StudentUnits, server: Server) -> list[str]:
+    """The Host names the student's Jupyter answers (per start: its settings)."""
+    if server.student_domain:
+        return [student_host(units.user, server.student_domain)]
+    return list(server.names)
+
+
 def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: Server) -> str:
     """The student's Jupyter settings that must not show on a command line."""
     ancestors = " ".join(["'self'", *course.lms_origins])
@@ -171,8 +178,9 @@ def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: 
             "base_url": units.jupyter_prefix(cap),
             # Jupyter refuses a request whose Host is not "local" (DNS rebinding).
             # nginx passes the browser's Host, and only for this server's names:
-            # those are the names Jupyter may accept, and no other.
-            "local_hostnames": list(server.names),
+            # those are the names Jupyter may accept, and no other; with
+            # per-student origins, only the student's own host name.
+            "local_hostnames": local_hostnames(units, server),
             # Only the course's LMS may embed the notebook in a frame.
             "tornado_settings": {"headers": {
                 "Content-Security-Policy": f"frame-ancestors {ancestors}",

@@ -78,9 +78,10 @@ async def provision(settings: Settings, target: Target, admission: Admission,
         # that host's differ for a moment): no copy is replaced under its Jupyter.
         running = hostlock.held(units.course, units.user, str(settings.locks_dir))
     if users.lookup(settings, target.student) is None:
-        admission.new_student(units.course, units.user)
+        admission.new_student(units.course, units.user,
+                              course_cap=config.new_students_per_minute)
     if not running:
-        admission.start(units.course, units.user)
+        admission.start(units.course, units.user, course_cap=config.max_running)
 
     # 3. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)
@@ -202,7 +203,7 @@ async def wake(settings: Settings, course: str, user: str, presented: str,
                        extra={"COURSE": course, "STUDENT": user})
         return wait
     if not await is_active(units.container):
-        admission.start(course, user)
+        admission.start(course, user, course_cap=load_course(settings, course).max_running)
     activity.mark(settings, units)
     await systemctl_async("reset-failed", *units.started,
                           *([units.lock] if settings.server.multi_host else []), check=False)

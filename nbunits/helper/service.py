@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from nbunits.core.config import Settings, load_settings
@@ -35,6 +38,7 @@ from nbunits.core.protocol import (
     StudentEntry,
     StudentRequest,
     Students,
+    StudentState,
     WakeRequest,
     Woke,
     decode_request,
@@ -43,13 +47,40 @@ from nbunits.core.protocol import (
     ok_reply,
 )
 from nbunits.core.service import listen_socket, log_context, notify_ready, setup_logging
-from nbunits.helper import actions, shares
+from nbunits.helper import actions, shares, workers
 from nbunits.helper.admission import Admission
+from nbunits.helper.bounds import StudentBounds
 from nbunits.helper.provision import provision, staff_link, staff_students, staff_view, start, wake
+from nbunits.helper.workers import Workers
 
 logger = logging.getLogger(__name__)
 
-async def act(settings: Settings, request: Request, admission: Admission) -> Reply:
+# How long a student's action may wait for its turn (the student's earlier ones, then
+# a worker): with workers.RUN_TIME, within nginx's patience with it (60 s).
+ACTION_WAIT = 20.0
+
+
+@dataclass
+class StudentActions:
+    """What students ask from inside their notebooks: bounded per student (bounds.py),
+    done by workers of its own (workers.py), never in the launches' thread pool."""
+
+    bounds: StudentBounds
+    workers: Workers
+
+    @classmethod
+    def make(cls, settings: Settings) -> StudentActions:
+        return cls(StudentBounds(), Workers(settings, workers.size(len(os.sched_getaffinity(0)))))
+
+    async def act(self, settings: Settings, request: StudentRequest) -> StudentState:
+        start = time.monotonic()
+        async with self.bounds.turn(request.course, request.user, ACTION_WAIT):
+            actions.asker(settings, request)  # a few small files: who asks, checked first
+            return await self.workers.run(request, ACTION_WAIT - (time.monotonic() - start))
+
+
+async def act(settings: Settings, request: Request, admission: Admission,
+              students: StudentActions) -> Reply:
     if isinstance(request, OpenRequest):
         done = await provision(settings, request.target, admission, reset=request.reset)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
@@ -70,7 +101,7 @@ async def act(settings: Settings, request: Request, admission: Admission) -> Rep
         return Students(tuple(StudentEntry(**entry) for entry in found))
     if isinstance(request, StudentRequest):
         # From the student's own page; the capability is checked again in there.
-        return await asyncio.to_thread(actions.act, settings, request)
+        return await students.act(settings, request)
     if isinstance(request, SharedViewRequest):
         return Html(await asyncio.to_thread(shares.page, settings, request.token))
     # Asked by the dispatcher only after a verified staff LTI launch: the signing
@@ -93,16 +124,28 @@ def _fields(request: Any) -> dict[str, str]:
     return {k: v for k, v in fields.items() if isinstance(v, str)}
 
 
-async def handle_request(settings: Settings, raw: Any,
-                         admission: Admission | None = None) -> dict[str, Any]:
-    """A decoded JSON request -> the JSON reply (errors included)."""
+# Refusals whose journal line is written where they are decided, once a minute.
+SAID_THERE = frozenset({Code.BUSY, Code.TOO_MANY, Code.ACTION_TIMEOUT})
+
+
+async def handle_request(settings: Settings, raw: Any, admission: Admission | None = None,
+                         students: StudentActions | None = None) -> dict[str, Any]:
+    """A decoded JSON request -> the JSON reply (errors included). Without `students`
+    (tests), a student's action gets workers of its own, ended after it."""
+    if students is None:
+        own = StudentActions.make(settings)
+        try:
+            return await handle_request(settings, raw, admission, own)
+        finally:
+            await own.workers.close()
     fields = _fields(raw)
     log_context(fields.get("COURSE"), fields.get("STUDENT"), new=True)
     try:
         reply = await act(settings, decode_request(raw),
-                          admission or Admission(settings.server, settings.jupyter_sockets))
+                          admission or Admission(settings.server, settings.jupyter_sockets),
+                          students)
     except NbunitsError as exc:
-        if exc.code == Code.BUSY:  # admission.py wrote the admin's line, once a minute
+        if exc.code in SAID_THERE:  # admission.py, bounds.py or workers.py said it
             return error_reply(exc)
         # Written for whoever sent the request (a name that does not fit, a course that
         # does not exist...): passed on. Any other failure (a command that failed, a
@@ -127,14 +170,14 @@ async def handle_request(settings: Settings, raw: Any,
     return ok_reply(reply)
 
 
-async def _serve_connection(settings: Settings, admission: Admission,
+async def _serve_connection(settings: Settings, admission: Admission, students: StudentActions,
                             reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         try:
             request = json.loads(await reader.readline())
         except ValueError:  # not JSON, or over MAX_REQUEST_BYTES
             request = None
-        reply = await handle_request(settings, request, admission)
+        reply = await handle_request(settings, request, admission, students)
         try:
             line = encode_reply(reply)
         except NbunitsError as exc:
@@ -150,12 +193,16 @@ async def _serve_connection(settings: Settings, admission: Admission,
 async def serve(settings: Settings, sock: socket.socket) -> None:
     admission = Admission(settings.server, settings.jupyter_sockets,
                           state_file=settings.admission_file)
+    students = StudentActions.make(settings)
     server = await asyncio.start_unix_server(
-        lambda r, w: _serve_connection(settings, admission, r, w), sock=sock,
+        lambda r, w: _serve_connection(settings, admission, students, r, w), sock=sock,
         limit=MAX_REQUEST_BYTES)
     notify_ready()
-    async with server:
-        await server.serve_forever()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        await students.workers.close()
 
 
 def main() -> None:

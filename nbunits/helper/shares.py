@@ -8,19 +8,30 @@ Sharing the same notebook again refreshes the snapshot at the same link.
 Root's files, read by nbunits-helper only (the dispatcher asks for a page):
     /var/lib/nbunits/shares/<course>/<user>.json   {notebook: token}
     /var/lib/nbunits/shares/pages/<token>.html
+They are root's disk, so each student has bounds in each course: MAX_SHARES shared
+notebooks, a page of MAX_PAGE_BYTES at most, MAX_SHARED_BYTES in all. They go with
+the student (`nbunits student delete`) and with the course (`nbunits course
+remove`): files_of() lists them for those plans. The index is written before the
+page, so every page on disk is named in an index.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 
 from nbunits.core.config import Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
-from nbunits.core.names import StudentUnits, check_share_token
+from nbunits.core.names import USER_RE, StudentUnits, check_share_token
 from nbunits.helper.copies import locked
+
+MAX_SHARES = 20  # notebooks one student shares at once, per course
+MAX_PAGE_BYTES = 5 * 1024 * 1024  # one static version
+MAX_SHARED_BYTES = 20 * 1024 * 1024  # all of one student's, per course
+STOP_ONE = "Stop sharing another notebook first (Course > Stop sharing, in its menu)."
 
 
 def _index(settings: Settings, units: StudentUnits) -> Path:
@@ -45,18 +56,54 @@ def _save(settings: Settings, units: StudentUnits, index: dict[str, str]) -> Non
     write_atomic(path, json.dumps(index, indent=1, sort_keys=True) + "\n", 0o600)
 
 
+def check_room(settings: Settings, units: StudentUnits, notebook: str) -> None:
+    """Refuse a new share past MAX_SHARES before anything is rendered (share() checks
+    again, under the lock)."""
+    _check_room(load(settings, units), notebook)
+
+
+def _check_room(index: dict[str, str], notebook: str) -> None:
+    if notebook not in index and len(index) >= MAX_SHARES:
+        raise NbunitsError(Code.STUDENT_LIMIT, f"You already share {MAX_SHARES} notebooks of "
+                           "this course, the most one student may.", student_hint=STOP_ONE)
+
+
 def share(settings: Settings, units: StudentUnits, notebook: str, html: str) -> str:
     """Publish (or refresh) the snapshot of `notebook`; its token."""
+    size = len(html.encode())
+    if size > MAX_PAGE_BYTES:
+        raise too_large()
     with locked(_index(settings, units)):
         index = load(settings, units)
+        _check_room(index, notebook)
         token = index.get(notebook) or secrets.token_urlsafe(24)
-        page = _page(settings, token)
-        page.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(page, html, 0o600)
+        others = sum(_size(_page(settings, t)) for nb, t in index.items() if nb != notebook)
+        if others + size > MAX_SHARED_BYTES:
+            raise NbunitsError(Code.STUDENT_LIMIT, "Your shared notebooks of this course would "
+                               f"take more than {MAX_SHARED_BYTES >> 20} MB together, the most "
+                               "one student may.", student_hint=STOP_ONE)
         if index.get(notebook) != token:
             index[notebook] = token
             _save(settings, units, index)
+        page = _page(settings, token)
+        page.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(page, html, 0o600)
     return token
+
+
+def too_large() -> NbunitsError:
+    return NbunitsError(
+        Code.STUDENT_LIMIT, f"This notebook is too large to share: its static version would "
+        f"be over {MAX_PAGE_BYTES >> 20} MB.",
+        student_hint="Clear the outputs you do not need (Edit > Clear Outputs), save, "
+                     "and share it again.")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def unshare(settings: Settings, units: StudentUnits, notebook: str) -> bool:
@@ -79,3 +126,22 @@ def page(settings: Settings, token: str) -> str:
             Code.UNKNOWN_SHARE, "This notebook is not shared any more.",
             student_hint="Its author stopped sharing it, or the link is incomplete: "
                          "ask them for the link again.") from None
+
+
+def files_of(settings: Settings, units: StudentUnits) -> list[Path]:
+    """A student's shares in a course, as files: each page, the index, its lock."""
+    index_file = _index(settings, units)
+    found = [_page(settings, token) for token in sorted(load(settings, units).values())]
+    found += [index_file, index_file.with_suffix(".lock")]
+    return [path for path in found if path.exists()]
+
+
+def students_sharing(settings: Settings, course: str) -> list[str]:
+    """The users with an index of shares in `course` (shared once, at least)."""
+    folder = settings.course_shares(course)
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    return sorted({name.rsplit(".", 1)[0] for name in names if name.endswith((".json", ".lock"))
+                   and USER_RE.fullmatch(name.rsplit(".", 1)[0])})

@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 import time
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -69,47 +70,92 @@ _PAGE = """<!doctype html>
 STAFF_NOTE = "Read-only view for course staff. Nothing here runs."
 
 
-def render(data: bytes, title: str, note: str = STAFF_NOTE) -> str:
+class PageTooLarge(NbunitsError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(Code.TOO_LARGE, f"this notebook's page would be over {limit} bytes")
+
+
+@dataclass
+class _Budget:
+    """What is left of a page's size (characters; None: no limit). Each piece is
+    counted before it is escaped (escaping only lengthens it), so a page over the
+    limit stops at the piece that passes it, never rendered whole."""
+
+    limit: int | None
+    left: int = 0
+
+    def __post_init__(self) -> None:
+        self.left = self.limit or 0
+
+    def spend(self, size: int) -> None:
+        if self.limit is not None:
+            self.left -= size
+            if self.left < 0:
+                raise PageTooLarge(self.limit)
+
+    def escape(self, value: object) -> str:
+        text = _text(value)
+        self.spend(len(text))
+        html = escape(text)
+        self.spend(len(html) - len(text))
+        return html
+
+
+def render(data: bytes, title: str, note: str = STAFF_NOTE, limit: int | None = None) -> str:
     """Static HTML of a notebook: sources and text/image outputs, every field escaped.
 
     The notebook is the student's file: any field may hold anything (markup, wrong
     types), so nothing from it reaches the page but through escape() or a checked
-    base64 image."""
+    base64 image. With `limit`, a page that would be larger raises PageTooLarge."""
     try:
         nb = json.loads(data)
     except ValueError:
         nb = None
     if not isinstance(nb, dict):
         raise NbunitsError(Code.BROKEN_NOTEBOOK, "this copy is not a readable notebook")
+    budget = _Budget(limit)
+    budget.spend(len(_PAGE) + len(title) + len(note))
     parts = []
     for cell in _dicts(nb.get("cells")):
-        source = escape(_text(cell.get("source", "")))
+        budget.spend(CELL_MARKUP)
+        source = budget.escape(cell.get("source", ""))
         if cell.get("cell_type", "code") == "code":
             count = cell.get("execution_count")
             label = escape(str(count)) if isinstance(count, int) else " "
             parts.append(f'<div class="cell"><span class="label">In [{label}]</span>'
-                         f"<pre>{source}</pre>{_outputs(cell.get('outputs'))}</div>")
+                         f"<pre>{source}</pre>{_outputs(cell.get('outputs'), budget)}</div>")
         else:
             parts.append(f'<div class="cell md"><pre>{source}</pre></div>')
     return _PAGE.format(title=escape(title), note=escape(note), cells="\n".join(parts))
 
 
-def _outputs(outputs: object) -> str:
+# A cell's markup around its text, and an output's, at most (characters).
+CELL_MARKUP, OUTPUT_MARKUP = 100, 60
+
+
+def _outputs(outputs: object, budget: _Budget) -> str:
     html = []
     for out in _dicts(outputs):
+        budget.spend(OUTPUT_MARKUP)
         data = out.get("data")
         data = data if isinstance(data, dict) else {}
         kind = out.get("output_type")
         if kind == "stream":
-            html.append(f"<pre>{escape(_text(out.get('text', '')))}</pre>")
+            html.append(f"<pre>{budget.escape(out.get('text', ''))}</pre>")
         elif kind == "error":
-            html.append(f"<pre>{escape(_text(out.get('ename', '')))}: "
-                        f"{escape(_text(out.get('evalue', '')))}</pre>")
-        elif "image/png" in data and _is_base64(png := "".join(_text(data["image/png"]).split())):
+            html.append(f"<pre>{budget.escape(out.get('ename', ''))}: "
+                        f"{budget.escape(out.get('evalue', ''))}</pre>")
+        elif "image/png" in data and _is_base64(png := _png(data["image/png"], budget)):
             html.append(f'<img alt="output" src="data:image/png;base64,{png}">')
         elif "text/plain" in data:
-            html.append(f"<pre>{escape(_text(data['text/plain']))}</pre>")
+            html.append(f"<pre>{budget.escape(data['text/plain'])}</pre>")
     return f'<div class="out">{"".join(html)}</div>' if html else ""
+
+
+def _png(value: object, budget: _Budget) -> str:
+    png = "".join(_text(value).split())
+    budget.spend(len(png))  # counted before it is decoded to be checked
+    return png
 
 
 def _dicts(value: object) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from testbed import bare, handed
 from testbed.deploy import (  # noqa: F401 (the names tests import from here)
     IMAGE_STORE,
     IMAGE_STORE_IN_BOX,
@@ -45,6 +46,13 @@ from testbed.harness import SystemdBox
 
 # Per process, so that several test runs (developers, helpers) can share a machine.
 WORK = Path(f"/var/tmp/nbunits-test-{os.getpid()}")
+# Every secret handed out and every box's logs, for test_logs.py (testbed/handed.py).
+SESSION = Path(f"/var/tmp/nbunits-test-session-{os.getpid()}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bare: runs README's setup on a bare Debian 12 root "
+                            "(test_setup.py; NBUNITS_SKIP_BARE=1 skips it)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +61,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
     # Tests that check what the whole session left behind (test_logs.py) run last.
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_session(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The session folder of testbed/handed.py, before any box boots; kept if a test
+    failed (the boxes' logs are there), else removed."""
+    shutil.rmtree(SESSION, ignore_errors=True)
+    SESSION.mkdir(parents=True)
+    os.environ[handed.SESSION_ENV] = str(SESSION)
+    yield SESSION
+    del os.environ[handed.SESSION_ENV]
+    if request.session.testsfailed:
+        print(f"the session's logs and secrets are kept in {SESSION}")
+    else:
+        shutil.rmtree(SESSION, ignore_errors=True)
 
 
 def _require_setup() -> None:
@@ -73,7 +96,9 @@ class Nbunits:
         self.site = site
 
     def nbunits(self, *args: str, check: bool = True):
-        return self.box.run(str(VENV / "bin" / "nbunits"), *args, check=check)
+        result = self.box.run(str(VENV / "bin" / "nbunits"), *args, check=check)
+        handed.scan_text(result.stdout)  # links an admin is given (staff links' signatures)
+        return result
 
     def users(self) -> set[str]:
         out = self.box.run("getent", "passwd").stdout
@@ -89,8 +114,10 @@ class Nbunits:
 
     def add_course(self, name: str, **settings: int | str) -> None:
         """Publish the demo notebooks as another course, with some settings changed
-        by editing its course file and reloading, as an admin would."""
-        self.nbunits("course", "add", name, "--dir", "/opt/nbunits/src/examples/demo")
+        by editing its course file and reloading, as an admin would. Its legacy links
+        are open (the tests launch with made-up ids), as an admin must say."""
+        self.nbunits("course", "add", name, "--dir", "/opt/nbunits/src/examples/demo",
+                     "--legacy", "open")
         path = f"/etc/nbunits/courses/{name}.toml"
         lines = self.box.read_file(path).splitlines()
         for key, value in settings.items():
@@ -117,6 +144,19 @@ class Nbunits:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bare_machine(request: pytest.FixtureRequest) -> Iterator[bare.Background | None]:
+    """README's setup on a fresh bare Debian 12 root (test_setup.py), started with the
+    session when that test is to run: it mostly waits on apt and pip (~3 min), so the
+    other tests run meanwhile."""
+    wanted = os.environ.get("NBUNITS_SKIP_BARE") != "1" and os.geteuid() == 0 and any(
+        item.path.name == "test_setup.py" for item in request.session.items)
+    run = bare.Background(REPO).start() if wanted else None
+    yield run
+    if run is not None:
+        run.wait()
+
+
 @pytest.fixture(scope="session")
 def nb() -> Iterator[Nbunits]:
     _require_setup()
@@ -133,7 +173,8 @@ def nb() -> Iterator[Nbunits]:
         box.write_file("/etc/nbunits/nbunits.toml", LIFTED_CAPS)
         site = deploy(box, shared, extra=["--trusted-proxy", LB_PEER])
         nb = Nbunits(box, home, shared, site)
-        nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo")
+        nb.nbunits("course", "add", "demo", "--dir", "/opt/nbunits/src/examples/demo",
+                   "--legacy", "open")
         yield nb
         failed = box.failed_units()
         if failed:

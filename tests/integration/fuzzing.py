@@ -1,25 +1,37 @@
 """What the fuzz tests share: hostile text, generating cases with hypothesis, sending
-them concurrently, judging answers, and checking that nothing was created.
+them concurrently, judging answers, and checking what was created.
 
 The cases are generated first and sent afterwards (a request per hypothesis example
 would serialize them); a failure lists the smallest offending cases.
+
+Every oracle can fail both ways. Each case's expected outcome is computed from the
+case alone (nbunits.core.names, the course's real notebooks, the documented rules),
+before its answer is read: a valid launch must get exactly its redirect (or the
+starting page that leads there), a hostile one a 4xx and nothing else; an answer
+that cannot be read or a dropped connection is a failure; after the run, the users,
+homes, records and units are exactly those the valid launches explain, every
+redirect carries the student's real capability, and following a sample of them
+opens that student's own notebook.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
+import yarl
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from nbunits.core.names import user_for
+from nbunits.core.names import CAPABILITY_RE, InvalidName, check_student_id, quote_path, user_for
 
-from .conftest import Nbunits, client
+from .conftest import SERVER, Nbunits, client
 
 T = TypeVar("T")
 CONCURRENCY = 32
@@ -54,19 +66,46 @@ def generate(strategy: st.SearchStrategy[T], n: int) -> list[T]:
     return cases
 
 
-@dataclass
-class Outcome:
-    statuses: dict[int, int] = field(default_factory=dict)
-    failures: list[tuple[Any, str]] = field(default_factory=list)
-    valid_ids: set[str] = field(default_factory=set)  # students whose launches may open
+def valid_id(student: str) -> bool:
+    try:
+        check_student_id(student)
+    except InvalidName:
+        return False
+    return True
 
-    def count(self, status: int) -> None:
-        self.statuses[status] = self.statuses.get(status, 0) + 1
 
-    def report(self, describe: Callable[[Any], str] = repr) -> str:
-        worst = sorted(self.failures, key=lambda f: len(describe(f[0])))
-        return f"{len(worst)} bad answers, e.g. " + "\n".join(
-            f"{describe(c)[:600]}: {why}" for c, why in worst[:10])
+def sent_url(path: str) -> yarl.URL:
+    """What a client (a browser, aiohttp) sends for a link with this raw path: its
+    literal "." and ".." segments resolved (RFC 3986), the rest as written."""
+    return yarl.URL(f"https://{SERVER}").join(yarl.URL(path, encoded=True))
+
+
+def served_host(host: str | None) -> bool:
+    """Whether a Host header names this server for nginx and the dispatcher alike
+    (none: the client sends the server's own name)."""
+    if host is None:
+        return True
+    name, _, port = host.rpartition(":")
+    if not (name and port.isdigit()):
+        name = host
+    return name.lower() == SERVER
+
+
+@dataclass(frozen=True)
+class Opens:
+    """What a valid launch must do: open `notebook` of `course` for `student`."""
+
+    course: str
+    student: str
+    notebook: str
+
+    @property
+    def user(self) -> str:
+        return user_for(self.student)
+
+    def location(self, capability: str) -> str:
+        """The redirect's exact target (relative: this server, the scheme of the request)."""
+        return quote_path(f"/nb/{self.course}/{self.user}/{capability}/notebooks/{self.notebook}")
 
 
 @dataclass(frozen=True)
@@ -74,20 +113,50 @@ class Answer:
     status: int
     location: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Outcome:
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures: list[tuple[Any, str]] = field(default_factory=list)
+    # Every answer to a valid launch, to check against the student's capability after.
+    opened: list[tuple[Opens, Answer]] = field(default_factory=list)
+    staff_links: list[tuple[Any, str]] = field(default_factory=list)  # LTI staff launches
+
+    def count(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def fail(self, case: Any, why: str) -> None:
+        self.failures.append((case, why))
+
+    def report(self, describe: Callable[[Any], str] = repr) -> str:
+        """The shortest failing case of each kind of failure first."""
+        worst = sorted(self.failures, key=lambda f: len(describe(f[0])))
+        kinds: dict[str, tuple[Any, str]] = {}
+        for case, why in worst:
+            kinds.setdefault(why[:40], (case, why))
+        worst = list(kinds.values()) + [f for f in worst if f not in kinds.values()]
+        return f"{len(worst)} bad answers, e.g. " + "\n".join(
+            f"{describe(c)[:600]}: {why}" for c, why in worst[:10])
+
+    @property
+    def students(self) -> set[str]:
+        return {opens.student for opens, _ in self.opened}
 
 
 async def answer(outcome: Outcome, case: Any,
                  request: Callable[[], Any]) -> Answer | None:
-    """Send (request() is a session.request(...) context); None if there was no answer,
-    which is fine when aiohttp refused to send it or nginx closed on it."""
+    """Send (request() is a session.request(...) context). No answer (a dropped
+    connection, a response that cannot be parsed, a timeout) is a failure: no case
+    of these tests may get one."""
     try:
         async with request() as resp:
-            got = Answer(resp.status, resp.headers.get("Location", ""), await resp.read())
-    except (aiohttp.ClientError, ValueError) as exc:
+            got = Answer(resp.status, resp.headers.get("Location", ""), await resp.read(),
+                         tuple(resp.headers.items()))
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         outcome.count(0)
-        if not isinstance(exc, (aiohttp.ClientResponseError, ValueError,
-                                aiohttp.ServerDisconnectedError)):
-            outcome.failures.append((case, f"transport error {exc!r}"))
+        outcome.fail(case, f"no answer: {exc!r}")
         return None
     outcome.count(got.status)
     return got
@@ -100,6 +169,31 @@ def broken(got: Answer) -> str:
     if b"Traceback" in got.body:
         return "a traceback reached the client"
     return ""
+
+
+def refused(got: Answer) -> str:
+    """What a hostile request must get: a 4xx, no redirect anywhere."""
+    if not 400 <= got.status < 500:
+        return f"a hostile request got {got.status} {got.location or got.body[:200]!r}"
+    if got.location:
+        return f"a refusal carries a Location: {got.location}"
+    return ""
+
+
+STARTED_TAIL = b"<script>location.replace(target)</script></body></html>\n"
+
+
+def judge_open(opens: Opens, got: Answer, *, html_ok: bool) -> str:
+    """A valid launch: 302 to the student's notebook (its capability is checked once
+    known: check_opened), or, for a browser on a cold start, the starting page that
+    goes there once the server is up."""
+    head, _, tail = opens.location("CAP").partition("/CAP/")
+    cap = got.location.removeprefix(head + "/").removesuffix("/" + tail)
+    if got.status == 302 and CAPABILITY_RE.fullmatch(cap):
+        return ""
+    if got.status == 200 and html_ok and got.body.endswith(STARTED_TAIL):
+        return ""
+    return f"a valid launch of {opens} got {got.status} {got.location or got.body[-300:]!r}"
 
 
 def fire(nb: Nbunits, cases: Sequence[T], outcome: Outcome,
@@ -116,6 +210,56 @@ def fire(nb: Nbunits, cases: Sequence[T], outcome: Outcome,
             await asyncio.gather(*(one(session, case) for case in cases))
 
     asyncio.run(run())
+
+
+def capabilities(nb: Nbunits, course: str) -> dict[str, str]:
+    """Every student's current capability in `course`, from the helper's token files."""
+    out = nb.box.run("sh", "-c", f"grep -H . /var/lib/nbunits/tokens/{course}/*.env "
+                     "2>/dev/null || true").stdout
+    found = {}
+    for line in out.splitlines():
+        path, _, env = line.partition(":")
+        found[path.rsplit("/", 1)[1].removesuffix(".env")] = env.removeprefix("JUPYTER_TOKEN=")
+    return found
+
+
+def check_opened(nb: Nbunits, outcome: Outcome, samples: int = 3) -> None:
+    """Every answer to a valid launch went to exactly that student's notebook, with
+    their real capability; following a few of them opens that student's own copy."""
+    caps = {course: capabilities(nb, course) for course in {o.course for o, _ in outcome.opened}}
+    wrong = []
+    followed: dict[tuple[str, str], tuple[Opens, str, str]] = {}
+    for opens, got in outcome.opened:
+        cap = caps[opens.course].get(opens.user)
+        if cap is None:
+            wrong.append(f"{opens}: no capability was made")
+            continue
+        target = opens.location(cap)
+        if got.status == 302 and got.location != target:
+            wrong.append(f"{opens}: redirected to {got.location}, not {target}")
+        elif got.status == 200 and \
+                f'content="0;url={html.escape(target)}"'.encode() not in got.body:
+            wrong.append(f"{opens}: the starting page does not lead to {target}")
+        else:
+            followed.setdefault((opens.user, opens.notebook), (opens, target, cap))
+    assert not wrong, f"{len(wrong)} valid launches went elsewhere, e.g. {wrong[:5]}"
+    asyncio.run(_follow(nb, [followed[k] for k in sorted(followed)[:samples]]))
+
+
+async def _follow(nb: Nbunits, sample: Iterable[tuple[Opens, str, str]]) -> None:
+    async with client(nb) as session:
+        for opens, target, cap in sample:
+            async with session.get(target, allow_redirects=False) as resp:
+                page = await resp.text()
+                assert resp.status == 200 and "jupyter-config-data" in page, (target, resp.status)
+            prefix = target.split("/notebooks/", 1)[0]
+            url = f"{prefix}/api/contents/{quote_path(opens.notebook)}?type=file&format=text"
+            async with session.get(url, headers={"Authorization": f"token {cap}"}) as resp:
+                assert resp.status == 200, (url, resp.status, await resp.text())
+                served = (await resp.json())["content"]
+            own = (nb.home / opens.user / opens.course / opens.notebook).read_text()
+            assert served == own, f"{target} did not open {opens.user}'s own copy"
+            assert json.loads(own)["cells"], f"{opens.user}'s copy of {opens.notebook} is empty"
 
 
 RESET_COPY = re.compile(r"(.+)-\d{8}-\d{6}(-\d+)?\.ipynb")
@@ -136,26 +280,55 @@ class Snapshot:
                    frozenset(nb.box.run("ls", "/var/lib/nbunits/students").stdout.split()),
                    frozenset(nb.student_units()))
 
-    def check_only_explained(self, nb: Nbunits, valid_ids: set[str], course: str) -> None:
-        """Nothing appeared but what valid launches of `valid_ids` explain."""
-        allowed = {user_for(i) for i in valid_ids}
+    def check_exactly(self, nb: Nbunits, students: set[str], course: str) -> None:
+        """What appeared is exactly what valid launches of `students` make: their
+        users, homes and records (if new), their course's socket, and in their
+        home a copy of each of the course's files; nothing else, no one else."""
+        launched = {user_for(s) for s in students}
         now = Snapshot.take(nb)
-        assert now.users - self.users <= allowed, "a user was created for an invalid request"
-        assert now.homes - self.homes <= allowed, "a home appeared"
-        assert now.students - self.students <= allowed
+        assert now.users - self.users == launched - self.users, "users"
+        assert launched <= now.users, "a valid launch made no user"
+        assert now.homes - self.homes == launched - self.homes, "homes"
+        assert now.students - self.students == launched - self.students, "student records"
+        sockets = {f"nbunits-{course}@{user}.socket" for user in launched}
+        assert sockets <= now.units, f"no socket for {sorted(sockets - now.units)}"
         strays = [u for u in now.units - self.units
                   if not any(u.endswith((f"@{user}.socket", f"@{user}.service"))
-                             for user in allowed)]
+                             for user in launched)]
         assert not strays, f"units started for invalid requests: {strays}"
-        for user in allowed & now.users:
-            for path in files_under(nb, user, course):
+        notebooks = course_notebooks(nb, course)
+        for user in sorted(launched):
+            files, links = entries_under(nb, user, course)
+            assert notebooks <= files, f"{user}: no copy of {sorted(notebooks - files)}"
+            for path in files - notebooks:
                 match = RESET_COPY.fullmatch(path)
-                assert path in NOTEBOOKS or (match and match.group(1) + ".ipynb" in NOTEBOOKS) \
+                assert (match and match.group(1) + ".ipynb" in notebooks) \
                     or ".ipynb_checkpoints" in path or path.endswith(".NEW-VERSION.md"), \
                     f"{user}: unexpected file {path}"
+            # The course's other files are links into the course's read-only folder.
+            assert all(target == f"/home/student/course/{path}" for path, target in links.items()), \
+                f"{user}: unexpected links {links}"
 
 
-def files_under(nb: Nbunits, user: str, course: str) -> list[str]:
+def course_notebooks(nb: Nbunits, course: str) -> frozenset[str]:
+    """The course's real notebooks (regular files: a symlinked master is none)."""
+    return frozenset(p for p in course_files(nb, course) if p.endswith(".ipynb"))
+
+
+def course_files(nb: Nbunits, course: str) -> set[str]:
+    out = nb.box.run("find", f"/var/lib/nbunits/courses/{course}", "-type", "f",
+                     "-printf", "%P\\n").stdout
+    return set(out.split("\n")) - {""}
+
+
+def entries_under(nb: Nbunits, user: str, course: str) -> tuple[set[str], dict[str, str]]:
+    """A student's files in a course (relative paths) and symlinks (path: target)."""
     top = nb.home / user / course
-    return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()) \
-        if top.is_dir() else []
+    files, links = set(), {}
+    for path in top.rglob("*") if top.is_dir() else ():
+        relative = str(path.relative_to(top))
+        if path.is_symlink():
+            links[relative] = str(path.readlink())
+        elif path.is_file():
+            files.add(relative)
+    return files, links

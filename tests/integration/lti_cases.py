@@ -21,6 +21,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -32,22 +33,26 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import strategies as st
 
-from nbunits.core.names import InvalidName, check_student_id, user_for
+from nbunits.core.names import user_for
 from nbunits.dispatcher.launch import is_staff
 from nbunits.dispatcher.lti import MAX_HINTS, hints
 
+from .conftest import Nbunits, client
 from .fuzzing import (
     ABSOLUTES,
     INJECTIONS,
     NASTY_TEXT,
     NOTEBOOKS,
-    REDIRECTS,
     TRAVERSALS,
     VALID_IDS,
     Answer,
+    Opens,
     Outcome,
     answer,
     broken,
+    judge_open,
+    refused,
+    valid_id,
 )
 from .lms import (
     AUTH,
@@ -57,6 +62,7 @@ from .lms import (
     FORM,
     ISSUER,
     KEY,
+    LAUNCH13,
     LINK,
     LINKED_NOTEBOOK,
     PLATFORM_KEY,
@@ -127,14 +133,15 @@ class Lti11:
             return sign11(form, secret="guessed")
         return sign11(form, key="guessed")
 
-    def expected(self) -> tuple[str, str, str] | None:
+    def expected(self, notebooks: frozenset[str]) -> Expected:
         form = dict(self.form)
         if self.signing != "good" or form.get("lti_message_type", "basic-lti-launch-request") \
                 != "basic-lti-launch-request":
             return None
         return expect(form.get("context_id", ""), form.get("user_id", ""),
                       form.get("custom_notebook", ""), form.get("resource_link_id", ""),
-                      form.get("roles", "").split(","), form.get("custom_student", ""))
+                      form.get("roles", "").split(","), form.get("custom_student", ""),
+                      notebooks)
 
 
 LTI11_FIELDS = st.fixed_dictionaries({
@@ -198,7 +205,7 @@ class Lti13:
     state: str = ""  # for garbage
     token: str = ""  # for garbage
 
-    def expected(self) -> tuple[str, str, str] | None:
+    def expected(self, notebooks: frozenset[str]) -> Expected:
         claims = dict(self.claims)
         if self.how != "good" or claims.get("message_type", "LtiResourceLinkRequest") \
                 != "LtiResourceLinkRequest" or claims.get("deployment_id", "1") != "1":
@@ -210,7 +217,7 @@ class Lti13:
                       str(claims["sub"]), str(custom.get("notebook", "")),
                       link.get("id", "") if isinstance(link, dict) else "",
                       [str(r) for r in roles] if isinstance(roles, list) else [],
-                      str(custom.get("student", "")))
+                      str(custom.get("student", "")), notebooks)
 
     def id_token(self, nonce: str) -> str:
         claims = dict(self.claims)
@@ -297,13 +304,16 @@ CASE = st.one_of(LTI11, LTI11, LTI13, LOGIN)
 
 # --- the oracle, sending, judging ------------------------------------------------
 
+# What a verified launch must do: ("open", student, notebook), ("staff", the student
+# to view, notebook), ("page", "", notebook): the staff page listing the students;
+# None: refused.
+Expected = tuple[str, str, str] | None
+
+
 def expect(context: str, student: str, notebook: str, link: str, roles: list[str],
-           view: str) -> tuple[str, str, str] | None:
-    """What a verified launch must do: ("open", student, notebook), ("staff", the
-    student to view, notebook), ("page", "", notebook): the staff page listing the
-    students, or None (refused)."""
+           view: str, notebooks: frozenset[str]) -> Expected:
     notebook = notebook or (LINKED_NOTEBOOK if link == LINK else "")
-    if context != CONTEXT or not valid_id(student) or notebook not in NOTEBOOKS:
+    if context != CONTEXT or not valid_id(student) or notebook not in notebooks:
         return None
     if is_staff(roles):
         if not view:
@@ -312,39 +322,55 @@ def expect(context: str, student: str, notebook: str, link: str, roles: list[str
     return ("open", student, notebook)
 
 
-def valid_id(student: str) -> bool:
-    try:
-        check_student_id(student)
-    except InvalidName:
-        return False
-    return True
+@dataclass(frozen=True)
+class Oracle:
+    """What the judge knows before a run: the course's real notebooks, and the
+    students who had opened it (a staff launch may view only them)."""
+
+    notebooks: frozenset[str]
+    came: frozenset[str]  # users
+
+    def expected(self, case: Lti11 | Lti13) -> Expected:
+        return case.expected(self.notebooks)
 
 
-async def send(session: aiohttp.ClientSession, case: Lti11 | Lti13 | Login,
-               outcome: Outcome) -> None:
-    if isinstance(case, Login):
-        await send_login(session, case, outcome)
-        return
-    expected = case.expected()
-    if expected and expected[0] == "open":
-        outcome.valid_ids.add(expected[1])  # the launch's own id
-    try:
-        if isinstance(case, Lti11):
-            body = case.body()
-            got = await answer(outcome, case, lambda: session.post(
-                "/lti/1.1/launch", data=body, headers=FORM, allow_redirects=False))
-        else:
-            form = await lti13_form(session, case)
-            got = await answer(outcome, case, lambda: session.post(
-                "/lti/1.3/launch", data=form, allow_redirects=False))
-    except AssertionError as exc:  # the fake LMS's own steps (a login) failed
-        outcome.failures.append((case, f"could not prepare the launch: {exc}"))
-        return
-    if got is None:
-        return
-    problem = broken(got) or judge(expected, got)
-    if problem:
-        outcome.failures.append((case, problem))
+def phases(cases: list[Any], oracle: Oracle) -> tuple[list[Any], list[Any]]:
+    """Staff launches naming a student go second, once the first phase's learners
+    came: whether the student exists is then known from the cases."""
+    naming = [c for c in cases if not isinstance(c, Login)
+              and (e := oracle.expected(c)) is not None and e[0] == "staff"]
+    return [c for c in cases if c not in naming], naming
+
+
+def sender(oracle: Oracle) -> Callable[[aiohttp.ClientSession, Any, Outcome], Awaitable[None]]:
+    async def send(session: aiohttp.ClientSession, case: Lti11 | Lti13 | Login,
+                   outcome: Outcome) -> None:
+        if isinstance(case, Login):
+            await send_login(session, case, outcome)
+            return
+        try:
+            if isinstance(case, Lti11):
+                body = case.body()
+                got = await answer(outcome, case, lambda: session.post(
+                    "/lti/1.1/launch", data=body, headers=FORM, allow_redirects=False))
+            else:
+                form = await lti13_form(session, case)
+                got = await answer(outcome, case, lambda: session.post(
+                    "/lti/1.3/launch", data=form, allow_redirects=False))
+        except AssertionError as exc:  # the fake LMS's own steps (a login) failed
+            outcome.fail(case, f"could not prepare the launch: {exc}")
+            return
+        if got is None:
+            return
+        expected = oracle.expected(case)
+        if expected and expected[0] == "open":
+            outcome.opened.append((Opens(COURSE, expected[1], expected[2]), got))
+        problem = judge(expected, got, oracle)
+        if expected and expected[0] == "staff" and not problem and got.status == 302:
+            outcome.staff_links.append((case, got.location))
+        if problem:
+            outcome.fail(case, problem)
+    return send
 
 
 async def lti13_form(session: aiohttp.ClientSession, case: Lti13) -> dict[str, str]:
@@ -375,44 +401,61 @@ async def send_login(session: aiohttp.ClientSession, case: Login, outcome: Outco
             "/lti/1.3/login", data=urlencode(params), headers=FORM, allow_redirects=False))
     if got is None:
         return
-    problem = broken(got)
-    if not problem and got.status in REDIRECTS:
-        if not case.valid():
-            problem = f"an invalid login was redirected to {got.location}"
-        elif not got.location.startswith(AUTH + "?") or "\n" in got.location:
-            problem = f"a login was redirected elsewhere: {got.location}"
-    elif not problem and got.status < 400:
-        problem = f"a login got {got.status}"
-    elif not problem and case.valid():
-        problem = f"a valid login was refused: {got.status}"
+    problem = judge_login(case, got) if case.valid() else broken(got) or refused(got)
     if problem:
-        outcome.failures.append((case, problem))
+        outcome.fail(case, problem)
 
 
-def judge(expected: tuple[str, str, str] | None, got: Answer) -> str:
-    if expected and expected[0] == "page":
+def judge_login(case: Login, got: Answer) -> str:
+    """A valid login: redirected to the platform's authorization URL with exactly
+    the OIDC parameters, the hints as given."""
+    split = urlsplit(got.location)
+    if got.status != 302 or f"{split.scheme}://{split.netloc}{split.path}" != AUTH:
+        return f"a valid login got {got.status} {got.location or got.body[:200]!r}"
+    sent = parse_qs(split.query, keep_blank_values=True)
+    params = dict(case.params)
+    want = {"scope": "openid", "response_type": "id_token", "response_mode": "form_post",
+            "prompt": "none", "client_id": CLIENT, "redirect_uri": LAUNCH13,
+            "login_hint": params["login_hint"], **hints(params)}
+    got_once = {k: v[0] for k, v in sent.items() if len(v) == 1}
+    wrong = {k: got_once.get(k) for k, v in want.items() if got_once.get(k) != v}
+    if wrong or set(sent) != set(want) | {"state", "nonce"}:
+        return f"a login was redirected with the wrong parameters {wrong}: {got.location}"
+    return ""
+
+
+def judge(expected: Expected, got: Answer, oracle: Oracle) -> str:
+    if expected is None:
+        return broken(got) or refused(got)
+    kind, student, notebook = expected
+    if kind == "page":
         if got.status != 200 or b"Students' copies of" not in got.body:
             return f"a staff launch naming no student got {got.status} {got.body[:200]!r}"
         return ""
-    if got.status not in REDIRECTS:
-        if got.status < 400:
-            return f"a launch got {got.status}"
-        if expected and expected[0] == "open":
-            return f"a valid launch was refused: {got.status} {got.body[:200]!r}"
-        if expected and got.status != 404:  # staff naming a student who never came
-            return f"a valid staff launch was refused: {got.status} {got.body[:200]!r}"
-        return ""
-    if expected is None:
-        return f"an invalid launch was redirected to {got.location}"
-    kind, student, notebook = expected
-    split = urlsplit(got.location)
-    path = unquote(split.path)
     if kind == "open":
-        prefix = f"/nb/{COURSE}/{user_for(student)}/"
-        if not path.startswith(prefix) or not path.endswith("/notebooks/" + notebook) \
-                or "/../" in path:
-            return f"redirected to the wrong notebook: {got.location}"
-    elif split.path != f"/staff/{COURSE}/{user_for(student)}/{quote(notebook)}" \
-            or set(parse_qs(split.query)) != {"expires", "sig"}:
-        return f"redirected to the wrong staff view: {got.location}"
+        return judge_open(Opens(COURSE, student, notebook), got, html_ok=False)
+    user = user_for(student)
+    if user not in oracle.came:  # staff naming a student who never came: nothing to see
+        return "" if got.status == 404 and not got.location else \
+            f"staff naming a student who never came got {got.status} {got.location}"
+    split = urlsplit(got.location)
+    query = parse_qs(split.query)
+    if got.status != 302 or split.scheme or split.netloc \
+            or split.path != f"/staff/{COURSE}/{user}/{quote(notebook)}" \
+            or set(query) != {"expires", "sig"} or len(query["sig"]) != 1 \
+            or not abs(int(query["expires"][0]) - time.time() - 3600) < 120:
+        return f"a valid staff launch got {got.status} {got.location or got.body[:200]!r}"
     return ""
+
+
+async def follow_staff_links(nb: Nbunits, links: list[tuple[Any, str]]) -> list[str]:
+    """Each staff redirect opens that student's copy, read-only."""
+    wrong = []
+    async with client(nb) as session:
+        for case, location in links:
+            async with session.get(location, allow_redirects=False) as resp:
+                page = await resp.text()
+            user, notebook = location.split("?")[0].split("/", 4)[3:]
+            if resp.status != 200 or f"{COURSE} / {user} / {unquote(notebook)}" not in page:
+                wrong.append(f"{case}: {location} gave {resp.status} {page[:200]!r}")
+    return wrong

@@ -209,10 +209,13 @@ def test_journal_priorities_fields_and_events(nb: Nbunits, course: str) -> None:
     student = secrets.token_hex(16)
     user = open_as(nb, student)
     unit = f"nbunits-{COURSE}@{user}.service"
-    # Jupyter's info lines are info, not err.
-    info = journal(nb, "-u", unit, "PRIORITY=6", output="cat")
-    assert "Jupyter Server" in info and "<6>" not in info, info[-2000:]
-    assert "Jupyter Server" not in journal(nb, "-u", unit, "PRIORITY=3", output="cat")
+    # Jupyter's lines are in the students' namespace, at one priority (info), with their
+    # level as a word that `nbunits logs --grep` finds.
+    info = journal(nb, "--namespace=nbunits", "-u", unit, "PRIORITY=6", output="cat")
+    assert "[I ServerApp] Jupyter Server" in info and "<6>" not in info, info[-2000:]
+    assert not journal(nb, "--namespace=nbunits", "-u", unit, "PRIORITY=0..5", output="cat")
+    logs = nb.nbunits("logs", COURSE, user, "--grep", "^\\[I ServerApp\\] Jupyter Server").stdout
+    assert "Jupyter Server" in logs and "nbunits-dispatcher" not in logs, logs
 
     # Every line of the dispatcher and the helper carries COURSE and STUDENT.
     for identifier in ("nbunits-dispatcher", "nbunits-helper"):

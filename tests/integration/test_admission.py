@@ -10,6 +10,7 @@ import secrets
 import tomllib
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 import tomli_w
 
@@ -170,6 +171,10 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     for _, retry, page in busy:
         assert int(retry) > 0
         assert "Retrying by itself" in page and "saved work is safe" in page
+    # Who refused each: the helper's cap (its page) or nginx's per-client limit.
+    refused_by_helper = sum("<title>The notebook server is full</title>" in p for _, _, p in busy)
+    refused_by_nginx = sum("<title>Too many launches</title>" in p for _, _, p in busy)
+    assert refused_by_helper + refused_by_nginx == len(busy) and refused_by_helper >= 1
     servers = nb.box.run("sh", "-c", "ls -d /run/nbunits/jupyter/*/* 2>/dev/null || true")
     assert len(servers.stdout.split()) <= small_caps
     journal = nb.box.journal("nbunits-helper.service")
@@ -177,15 +182,10 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     capped = nb.box.run("journalctl", "--no-pager", "--output=cat",
                         f"MESSAGE_ID={Event.CAPPED.value}", "ADMISSION_CAP=new_students").stdout
     assert capped.count("admission: at the cap of 3 new students per minute") == 1, capped
-    # The metrics count every refusal of the helper's (the journal says it once a
-    # minute); the other 503s are nginx's per-client limit, which never reach it.
-    from prometheus_client.parser import text_string_to_metric_families
-    samples = {(s.name, s.labels.get("cap", "")): s.value for family in
-               text_string_to_metric_families(nb.nbunits("metrics").stdout)
-               for s in family.samples}
-    assert 1 <= samples[("nbunits_launches_refused_total", "new_students")] <= len(busy)
-    assert samples[("nbunits_launches_refused_total", "servers")] == 0
-    assert samples[("nbunits_starts_waiting", "")] == 0
+    # The metrics count every refusal of the helper's, exactly (the journal says it
+    # once a minute); nginx's per-client 503s never reach it.
+    assert _refused(nb) == {"new_students": refused_by_helper, "servers": 0}
+    assert _metrics(nb)[("nbunits_starts_waiting", "")] == 0
 
     async def warm() -> None:  # the student who was running is untouched
         async with client(nb) as session:
@@ -206,6 +206,20 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     assert len(limited) >= 20 - 8 - 2 and all(retry == "1" for _, retry in limited), answered
 
 
+def _metrics(nb: Nbunits) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, s.labels.get("cap", "")): s.value for family in
+            text_string_to_metric_families(nb.nbunits("metrics").stdout)
+            for s in family.samples}
+
+
+def _refused(nb: Nbunits) -> dict[str, float]:
+    """nbunits_launches_refused_total per cap: every refusal since the helper started."""
+    samples = _metrics(nb)
+    return {cap: samples[("nbunits_launches_refused_total", cap)]
+            for cap in ("new_students", "servers")}
+
+
 def test_a_full_host_refuses_new_servers_only(nb: Nbunits, small_caps: int) -> None:
     running = _open(nb, secrets.token_hex(16))
     # Rather than fill the host, lower the cap below what runs: every new start is
@@ -219,6 +233,7 @@ def test_a_full_host_refuses_new_servers_only(nb: Nbunits, small_caps: int) -> N
     assert status == 503 and headers["Retry-After"] == "30", page[:300]
     assert "The notebook server is full" in page
     assert "running servers (memory budget)" in nb.box.journal("nbunits-helper.service")
+    assert _refused(nb) == {"new_students": 0, "servers": 1}  # since the restart: that one
     status, _, _ = _get(nb, f"{running.prefix}api/contents/{NOTEBOOK}?content=0")
     assert status == 200
 
@@ -268,3 +283,44 @@ def test_launches_start_their_servers_in_turn(nb: Nbunits) -> None:
     assert all(0 < began < up for began, up in spans), spans
     for (_, up), (began, _) in itertools.pairwise(spans):
         assert began >= up, spans  # the next start began once the one before was up
+
+
+def test_a_flood_on_one_course_meets_its_own_caps_and_the_others_are_served(
+        nb: Nbunits) -> None:
+    """Per-course caps (issue 26): made-up ids flood one course, whose own caps refuse
+    them (each refusal counted), while another course's new students are served."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    course = "capped26"
+    nb.add_course(course, new_students_per_minute=4, max_running=2)
+    flood = [secrets.token_hex(16) for _ in range(10)]
+
+    async def launch(session: aiohttp.ClientSession, course: str, student: str) -> int:
+        async with session.get(f"/ipythonExercice/{course}/{NOTEBOOK}/{student}",
+                               headers={"Accept": "text/html"}, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status
+
+    async def go() -> tuple[list[int], list[int]]:
+        async with client(nb) as session:
+            flooded = await asyncio.gather(*(launch(session, course, s) for s in flood))
+            others = [await launch(session, "demo", secrets.token_hex(16)) for _ in range(2)]
+            return list(flooded), others
+
+    flooded, others = asyncio.run(go())
+    # Two served; two more new students, but the course's servers are full; six over
+    # its new students per minute. The other course's new students are served.
+    assert sorted(flooded).count(503) == 8 and len(flooded) == 10, flooded
+    assert all(status in (200, 302) for status in others), others
+    samples = {(s.name, s.labels.get("course", ""), s.labels.get("cap", "")): s.value
+               for family in text_string_to_metric_families(nb.nbunits("metrics").stdout)
+               for s in family.samples}
+    refused = "nbunits_course_launches_refused_total"
+    assert samples[(refused, course, "new_students")] == 6, samples
+    assert samples[(refused, course, "servers")] == 2, samples
+    assert (refused, "demo", "new_students") not in samples or \
+        samples[(refused, "demo", "new_students")] == 0
+    capped = nb.box.run("journalctl", "--no-pager", "--output=cat",
+                        f"MESSAGE_ID={Event.CAPPED.value}", f"COURSE={course}").stdout
+    assert capped.count(f"at course {course}'s cap of 4 new students per minute") == 1, capped
+    assert capped.count(f"at course {course}'s cap of 2 running servers") == 1, capped

@@ -68,12 +68,13 @@ def teacher(nb: Nbunits):
         f.truncate(BIG)  # sparse here; git stores it packed, the box gets it whole
     teacher.git("add", "--all")
     teacher.git("commit", "--quiet", "-m", "big data")
-    added = nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main")
+    added = nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main",
+                       "--legacy", "open")
     assert f"building image {IMAGE}" in added.stdout and "built image" in added.stdout, \
         added.stdout
     assert "2 notebook(s) and 4 other file(s) published" in added.stdout, added.stdout
     yield teacher
-    nb.nbunits("course", "remove", COURSE, "--purge", check=False)
+    nb.nbunits("course", "remove", COURSE, "--purge", "--yes", check=False)
     nb.box.systemctl("stop", "nbunits-test-index.service", check=False)
 
 

@@ -90,7 +90,7 @@ def teacher(nb: Nbunits):
     teacher.commit({"a.ipynb": master("a = 1"), "week1/b.ipynb": master("b = 1"),
                     "broken.ipynb": '{"cells": [ oops'}, "week 1")
     added = nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main",
-                       "--memory-max", "512M")
+                       "--memory-max", "512M", "--legacy", "open")
     assert "skipped: notebook broken.ipynb is not valid JSON" in added.stdout, added.stdout
     assert "2 notebook(s) and 0 other file(s) published, 1 skipped" in added.stdout, added.stdout
     yield teacher
@@ -168,7 +168,7 @@ def test_stats_and_list(nb: Nbunits, teacher):
 
 def test_remove_keeps_student_work_and_says_so(nb: Nbunits, teacher):
     name = "gone-course"
-    nb.nbunits("course", "add", name, "--git", teacher.url)
+    nb.nbunits("course", "add", name, "--git", teacher.url, "--legacy", "open")
     student = secrets.token_hex(16)
 
     async def go() -> str:

@@ -76,15 +76,18 @@ def test_journal_has_course_and_student_fields(nb: Nbunits) -> None:
     lines = nb.box.run("journalctl", "--no-pager", "-o", "cat", "COURSE=demo",
                        f"STUDENT={user}").stdout
     assert "opening week1/loops.ipynb" in lines
-    unit_log = nb.box.run("journalctl", "--no-pager", "-o", "cat",
+    unit_log = nb.box.run("journalctl", "--namespace=nbunits", "--no-pager", "-o", "cat",
                           "-u", f"nbunits-demo@{user}.service").stdout
     assert "Jupyter Server" in unit_log  # the container's output lands under its unit
-    # ... in the system journal: no file per student (8 MB each; units/journald/).
+    # ... in the students' journal namespace, not the system's (test_walls.py), and
+    # there in one file, not one per student (8 MB each; units/journald/).
+    assert "Jupyter Server" not in nb.box.run("journalctl", "--no-pager", "-o", "cat", "-u",
+                                              f"nbunits-demo@{user}.service").stdout
     uid = nb.uid(user)
     files = nb.box.run("sh", "-c", "ls /var/log/journal/*/ /run/log/journal/*/ 2>/dev/null || true").stdout
     assert "system.journal" in files and f"user-{uid}" not in files, files
-    assert nb.box.run("journalctl", "--no-pager", "-o", "cat", "--system",
-                      f"_UID={uid}", "-u", f"nbunits-demo@{user}.service").stdout
+    assert nb.box.run("journalctl", "--namespace=nbunits", "--no-pager", "-o", "cat",
+                      "--system", f"_UID={uid}", "-u", f"nbunits-demo@{user}.service").stdout
 
 
 def test_course_add_refuses_bad_input_and_changes_nothing(nb: Nbunits) -> None:

@@ -121,6 +121,49 @@ json.dumps({{
     assert got["host_run"] == "OK [('podman', 'ro'), ('settings', 'ro')]", got["host_run"]
 
 
+PRIVILEGES = PROBE + """
+import subprocess
+def fields(text):
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())
+            if k in ("NoNewPrivs", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Uid")}
+def run(*argv):
+    return subprocess.run(argv, capture_output=True, text=True)
+# A file of its own that its mode forbids: only CAP_DAC_OVERRIDE would read it.
+os.makedirs("/tmp/p", exist_ok=True)
+open("/tmp/p/locked", "w").write("x")
+os.chmod("/tmp/p/locked", 0)
+setuid = sorted(os.path.join(d, f) for d in ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
+                if os.path.isdir(d) for f in os.listdir(d)
+                if os.stat(os.path.join(d, f)).st_mode & 0o4000)
+json.dumps({
+    "kernel": fields(open("/proc/self/status").read()),
+    # What a child gets after exec, and a child exec'd through a setuid-root program.
+    "child": fields(run("cat", "/proc/self/status").stdout),
+    "setuid": setuid,
+    "mount": run("mount", "-t", "tmpfs", "none", "/tmp/p").returncode,
+    "read_locked": attempt(lambda: open("/tmp/p/locked").read()),
+    "unshare": run("unshare", "-r", "true").returncode,
+})
+"""
+
+
+def test_a_kernel_cannot_gain_privileges(nb: Nbunits, pair: Pair) -> None:
+    """A kernel runs as the container's root, which is the student's own uid on the
+    host: no-new-privileges and no capability at all, not even in its bounding set,
+    so no exec (a setuid-root program included) can gain one; what needs one fails."""
+    got = json.loads(ast.literal_eval(run_in_kernel(nb, pair, PRIVILEGES)))
+    none = "0000000000000000"
+    for who in ("kernel", "child"):
+        assert got[who]["NoNewPrivs"] == "1", got
+        caps = {k: got[who][k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+        assert set(caps.values()) == {none}, (who, caps)
+    assert got["setuid"], "the image has setuid-root programs (mount): the exec check needs one"
+    assert "/usr/bin/mount" in got["setuid"] or "/bin/mount" in got["setuid"], got["setuid"]
+    assert got["mount"] != 0  # setuid-root mount, run as root without capabilities
+    assert got["read_locked"] == "PermissionError", got["read_locked"]  # no DAC override
+    assert got["unshare"] != 0  # no user namespace (the course does not allow them)
+
+
 def test_the_student_user_itself_cannot_reach_another_student(nb: Nbunits, pair: Pair) -> None:
     """Even outside the container (as the student's own uid on the host)."""
     b = pair.b.user

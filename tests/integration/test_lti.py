@@ -4,6 +4,7 @@ and the legacy link's per-course modes. A refused launch creates nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from urllib.parse import urlencode, urlsplit
@@ -200,6 +201,42 @@ def test_legacy_link_modes(nb: Nbunits, lti_course: str) -> None:
     assert asyncio.run(get(link, Referer="https://lms.fun-mooc.fr/courses/x")) == 403
     assert asyncio.run(get(f"{link}?sig={sig}&expires={expires + 1}")) == 403
     assert asyncio.run(get(f"{link}?sig={sig}&expires={expires}")) == 302
+
+
+def test_a_course_added_without_a_word_takes_only_signed_launches(
+        nb: Nbunits, lti_course: str) -> None:
+    """Secure by default (issue 26): no open legacy link unless the admin chooses it,
+    and `course add`, `course show` and `status` say how students get in."""
+    name = "closed26"
+    added = nb.nbunits("course", "add", name, "--dir", "/opt/nbunits/src/examples/demo").stdout
+    assert f"course {name}: students cannot get in yet: no LTI settings and the legacy " \
+        "link off" in added, added
+    assert "--lti11-key" in added and "--legacy signed --legacy-secret-file" in added, added
+    link = f"/ipythonExercice/{name}/welcome.ipynb/{secrets.token_hex(16)}"
+    before = nb.users()
+
+    async def get(url: str) -> int:
+        async with client(nb) as session, session.get(url, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status
+
+    assert asyncio.run(get(link)) == 403 and nb.users() == before  # nothing created
+    shown = nb.nbunits("course", "show", name).stdout.splitlines()
+    assert shown[1] == "# students cannot get in yet: no LTI settings and the legacy link off"
+    assert 'legacy = "off"' in shown
+    status = nb.nbunits("status").stdout
+    assert f"  {name}: students cannot get in yet" in status, status
+    assert f"  {lti_course}: students get in by: LTI 1.1, LTI 1.3 (1 registration)" in status
+
+    # Open only if chosen, and then said in capitals, with what it means.
+    opened = nb.nbunits("course", "update", name, "--legacy", "open").stdout
+    assert "legacy link (OPEN: anyone who knows or guesses a student id)" in opened, opened
+    assert "warning: legacy = open" in opened and "--new-students-per-minute" in opened
+    assert f"  {name}: students get in by: legacy link (OPEN" in nb.nbunits("status").stdout
+    assert json.loads(nb.nbunits("course", "show", name, "--json").stdout)["launch"] == {
+        "methods": ["legacy link (OPEN: anyone who knows or guesses a student id)"],
+        "open": True}
+    assert asyncio.run(get(link)) == 302
 
 
 def test_lti13_login_with_overlong_hints_is_refused_not_a_502(nb: Nbunits, lti_course: str) -> None:

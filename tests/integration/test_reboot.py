@@ -53,7 +53,7 @@ def test_after_a_reboot_the_same_link_gives_back_the_edited_notebook() -> None:
         box.systemctl("start", "var-lib-nbunits-images.mount")
         site = deploy(box, shared)
         box.run(str(VENV / "bin" / "nbunits"), "course", "add", "demo",
-                "--dir", "/opt/nbunits/src/examples/demo")
+                "--dir", "/opt/nbunits/src/examples/demo", "--legacy", "open")
 
         async def edit() -> tuple[str, str]:
             async with site.session() as session:

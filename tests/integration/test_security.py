@@ -22,6 +22,7 @@ import secrets
 import pytest
 
 from testbed.browser import Opened, open_exercise
+from testbed.harness import SystemdBox
 
 from .conftest import REPO, Nbunits, client
 
@@ -103,13 +104,13 @@ def accepted(issue: dict[str, str]) -> bool:
                for plugin, file, text in GIXY_ACCEPTED)
 
 
-def test_gixy_finds_nothing_in_the_installed_nginx_config(nb: Nbunits) -> None:
+def gixy_finds_nothing(box: SystemdBox) -> None:
+    """gixy-ng over a box's installed nginx config: no issue but the accepted ones."""
     # The test venv is inside the checkout, which the box sees at /opt/nbunits/src.
     python = "/opt/nbunits/src/.venv/bin/python"
     if not (REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "gixy").is_dir():
         pytest.fail("gixy-ng is missing: .venv/bin/pip install -e '.[test]'")
-    out = nb.box.run(python, "-m", "gixy", "-f", "json", "/etc/nginx/nginx.conf",
-                     check=False)
+    out = box.run(python, "-m", "gixy", "-f", "json", "/etc/nginx/nginx.conf", check=False)
     issues = json.loads(out.stdout or "null")
     assert isinstance(issues, list), f"gixy failed: {out.stderr[-2000:]}"
     found = [(i["plugin"], i["file"], i["severity"], i["reason"], i["config"])
@@ -117,6 +118,10 @@ def test_gixy_finds_nothing_in_the_installed_nginx_config(nb: Nbunits) -> None:
     assert not found, f"gixy-ng reports: {found}"
     # ...and it did read nbunits' files (an unresolved include would hide them).
     assert "File not found" not in out.stderr, out.stderr
+
+
+def test_gixy_finds_nothing_in_the_installed_nginx_config(nb: Nbunits) -> None:
+    gixy_finds_nothing(nb.box)
 
 
 def test_responses_carry_security_headers_and_limits(nb: Nbunits, opened: Opened) -> None:

@@ -104,6 +104,12 @@ def test_deletions_list_everything_they_delete() -> None:
     removal = Removal("demo", False, (), (), (Path("/home/u/demo"),), purge=True)
     assert "removed already" in "\n".join(removal.describe())
     assert "    /home/u/demo" in removal.describe()
+    shared = (Path("/var/lib/nbunits/shares/pages/t.html"),
+              Path("/var/lib/nbunits/shares/demo/nbaaaaaaaaaaaaaaaa.json"))
+    for purge in (False, True):  # the shares go with the course either way
+        text = "\n".join(Removal("demo", True, (), (), (), purge, shares=shared).describe())
+        assert "1 static version(s) its students share (their links stop working)" in text
+        assert all(str(path) in text for path in shared)
 
 
 @pytest.mark.parametrize(("answer", "goes_on"), [("y\n", True), ("yes\n", True), ("n\n", False),
@@ -152,3 +158,29 @@ def test_the_stop_hook_says_how_a_server_ended(monkeypatch, result: str, status:
     events.stopped_main(["demo", "nbaaaaaaaaaaaaaaaa"])
     [(got, fields)] = sent
     assert got is event and fields["course"] == "demo" and fields["SERVICE_RESULT"] == result
+
+
+# What a student, an LMS or a course repository can put in front of an admin: an OSC that
+# sets the window title, a screen clear, a C1 CSI, a carriage return over the line, a
+# right-to-left override, an undecodable file-name byte.
+HOSTILE = "a\x1b]0;pwned\x07b\x1b[2Jc\x9b31md\re\u202ef\udcff\tg\nh"
+
+
+def test_admin_output_escapes_every_control_character(capsys) -> None:
+    from nbunits.admin.status import StudentState, format_table
+    from nbunits.admin.terminal import escape
+
+    shown = escape(HOSTILE)
+    assert shown == ("a\\x1b]0;pwned\\x07b\\x1b[2Jc\\x9b31md\\re\\u202ef\\udcff\\tg\\nh")
+    assert escape(HOSTILE, lines=True).endswith("\\udcff\tg\nh")  # a notebook keeps its lines
+    assert escape("plain é 日本 text\\x1b") == "plain é 日本 text\\x1b"
+
+    table = format_table([StudentState("demo", "nb" + "0" * 30, HOSTILE, "running", "", None)])
+    rows = cli.format_rows([["USER", "ID"], ["nbx", HOSTILE]])
+    with pytest.raises(SystemExit):
+        cli.die(f"no copy of {HOSTILE}", hint=HOSTILE)
+    err = capsys.readouterr().err
+    for text in (table, rows, err):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e\udcff]", text), repr(text)
+        assert "\\x1b]0;pwned\\x07" in text, text
+    assert len(table.splitlines()) == 4 and len(rows.splitlines()) == 2  # one line per row

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbunits.admin.nginx import http_conf, locations_conf
+from nbunits.admin.nginx import http_conf, locations_conf, template
 from nbunits.core.config import ConfigError, Server, Settings
 from nbunits.core.events import Event
 from nbunits.core.names import StudentUnits
@@ -54,6 +54,35 @@ def test_running_servers_are_capped_by_the_memory_budget(tmp_path):
     admission.start("demo", "nbeeeeeeeeeeeeeeee", now=100)  # the starts are over (or failed)
 
 
+def test_a_courses_own_caps_refuse_its_launches_and_leave_room_for_the_others(
+        tmp_path, caplog):
+    for user in ("nbaaaaaaaaaaaaaaaa", "nbbbbbbbbbbbbbbbbb"):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        (tmp_path / "a" / f"{user}.sock").touch()  # two of course a's servers run
+    state = tmp_path / "admission.json"
+    admission = Admission(Server(new_students_per_minute=100), tmp_path, mem_total=1 << 40,
+                          state_file=state)
+    with caplog.at_level(logging.WARNING):
+        for t in range(3):
+            admission.new_student("a", f"nb{t:016d}", now=t, course_cap=3)
+        for t in range(3, 10):  # a flood of made-up ids on course a
+            with pytest.raises(Busy, match="this course"):
+                admission.new_student("a", "nbcccccccccccccccc", now=t, course_cap=3)
+            admission.new_student("b", f"nb{t:016d}", now=t)  # b's are served
+        with pytest.raises(Busy, match="This course's notebook servers"):
+            admission.start("a", "nbcccccccccccccccc", now=0, course_cap=2)
+        admission.start("a", "nbaaaaaaaaaaaaaaaa", now=0, course_cap=2)  # runs already
+        admission.start("b", "nbdddddddddddddddd", now=0, course_cap=2)
+    admission.new_student("a", "nbcccccccccccccccc", now=61, course_cap=3)  # the window moved
+    published = json.loads(state.read_text())
+    assert published["courses"] == {"a": {"new_students": 7, "servers": 1}}
+    assert published["refused_new_students"] == published["refused_servers"] == 0
+    lines = [r.__dict__ for r in caplog.records if "admission" in r.getMessage()]
+    assert [(e["ADMISSION_CAP"], e["COURSE"]) for e in lines] == [
+        ("course_new_students", "a"), ("course_servers", "a")]
+    assert "course a's cap of 3 new students per minute: refused 1 launch(es)" in lines[0]["msg"]
+
+
 def test_caps_are_checked(tmp_path):
     for bad in ({"new_students_per_minute": 0}, {"memory_budget": "lots"},
                 {"server_memory": "0M"}, {"launch_rate": -1}):
@@ -68,6 +97,19 @@ def test_nginx_limits_launches_per_client():
     locations = locations_conf(server)
     assert locations.count("limit_req zone=nbunits_launch burst=7 nodelay;") == 2
     assert "add_header Retry-After 2 always;" in locations
+
+
+def test_nginx_limits_each_students_actions():
+    server = Server(names=("nb.example.org",))
+    assert "limit_req_zone $nbunits_user zone=nbunits_student:10m rate=60r/m;" in \
+        http_conf(server)
+    locations = template("nbunits-students.conf")  # the students' locations, on any origin
+    assert "include /etc/nginx/snippets/nbunits-students.conf;" in locations_conf(server)
+    actions = locations.split('location ~ "^/_nbunits/student/', 1)[1].split("\n}\n", 1)[0]
+    assert "limit_req zone=nbunits_student burst=60 nodelay;" in actions
+    assert "error_page 503 = @nbunits_student_busy;" in actions
+    busy = locations.split("location @nbunits_student_busy {", 1)[1].split("\n}\n", 1)[0]
+    assert "application/json" in busy and "Retry-After" in busy and '"message"' in busy
 
 
 def test_idle_marks_and_recent_students(tmp_path):
@@ -136,7 +178,7 @@ def test_the_helper_publishes_waiting_starts_and_refusals_for_the_metrics(tmp_pa
                           mem_total=1 << 34, state_file=state)
     read = lambda: json.loads(state.read_text())  # noqa: E731
     assert read() == {"start_slots": 1, "waiting": 0, "unpaced": 0,
-                      "refused_new_students": 0, "refused_servers": 0}
+                      "refused_new_students": 0, "refused_servers": 0, "courses": {}}
     seen: list[int] = []
 
     async def one(i: int) -> None:
@@ -173,3 +215,21 @@ def test_the_helper_publishes_waiting_starts_and_refusals_for_the_metrics(tmp_pa
         with pytest.raises(Busy):
             admission.new_student(now=t)
     assert read()["refused_new_students"] == 2  # a counter: not reset by the journal line
+
+
+def test_the_metrics_count_each_courses_own_refusals(tmp_path):
+    from nbunits.admin.metrics import Collector, State
+
+    settings = Settings(run_dir=tmp_path)
+    settings.admission_file.write_text(json.dumps({
+        "start_slots": 2, "waiting": 0, "unpaced": 0, "refused_new_students": 1,
+        "refused_servers": 0, "courses": {"a": {"new_students": 7}, "b": {"servers": 2}}}))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in Collector(settings, State()).admission() for s in family.samples}
+    assert samples[("nbunits_course_launches_refused_total",
+                    (("cap", "new_students"), ("course", "a")))] == 7
+    assert samples[("nbunits_course_launches_refused_total",
+                    (("cap", "servers"), ("course", "a")))] == 0
+    assert samples[("nbunits_course_launches_refused_total",
+                    (("cap", "servers"), ("course", "b")))] == 2
+    assert samples[("nbunits_launches_refused_total", (("cap", "new_students"),))] == 1

@@ -3,13 +3,14 @@ path's own check, and the start-limit rule of the wake path."""
 
 import json
 import logging
+import re
 import runpy
 from pathlib import Path
 
 import pytest
 
 from nbunits.admin.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
-from nbunits.core.config import ConfigError, CourseConfig, Settings
+from nbunits.core.config import ConfigError, CourseConfig, Server, Settings
 from nbunits.core.names import CAPABILITY_RE, StudentUnits, user_for
 from nbunits.helper import capability as caps
 from nbunits.helper.provision import parse_usec, reset_wait
@@ -79,6 +80,15 @@ def test_terminals_are_a_course_setting_in_jupyters_config(settings):
         assert config["ServerApp"]["terminals_enabled"] is terminals
 
 
+def test_jupyter_answers_the_server_s_names_or_only_the_student_s_own_host():
+    names = ("notebooks.example.org", "nb.example.org")
+    for server, hosts in ((Server(names=names), list(names)),
+                          (Server(names=names, student_domain="nb.example.org"),
+                           [f"{UNITS.user}.nb.example.org"])):
+        config = json.loads(caps.jupyter_config(course(), UNITS, "A" * 22 + ".0.1", server))
+        assert config["ServerApp"]["local_hostnames"] == hosts
+
+
 def show(state: str, changed_s: float, interval: str = "1min") -> str:
     return (f"Id=x\nActiveState={state}\nStateChangeTimestampMonotonic={int(changed_s * 1e6)}\n"
             f"StartLimitIntervalUSec={interval}\n")
@@ -116,7 +126,7 @@ def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
     rules = [r for r in without_subvolumes(default)["syscalls"] if "ioctl" in r["names"]]
     assert all(r.get("args") for r in rules), rules  # never allowed unconditionally
 
-    def action(request: int) -> str:  # as libseccomp evaluates these comparisons
+    def action(request: int) -> str:  # as libseccomp compares: all 64 bits of the register
         ops = {"SCMP_CMP_LT": lambda a, r: request < a["value"],
                "SCMP_CMP_GT": lambda a, r: request > a["value"],
                "SCMP_CMP_MASKED_EQ": lambda a, r: request & a["value"] == a["valueTwo"]}
@@ -124,12 +134,14 @@ def test_the_seccomp_profiles_refuse_btrfs_subvolumes_and_snapshots_only():
         assert len(matched) == 1, (hex(request), matched)
         return matched.pop()
 
-    # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
-    for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
-        assert action(refused) == "SCMP_ACT_ERRNO"
-    # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
-    for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
-        assert action(allowed) == "SCMP_ACT_ALLOW"
+    high_bits = (0, 1 << 32, 0xFFFFFFFF << 32)  # the kernel reads the low 32 bits only
+    for high in high_bits:
+        # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2 (linux/btrfs.h)
+        for refused in (0x50009401, 0x5000940E, 0x50009417, 0x50009418):
+            assert action(high | refused) == "SCMP_ACT_ERRNO", hex(high | refused)
+        # FICLONE (reflinks), TCGETS, FIONREAD, BTRFS_IOC_FS_INFO, the ends of the range
+        for allowed in (0x40049409, 0x5401, 0x541B, 0x8400941F, 0x500093FF, 0x50009500):
+            assert action(high | allowed) == "SCMP_ACT_ALLOW", hex(high | allowed)
     with_both = without_user_namespaces(without_subvolumes(default))
     assert any("read" in r["names"] for r in with_both["syscalls"]
                if r["action"] == "SCMP_ACT_ALLOW")
@@ -150,11 +162,40 @@ def test_jupyters_log_filter_replaces_the_capability(monkeypatch, caplog):
                                "running at %s", (f"http+unix://x/nb/demo/u/{cap}/tree",), None)
     assert redact.filter(record) and cap not in record.getMessage()
     assert "[capability]" in record.getMessage()
+    sig = "ab" * 32  # a staff link's signature someone sent to their own server
+    record = logging.LogRecord("ServerApp", logging.INFO, "x", 1, "404 GET %s",
+                               (f"/nb/demo/u/{cap}/x?expires=1&sig={sig}",), None)
+    assert redact.filter(record) and sig not in record.getMessage()
     assert config.Application.logging_config["handlers"]["console"]["filters"] == ["nbunits_redact"]
     # The image's extensions stay as they are, but for notebook_shim's (the start-up cost).
     enabled = {"notebook": True, "jupyterlab": True, "notebook_shim": True}
     assert config.ServerApp.jpserver_extensions.get_value(enabled) == {
         "notebook": True, "jupyterlab": True, "notebook_shim": False}
+
+
+def test_jupyters_lines_carry_a_level_word_and_cannot_start_a_line_of_their_own():
+    """The students' unit reads no "<N>" priority (SyslogLevelPrefix=no): Jupyter's level
+    is a word, and text it logs (a file name, a path) cannot forge a line of its own."""
+    from traitlets.config import Config
+
+    namespace = runpy.run_path(str(REPO / "units" / "jupyter" / "jupyter_server_config.py"),
+                               init_globals={"get_config": lambda: Config()})
+    formatter = namespace["level_word_formatter"](format="x")
+    forged = "x.ipynb\n[E ServerApp] forged\x00<0>\x1b]0;t\x07\x1b[2J\r\x9b"
+    try:
+        raise OSError(forged)
+    except OSError:
+        import sys
+        record = logging.LogRecord("ServerApp", logging.WARNING, "x", 1, "Saving %s",
+                                   (forged,), sys.exc_info())
+    lines = formatter.format(record).split("\n")
+    assert lines[:2] == ["[W ServerApp] Saving x.ipynb", "[W ServerApp] | [E ServerApp] forged"
+                         "\\x00<0>\\x1b]0;t\\x07\\x1b[2J\\r\\x9b"], lines
+    assert all(line.startswith("[W ServerApp] | ") for line in lines[1:]), lines
+    assert "Traceback" in lines[2] and len(lines) > 4
+    assert not any(re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", line) for line in lines)
+    info = logging.LogRecord("ServerApp", logging.INFO, "x", 1, "Jupyter Server is running", (), None)
+    assert formatter.format(info) == "[I ServerApp] Jupyter Server is running"
 
 
 def test_quotas_need_a_home_file_system_mounted_with_user_quotas():
@@ -223,3 +264,37 @@ def test_daemon_logs_redact_capabilities_and_signatures_whoever_sent_them():
     except OSError as exc:
         record = logging.LogRecord("x", logging.ERROR, "x", 1, "failed", (), (type(exc), exc, None))
     assert Redact().filter(record) and cap not in logging.Formatter().format(record)
+
+
+def test_daemon_logs_redact_a_course_links_student_id_and_a_shares_token():
+    """As aiohttp quotes a request line it cannot parse (the fuzz test sends them)."""
+    from nbunits.core.service import Redact
+
+    student, token = "fuzz-student-1", "T" * 32
+    line = f"b'GET /ipythonExercice/demo/week1/loops.ipynb/{student}?reset=1 HTTP/1.0'"
+    try:
+        raise ValueError(f"400, message:\n  Invalid char in url path:\n\n    {line}\n")
+    except ValueError as exc:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, "x", 1,
+                                   "Error handling request from %s", (f"/shared/{token}",),
+                                   (type(exc), exc, None))
+    assert Redact().filter(record)
+    text = logging.Formatter().format(record)
+    assert student not in text and token not in text, text
+    assert "/ipythonExercice/demo/[student]" in text and "/shared/[token]" in text
+    # Nor in the fields systemd's JournalHandler adds (EXCEPTION_INFO is the exception's repr).
+    assert record.exc_info is None and student not in str(record.__dict__)
+
+
+def test_a_path_the_dispatcher_already_cut_is_left_as_it_is():
+    """log_path cuts a refused request's path ("GET /shared/[token]: not shared"); the
+    filter after it keeps that line whole, and still cuts what follows a marker."""
+    from nbunits.core.service import redact
+
+    for line in ("GET /shared/[token]: This notebook is not shared any more.",
+                 "GET /ipythonExercice/demo/[student]: invalid student id",
+                 "GET /ipythonExercice/[student]: unknown course"):
+        assert redact(line) == line
+    assert redact("GET /shared/[token]:T0KEN") == "GET /shared/[token]"
+    assert redact("GET /shared/[token]T0KEN x") == "GET /shared/[token] x"
+    assert redact("/ipythonExercice/[student]/S1") == "/ipythonExercice/[student]/[student]"

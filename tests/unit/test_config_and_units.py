@@ -63,6 +63,26 @@ def test_launch_settings_round_trip(tmp_path):
     assert load_course(settings, "demo") == config
 
 
+def test_a_course_takes_only_signed_launches_unless_told_otherwise(tmp_path):
+    from nbunits.core.config import Lti13Registration
+    # A course file without the key (written by hand, or by the first nbunits, before
+    # `legacy` existed): the legacy link is off, and nothing says how students get in.
+    old = load_course(make_course(tmp_path, '[course]\nsource = "/x"\n'), "demo")
+    assert old.legacy == "off" and old.launch_methods() == []
+    assert old.how_students_get_in() == ("students cannot get in yet: no LTI settings and "
+                                         "the legacy link off")
+    # Files written by `course add` carry every setting: an open course stays open.
+    kept = CourseConfig(name="demo", source=Path("/x"), legacy="open")
+    assert load_course(make_course(tmp_path / "kept", kept.to_toml()), "demo").legacy == "open"
+    assert "legacy link (OPEN: anyone who knows or guesses a student id)" in \
+        kept.how_students_get_in()
+    both = CourseConfig(name="demo", source=Path("/x"), lti11_key="k", legacy="signed",
+                        lti13=(Lti13Registration("https://lms", "a"),
+                               Lti13Registration("https://lms", "b")))
+    assert both.how_students_get_in() == ("students get in by: LTI 1.1, LTI 1.3 "
+                                          "(2 registrations), legacy link (signed)")
+
+
 @pytest.mark.parametrize("text, words", [
     ('[course]\nsource = "/x"\nlegacy = "maybe"\n', "legacy"),
     ('[course]\nsource = "/x"\nlegacy = "referrer"\n', "legacy_referrers"),
@@ -70,6 +90,10 @@ def test_launch_settings_round_trip(tmp_path):
     ('[course]\nsource = "/x"\nlti13_keys_url = "https://lms/jwks"\n', "issuer and client_id"),
     ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
      'keys_url = "https://lms/jwks"\n', "keys_url"),
+    ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
+     'keys = "/k.json"\nkeys_url = "http://lms/jwks"\n', "keys only over https"),
+    ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
+     'keys = "/k.json"\nkeys_url = "ftp://lms/jwks"\n', "keys only over https"),
     ('[course]\nsource = "/x"\n[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n'
      '[[course.lti13]]\nissuer = "i"\nclient_id = "c"\n', "same issuer and client_id"),
     ('[course]\nsource = "/x"\nlti_staff_roles = ["TeachingAssistant"]\n', "forum roles"),
@@ -79,6 +103,11 @@ def test_launch_settings_round_trip(tmp_path):
      "context role"),
     ('[course]\nsource = "/x"\nmemory_max = "lots"\n', "memory_max"),
     ('[course]\nsource = "/x"\nnetwork = "host"\n', "network"),
+    ('[course]\nsource = "/x"\nnetwork = "slirp4netns"\nnetwork_allow = ["10.1.2.0/33"]\n',
+     "network_allow"),
+    ('[course]\nsource = "/x"\nnetwork = "slirp4netns"\nnetwork_allow = ["0.0.0.0/0"]\n',
+     "network_allow"),
+    ('[course]\nsource = "/x"\nnetwork_allow = ["10.1.2.0/24"]\n', "needs network = slirp4netns"),
     ('[course]\nsource = "/x"\ncolour = "red"\n', "unknown settings"),
     ('[course]\nmemory_max = "1G"\n', "source"),
     ('[course]\nsource = "/x"\nproxy_idle_timeout = -1\n', "proxy_idle_timeout"),
@@ -116,6 +145,35 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
     assert "--exit-idle-time=33s" in units["nbunits-python3-s2-proxy@.service"]
     assert not any("@" + key in text for text in units.values()
                    for key in ("COURSE@", "IMAGE@", "SLICE@", "MEMORY_MAX@"))
+
+
+def test_kernels_reach_neither_private_nor_link_local_addresses_unless_the_course_lists_them(
+        tmp_path):
+    """The unit's IP firewall (docs/security.md, "Kernels' network"); the host's own
+    addresses go on nbunits.slice (helper/firewall.py)."""
+    from nbunits.helper.firewall import global_addresses
+
+    def service(**settings: object) -> dict[str, str]:
+        config = CourseConfig(name="demo", source=Path("/srv"), **settings)  # type: ignore[arg-type]
+        text = render_course(config, recorded(make_store(tmp_path / str(len(settings)))))[
+            "nbunits-demo@.service"]
+        lines = text.replace("\\\n    ", "").splitlines()  # continuation lines joined
+        return dict(line.split("=", 1) for line in lines if line.startswith("IPAddress"))
+
+    plain = service()
+    denied = plain["IPAddressDeny"].split()
+    for network in ("link-local", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                    "100.64.0.0/10", "fc00::/7", "fe80::/10", "0.0.0.0/8"):
+        assert network in denied, (network, denied)
+    assert plain["IPAddressAllow"].split() == ["localhost", "10.0.2.3"]
+    listed = service(network="slirp4netns", network_allow=("10.77.0.1/24", "fd12::1"))
+    assert listed["IPAddressAllow"].split() == ["localhost", "10.0.2.3", "10.77.0.0/24",
+                                                "fd12::1/128"]
+    shown = ('[{"addr_info": [{"local": "127.0.0.1", "scope": "host"}, {"local": "fe80::1", '
+             '"scope": "link"}, {"local": "2001:db8::7", "scope": "global"}]}, {"addr_info": '
+             '[{"local": "203.0.113.7", "scope": "global"}, {"local": "10.0.0.5", '
+             '"scope": "global"}]}]')
+    assert global_addresses(shown) == ["10.0.0.5/32", "203.0.113.7/32", "2001:db8::7/128"]
 
 
 def test_a_disk_quota_is_set_in_two_steps_before_the_course_folder_is_made(tmp_path):

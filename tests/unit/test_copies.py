@@ -361,3 +361,27 @@ def test_students_folders_link_the_course_files_and_keep_theirs(tmp_path):
     assert (home / "c" / "data").is_dir() and not (home / "c" / "data").is_symlink()
     assert os.readlink(home / "c" / "data" / "a.csv") == "/home/student/course/data/a.csv"
     assert not os.path.lexists(home / "c" / "helpers.py")
+
+
+def test_tidying_a_students_folder_looks_at_a_bounded_number_of_its_entries(tmp_path, monkeypatch):
+    """A reset (and a launch) tidies our stale links in the student's course folder:
+    it reads at most MAX_SCANNED of its entries, however many files the student made."""
+    from pathlib import PurePosixPath
+
+    from nbunits.helper import notebooks
+    tree, home = tmp_path / "tree", tmp_path / "home"
+    tree.mkdir()
+    (tree / "a.ipynb").write_text("x")
+    folder = home / "c"
+    folder.mkdir(parents=True)
+    for i in range(1000):  # our links to files that left the course: stale
+        os.symlink(f"/home/student/course/gone{i}.csv", folder / f"gone{i}.csv")
+    monkeypatch.setattr(notebooks, "MAX_SCANNED", 100)
+    notebooks.link_tree(home, "c", tree, PurePosixPath("/home/student/course"),
+                        os.getuid(), os.getgid())
+    left = len(os.listdir(folder))
+    assert 900 <= left < 1000, left  # some tidied, never more than the bound looked at
+    monkeypatch.setattr(notebooks, "MAX_SCANNED", 10_000)
+    notebooks.link_tree(home, "c", tree, PurePosixPath("/home/student/course"),
+                        os.getuid(), os.getgid())
+    assert os.listdir(folder) == []

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from nbunits.core.config import CourseConfig, Settings
+from nbunits.core.config import CourseConfig, Server, Settings
 from nbunits.core.names import Target, user_for
 from nbunits.core.protocol import MAX_REQUEST_BYTES, Html, StaffViewRequest, ask
 from nbunits.dispatcher.app import create_app
@@ -49,13 +49,13 @@ def opened(running: bool, start: dict[str, Any] | None = None
 
 
 def run_app(tmp_path: Path, helper: FakeHelper,
-            test: Callable[[TestClient], Awaitable[None]]) -> None:
+            test: Callable[[TestClient], Awaitable[None]], server: Server | None = None) -> None:
     settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
-                        run_dir=tmp_path / "run")
+                        run_dir=tmp_path / "run", server=server or Server())
     settings.courses_conf_dir.mkdir(parents=True)
     settings.run_dir.mkdir()
     settings.course_file("demo").write_text(
-        CourseConfig(name="demo", source=tmp_path / "masters").to_toml())
+        CourseConfig(name="demo", source=tmp_path / "masters", legacy="open").to_toml())
 
     async def main() -> None:
         server = await asyncio.start_unix_server(helper.serve, str(settings.helper_socket),
@@ -170,6 +170,55 @@ def test_a_staff_view_larger_than_a_request_is_served(tmp_path):
 
 
 WAKE = f"/_nbunits/wake/demo/{USER}/{CAP}"
+SPLIT = Server(names=("notebooks.example.org",), student_domain="nb.example.org")
+OWN = f"{USER}.nb.example.org"  # the student's own origin's host
+
+
+def test_with_per_student_origins_a_launch_goes_to_the_student_s_own_host(tmp_path):
+    helper = FakeHelper(opened(True))
+
+    async def test(client: TestClient) -> None:
+        for host, scheme, origin in (
+                ("notebooks.example.org", "https", f"https://{OWN}"),
+                ("Notebooks.example.org:8443", "https", f"https://{OWN}:8443"),
+                ("notebooks.example.org:8080", "http", f"http://{OWN}:8080")):
+            resp = await client.get("/ipythonExercice/demo/w1/a b.ipynb/s1", headers={
+                "Host": host, "X-Forwarded-Proto": scheme}, allow_redirects=False)
+            assert resp.status == 302, await resp.text()
+            assert resp.headers["Location"] == f"{origin}{PREFIX}notebooks/w1/a%20b.ipynb"
+
+    run_app(tmp_path, helper, test, SPLIT)
+
+
+def test_a_student_s_own_host_reaches_only_their_own_paths(tmp_path):
+    shared = {"ok": True, "student_id": "s1", "course": "demo", "notebook": "a.ipynb",
+              "newer": False, "changes": [], "kept": "", "url": "/shared/" + "t" * 32}
+    helper = FakeHelper(lambda r: shared if r["action"] == "student" else
+                        {"ok": True, "retry_after": 0})
+    other = f"{user_for('s2')}.nb.example.org"
+
+    async def test(client: TestClient) -> None:
+        share = f"/_nbunits/student/demo/{USER}/{CAP}/share"
+        resp = await client.post(share, json={"notebook": "a.ipynb"}, headers={
+            "Host": OWN, "X-Forwarded-Proto": "https"})
+        # A shared page is on the server's name, never on the student's origin.
+        assert (await resp.json())["url"] == "https://notebooks.example.org/shared/" + "t" * 32
+        resp = await client.get(WAKE, headers={"Host": OWN, "X-Nbunits-Request-Uri": PREFIX},
+                                allow_redirects=False)
+        assert resp.status == 307
+        resp = await client.get("/_nbunits/page/not-found", headers={"Host": OWN})
+        assert resp.status == 404
+        asked = len(helper.requests)
+        for host, path in ((other, WAKE), (other, share),
+                           (OWN, "/ipythonExercice/demo/a.ipynb/s1"),
+                           (OWN, "/shared/" + "t" * 32), ("nb.example.org", WAKE)):
+            resp = await client.request("POST" if "student" in path else "GET", path,
+                                        headers={"Host": host}, allow_redirects=False)
+            assert resp.status == 421, (host, path)
+        assert len(helper.requests) == asked  # nothing reached the helper
+
+    run_app(tmp_path, helper, test, SPLIT)
+
 
 
 def test_the_wake_fallback_redirects_back_only_under_the_verified_prefix(tmp_path):
@@ -269,7 +318,7 @@ def test_no_helper_is_a_503(tmp_path):
     settings = Settings(etc_dir=tmp_path / "etc", run_dir=tmp_path / "run")
     settings.courses_conf_dir.mkdir(parents=True)
     settings.course_file("demo").write_text(
-        CourseConfig(name="demo", source=tmp_path / "m").to_toml())
+        CourseConfig(name="demo", source=tmp_path / "m", legacy="open").to_toml())
 
     async def main() -> None:
         async with TestClient(TestServer(create_app(settings))) as client:
@@ -335,3 +384,23 @@ def test_a_cap_is_a_503_with_retry_after_and_a_page_that_retries(tmp_path):
     assert '<meta http-equiv="refresh" content="30">' in page.text
     post = busy_page("Many students are starting at once.", 20, reload=False)
     assert "refresh" not in post.text and "open the exercise again" in post.text
+
+
+@pytest.mark.parametrize(("path", "logged"), [
+    ("/ipythonExercice/demo/week1/loops.ipynb/0123456789abcdef", "/ipythonExercice/demo/[student]"),
+    ("/_nbunits/wake/demo/nbaaaaaaaaaaaaaaaa/AAAAAAAAAAAAAAAAAAAAAA.0.1",
+     "/_nbunits/wake/demo/nbaaaaaaaaaaaaaaaa/[capability]"),
+    # Cut where a capability starts, as nginx's access log does (names.loggable_path).
+    ("/staff/x/AAAAAAAAAAAAAAAAAAAAAA.0.1/a.ipynb", "/staff/x/[capability]"),
+    ("/ipythonExercice/" + "a" * 300 + "/a.ipynb/0123456789abcdef",
+     "/ipythonExercice/" + "a" * 183),
+    ("/shared/" + "A" * 32, "/shared/[token]"),
+    ("/ipythonExercice/0123456789abcdef", "/ipythonExercice/[student]"),
+    ("/staff/demo/nbaaaaaaaaaaaaaaaa/a.ipynb", "/staff/demo/nbaaaaaaaaaaaaaaaa/a.ipynb"),
+])
+def test_log_lines_name_no_capability_student_id_or_token(path: str, logged: str) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from nbunits.dispatcher.app import log_path
+
+    assert log_path(make_mocked_request("GET", path)) == logged

@@ -298,3 +298,31 @@ def test_cli_launch_options(tmp_path: Path) -> None:
         "legacy": "referrer", "legacy_referrers": ("fun-mooc.fr", "example.org"),
         "lti_notebooks": {"block-v1:a+b": "week1/loops.ipynb"}, "lti11_key": "k"}
     assert course_secrets(args) == {"lti11_secret": "s3cret"}
+
+
+def test_platform_keys_are_fetched_over_https_only() -> None:
+    """An http keys URL, or an https one that redirects to http, is refused before a
+    byte is read: keys that travelled in clear could be anyone's."""
+    import http.client
+    import io
+    import urllib.error
+    import urllib.request
+
+    from nbunits.admin.lms_keys import HttpsRedirectsOnly, fetch_keys
+    from nbunits.core.errors import NbunitsError
+
+    handler, request = HttpsRedirectsOnly(), urllib.request.Request("https://lms/jwks")
+
+    def redirect(to: str) -> urllib.request.Request | None:
+        return handler.redirect_request(request, io.BytesIO(), 302, "Found",
+                                        http.client.HTTPMessage(), to)
+
+    with pytest.raises(urllib.error.HTTPError, match="over https only"):
+        redirect("http://lms/jwks")
+    redirected = redirect("https://keys.lms/jwks")
+    assert redirected is not None and redirected.full_url == "https://keys.lms/jwks"
+    said: list[str] = []
+    with pytest.raises(NbunitsError, match="only over https") as info:
+        fetch_keys(Lti13Registration(issuer="i", client_id="c", keys="/nonexistent/k.json",
+                                     keys_url="http://127.0.0.1:9/jwks"), said.append)
+    assert info.value.code == "bad_keys"

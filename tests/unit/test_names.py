@@ -7,7 +7,10 @@ from nbunits.core.names import (
     check_notebook,
     check_student_id,
     course_slice,
+    host_user,
+    origin,
     parse_unit,
+    student_host,
     user_for,
 )
 
@@ -87,3 +90,21 @@ def test_links_are_percent_encoded():
     from nbunits.core.names import exercise_url
     assert exercise_url("demo", "Leçon 1/café.ipynb", "s1") == \
         "/ipythonExercice/demo/Le%C3%A7on%201/caf%C3%A9.ipynb/s1"
+
+
+def test_a_student_s_own_origin_is_their_user_under_the_student_domain():
+    user = user_for(EDX_ID)
+    host = student_host(user, "nb.example.org")
+    assert host == f"{user}.nb.example.org"
+    assert host_user(host, "nb.example.org") == user
+    for other in (f"{user}.nb.example.org.evil", f"x{user}.nb.example.org", "nb.example.org",
+                  f"{user}.other.org", f"a.{user}.nb.example.org", "notebooks.example.org"):
+        assert host_user(other, "nb.example.org") is None, other
+    assert host_user(host, "") is None  # one origin: no host is a student's
+    with pytest.raises(InvalidName):
+        student_host("evil.org/x", "nb.example.org")
+    assert origin("https", host) == f"https://{host}"
+    assert origin("http", host, "8080") == f"http://{host}:8080"
+    for scheme, port in (("javascript", ""), ("https", "80/x"), ("https", "@evil.org")):
+        with pytest.raises(InvalidName):
+            origin(scheme, host, port)

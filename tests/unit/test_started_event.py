@@ -14,7 +14,8 @@ SCRIPT = Path(__file__).parents[2] / "units" / "bin" / "started-event.sh"
 def test_the_script_sends_the_events_own_fields(tmp_path: Path) -> None:
     # logger replaced by cat: what journald would get, one FIELD=value a line.
     script = tmp_path / "started.sh"
-    script.write_text(SCRIPT.read_text().replace("exec /usr/bin/logger --journald", "cat"))
+    script.write_text(SCRIPT.read_text().replace(
+        "exec /usr/bin/nsenter --mount=/proc/1/ns/mnt /usr/bin/logger --journald", "cat"))
     env = {**os.environ, "MAINPID": str(os.getpid())}
     out = subprocess.run(["sh", str(script), "demo", "nbabc"], env=env, check=True,
                          capture_output=True, text=True).stdout

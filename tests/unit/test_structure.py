@@ -160,7 +160,7 @@ def test_error_codes_come_from_the_registry():
 # --- names.py and nginx agree ------------------------------------------------------
 
 def nginx_location_regex() -> re.Pattern[str]:
-    text = (REPO / "nginx" / "nbunits-locations.conf").read_text()
+    text = (REPO / "nginx" / "nbunits-students.conf").read_text()
     m = re.search(r'location ~ "(\^/nb/[^"]+)"', text)
     assert m, "the /nb/ location's regex"
     # nginx (PCRE) named groups (?<n>...) are Python's (?P<n>...).

@@ -4,20 +4,32 @@
 #
 # - No capability in a log line. The capability is the student's token and part of
 #   Jupyter's base URL, so Jupyter's own lines (the "is running at" URL, every
-#   request it logs with its path) would carry it into the journal, where whoever
-#   reads logs could open the notebook. A filter replaces it with "[capability]"
-#   (docs/security.md, "Logs").
-# - The right priority. The container's output is the unit's (podman
-#   --log-driver=passthrough), and journald reads a "<N>" syslog priority at the start
-#   of each line of a service's output (SyslogLevelPrefix=, on by default). Jupyter
-#   logs everything on stderr, so without a prefix its info lines would share one
-#   priority with its errors. journald adds the time: the lines carry none.
+#   request it logs with its path and query) would carry it into the journal, where
+#   whoever reads logs could open the notebook. A filter replaces it with
+#   "[capability]", and a link's 64-hex signature someone put in a query with
+#   "[redacted]" (docs/security.md, "Logs").
+# - A level word, one entry per line. The container's output is the unit's (podman
+#   --log-driver=passthrough), in the students' journal namespace at one priority
+#   (info): the unit sets SyslogLevelPrefix=no, since a kernel can write to the same
+#   stream (as the same user, through /proc/PID/fd) and a "<0>" there was an emergency
+#   broadcast to admins' terminals. So Jupyter's lines carry their level as a word,
+#   "[W ServerApp] ...", which `nbunits logs --grep` filters on (docs/admin.md, "The
+#   journal"); a line of a multi-line message or traceback after the first starts with
+#   "[W ServerApp] | ", and every control character is escaped (\n, \x1b), so no
+#   text Jupyter logs (a file name, a request's path) starts a line of its own.
+#   journald adds the time: the lines carry none.
+# - No journal stream in a kernel. Jupyter starts kernels with their stdout and stderr
+#   on /dev/null: ipykernel still sends what they print, and what their subprocesses
+#   write to file descriptors 1 and 2, to the notebook (it reads its own pipes), but the
+#   descriptors it keeps aside (to restore them, to echo when not quiet) are no longer
+#   the unit's journal stream, one os.write() away for any code in the kernel (below).
 # And two more: a save over the disk quota says "Disk quota exceeded", and Jupyter
 # tells systemd when it is ready (both below).
 import logging
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 
 c = get_config()  # noqa: F821 (Jupyter's config loader defines it)
@@ -25,12 +37,15 @@ c = get_config()  # noqa: F821 (Jupyter's config loader defines it)
 _CAPABILITY = os.environ.get("JUPYTER_TOKEN", "")
 # Any capability-shaped text (nbunits.core.names.CAPABILITY_RE), whoever sent it.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}")
-PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+# What journald would split a line at (newline, NUL) or a terminal obey: C0 but tab, DEL, C1.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# A 64-hex HMAC: a staff or signed legacy link's signature, in a query Jupyter logs.
+_SIGNATURE = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 
 
 def _redact(text: str) -> str:
-    return _SHAPE.sub("[capability]", text.replace(_CAPABILITY, "[capability]")
-                      if _CAPABILITY else text)
+    text = text.replace(_CAPABILITY, "[capability]") if _CAPABILITY else text
+    return _SIGNATURE.sub("[redacted]", _SHAPE.sub("[capability]", text))
 
 
 class RedactCapability(logging.Filter):
@@ -48,26 +63,52 @@ class RedactCapability(logging.Filter):
         return True
 
 
-class SyslogPrefixFormatter(logging.Formatter):
+def _visible(match: re.Match) -> str:
+    return {"\n": "\\n", "\r": "\\r"}.get(match.group(), f"\\x{ord(match.group()):02x}")
+
+
+class LevelWordFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        priority = next((p for level, p in PRIORITIES if record.levelno >= level), 7)
-        # A traceback spans lines: each gets the priority, so none falls to the default.
-        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+        head = f"[{record.levelname[:1]} {record.name}] "
+        # A traceback spans lines: each is an entry of its own, marked as a continuation.
+        lines = super().format(record).split("\n")
+        return "\n".join(head + ("| " if n else "") + _CONTROL.sub(_visible, line)
+                         for n, line in enumerate(lines))
 
 
-def syslog_prefix_formatter(**options: str) -> logging.Formatter:
+def level_word_formatter(**options: str) -> logging.Formatter:
     # dictConfig passes traitlets' own formatter options (class, format, datefmt).
-    return SyslogPrefixFormatter("[%(name)s] %(message)s")
+    return LevelWordFormatter("%(message)s")
 
 
 # Merged into traitlets' default logging configuration (its one "console" handler)
 # of every application: the server, and the extensions that log on their own
 # (JupyterNotebookApp, LabApp).
 c.Application.logging_config = {
-    "formatters": {"console": {"()": syslog_prefix_formatter}},
+    "formatters": {"console": {"()": level_word_formatter}},
     "filters": {"nbunits_redact": {"()": RedactCapability}},
     "handlers": {"console": {"filters": ["nbunits_redact"]}},
 }
+
+
+def kernels_output_to_null() -> None:
+    """Kernels start with stdout and stderr on /dev/null (jupyter_client passes the
+    provisioner's arguments to Popen). ipykernel (quiet, its default) copied nothing
+    to them; but it kept them open, and a kernel found the journal stream among its
+    own file descriptors."""
+    from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+    launch = LocalProvisioner.launch_kernel
+
+    async def launch_kernel(self, cmd, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        kwargs.update(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return await launch(self, cmd, **kwargs)
+
+    LocalProvisioner.launch_kernel = launch_kernel
+
+
+if "jupyter_server" in sys.modules:  # Jupyter reads this file; tests/unit do too, without it
+    kernels_output_to_null()
 
 
 # - Not the classic Notebook's configuration shim. notebook_shim's server extension
