@@ -49,10 +49,11 @@ class ContextFields(logging.Filter):
 # notebook) and a share's token, cut as nginx's access log cuts them
 # (nbunits_log_uri in nginx/nbunits-http.conf).
 SECRET_RE = re.compile(r"[A-Za-z0-9_-]{22}\.[0-9]{1,9}\.[0-9]{1,11}|(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
-# A path already cut (log_path: "GET /shared/[token]: ...") is left as it is.
-_CUT = r"(?!\[(?:student|token)\](?:: |[\s'\"]|$))"
-PATH_SECRET_RE = re.compile(rf"(/ipythonExercice/(?>(?:[^/\s'\"]*/)?)){_CUT}[^\s'\"]*"
-                            rf"|(/shared/){_CUT}[^\s'\"]*")
+# A path already cut (log_path: "GET /shared/[token]: ...") is left as it is: the
+# marker, then ": ", a space, a quote or the end.
+PATH_SECRET_RE = re.compile(
+    r"(/ipythonExercice/(?>(?:[^/\s'\"]*/)?))(?!\[student\](?:: |[\s'\"]|$))[^\s'\"]*"
+    r"|(/shared/)(?!\[token\](?:: |[\s'\"]|$))[^\s'\"]*")
 
 
 def redact(text: str) -> str:
