@@ -59,7 +59,22 @@ def machine() -> dict:
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpu": cpu, "cores": os.cpu_count(), "mem_gb": round(int(mem) / 2**20, 1),
             "kernel": platform.release(), "os": osrel.get("PRETTY_NAME", "?").strip('"'),
-            "podman": podman, "loadavg_at_start": os.getloadavg()}
+            "podman": podman, "loadavg_at_start": os.getloadavg(),
+            "cpu_per_wakeup_ms": cpu_per_wakeup()}
+
+
+def cpu_per_wakeup(n: int = 15, sleep: float = 1.0) -> float:
+    """The CPU a process is charged for waking from a 1 s sleep and doing next to nothing
+    (median of n, ms, from the scheduler's own count): on some machines (virtual ones)
+    it is milliseconds, and then an idle host's CPU is its wake-ups times this."""
+    def runtime() -> int:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[0])
+    costs = []
+    for _ in range(n):
+        before = runtime()
+        time.sleep(sleep)
+        costs.append(runtime() - before)
+    return round(summary([c / 1e6 for c in costs])["median"], 3)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -280,6 +295,14 @@ def table(r: dict) -> str:
             f"{d['idle_cpu_cores'] * 100:.1f}% of a core",
             f"over {d['idle_seconds']:.0f} s; servers running then: "
             f"{d.get('running_at_measure', '?')}")
+        programs = d.get("idle_cpu_by_program", {})
+        if programs:
+            row("   of which, by program: CPU seconds (wake-ups, processes)",
+                ", ".join(f"{c} {v['cpu']:.2f}" + (f" ({v['wakeups']}, {v['processes']})"
+                                                    if "wakeups" in v else "")
+                          for c, v in programs.items()),
+                f"a wake-up costs {m['cpu_per_wakeup_ms']:.2f} ms of CPU on this machine "
+                "(a sleeping loop, same run)" if "cpu_per_wakeup_ms" in m else "")
         for what in ("page", "rest"):
             via, direct = d["warm"][f"{what}_nginx"], d["warm"][f"{what}_direct"]
             row(f"6. density: warm {what} with {n} active",
@@ -347,6 +370,10 @@ def table(r: dict) -> str:
                 sec(p["ready"]), vs)
     if "breakdown" in r:
         for kind, phases in r["breakdown"].items():
+            if not phases:  # runs before the journal namespaces were read (2026-12-07)
+                lines += ["", f"Where a cold start's time goes ({kind} student): not in this "
+                          "run (its journal marks were not found)"]
+                continue
             lines += ["", f"Where a cold start's time goes ({kind} student, from the journal):", "",
                       "| phase | median | p95 | N |", "| --- | --- | --- | --- |"]
             for phase, s in phases.items():
