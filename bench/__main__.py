@@ -27,10 +27,26 @@ from pathlib import Path
 
 from . import density, parts, peer, profile, scale, variants
 from .box import booted
+from .goals import goals_table
 from .stats import ratio, summary
 
 RESULTS = Path(__file__).with_name("results")
 PARTS = ("cold", "floor", "warm", "cost", "burst", "density", "peer", "scale")
+# A reference run (kept in bench/results/, its tables printed into docs/BENCHMARKS.md)
+# measures nbunits, the podman floor and the JupyterHub peer in the same run.
+REFERENCE_PARTS = ("cold", "floor", "peer")
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+BLOCK_START = "<!-- generated: bench/run --table-from "
+BLOCK_END = "<!-- end of generated table -->"
+
+
+def commit() -> dict:
+    """The code measured: the checkout's commit, and whether it had changes."""
+    repo = Path(__file__).resolve().parents[1]
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=False,
+                                     capture_output=True, text=True).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain",
+                                                                  "--untracked-files=no"))}
 
 
 def machine() -> dict:
@@ -43,14 +59,29 @@ def machine() -> dict:
     return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cpu": cpu, "cores": os.cpu_count(), "mem_gb": round(int(mem) / 2**20, 1),
             "kernel": platform.release(), "os": osrel.get("PRETTY_NAME", "?").strip('"'),
-            "podman": podman, "loadavg_at_start": os.getloadavg()}
+            "podman": podman, "loadavg_at_start": os.getloadavg(),
+            "cpu_per_wakeup_ms": cpu_per_wakeup()}
+
+
+def cpu_per_wakeup(n: int = 15, sleep: float = 1.0) -> float:
+    """The CPU a process is charged for waking from a 1 s sleep and doing next to nothing
+    (median of n, ms, from the scheduler's own count): on some machines (virtual ones)
+    it is milliseconds, and then an idle host's CPU is its wake-ups times this."""
+    def runtime() -> int:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[0])
+    costs = []
+    for _ in range(n):
+        before = runtime()
+        time.sleep(sleep)
+        costs.append(runtime() - before)
+    return round(summary([c / 1e6 for c in costs])["median"], 3)
 
 
 def run(args: argparse.Namespace) -> dict:
     want = [p for p in PARTS if p not in args.skip]
-    out: dict = {"machine": machine(), "args": {"n": args.n, "bursts": args.bursts,
-                                                "density": args.density, "scale": args.scale,
-                                                "peer_n": args.peer_n}}
+    out: dict = {"machine": machine(), "code": commit(), "reference": args.reference,
+                 "args": {"n": args.n, "bursts": args.bursts, "density": args.density,
+                          "scale": args.scale, "peer_n": args.peer_n, "skip": args.skip}}
     started = time.monotonic()
     try:
         _run_parts(args, want, out, started)
@@ -152,6 +183,31 @@ def sec(s: dict) -> str:
     return f"{s['median']:.2f} s / {s['p95']:.2f} s (N={s['n']})"
 
 
+def render(r: dict, source: str) -> str:
+    """What docs/BENCHMARKS.md shows of a run: its table and the goals' verdicts."""
+    code = r.get("code", {})
+    where = (f"code at {code['commit'][:12]}{' (with local changes)' if code.get('dirty') else ''}"
+             if code.get("commit") else "code not recorded")
+    return "\n".join([f"Run `{source}`, {where}.", "", table(r), "", "Goals, from this run:", "",
+                      goals_table(r)])
+
+
+def update_docs(docs: Path = DOCS) -> list[str]:
+    """Reprint every generated block of docs/BENCHMARKS.md from the JSON it names;
+    returns the files read."""
+    text, out, read = docs.read_text(), [], []
+    while BLOCK_START in text:
+        before, _, rest = text.partition(BLOCK_START)
+        source, _, rest = rest.partition(" -->")
+        _, _, after = rest.partition(BLOCK_END)
+        block = render(json.loads((docs.parents[1] / source).read_text()), source)
+        out += [before, f"{BLOCK_START}{source} -->\n", block, "\n", BLOCK_END]
+        read.append(source)
+        text = after
+    docs.write_text("".join(out) + text)
+    return read
+
+
 def table(r: dict) -> str:
     m = r["machine"]
     header = (f"nbunits benchmark, {m['date']}: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GB, "
@@ -239,6 +295,14 @@ def table(r: dict) -> str:
             f"{d['idle_cpu_cores'] * 100:.1f}% of a core",
             f"over {d['idle_seconds']:.0f} s; servers running then: "
             f"{d.get('running_at_measure', '?')}")
+        programs = d.get("idle_cpu_by_program", {})
+        if programs:
+            row("   of which, by program: CPU seconds (wake-ups, processes)",
+                ", ".join(f"{c} {v['cpu']:.2f}" + (f" ({v['wakeups']}, {v['processes']})"
+                                                    if "wakeups" in v else "")
+                          for c, v in programs.items()),
+                f"a wake-up costs {m['cpu_per_wakeup_ms']:.2f} ms of CPU on this machine "
+                "(a sleeping loop, same run)" if "cpu_per_wakeup_ms" in m else "")
         for what in ("page", "rest"):
             via, direct = d["warm"][f"{what}_nginx"], d["warm"][f"{what}_direct"]
             row(f"6. density: warm {what} with {n} active",
@@ -306,6 +370,10 @@ def table(r: dict) -> str:
                 sec(p["ready"]), vs)
     if "breakdown" in r:
         for kind, phases in r["breakdown"].items():
+            if not phases:  # runs before the journal namespaces were read (2026-12-07)
+                lines += ["", f"Where a cold start's time goes ({kind} student): not in this "
+                          "run (its journal marks were not found)"]
+                continue
             lines += ["", f"Where a cold start's time goes ({kind} student, from the journal):", "",
                       "| phase | median | p95 | N |", "| --- | --- | --- | --- |"]
             for phase, s in phases.items():
@@ -357,20 +425,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="after each burst, the same with the helper's start slots "
                              "lifted (concurrent_starts=N), to compare")
     parser.add_argument("--json", type=Path, help="where to write the results")
-    parser.add_argument("--table-from", type=Path, help="print the table of an earlier JSON")
+    parser.add_argument("--reference", action="store_true",
+                        help="a reference run: nbunits, the floor and the peer measured together, "
+                             "its JSON kept in bench/results/reference-<date>.json (committed)")
+    parser.add_argument("--table-from", type=Path,
+                        help="print the table and the goals of an earlier run's JSON")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="reprint docs/BENCHMARKS.md's generated tables from their JSON")
     args = parser.parse_args(argv)
     if args.table_from:
-        print(table(json.loads(args.table_from.read_text())))
+        print(render(json.loads(args.table_from.read_text()), str(args.table_from)))
         return 0
+    if args.update_docs:
+        print("\n".join(f"{DOCS}: table from {source}" for source in update_docs()))
+        return 0
+    if args.reference and set(REFERENCE_PARTS) & set(args.skip):
+        sys.exit(f"a reference run measures {', '.join(REFERENCE_PARTS)} together: "
+                 "do not skip them")
     if os.geteuid() != 0:
         sys.exit("bench/run needs root (it boots a systemd container)")
     result = run(args)
-    path = args.json or RESULTS / f"bench-{result['machine']['date'].replace(':', '')}.json"
+    name = "reference" if args.reference else "bench"
+    path = args.json or RESULTS / f"{name}-{result['machine']['date'].replace(':', '')}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str))
     print()
-    print(table(result))
+    print(render(result, str(path)))
     print(f"\nJSON: {path}")
+    if args.reference:
+        print("Keep it: git add it, then add a block for it to docs/BENCHMARKS.md and run "
+              "bench/run --update-docs")
     return 0
 
 

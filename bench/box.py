@@ -94,16 +94,40 @@ class Bench:
             return float("nan")
         return int((self.cgroup / "cpuacct.usage").read_text()) / 1e9
 
+    def program_times(self) -> dict[int, tuple[str, float, int]]:
+        """{pid: (program, CPU seconds so far, wake-ups so far)} of every live process of
+        the box (wake-ups: its threads' context switches, /proc/PID/task/*/status)."""
+        if self.cgroup is None:
+            return {}
+        tick, out = os.sysconf("SC_CLK_TCK"), {}
+        for pid in (self.cgroup / "cgroup.procs").read_text().split():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                switches = sum(_switches(task) for task in Path(f"/proc/{pid}/task").iterdir())
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[int(pid)] = (comm, (int(fields[11]) + int(fields[12])) / tick, switches)
+        return out
+
     # ---------------------------------------------------------------- journal
 
     def journal_since(self, since: float, *matches: str) -> list[dict]:
-        out = self.box.nsenter("journalctl", "--no-pager", "-o", "json",
+        # Every namespace: students' servers log to their own (LogNamespace=nbunits).
+        out = self.box.nsenter("journalctl", "--no-pager", "-o", "json", "--namespace=*",
                                f"--since=@{since:.6f}", *matches, check=False, timeout=120).stdout
         entries = []
         for line in out.splitlines():
             with contextlib.suppress(ValueError):
                 entries.append(json.loads(line))
         return entries
+
+
+def _switches(task: Path) -> int:
+    status = (task / "status").read_text()
+    return sum(int(line.split()[1]) for line in status.splitlines()
+               if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
 
 
 def _descends(pid: int, ancestor: int) -> bool:

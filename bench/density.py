@@ -120,9 +120,10 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
         readers.append(reader)
         restarts = restarts_since(bench, since)
         await asyncio.sleep(10)  # the last kernel settles
-        cpu0, t0 = bench.cpu_seconds(), time.monotonic()
+        cpu0, t0, programs0 = bench.cpu_seconds(), time.monotonic(), bench.program_times()
         await asyncio.sleep(idle_seconds)
         idle_cpu = (bench.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        by_program = idle_programs(programs0, bench.program_times(), bench.cpu_seconds() - cpu0)
         # Warm latency on the last student's server, all N active.
         opened = tabs[-1][0]
         page = f"{opened.prefix}notebooks/{NOTEBOOK}"
@@ -159,6 +160,7 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
                        "last_tenth": summary(colds[-tenth:])},
             **restarts,
             "idle_cpu_cores": idle_cpu, "idle_seconds": idle_seconds,
+            "idle_cpu_by_program": by_program,
             "warm": {k: summary(v) for k, v in warm.items()},
             "pss_kb_per_student": summary(per_student), "pss_kb_total": sum(per_student)}
 
@@ -166,3 +168,20 @@ async def _density(bench: Bench, n: int, warm_n: int, idle_seconds: float,
 def density(bench: Bench, n: int, warm_n: int = 300, idle_seconds: float = 60,
             pause: float = 0, probes: int = 9) -> dict:
     return asyncio.run(_density(bench, n, warm_n, idle_seconds, pause, probes))
+
+
+def idle_programs(before: dict[int, tuple[str, float, int]],
+                  after: dict[int, tuple[str, float, int]], total: float) -> dict[str, dict]:
+    """Where the idle minute's CPU went, by program: seconds and wake-ups (processes
+    alive at its end; those born during it counted whole), the CPU of the others
+    under "(exited meanwhile)"."""
+    spent: dict[str, list[float]] = {}
+    for pid, (comm, seconds, wakeups) in after.items():
+        old = before.get(pid)
+        used = (seconds - old[1], wakeups - old[2]) if old and old[0] == comm else (seconds, wakeups)
+        spent.setdefault(comm, [0.0, 0, 0])
+        spent[comm] = [spent[comm][0] + used[0], spent[comm][1] + used[1], spent[comm][2] + 1]
+    top = sorted(spent.items(), key=lambda kv: -kv[1][0])[:12]
+    out = {c: {"cpu": round(v[0], 2), "wakeups": int(v[1]), "processes": int(v[2])} for c, v in top}
+    out["(exited meanwhile)"] = {"cpu": round(max(0.0, total - sum(v[0] for v in spent.values())), 2)}
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 from pathlib import Path
 
 from .box import PEER_VENV, SHARED_IN_BOX, Bench
@@ -78,4 +79,19 @@ def peer_runs(bench: Bench, n: int) -> dict:
         box.systemctl("stop", "jupyter-jhpeer*.service", check=False)
     return {"ready": [r["ready"] for r in runs],
             "user_created": [r["user_created"] for r in runs],
-            "spawn_answered": [r["spawn_answered"] for r in runs]}
+            "spawn_answered": [r["spawn_answered"] for r in runs],
+            "versions": versions()}
+
+
+def versions() -> dict[str, str]:
+    """What the peer was, as installed by bench/setup-peer (pinned there)."""
+    found = {}
+    for package in ("jupyterhub", "jupyterhub-systemdspawner", "jupyter_server", "notebook"):
+        out = subprocess.run([str(PEER_VENV / "bin" / "pip"), "show", package], check=False,
+                             capture_output=True, text=True).stdout
+        found[package] = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                               if line.startswith("Version:")), "?")
+    chp = PEER_VENV / "node_modules" / "configurable-http-proxy" / "package.json"
+    found["configurable-http-proxy"] = (json.loads(chp.read_text()).get("version", "?")
+                                        if chp.exists() else "?")
+    return found
