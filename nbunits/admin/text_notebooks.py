@@ -41,7 +41,7 @@ FORMATS = {".md": "markdown", ".py": "percent"}
 CONVERTERS = {".md": "jupytext --to md", ".py": "jupytext --to py:percent"}
 HEAD_BYTES = 64 * 1024  # a Jupytext header ends within them
 # A conversion's child: CPU seconds, and memory beyond what the publishing process
-# has. A 1 MiB text notebook of 1,000 cells converts in well under a second.
+# has. Measured: 200 cells convert in 0.25 s, 2,000 in 0.85 s, 6,000 in 3.3 s (quadratic).
 CPU_SECONDS = 10
 MEMORY_BYTES = 1 << 30
 
