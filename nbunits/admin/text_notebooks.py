@@ -74,6 +74,10 @@ def check_text_masters(source: Path) -> dict[str, str]:
     for text, notebook in found.items():
         try:
             check_notebook(notebook)
+        except NbunitsError as exc:
+            broken[text] = f"{text}: published as {notebook}, {exc.message}"
+            continue
+        try:
             if os.path.lexists(source / notebook):
                 raise NotebookError(Code.BROKEN_NOTEBOOK, f"{text}: a text notebook published as "
                                     f"{notebook}, which the repository has already (keep one of them)")
@@ -82,7 +86,7 @@ def check_text_masters(source: Path) -> dict[str, str]:
                 raise NotebookError(Code.BROKEN_NOTEBOOK, f"{text}: a text notebook published as "
                                     f"{notebook}, as {', '.join(others)} would be (keep one of them)")
             convert(read_plain(source, text), text)
-        except NbunitsError as exc:  # InvalidName, NotebookError
+        except NotebookError as exc:
             broken[text] = exc.message
         except OSError as exc:
             broken[text] = f"{text}: {exc.strerror}"
