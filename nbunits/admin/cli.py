@@ -229,7 +229,8 @@ def cmd_course_show(settings: Settings, args: argparse.Namespace) -> None:
     print(f"# {settings.course_file(course.name)}")
     print(f"# {escape(course.how_students_get_in())}")
     print(escape(course.to_toml(), lines=True), end="")
-    print("# notebooks:")
+    print("# notebooks (a text notebook, Jupytext's .md or percent .py, is published as "
+          "the .ipynb of its name):")
     for notebook in find_masters(course.source):
         print(f"#   {escape(str(notebook))}")
 

@@ -1,7 +1,8 @@
 """Courses: add, update, remove, usage; the steps, in order, for the `nbunits course` commands.
 
 A course's masters come from a folder or a git checkout (git.py), are published
-whole (publish.py), and students' copies follow (copies.py). Secrets and the
+whole (publish.py; text notebooks as .ipynb: text_notebooks.py), and students'
+copies follow (copies.py). Secrets and the
 LMS's keys are written here and in lms_keys.py; what runs is systemd's (core/systemctl.py).
 """
 
@@ -23,6 +24,7 @@ from nbunits.admin.lms_keys import fetch_platform_keys, keys_path
 from nbunits.admin.publish import check_masters, publish
 from nbunits.admin.status import start_days
 from nbunits.admin.students import admin, all_users, local_student
+from nbunits.admin.text_notebooks import find_text_masters
 from nbunits.core.config import (
     CourseConfig,
     CourseSecrets,
@@ -159,6 +161,9 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
     broken = check_masters(source)
     for reason in broken.values():
         say(f"  skipped: {reason}")
+    texts = {t: n for t, n in find_text_masters(source).items() if t not in broken}
+    for text, notebook in texts.items():
+        say(f"  {text}: a text notebook (Jupytext), published as {notebook}")
     config = dataclasses.replace(config, image=course_image.build(settings, config, source, say))
     course_image.check_image(settings, config.image)
     say(f"publishing into {config.source}")
@@ -167,8 +172,9 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
     say("systemctl daemon-reload (renders the course's units)")
     reload_units(settings)
     others = sum(len(files) for _, _, files in os.walk(config.source)) - len(published)
-    say(f"course {config.name}: {len(published)} notebook(s) and {others} other file(s) "
-        "published"
+    say(f"course {config.name}: {len(published)} notebook(s)"
+        + (f" ({len(texts)} from text notebooks)" if texts else "")
+        + f" and {others} other file(s) published"
         + (f", {len(broken)} skipped" if broken else ""))
     return published
 

@@ -6,7 +6,8 @@ special files (devices, FIFOs) goes into a root-owned, world-readable folder,
 (at /home/student/course); students' course folders hold their own copies of the
 notebooks and symlinks to the rest (notebooks.link_tree). Invalid notebooks, and
 notebooks whose names cannot be used, are reported and skipped: the others still
-publish.
+publish. A text notebook (text_notebooks.py: Jupytext's markdown or percent format) is
+published as the .ipynb of its name, and its text is not.
 
 The folder is updated in place, file by file (each file is renamed into place
 whole), never swapped: running containers mount it, and a swapped-out folder
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from nbunits.admin.text_notebooks import check_text_masters, convert, find_text_masters
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook
 from nbunits.helper.notebooks import NotebookError, find_masters, normalize, read_plain
@@ -45,6 +47,7 @@ def check_masters(source: Path) -> dict[str, str]:
             broken[notebook] = exc.message
         except OSError as exc:
             broken[notebook] = f"{notebook}: {exc.strerror}"
+    broken.update(check_text_masters(source))
     broken.update(find_unpublishable(source))
     return broken
 
@@ -69,7 +72,8 @@ def find_unpublishable(source: Path) -> dict[str, str]:
 
 
 def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
-    """Publish `source` (a checkout) into `target`. Returns the published notebooks."""
+    """Publish `source` (a checkout) into `target`: all but `skip`, text notebooks as
+    notebooks. Returns the published notebooks."""
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -98,6 +102,10 @@ def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
     shutil.copytree(source, staging, symlinks=True, ignore=ignored, copy_function=stage)
     for notebook in skip:
         (staging / notebook).unlink(missing_ok=True)
+    for text, notebook in find_text_masters(staging).items():
+        with open(staging / notebook, "xb") as out:  # a name clash is in `skip`
+            out.write(convert(read_plain(staging, text), text))
+        (staging / text).unlink()
     published = list(find_masters(staging))
     for notebook in published:
         path = staging / notebook

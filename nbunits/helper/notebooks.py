@@ -58,11 +58,12 @@ def read_master(source: Path, notebook: str) -> bytes:
     return data
 
 
-def read_plain(source: Path, relative: str) -> bytes:
+def read_plain(source: Path, relative: str, *, head: int = 0) -> bytes:
     """A master's bytes as a repository holds them, before publishing: read without
     following a symbolic link on the way or at the end (a master could be a link to
     /dev/zero or /etc/shadow), from a regular file only, and no more than
-    MAX_NOTEBOOK_BYTES of it (a larger file is refused, not read)."""
+    MAX_NOTEBOOK_BYTES of it (a larger file is refused, not read). With `head`, its
+    first `head` bytes at most, whatever its size (to tell a text notebook by its header)."""
     parts = PurePosixPath(relative).parts
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(source, flags | os.O_DIRECTORY)
@@ -81,8 +82,8 @@ def read_plain(source: Path, relative: str) -> bytes:
     with os.fdopen(file_fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(file_fd).st_mode):
             raise NotebookError(Code.BROKEN_NOTEBOOK, f"{relative}: not a regular file")
-        data = f.read(MAX_NOTEBOOK_BYTES + 1)
-    if len(data) > MAX_NOTEBOOK_BYTES:
+        data = f.read(head or MAX_NOTEBOOK_BYTES + 1)
+    if not head and len(data) > MAX_NOTEBOOK_BYTES:
         raise NotebookError(Code.BROKEN_NOTEBOOK, f"notebook {relative} is larger than "
                             f"{MAX_NOTEBOOK_BYTES >> 20} MiB")
     return data

@@ -1,11 +1,13 @@
 """A course is a whole repository with its own environment.
 
 A teacher's git repository (file://) with a unicode-named folder and notebook, a
-helper module, a data folder holding a 500 MB file and a requirements.txt naming a
-real package from PyPI (served to the box by a local index: the box has no
-internet; /etc/pip.conf names it, as an admin would). A student's kernel, started
-in the notebook's own folder, imports the package and the helper and reads the
-data; the data costs the student no copy; an update and a reset keep the rules; a
+text notebook (Jupytext markdown, published as .ipynb), a helper module, a data
+folder holding a 500 MB file and a requirements.txt naming a real package from
+PyPI (served to the box by a local index: the box has no internet; /etc/pip.conf
+names it, as an admin would). A student's kernel, started in the notebook's own
+folder, imports the package and the helper and reads the data; the text notebook
+is a notebook of its cells for the student, and its text is not in their folder;
+the data costs the student no copy; an update and a reset keep the rules; a
 broken requirement fails the build and keeps the old image; an image that is not
 in the store is refused, and a student whose server cannot start is told so.
 """
@@ -31,6 +33,26 @@ NOTEBOOK = "Leçon 1/café.ipynb"
 PACKAGE = "tabulate==0.9.0"  # pure Python, one small wheel
 WHEELS = Path("/var/cache/nbunits/test-wheels")
 BIG = 500 * 1024 * 1024
+TEXT_NOTEBOOK = "Leçon 1/tours.md"  # Jupytext's markdown format: published as tours.ipynb
+TEXT = """---
+jupyter:
+  jupytext:
+    text_representation:
+      extension: .md
+      format_name: markdown
+  kernelspec:
+    display_name: Python 3
+    language: python
+    name: python3
+---
+
+# Tours
+
+```python
+from helpers import mean
+mean([2, 4])
+```
+"""
 
 
 def local_index(nb: Nbunits) -> None:
@@ -60,6 +82,7 @@ def teacher(nb: Nbunits):
     teacher = Teacher(nb, "repo-with-data")
     teacher.commit({NOTEBOOK: master("from helpers import mean"),
                     "intro.ipynb": master("print('hi')"),
+                    TEXT_NOTEBOOK: TEXT,
                     "Leçon 1/helpers.py": "def mean(xs):\n    return sum(xs) / len(xs)\n",
                     "Leçon 1/data/grades.csv": "name,grade\nada,18\n",
                     # A new spec each run: the build really runs.
@@ -72,7 +95,10 @@ def teacher(nb: Nbunits):
                        "--legacy", "open")
     assert f"building image {IMAGE}" in added.stdout and "built image" in added.stdout, \
         added.stdout
-    assert "2 notebook(s) and 4 other file(s) published" in added.stdout, added.stdout
+    assert "3 notebook(s) (1 from text notebooks) and 4 other file(s) published" in added.stdout, \
+        added.stdout
+    assert f"{TEXT_NOTEBOOK}: a text notebook (Jupytext), published as Leçon 1/tours.ipynb" \
+        in added.stdout, added.stdout
     yield teacher
     nb.nbunits("course", "remove", COURSE, "--purge", "--yes", check=False)
     nb.box.systemctl("stop", "nbunits-test-index.service", check=False)
@@ -117,6 +143,32 @@ def test_a_student_has_the_data_modules_and_packages_of_the_repository(nb: Nbuni
     print(f"disk used by one student's course folder, with {BIG >> 20} MB of course data: "
           f"{used} bytes")
     assert used < 1024 * 1024, used
+
+
+def test_a_text_notebook_is_a_notebook_for_the_student(nb: Nbunits, teacher):
+    notebook = "Leçon 1/tours.ipynb"
+    shown = nb.nbunits("course", "show", COURSE).stdout
+    assert f"#   {notebook}\n" in shown and "text notebook" in shown, shown
+    student = secrets.token_hex(16)
+
+    async def go() -> tuple[Opened, str]:
+        async with client(nb) as session:
+            opened = await open_exercise(session, COURSE, notebook, student)
+            assert opened.page_status == 200, opened.page[:300]
+            async with session.get(opened.url(f"api/contents/{notebook}"),
+                                   headers=opened.headers) as resp:
+                assert resp.status == 200, await resp.text()
+                cells = [(c["cell_type"], c["source"]) for c in (await resp.json())["content"]["cells"]]
+            assert cells == [("markdown", "# Tours"), ("code", "from helpers import mean\nmean([2, 4])")], \
+                cells
+            return opened, await run_in_folder(session, opened, "Leçon 1", cells[1][1])
+
+    opened, out = asyncio.run(go())
+    assert out == "3.0", out
+    home = nb.home / opened.user / COURSE / "Leçon 1"
+    assert (home / "tours.ipynb").is_file() and not (home / "tours.ipynb").is_symlink()
+    assert not (home / "tours.md").exists() and not (home / "tours.md").is_symlink(), \
+        "the text is not published: one copy of the exercise"
 
 
 def test_update_and_reset_of_a_unicode_notebook_keep_the_rules(nb: Nbunits, teacher):

@@ -40,7 +40,7 @@ def loaded_by(*modules: str) -> list[str]:
 def test_the_dispatcher_loads_no_privileged_module():
     out = loaded_by("nbunits.dispatcher.app", "nbunits.dispatcher.__main__")
     assert "nbunits.core.protocol" in out  # the shared part is there
-    loaded = [m for m in out if m.split(".")[0] in ("nbformat", "jsonschema")
+    loaded = [m for m in out if m.split(".")[0] in ("nbformat", "jsonschema", "jupytext")
               or m.startswith(("nbunits.helper", "nbunits.admin", "nbunits.generator"))
               or m in ("nbunits.core.run", "nbunits.core.systemctl")]
     assert loaded == []
@@ -51,6 +51,14 @@ def test_the_generator_loads_the_core_only_and_not_the_journal():
     loaded = [m for m in out if m.split(".")[0] in ("systemd", "aiohttp", "nbformat")
               or m.startswith(("nbunits.helper", "nbunits.admin", "nbunits.dispatcher"))]
     assert loaded == []
+
+
+def test_roots_helper_and_the_cli_load_no_text_notebook_reader():
+    """jupytext parses a teacher's text at `course add/update` only, in a child process
+    (admin/text_notebooks.py): the long-running root helper never loads it, and the
+    CLI's other commands do without it."""
+    assert [m for m in loaded_by("nbunits.helper.service", "nbunits.admin.cli")
+            if m.split(".")[0] in ("jupytext", "yaml")] == []
 
 
 def test_each_side_says_who_runs_it_and_what_it_may_import():
