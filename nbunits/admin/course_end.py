@@ -20,6 +20,7 @@ failed export a FAILED one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from nbunits.admin import export, students
 from nbunits.admin.identity import save_aliases
 from nbunits.core.aliases import load_aliases
 from nbunits.core.config import CourseConfig, Settings, list_courses, load_course
-from nbunits.core.errors import NbunitsError
+from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
 from nbunits.core.events import send as send_event
 from nbunits.core.files import write_atomic
@@ -41,6 +42,7 @@ from nbunits.helper import btrfs, shares
 from nbunits.helper.users import recorded_id
 
 Say = Callable[[str], None]
+INDEX = "index.json"  # in a course's backup folder: which archive is whose
 
 
 def end(settings: Settings, course: str, when: datetime) -> CourseConfig:
@@ -122,12 +124,13 @@ class Due:
     def describe(self) -> list[str]:
         lines = [f"course {self.course}: ended, its retention period over since "
                  f"{self.due.isoformat(timespec='seconds')}; {len(self.works)} student(s):"]
+        # Users only, never LMS ids: the timer's output goes to the journal (the
+        # backup's index.json says which archive is whose).
         for work in self.works:
-            who = work.user + (f" (id {work.id})" if work.id else "")
             what = ("the student, all of them (their only course)" if work.user in self.whole
                     else "this course's folders and records (they have another course)")
-            saved = f"after saving it as {work.archive}" if work.has_folder else "(no folder)"
-            lines.append(f"  {who}: {what}, {saved}")
+            saved = "after saving their work" if work.has_folder else "(no course folder)"
+            lines.append(f"  {work.user}: {what}, {saved}")
         return lines
 
 
@@ -170,11 +173,15 @@ def expire(settings: Settings, plan: Due, stamp: str, say: Say) -> list[str]:
     try:
         with export.destination(target) as fd:
             done = export.export_all(settings, plan.course, fd, list(plan.works))
-    except NbunitsError as exc:  # the folder cannot be written: nothing is deleted
+            # Which archive is whose, for after the records are gone (ids never go
+            # to the journal); no index, no deletion.
+            write_index(target, done)
+    except (NbunitsError, OSError) as exc:  # the folder cannot be written: nothing is deleted
+        message = getattr(exc, "message", None) or str(exc)
         send_event(Event.FAILED, f"course {plan.course}: nothing deleted, its students' work "
-                   f"could not be saved in {target}: {exc.message}", course=plan.course,
-                   student=None, DIR=target, ERROR_CODE=exc.code)
-        return [f"course {plan.course}: nothing deleted: {exc.message}"]
+                   f"could not be saved in {target}: {message}", course=plan.course,
+                   student=None, DIR=target, ERROR_CODE=getattr(exc, "code", Code.EXPORT_FAILED))
+        return [f"course {plan.course}: nothing deleted: {message}"]
     journal_export(plan.course, target, done)
     failed = {d.work.user: d.error for d in done if d.error}
     say(f"course {plan.course}: {len(done) - len(failed)} archive(s) in {target}")
@@ -185,7 +192,7 @@ def expire(settings: Settings, plan: Due, stamp: str, say: Say) -> list[str]:
         if work.user in failed:
             say(f"  {work.user}: kept, their export failed: {failed[work.user]}")
             continue
-        saved = target / work.archive if work.has_folder else None
+        saved = target if work.has_folder else None
         try:
             if work.user in plan.whole:
                 deletion = students.plan_deletion(settings, work.user, backup=False)
@@ -199,6 +206,14 @@ def expire(settings: Settings, plan: Due, stamp: str, say: Say) -> list[str]:
         say(f"  {work.user}: deleted")
     daemon_reload()  # systemd forgets the stopped units
     return problems
+
+
+def write_index(target: Path, done: list[export.Exported]) -> None:
+    """index.json in the backup folder: each archive's user, id and counts (root's, 0600)."""
+    index = [{"user": d.work.user, "id": d.work.id, "archive": d.work.archive if not d.error
+              else "", "files": d.counts.files, "bytes": d.counts.bytes, "error": d.error}
+             for d in done]
+    write_atomic(target / INDEX, json.dumps(index, indent=1) + "\n", 0o600)
 
 
 def course_part(settings: Settings, course: str, user: str) -> tuple[list[Path], list[Path]]:

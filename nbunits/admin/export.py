@@ -40,7 +40,7 @@ SUFFIX = ".zip"
 MAX_NAME_BYTES = 255  # a file name, on every Linux file system
 # Deeper folders than this in a student's course are an error (their export fails,
 # so nothing of theirs is deleted), not a recursion without end.
-MAX_DEPTH = 64
+MAX_DEPTH = 256
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -149,9 +149,10 @@ def destination(target: Path) -> Iterator[int]:
 
 def export_all(settings: Settings, course: str, dir_fd: int, found: list[Work]
                ) -> list[Exported]:
-    """An archive for each student with a course folder. The first archive that cannot
-    be written at all (DIR unwritable, full) fails the export before any other is
-    tried; a student whose folder cannot be read fails alone."""
+    """An archive for each student with a course folder. An archive that cannot be
+    written (DIR full or read-only) stops the export there (ExportError: whole
+    archives written before it stay); a student whose folder cannot be read fails
+    alone, and the others go on."""
     done = []
     for work in found:
         if not work.has_folder:

@@ -134,10 +134,19 @@ def test_the_timer_saves_then_deletes_an_ended_courses_students(
     for student, (_, marker) in students.items():
         texts = read_zip(nb, f"{BACKUPS}/{folder}/{student}.zip")["texts"]
         assert isinstance(texts, dict) and marker in texts[f"{COURSE}/{NOTEBOOK}"]
+    index = json.loads(nb.box.run("cat", f"{BACKUPS}/{folder}/index.json").stdout)
+    assert {(e["user"], e["id"], e["archive"]) for e in index} == {
+        (user, student, f"{student}.zip") for student, (user, _) in students.items()}
     deleted = journal(nb, f"MESSAGE_ID={Event.DELETED.value}", f"COURSE={COURSE}")
     assert {e["STUDENT"] for e in deleted} == set(users)
-    assert all(e["BACKUP"].startswith(f"{BACKUPS}/{folder}/") for e in deleted)
-    assert len(journal(nb, f"MESSAGE_ID={Event.EXPORTED.value}", f"COURSE={COURSE}")) == 2
+    assert all(e["BACKUP"] == f"{BACKUPS}/{folder}" for e in deleted)
+    exported = journal(nb, f"MESSAGE_ID={Event.EXPORTED.value}", f"COURSE={COURSE}")
+    assert [e["STUDENTS"] for e in exported if e["DIR"] == f"{BACKUPS}/{folder}"] == ["2"]
+    # Students by their user only: no LMS id in the timer's lines or the events.
+    logged = nb.box.run("journalctl", "--no-pager", "-o", "verbose",
+                        "-u", "nbunits-course-end.service").stdout
+    logged += json.dumps(deleted)
+    assert only in logged and not any(student in logged for student in students)
 
     async def launch() -> int:
         async with client(nb) as session, session.get(
@@ -159,8 +168,8 @@ def test_a_backup_that_cannot_be_written_deletes_nothing(nb: Nbunits) -> None:
     try:
         nb.box.run("dd", "if=/dev/zero", f"of={BACKUPS}/filler", "bs=4k", check=False)
         result = nb.box.systemctl("start", "nbunits-course-end.service", check=False)
-        assert result.returncode != 0
         assert user in nb.users() and (nb.home / user / course / NOTEBOOK).is_file()
+        assert result.returncode != 0  # the service failed: systemctl --failed shows it
         assert nb.box.run("ls", "-A", BACKUPS).stdout.split() == ["filler"]
         assert not journal(nb, f"MESSAGE_ID={Event.DELETED.value}", f"COURSE={course}")
         failed = journal(nb, f"MESSAGE_ID={Event.FAILED.value}", f"COURSE={course}")

@@ -63,7 +63,7 @@ def test_bad_end_dates_and_retentions_are_refused():
     for values in ({"end_date": "31/01/2027"}, {"end_date": "soon"}, {"retention_days": -1},
                    {"retention_days": "30"}, {"retention_days": True}):
         with pytest.raises(ConfigError):
-            CourseConfig(name="c", source=Path("/x"), **values)  # type: ignore[arg-type]
+            CourseConfig(name="c", source=Path("/x"), **values)
 
 
 def test_an_unset_retention_is_left_out_of_the_course_file_and_reads_back_as_none():
@@ -98,6 +98,8 @@ def test_only_ended_courses_past_their_retention_are_due_with_their_students(tmp
     assert [d.course for d in due] == ["old"]
     assert {w.user for w in due[0].works} == {only, both}
     assert due[0].whole == {only}  # the other keeps their user and "recent"
+    shown = "\n".join(due[0].describe())  # the timer's output: the journal, no id
+    assert only in shown and both in shown and "only-old" not in shown
     assert course_end.other_work(settings, both, "old") == ["recent"]
     # A day before its due time: nothing.
     assert course_end.due_courses(settings, datetime(2027, 1, 30, tzinfo=UTC), say=print) == []
