@@ -249,3 +249,15 @@ def test_an_unreadable_student_fails_alone(tmp_path, monkeypatch):
 def test_the_due_time_is_shown_and_the_stamp_sorts():
     assert course_end.stamp(NOW) == "20270301T120000Z"
     assert course_end.stamp(NOW + timedelta(seconds=1)) > course_end.stamp(NOW)
+
+
+def test_launches_are_refused_once_the_work_is_due_and_not_before():
+    from nbunits.helper.provision import check_open
+
+    check_open(CourseConfig(name="c", source=Path("/x"), end_date="2020-01-01"))  # kept
+    check_open(CourseConfig(name="c", source=Path("/x"), end_date="2999-01-01",
+                            retention_days=0))  # not ended yet
+    with pytest.raises(NbunitsError) as caught:
+        check_open(CourseConfig(name="c", source=Path("/x"), end_date="2020-01-01",
+                                retention_days=30))
+    assert caught.value.code is Code.COURSE_ENDED and caught.value.meaning.status == 410
