@@ -18,10 +18,20 @@ import os
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from nbunits.admin import course_image, courses, identity, images, install, lms_keys, students
+from nbunits.admin import (
+    course_end,
+    course_image,
+    courses,
+    identity,
+    images,
+    install,
+    lms_keys,
+    students,
+)
 from nbunits.admin.status import (
     as_dicts,
     course_lines,
@@ -107,8 +117,11 @@ def course_options(args: argparse.Namespace) -> dict[str, object]:
     """The course settings given on the command line (--image, --memory-max...)."""
     options: dict[str, object] = {}
     for field, decl in S.declared(CourseConfig):
-        value = getattr(args, field.name, None)
-        if not decl.option or value is None:
+        # Not given: absent (nullable settings, whose "none" is None) or None.
+        if not decl.option or field.name not in vars(args):
+            continue
+        value = vars(args)[field.name]
+        if value is None and not decl.kind.nullable:
             continue
         if field.name == "lti_notebooks":
             pairs = [item.partition("=") for item in value]
@@ -185,6 +198,62 @@ def cmd_course_remove(settings: Settings, args: argparse.Namespace) -> None:
     plan = courses.plan_removal(settings, args.name, purge=args.purge)
     confirm(plan.describe(), args.yes, "Remove" if not args.purge else "Delete")
     courses.remove(settings, plan, say=step)
+
+
+def cmd_course_export(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("course export reads the students' homes")
+    plan = course_end.plan_export(settings, args.name, Path(args.to))
+    for line in plan.describe():
+        step(line)
+    done = course_end.run_export(settings, plan)
+    if args.json:
+        print_json([{"user": d.work.user, "id": d.work.id,
+                     "archive": str(plan.target / d.work.archive) if not d.error else "",
+                     **dataclasses.asdict(d.counts), "archive_bytes": d.size, "error": d.error}
+                    for d in done])
+    else:
+        for d in done:
+            print(escape(f"  {d.work.archive}\t" + (f"FAILED: {d.error}" if d.error else
+                         f"{d.counts.files} file(s), {d.counts.bytes} bytes, "
+                         f"{d.counts.links} link(s) left out")))
+    if any(d.error for d in done):
+        die(f"{sum(1 for d in done if d.error)} student(s) not exported (the journal says why)")
+
+
+def cmd_course_end(settings: Settings, args: argparse.Namespace) -> None:
+    require_root()
+    when = S.parse_when(args.at) if args.at else datetime.now(UTC)
+    if when is None:
+        die(f"--at {args.at}: not an ISO 8601 date or time", hint="e.g. 2027-01-31")
+    config = course_end.end(settings, args.name, when)
+    due = config.deletion_due()
+    print(f"course {config.name} ended {config.end_date}; " + (
+        f"its students' work is saved and deleted after {due.isoformat(timespec='seconds')} "
+        "(by the daily course-end timer; nbunits course expire --dry-run lists it)" if due else
+        "retention_days is not set: its students' work is kept (nbunits course update "
+        f"{config.name} --retention-days DAYS)"))
+
+
+def cmd_course_expire(settings: Settings, args: argparse.Namespace) -> None:
+    """Run daily by nbunits-course-end.timer (with --yes)."""
+    require_root()
+    now = datetime.now(UTC)
+    plans = course_end.due_courses(settings, now, say=step)
+    if not plans:
+        print("no course is past its retention period: nothing to delete")
+        return
+    lines = [line for plan in plans for line in plan.describe()]
+    if args.dry_run:
+        print("\n".join(escape(line) for line in lines))
+        print("(dry run: nothing was saved or deleted)")
+        return
+    confirm(lines, args.yes, "Save, then delete")
+    problems = [p for plan in plans
+                for p in course_end.expire(settings, plan, course_end.stamp(now), say=step)]
+    for problem in problems:
+        print(f"nbunits: error: {escape(problem)}", file=sys.stderr)
+    if problems:
+        sys.exit(EXIT_ERROR)
 
 
 def cmd_course_stats(settings: Settings, args: argparse.Namespace) -> None:
@@ -411,6 +480,7 @@ def add_declared(group: Any, cls: type, *, update: bool, dest_prefix: str = "") 
             continue
         group.add_argument(decl.option, dest=dest, metavar=decl.kind.metavar,
                            type=decl.kind.parse, choices=decl.kind.choices or None,
+                           default=argparse.SUPPRESS if decl.kind.nullable else None,
                            help=f"{decl.help} ({now})".replace("%", "%%"))
 
 
@@ -528,6 +598,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(course, "show", cmd_course_show, "show a course's settings and notebooks")
     p.add_argument("name")
     json_option(p)
+    p = add(course, "export", cmd_course_export,
+            "write one zip archive of each student's course folder into DIR, named by "
+            "their LMS id (symlinks left out; running students' saved files as on disk)")
+    p.add_argument("name")
+    p.add_argument("--to", required=True, metavar="DIR",
+                   help="where (made 0700 if missing; not in a student's home)")
+    json_option(p)
+    p = add(course, "end", cmd_course_end,
+            "record that the course ended (its end_date): its students' work is deleted "
+            "retention_days after it, if set")
+    p.add_argument("name")
+    p.add_argument("--at", metavar="WHEN", help="when, ISO 8601 (default: now)")
+    p = add(course, "expire", cmd_course_expire,
+            "save, then delete, the students' work of ended courses past their retention "
+            "period (nbunits-course-end.timer runs it daily); lists it all and asks first")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only show what would be saved and deleted")
+    yes_option(p)
     p = add(course, "stats", cmd_course_stats,
             "usage: students provisioned, running now, starts per day (root)")
     p.add_argument("name")

@@ -175,9 +175,11 @@ def plan_deletion(settings: Settings, user: str, *, backup: bool) -> Deletion:
     return Deletion(user, student_id, home, units, running, files, aliases, target)
 
 
-def delete(settings: Settings, plan: Deletion) -> None:
+def delete(settings: Settings, plan: Deletion, *, course: str | None = None,
+           why: str = "", saved: Path | None = None) -> None:
     """Do exactly what `plan` lists, in an order that loses nothing if interrupted:
-    stop, save, then delete."""
+    stop, save, then delete. For the journal: the course, why, and where the work was
+    saved before (a course's end: its archive, admin/export.py)."""
     if plan.units:
         systemctl("stop", *plan.units, check=False)
         systemctl("reset-failed", *plan.units, check=False)
@@ -201,9 +203,11 @@ def delete(settings: Settings, plan: Deletion) -> None:
                                         if k not in ids})
     # Their units were stopped: systemd forgets them at the reload.
     daemon_reload()
-    send_event(Event.DELETED, f"deleted student {plan.user}: " + "; ".join(
-        line.strip() for line in plan.describe()[1:]), course=None, student=plan.user,
-        ADMIN=admin(), BACKUP=plan.backup or "")
+    said = [line.strip() for line in plan.describe()[1:]
+            if not (saved and line.strip() == "(no backup)")]
+    send_event(Event.DELETED, f"deleted student {plan.user}{why}: " + "; ".join(said),
+               course=course, student=plan.user, ADMIN=admin(),
+               BACKUP=plan.backup or saved or "")
 
 
 # --- one student's notebooks, for the admin ------------------------------------

@@ -15,6 +15,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ import tomli_w
 
 from nbunits.core import settings as S
 from nbunits.core.errors import Code, NbunitsError
-from nbunits.core.names import COURSE_RE, USER_RE, StudentUnits, check_course, check_notebook
+from nbunits.core.names import (
+    COURSE_RE,
+    USER_RE,
+    StudentUnits,
+    check_course,
+    check_notebook,
+    check_user,
+)
 from nbunits.core.settings import setting
 
 DEFAULT_CONFIG = Path("/etc/nbunits/nbunits.toml")
@@ -308,6 +316,19 @@ class Settings:
     def backup_file(self, user: str, stamp: str) -> Path:
         """A deleted student's home, root's 0600 (`student delete`)."""
         return self.state_dir / "backups" / f"{user}-{stamp}.tar.gz"
+
+    def course_backup(self, course: str, stamp: str) -> Path:
+        """Before an ended course's work is deleted: an archive per student, root's
+        (admin/course_end.py)."""
+        return self.state_dir / "backups" / "courses" / f"{check_course(course)}-{stamp}"
+
+    def course_folders(self, user: str, course: str) -> tuple[Path, ...]:
+        """What a student has of one course in their home: the course folder (their
+        work), their home in its container and its podman storage (the course unit's
+        --volume and --root, units/course/nbunits-@COURSE@@.service)."""
+        home = self.home(check_user(user))
+        return (home / check_course(course), home / ".nbunits" / course,
+                home / ".local" / "share" / "nbunits" / course)
 
     @property
     def metrics_state(self) -> Path:
@@ -654,6 +675,16 @@ class CourseConfig:
         0, S.SECONDS_OR_ZERO, "seconds a student's link stays valid (0: until revoked); at "
         "least max_lifetime + 3600, so that a link never expires under a running server",
         section="security")
+    # A course's end (docs/admin.md, "A course's end"): nbunits' own commands read
+    # these, the units do not.
+    end_date: str = setting(
+        "", S.WHEN, "when the course ended (`nbunits course end` sets it to the moment it "
+        "runs); the retention period counts from it", section="end")
+    retention_days: int | None = setting(
+        None, S.DAYS_OR_NONE, "days after end_date until nbunits-course-end.timer saves "
+        "every student's work of the course (one archive each, in /var/lib/nbunits/backups/"
+        "courses) and then deletes it, with the students who have no other course; none: "
+        "kept forever", section="end")
     lms_origin: str = setting("", S.ORIGINS, "origins allowed to frame the notebooks (the "
                               "course's LMS); the server's own origin always is",
                               section="launch")
@@ -710,6 +741,14 @@ class CourseConfig:
         if problems:
             raise ConfigError(Code.BAD_COURSE_CONFIG,
                               f"course {self.name}: invalid " + "; ".join(problems))
+
+    def deletion_due(self) -> datetime | None:
+        """When the students' work of this course is due for deletion: its end plus
+        its retention period; None: never (not ended, or kept forever)."""
+        ended = S.parse_when(self.end_date) if self.end_date else None
+        if ended is None or self.retention_days is None:
+            return None
+        return ended + timedelta(days=self.retention_days)
 
     @property
     def lms_origins(self) -> list[str]:
@@ -768,8 +807,10 @@ class CourseConfig:
         return found[0] if len(found) == 1 else None
 
     def to_toml(self) -> str:
+        # TOML has no null: an unset setting (None) is a key left out.
         values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                  if f.name not in ("name", "lti_notebooks", "lti13")}
+                  if f.name not in ("name", "lti_notebooks", "lti13")
+                  and getattr(self, f.name) is not None}
         # An inline table, so that [course] stays one section that an admin can append
         # a line to; the LTI 1.3 registrations, if any, are tables that come after it.
         pairs = (tomli_w.dumps({k: v}).strip() for k, v in self.lti_notebooks.items())

@@ -22,6 +22,7 @@ class Code(StrEnum):
     BAD_CONTAINERFILE = "bad_containerfile"
     BAD_COURSE = "bad_course"
     BAD_COURSE_CONFIG = "bad_course_config"
+    BAD_EXPORT_DIR = "bad_export_dir"
     BAD_HOME = "bad_home"
     BAD_IMAGE = "bad_image"
     BAD_IMAGE_STORE = "bad_image_store"
@@ -40,7 +41,9 @@ class Code(StrEnum):
     COMMAND_FAILED = "command_failed"
     COMMAND_MISSING = "command_missing"
     COMMAND_TIMEOUT = "command_timeout"
+    COURSE_ENDED = "course_ended"
     COURSE_EXISTS = "course_exists"
+    EXPORT_FAILED = "export_failed"
     FORBIDDEN = "forbidden"
     HAS_WORK = "has_work"
     HELPER_FAILED = "helper_failed"
@@ -88,6 +91,9 @@ MEANINGS: dict[Code, Meaning] = {
     Code.BAD_CONTAINERFILE: Meaning(None, "a course repository's Containerfile cannot be used"),
     Code.BAD_COURSE: Meaning(400, "a course name nbunits cannot use"),
     Code.BAD_COURSE_CONFIG: Meaning(500, "a course's settings (or its aliases, secrets) are not valid"),
+    Code.BAD_EXPORT_DIR: Meaning(None, "a folder students' work cannot be exported to (in a "
+                                 "student's home or a published course, not a folder, "
+                                 "not writable)"),
     Code.BAD_HOME: Meaning(409, "a home that cannot be proven to be this student's"),
     Code.BAD_IMAGE: Meaning(None, "an image in the store is damaged (a layer missing)"),
     Code.BAD_IMAGE_STORE: Meaning(None, "the image store or its record cannot be read"),
@@ -108,7 +114,11 @@ MEANINGS: dict[Code, Meaning] = {
     Code.COMMAND_FAILED: Meaning(None, "a program nbunits ran failed"),
     Code.COMMAND_MISSING: Meaning(None, "a program nbunits runs is not installed"),
     Code.COMMAND_TIMEOUT: Meaning(None, "a program nbunits ran did not finish in time"),
+    Code.COURSE_ENDED: Meaning(410, "the course ended and its retention period is over: "
+                               "its students' work was saved and deleted"),
     Code.COURSE_EXISTS: Meaning(None, "a course of that name exists already"),
+    Code.EXPORT_FAILED: Meaning(None, "an archive of students' work could not be written "
+                                "(the folder full or read-only): nothing was deleted"),
     Code.FORBIDDEN: Meaning(403, "a link or launch that does not open this (the same answer whoever asks)"),
     Code.HAS_WORK: Meaning(None, "linking an id would hide the work it has"),
     Code.HELPER_FAILED: Meaning(None, "nbunits-helper answered something it should not"),

@@ -38,6 +38,7 @@ class Event(enum.Enum):
     CAPPED = "241b5dd39f434edd82fc35eb6cf2ee8a"       # a limit stopped or refused it
     FAILED = "4f8489fa7ba34004b42b4b6f15424bd0"       # something failed (unit, helper step)
     DELETED = "1893095f73954886858597c5b19efd8d"      # an admin deleted a student or a course's work
+    EXPORTED = "84d7b4058c7e492b8aeec3fec65c3427"     # students' work of a course exported (archives)
 
 
 # Python logging levels of each event (journald's PRIORITY follows), by number:

@@ -12,6 +12,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 _SIZE_RE = re.compile(r"\d+[KMGT]?|infinity")
@@ -33,6 +34,9 @@ class Kind:
     # Given several times on the command line (a list); the option is singular.
     repeat: bool = False
     choices: tuple[str, ...] = ()
+    # May be unset (None: the key is left out of the course file); the command line
+    # unsets it with the word "none".
+    nullable: bool = False
 
 
 def _positive(value: Any) -> bool:
@@ -77,6 +81,28 @@ OPAQUE = Kind("ID", "printable ASCII without spaces; empty: none",
               valid=_matches(r"|[!-~]{1,255}"))
 DOMAINS = strings("DOMAIN", "domain names", _matches(_DOMAIN_RE))
 PATH = Kind("PATH", "an absolute path", valid=_matches(r"/.*"))
+
+
+def parse_when(text: str) -> datetime | None:
+    """An ISO 8601 date or date and time; a date is its midnight, and a time without
+    an offset is UTC. None if `text` is neither."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _days_or_none(text: str) -> int | None:
+    return None if text == "none" else int(text)
+
+
+WHEN = Kind("WHEN", "an ISO 8601 date or date and time (UTC unless it says), e.g. "
+            "2027-01-31; empty: none", valid=lambda v: v == "" or (
+                isinstance(v, str) and parse_when(v) is not None))
+DAYS_OR_NONE = Kind("DAYS", "days, a whole number (0: at once), or none", _days_or_none,
+                    lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                            and v >= 0), nullable=True)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ TITLES = {
     403: "This link does not work",
     404: "Not found",
     409: "This account needs an administrator",
+    410: "This course has ended",
     421: "Wrong address",
     500: "This notebook cannot be opened",
     503: "The notebook service is not available",

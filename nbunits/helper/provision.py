@@ -13,7 +13,7 @@ import pwd
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
@@ -60,6 +60,7 @@ async def provision(settings: Settings, target: Target, admission: Admission,
                     reset: bool = False) -> Provisioned:
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
+    check_open(config)
     removed = False
     try:
         read_master(config.source, target.notebook)  # exists, stays in the course, is a notebook
@@ -99,6 +100,16 @@ async def provision(settings: Settings, target: Target, admission: Admission,
         # store): say why, as a server that cannot start, rather than "try again".
         server_failed(config.name, units.user, course_problem(settings, config) or err.strip())
     return Provisioned(target, token, copied, running, removed)
+
+
+def check_open(config: CourseConfig) -> None:
+    """An ended course whose retention period is over is closed: its students' work
+    was saved and deleted (admin/course_end.py), and no launch makes it again."""
+    due = config.deletion_due()
+    if due is not None and due <= datetime.now(UTC):
+        raise NbunitsError(Code.COURSE_ENDED, f"course {config.name} has ended",
+                           student_hint="this course has ended and its notebooks were "
+                                        "removed; ask the course's team for your work")
 
 
 def course_problem(settings: Settings, config: CourseConfig) -> str:

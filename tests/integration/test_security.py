@@ -65,6 +65,7 @@ def installed_units(user: str) -> dict[str, str]:
         "course/nbunits-@COURSE@@.service": f"nbunits-demo@{user}.service",
         "course/nbunits-@COURSE@-proxy@.service": f"nbunits-demo-proxy@{user}.service",
         "nbunits-metrics.service": "nbunits-metrics.service",
+        "nbunits-course-end.service": "nbunits-course-end.service",
     }
 
 
