@@ -36,7 +36,7 @@ from .conftest import SERVER, Nbunits, client
 T = TypeVar("T")
 CONCURRENCY = 32
 NOTEBOOKS = ("welcome.ipynb", "week1/loops.ipynb", "week1/python-basics.ipynb",
-             "data-and-plots.ipynb")
+             "week1/functions.ipynb", "data-and-plots.ipynb")  # functions: from its .md
 # Few valid ids, so that valid cases create few users (and start few containers).
 VALID_IDS = ("fuzz-student-1", "Fuzz.Student+2@example.org", "a" * 255)
 
