@@ -175,13 +175,16 @@ def idle_programs(before: dict[int, tuple[str, float, int]],
     """Where the idle minute's CPU went, by program: seconds and wake-ups (processes
     alive at its end; those born during it counted whole), the CPU of the others
     under "(exited meanwhile)"."""
-    spent: dict[str, list[float]] = {}
+    spent: dict[str, dict] = {}
     for pid, (comm, seconds, wakeups) in after.items():
         old = before.get(pid)
-        used = (seconds - old[1], wakeups - old[2]) if old and old[0] == comm else (seconds, wakeups)
-        spent.setdefault(comm, [0.0, 0, 0])
-        spent[comm] = [spent[comm][0] + used[0], spent[comm][1] + used[1], spent[comm][2] + 1]
-    top = sorted(spent.items(), key=lambda kv: -kv[1][0])[:12]
-    out = {c: {"cpu": round(v[0], 2), "wakeups": int(v[1]), "processes": int(v[2])} for c, v in top}
-    out["(exited meanwhile)"] = {"cpu": round(max(0.0, total - sum(v[0] for v in spent.values())), 2)}
-    return out
+        if old and old[0] == comm:  # else born meanwhile (or a pid reused): counted whole
+            seconds, wakeups = seconds - old[1], wakeups - old[2]
+        entry = spent.setdefault(comm, {"cpu": 0.0, "wakeups": 0, "processes": 0})
+        entry["cpu"] += seconds
+        entry["wakeups"] += wakeups
+        entry["processes"] += 1
+    rest = max(0.0, total - sum(e["cpu"] for e in spent.values()))
+    top = sorted(spent.items(), key=lambda kv: -kv[1]["cpu"])[:12]
+    return {**{c: {**e, "cpu": round(e["cpu"], 2)} for c, e in top},
+            "(exited meanwhile)": {"cpu": round(rest, 2)}}

@@ -34,6 +34,18 @@ def _burst(r: Result, n: str) -> float | None:
     return _ratio(burst["makespan"], int(n) * cpu / r["machine"]["cores"])
 
 
+def _added_ms(warm: Any) -> float | None:
+    """The warm page's added latency (through nginx vs straight to Jupyter), p50, ms."""
+    if warm is None:
+        return None
+    return (warm["page_nginx"]["median"] - warm["page_direct"]["median"]) * 1000
+
+
+def _vs_empty(r: Result, *path: str) -> float | None:
+    """A scale figure with 100,000 provisioned over the same on the empty host."""
+    return _ratio(_get(r, "scale", "after", *path), _get(r, "scale", "before", *path))
+
+
 @dataclass(frozen=True)
 class Goal:
     number: str  # the part of the benchmark it belongs to (1-8)
@@ -73,9 +85,7 @@ GOALS = (
          lambda r: _ratio(_get(r, "cold", "new", "page", "median"),
                           _get(r, "peer", "ready", "median")), 1.0),
     Goal("3", "warm added latency (nginx + socket + proxyd), notebook page, p50",
-         lambda r: None if _get(r, "warm") is None else
-         (r["warm"]["page_nginx"]["median"] - r["warm"]["page_direct"]["median"]) * 1000,
-         1.0, "ms"),
+         lambda r: _added_ms(_get(r, "warm")), 1.0, "ms"),
     Goal("4", "CPU seconds per new student's start until page 200",
          lambda r: _get(r, "cold", "new", "cpu_to_page", "median"), 0.9, "s"),
     Goal("4", "burst of 50: students not served at the first try",
@@ -91,21 +101,15 @@ GOALS = (
     Goal("6", "idle CPU with 150 active students", lambda r: None if _get(r, "density") is None
          else r["density"]["idle_cpu_cores"] * 100, 5.0, "%"),
     Goal("6", "warm added latency with 150 active, notebook page, p50",
-         lambda r: None if _get(r, "density", "warm") is None else
-         (r["density"]["warm"]["page_nginx"]["median"]
-          - r["density"]["warm"]["page_direct"]["median"]) * 1000, 1.0, "ms"),
+         lambda r: _added_ms(_get(r, "density", "warm")), 1.0, "ms"),
     Goal("7", "a new student's first click with 100,000 provisioned vs the empty host",
-         lambda r: _ratio(_get(r, "scale", "after", "first_click", "median"),
-                          _get(r, "scale", "before", "first_click", "median")), 1.1),
+         lambda r: _vs_empty(r, "first_click", "median"), 1.1),
     Goal("7", "`systemctl daemon-reload` with 100,000 provisioned vs the empty host",
-         lambda r: _ratio(_get(r, "scale", "after", "reload", "median"),
-                          _get(r, "scale", "before", "reload", "median")), 1.2),
+         lambda r: _vs_empty(r, "reload", "median"), 1.2),
     Goal("7", "systemd (PID 1) PSS with 100,000 provisioned vs the empty host",
-         lambda r: _ratio(_get(r, "scale", "after", "pid1", "pss_kb"),
-                          _get(r, "scale", "before", "pid1", "pss_kb")), 1.2),
+         lambda r: _vs_empty(r, "pid1", "pss_kb"), 1.2),
     Goal("7", "creating one more student with 100,000 provisioned vs the empty host",
-         lambda r: _ratio(_get(r, "scale", "after", "accounts", "ensure"),
-                          _get(r, "scale", "before", "accounts", "ensure")), 1.5),
+         lambda r: _vs_empty(r, "accounts", "ensure"), 1.5),
 )
 
 
