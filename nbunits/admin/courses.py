@@ -13,6 +13,7 @@ import dataclasses
 import grp
 import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from nbunits.core.files import write_atomic
 from nbunits.core.names import StudentUnits, check_course
 from nbunits.core.names import course_image as image_name
 from nbunits.core.systemctl import active_users, daemon_reload, stop_course, systemctl
-from nbunits.helper import btrfs, copies, hostlock, shares
+from nbunits.helper import btrfs, copies, hostlock, merge, shares
 from nbunits.helper.notebooks import NotebookError, find_masters
 
 Say = Callable[[str], None]
@@ -145,6 +146,11 @@ def check_host(config: CourseConfig) -> None:
         raise CourseError(Code.BAD_NETWORK, "network = slirp4netns, but this host has no "
                           "slirp4netns (or no /dev/net/tun): students could not start",
                           hint="apt-get install slirp4netns, or keep --network none")
+    if config.merge_updates and not merge.available():
+        raise CourseError(Code.BAD_COURSE_CONFIG, "merge_updates = true, but nbdime is not "
+                          "installed: students' copies could not be merged",
+                          hint=f"{sys.executable} -m pip install --no-deps {merge.NBDIME_PIN} "
+                               "(docs/admin.md, \"Installing\")")
 
 
 def reload_units(settings: Settings) -> None:
@@ -322,7 +328,8 @@ def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
     own = tuple(p for p in (settings.course_file(name), settings.secrets_file(name),
                             settings.course_masters(name), settings.course_git(name),
                             settings.course_tokens(name), settings.course_recent(name),
-                            *((settings.course_copies(name),) if purge else ()))
+                            *((settings.course_copies(name), settings.course_versions(name))
+                              if purge else ()))
                 if p.exists())
     # Left by an older nbunits's removal: deleted by any `course remove` of the course.
     shared = tuple(path for user in shares.students_sharing(settings, name)

@@ -276,6 +276,11 @@ class Settings:
         """A token file and a grant per student who opened one of the course's notebooks."""
         return self.tokens_dir / check_course(course)
 
+    def course_versions(self, course: str) -> Path:
+        """The masters students' copies were made from, by source hash: the base of a
+        merge of a later update into an edited copy (helper/copies.py)."""
+        return self.state_dir / "versions" / check_course(course)
+
     def course_copies(self, course: str) -> Path:
         """The manifests of the course's students' copies."""
         return self.copies_dir / check_course(course)
@@ -696,6 +701,12 @@ class CourseConfig:
                               "default)", option="", section="origin")
     origin_dir: str = setting("", S.TEXT, "or the folder it is published from", option="",
                               section="origin")
+    # How a new version reaches the students who edited their copy.
+    merge_updates: bool = setting(
+        False, S.BOOL, "merge a new version of a notebook into the copies students edited "
+        "(nbdime's three-way merge, at the student's next launch); a merge with conflicts is "
+        "put beside the copy, which stays as it is. Off: the student is told and resets "
+        "when they choose", section="origin")
     legacy: str = setting(
         "off", S.choice("MODE", *LEGACY_MODES), "who may open the legacy /ipythonExercice/ "
         "link: off (nobody: students get in by LTI), signed (an HMAC keyed by the legacy "

@@ -50,6 +50,7 @@ class Code(StrEnum):
     IMAGE_BUILD_FAILED = "image_build_failed"
     INSTALL_FAILED = "install_failed"
     INTERNAL = "internal"
+    MERGE_FAILED = "merge_failed"
     MISDIRECTED = "misdirected"
     NO_COPY = "no_copy"
     NO_ORIGIN = "no_origin"
@@ -125,6 +126,8 @@ MEANINGS: dict[Code, Meaning] = {
     Code.IMAGE_BUILD_FAILED: Meaning(None, "a course's image did not build"),
     Code.INSTALL_FAILED: Meaning(None, "`nbunits install` cannot go on (its message says why)"),
     Code.INTERNAL: Meaning(500, "a failure on nbunits' side (the journal has the detail)"),
+    Code.MERGE_FAILED: Meaning(None, "a course's update could not be merged into a "
+                               "student's copy (it is announced instead)"),
     Code.MISDIRECTED: Meaning(421, "a request for a host name this server does not serve"),
     Code.NO_COPY: Meaning(None, "a student has no copy of that notebook"),
     Code.NO_ORIGIN: Meaning(None, "a course with neither a git repository nor a folder"),

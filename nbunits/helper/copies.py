@@ -4,9 +4,13 @@ For each (course, student), a root-owned manifest (/var/lib/nbunits/copies/<cour
 <user>.json) records, per notebook, the source hash (notebooks.source_hash: cell types
 and sources, outputs ignored) of the master the copy was made from. A copy whose
 sources still hash to that is *unmodified*: it follows the master. Any other copy is
-the student's and is never touched; a marker file beside it tells the student that a
-newer version exists. New masters are copied for everyone; removed masters leave
-copies alone. A reset keeps the old copy beside the fresh one, under a timestamped name.
+the student's: a marker file beside it tells the student that a newer version exists,
+or, where the course says so (merge_updates), the new version is merged into it at the
+student's next launch (merge.py: nbdime's three-way merge, against the master the copy
+was made from, kept by hash in /var/lib/nbunits/versions/<course>/). A merge without
+conflicts becomes the copy; one with conflicts is put beside it, the copy untouched.
+New masters are copied for everyone; removed masters leave copies alone. A reset keeps
+the old copy beside the fresh one, under a timestamped name.
 
 Every write goes through notebooks.py (dir fds, O_NOFOLLOW, temp file + rename), so a
 copy is always seen whole and a student's symlink never redirects a root write.
@@ -21,7 +25,8 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -30,6 +35,7 @@ from nbunits.core.config import CourseConfig, Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
 from nbunits.core.names import StudentUnits, exercise_url
+from nbunits.helper import merge
 from nbunits.helper.notebooks import (
     NotebookError,
     exists,
@@ -52,6 +58,11 @@ MARKER_SUFFIX = ".NEW-VERSION.md"
 # Where a student's container mounts the published course, read-only (the course
 # unit's --volume): inside the student's home there, so any image has room for it.
 COURSE_IN_CONTAINER = PurePosixPath("/home/student/course")
+# A kept master version's name: its source hash.
+_VERSION_RE = re.compile(r"[0-9a-f]{64}")
+
+# merge.sandboxed, or merge.merge where no systemd runs (unit tests).
+Merger = Callable[[bytes, bytes, bytes], merge.Merged]
 
 
 class Action(enum.Enum):
@@ -61,16 +72,23 @@ class Action(enum.Enum):
     FOLLOW = "follow"          # unmodified copy, newer master: replace it
     DEFER = "defer"            # would follow, but the student's Jupyter runs: next launch
     NOTIFY = "notify"          # modified copy, newer master: tell the student, once
+    MERGE = "merge"            # modified copy, newer master, merging on: merge, once
     KEEP = "keep"              # modified copy, nothing new to say
+    # What a merge came to (reported, not decided): the copy is the merge, or the
+    # merge with its conflicts marked is beside the untouched copy.
+    MERGED = "merged"
+    CONFLICT = "merge_conflict"
 
 
 def decide(master: str, record: str | None, copy: str | None, notified: str | None,
-           running: bool) -> Action:
+           running: bool, merging: bool = False, tried: str | None = None) -> Action:
     """What to do with one copy, from source hashes only (never from timestamps).
 
     master: the current master's hash; record: the hash of the master the copy was
     made from (None: no record); copy: the copy's hash (None: no copy); notified:
-    the master hash the student was last told about.
+    the master hash the student was last told about; merging: whether updates are
+    merged into edited copies here (the course says so, and this is a launch);
+    tried: the master hash a merge was last tried with.
     """
     if copy is None:
         return Action.INSTALL
@@ -80,6 +98,8 @@ def decide(master: str, record: str | None, copy: str | None, notified: str | No
         return Action.ADOPT
     if copy == record:
         return Action.DEFER if running else Action.FOLLOW
+    if record != master and merging and not running and tried != master:
+        return Action.MERGE
     if record != master and notified != master:
         return Action.NOTIFY
     return Action.KEEP
@@ -89,6 +109,8 @@ def decide(master: str, record: str | None, copy: str | None, notified: str | No
 class Record:
     master: str  # source hash of the master this copy was made from
     notified: str | None = None  # master hash the marker file announced
+    tried: str | None = None  # master hash a merge was tried with (once per version)
+    merged: str | None = None  # the merge with conflicts beside the copy (course-relative)
 
 
 @dataclass
@@ -120,12 +142,14 @@ def load_manifest(path: Path) -> dict[str, Record]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    return {nb: Record(r["master"], r.get("notified")) for nb, r in data["notebooks"].items()}
+    return {nb: Record(r["master"], r.get("notified"), r.get("tried"), r.get("merged"))
+            for nb, r in data["notebooks"].items()}
 
 
 def save_manifest(path: Path, records: dict[str, Record]) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = {"version": 1, "notebooks": {nb: vars(r) for nb, r in sorted(records.items())}}
+    data = {"version": 1, "notebooks": {
+        nb: {k: v for k, v in vars(r).items() if v is not None} for nb, r in sorted(records.items())}}
     write_atomic(path, json.dumps(data, indent=1) + "\n", 0o600)
 
 
@@ -152,6 +176,8 @@ class Copies:
     uid: int
     gid: int
     student: str = ""  # the student's LMS id, for the reset link in marker files
+    versions: Path | None = None  # the course's masters kept by hash (None: none kept)
+    merger: Merger | None = None  # merges updates into edited copies (None: announces them)
 
     def reset_link(self, notebook: str) -> str:
         """How the student resets a notebook: its exercise URL with ?reset=1."""
@@ -217,7 +243,11 @@ def _sync_one(copies: Copies, notebook: str, data: bytes, master: str,
     record = records.get(notebook)
     action = decide(master, record.master if record else None,
                     None if copy is None else source_hash(copy),
-                    record.notified if record else None, running)
+                    record.notified if record else None, running,
+                    merging=copies.merger is not None, tried=record.tried if record else None)
+    if action is Action.MERGE:
+        assert record is not None and copy is not None  # decide() merges recorded copies only
+        action = _merge(copies, notebook, data, master, record, copy, records)
     if action is Action.INSTALL:
         install_copy(copies.home, copies.rel(notebook), data, copies.uid, copies.gid)
         records[notebook] = Record(master)
@@ -229,16 +259,81 @@ def _sync_one(copies: Copies, notebook: str, data: bytes, master: str,
     elif action is Action.ADOPT:
         # Assume it was made from the current master: newer ones will be announced.
         records[notebook] = Record(master)
-    elif action is Action.NOTIFY:
-        text = marker_text(notebook, copies.reset_link(notebook))
+    elif action in (Action.NOTIFY, Action.CONFLICT):
+        merged = records[notebook].merged if action is Action.CONFLICT else None
+        text = marker_text(notebook, copies.reset_link(notebook), merged)
         replace_copy(copies.home, copies.rel(marker_path(notebook)), text.encode(),
                      copies.uid, copies.gid)
         assert record is not None  # decide() adopts unrecorded copies first
-        records[notebook] = Record(record.master, notified=master)
-    if action in (Action.INSTALL, Action.FOLLOW, Action.UP_TO_DATE):
+        if action is Action.NOTIFY:
+            records[notebook] = Record(record.master, notified=master,
+                                       tried=records[notebook].tried)
+    if action in (Action.INSTALL, Action.FOLLOW, Action.UP_TO_DATE, Action.ADOPT):
+        _keep_version(copies, master, data)
+    if action in (Action.INSTALL, Action.FOLLOW, Action.UP_TO_DATE, Action.MERGED):
         remove_file(copies.home, copies.rel(marker_path(notebook)))
     if action is not Action.UP_TO_DATE and action is not Action.KEEP:
         report.add(action, notebook)
+
+
+def _merge(copies: Copies, notebook: str, data: bytes, master: str, record: Record,
+           copy: bytes, records: dict[str, Record]) -> Action:
+    """Merge the new master into the student's copy (once per master version): the
+    copy becomes the merge (MERGED), or the merge with its conflicts marked is put
+    beside it (CONFLICT). Without the copy's base, or if the merge fails: NOTIFY."""
+    assert copies.merger is not None
+    fields = {"COURSE": copies.course, "STUDENT": copies.home.name, "NOTEBOOK": notebook}
+    base = _version(copies, record.master)
+    if base is None:
+        logger.info("not merging the update of %s for %s: the version the copy was made "
+                    "from was not kept; announced instead", notebook, copies.home.name,
+                    extra=fields)
+        records[notebook] = Record(record.master, record.notified, tried=master)
+        return Action.NOTIFY
+    try:
+        merged = copies.merger(base, copy, data)
+    except NbunitsError as exc:
+        logger.warning("not merging the update of %s for %s: %s; announced instead", notebook,
+                       copies.home.name, exc.message, extra={**fields, "ERROR_CODE": exc.code})
+        records[notebook] = Record(record.master, record.notified, tried=master)
+        return Action.NOTIFY
+    if not merged.conflicts:
+        replace_copy(copies.home, copies.rel(notebook), merged.data, copies.uid, copies.gid)
+        records[notebook] = Record(master)
+        return Action.MERGED
+    aside = merged_name(copies, PurePosixPath(notebook))
+    install_copy(copies.home, copies.rel(aside), merged.data, copies.uid, copies.gid)
+    records[notebook] = Record(record.master, notified=master, tried=master, merged=aside.as_posix())
+    return Action.CONFLICT
+
+
+def _keep_version(copies: Copies, master: str, data: bytes) -> None:
+    """Keep the master a copy is made from: the base of a later merge into it."""
+    if copies.versions is None or not _VERSION_RE.fullmatch(master):
+        return
+    path = copies.versions / f"{master}.ipynb"
+    if not path.exists():
+        copies.versions.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(path, data, 0o600)
+
+
+def _version(copies: Copies, master: str) -> bytes | None:
+    if copies.versions is None or not _VERSION_RE.fullmatch(master):
+        return None
+    try:
+        return (copies.versions / f"{master}.ipynb").read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def merged_name(copies: Copies, notebook: PurePosixPath) -> PurePosixPath:
+    """week1/loops.ipynb -> week1/loops-merged.ipynb (or -merged-2, -3... if taken)."""
+    for n in range(1, 100):
+        candidate = notebook.with_name(f"{notebook.stem}-merged{'' if n == 1 else f'-{n}'}"
+                                       f"{notebook.suffix}")
+        if not exists(copies.home, copies.rel(candidate)):
+            return candidate
+    raise NotebookError(Code.BAD_HOME, f"too many merged versions of {notebook}")
 
 
 def reset(copies: Copies, notebook: str, now: datetime) -> str | None:
@@ -300,6 +395,8 @@ def status(copies: Copies) -> dict[str, str]:
                 state = "unmodified, follows the new master at the next launch"
             else:
                 state = "modified" + (", newer master available" if record.master != master else "")
+                if record.merged and record.tried == master:
+                    state += f", merged with conflicts into {record.merged}"
             result[notebook] = state
     return result
 
@@ -328,7 +425,10 @@ def newer(copies: Copies, notebook: str) -> Newer:
     if master == record.master or source_hash(copy) == master:
         return Newer(False)
     published = f"Published on {datetime.fromtimestamp(path.stat().st_mtime):%Y-%m-%d}."
-    return Newer(True, (published, *describe_changes(copy, data)))
+    merged = ((f"Merged with your changes in {PurePosixPath(record.merged).name} (where you "
+               "both changed a cell, both versions are marked in it).",)
+              if record.merged and record.tried == master else ())
+    return Newer(True, (published, *merged, *describe_changes(copy, data)))
 
 
 def describe_changes(copy: bytes, master: bytes) -> list[str]:
@@ -368,22 +468,33 @@ def _first_line(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[:limit - 1] + "\u2026"
 
 
-def marker_text(notebook: str, reset_link: str) -> str:
+def marker_text(notebook: str, reset_link: str, merged: str | None = None) -> str:
     name = PurePosixPath(notebook).name
     how = ("choose Course > Reset to original in the notebook's menu"
            + (f", or open the exercise at `{reset_link}`" if reset_link else ""))
-    return (
+    text = (
         f"# A newer version of {name} is available\n\n"
         f"Your copy of `{name}` has your own changes, so it was left exactly as it is.\n"
-        f"Since then, the course team has published a new version.\n\n"
+        f"Since then, the course team has published a new version.\n\n")
+    if merged:
+        text += (
+            f"The new version, merged with your changes, is in `{PurePosixPath(merged).name}`:\n"
+            f"where you and the course team changed the same cell, it shows both versions\n"
+            f"between `<<<<<<< local`, `=======` and `>>>>>>> remote` lines. Keep what you\n"
+            f"want of it; your copy stays as it is until you choose.\n\n")
+    return text + (
         f"To get the new version, {how}. Your current copy is then kept beside it,\n"
         f"renamed with the date (for example `{PurePosixPath(name).stem}-YYYYMMDD-HHMMSS.ipynb`):\n"
         f"nothing you wrote is deleted.\n"
     )
 
 
-def for_student(settings: Settings, config: CourseConfig, student: Student) -> Copies:
+def for_student(settings: Settings, config: CourseConfig, student: Student, *,
+                merging: bool = False) -> Copies:
+    """merging: merge updates into edited copies now, if the course says so (at a
+    launch: `course update` announces them, and the student's next launch merges)."""
     units = StudentUnits(config.name, student.user)
     return Copies(course=config.name, masters=config.source, home=student.home,
                   manifest=settings.copies_file(units), uid=student.uid, gid=student.gid,
-                  student=student.id)
+                  student=student.id, versions=settings.course_versions(config.name),
+                  merger=merge.sandboxed if merging and config.merge_updates else None)

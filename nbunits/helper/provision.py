@@ -137,7 +137,7 @@ async def update_copies(settings: Settings, config: CourseConfig, student: users
     homes at once. Returns whether `notebook` was copied now.
     """
     fields = {"COURSE": config.name, "STUDENT": student.user}
-    theirs = copies.for_student(settings, config, student)
+    theirs = copies.for_student(settings, config, student, merging=True)
     if reset:
         kept = await asyncio.to_thread(copies.reset, theirs, notebook, datetime.now())
         kept_text = f"old copy kept as {kept}" if kept else "the copy was unmodified"
