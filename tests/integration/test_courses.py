@@ -53,31 +53,32 @@ class Teacher:
         self.git("commit", "--quiet", "-m", message)
 
 
-def open_as(nb: Nbunits, student: str, notebook: str, query: str = "") -> str:
+def open_as(nb: Nbunits, student: str, notebook: str, query: str = "", course: str = COURSE) -> str:
     """Open an exercise like a browser (following the redirect); the student's user."""
     async def go() -> str:
         async with client(nb) as session:
             if query:
-                url = f"/ipythonExercice/{COURSE}/{notebook}/{student}?{query}"
+                url = f"/ipythonExercice/{course}/{notebook}/{student}?{query}"
                 async with session.get(url, allow_redirects=False) as resp:
                     assert resp.status == 302, await resp.text()
-            opened = await open_exercise(session, COURSE, notebook, student)
+            opened = await open_exercise(session, course, notebook, student)
             assert opened.page_status == 200, opened.page[:300]
             return opened.user
     return asyncio.run(go())
 
 
-def edit_in_jupyter(nb: Nbunits, student: str, notebook: str, text: str) -> None:
+def edit_in_jupyter(nb: Nbunits, student: str, notebook: str, text: str,
+                    course: str = COURSE) -> None:
     async def go() -> None:
         async with client(nb) as session:
-            opened = await open_exercise(session, COURSE, notebook, student)
+            opened = await open_exercise(session, course, notebook, student)
             await save_notebook(session, opened, text)
     asyncio.run(go())
 
 
-def stop_jupyter(nb: Nbunits, user: str) -> None:
-    nb.box.systemctl("stop", f"nbunits-{COURSE}-proxy@{user}.service",
-                     f"nbunits-{COURSE}@{user}.service")
+def stop_jupyter(nb: Nbunits, user: str, course: str = COURSE) -> None:
+    nb.box.systemctl("stop", f"nbunits-{course}-proxy@{user}.service",
+                     f"nbunits-{course}@{user}.service")
 
 
 def sources(path: Path) -> str:
@@ -183,3 +184,79 @@ def test_remove_keeps_student_work_and_says_so(nb: Nbunits, teacher):
     assert (nb.home / user / name / "a.ipynb").exists()
     assert name not in nb.nbunits("course", "list").stdout
     assert not [u for u in nb.student_units() if u.startswith(f"nbunits-{name}@")]
+
+
+MERGING = "gitmerge"
+
+
+def test_updates_merge_into_edited_copies_where_the_course_says_so(nb: Nbunits):
+    """merge_updates: at each student's next launch, the new version is merged into their
+    edited copy (nbdime, in a transient unit of its own); with a conflict, the copy stays
+    and the merge goes beside it, named in the banner's answer."""
+    teacher = Teacher(nb, "merge-repo")
+    first = nbformat.v4.new_notebook()
+    first.cells = [nbformat.v4.new_markdown_cell("# Exercise"), nbformat.v4.new_code_cell("a = 1")]
+    teacher.commit({"a.ipynb": nbformat.writes(first)}, "week 1")
+    nb.nbunits("course", "add", MERGING, "--git", teacher.url, "--legacy", "open",
+               "--merge-updates")
+    try:
+        clean, clash = secrets.token_hex(16), secrets.token_hex(16)
+        users = {s: open_as(nb, s, "a.ipynb", course=MERGING) for s in (clean, clash)}
+        edit_in_jupyter(nb, clean, "a.ipynb", "mine = 1", course=MERGING)  # a cell at the end
+        _change_cell(nb, clash, 1, "a = 10")  # the cell the course changes next
+        for user in users.values():
+            stop_jupyter(nb, user, course=MERGING)
+        # The course changes its cell and adds one at the end (the same file, edited).
+        first.cells[1].source = "a = 2"
+        first.cells.append(nbformat.v4.new_code_cell("b = 2"))
+        teacher.commit({"a.ipynb": nbformat.writes(first)}, "week 2")
+        nb.nbunits("course", "update", MERGING)
+        homes = {s: nb.home / u / MERGING for s, u in users.items()}
+        assert all((h / "a.NEW-VERSION.md").exists() for h in homes.values())  # told first
+        mine_before = (homes[clash] / "a.ipynb").read_bytes()
+
+        for student in (clean, clash):
+            open_as(nb, student, "a.ipynb", course=MERGING)  # the launch merges
+        merged = json.loads((homes[clean] / "a.ipynb").read_text())
+        assert ["".join(c["source"]) for c in merged["cells"]] == [
+            "# Exercise", "a = 2", "mine = 1", "b = 2"]
+        assert not (homes[clean] / "a.NEW-VERSION.md").exists()
+        # Theirs (their cell is in it), made from the new version: nothing newer to say.
+        assert nb.nbunits("student", "show", MERGING, users[clean]).stdout == "a.ipynb\tmodified\n"
+
+        assert (homes[clash] / "a.ipynb").read_bytes() == mine_before  # untouched
+        beside = sources(homes[clash] / "a-merged.ipynb")
+        assert "<<<<<<< local\na = 10\n=======\na = 2\n>>>>>>> remote" in beside, beside
+        assert (homes[clash] / "a-merged.ipynb").stat().st_uid == nb.uid(users[clash])
+        assert "`a-merged.ipynb`" in (homes[clash] / "a.NEW-VERSION.md").read_text()
+        changes = asyncio.run(_banner(nb, clash))["changes"]
+        assert any("a-merged.ipynb" in line for line in changes), changes
+        # Each merge ran in its own sandbox (units/merge/merge.properties), not in the helper.
+        ran = nb.box.run("journalctl", "--no-pager", "-o", "cat", "-u", "run-*").stdout
+        assert ran.count("nbunits: merge a course's update into a student's copy") >= 2, ran[-2000:]
+    finally:
+        nb.nbunits("course", "remove", MERGING, "--purge", "--yes", check=False)
+
+
+def _change_cell(nb: Nbunits, student: str, index: int, source: str) -> None:
+    async def go() -> None:
+        async with client(nb) as session:
+            opened = await open_exercise(session, MERGING, "a.ipynb", student)
+            url = opened.url(f"api/contents/{opened.notebook}")
+            async with session.get(url, headers=opened.headers) as resp:
+                content = (await resp.json())["content"]
+            content["cells"][index]["source"] = source
+            async with session.put(url, headers=opened.headers, json={
+                    "type": "notebook", "format": "json", "content": content}) as resp:
+                assert resp.status == 200, await resp.text()
+    asyncio.run(go())
+
+
+async def _banner(nb: Nbunits, student: str) -> dict:
+    """What the Course extension's banner asks: the notebook's state, newer version included."""
+    async with client(nb) as session:
+        opened = await open_exercise(session, MERGING, "a.ipynb", student)
+        info = opened.prefix.replace("/nb/", "/_nbunits/student/", 1) + "info"
+        async with session.post(info, json={"notebook": "a.ipynb"}) as resp:
+            assert resp.status == 200, await resp.text()
+            return dict(await resp.json())
