@@ -1,5 +1,6 @@
 """Walls between a student's kernel and everyone else (issue 26): the journal, the
-network, an admin's terminal (docs/security.md, "Threat model").
+network, an admin's terminal (docs/security.md, "Threat model"); and what a course's
+network lets through: a package index, whose packages a student installs for good.
 
 A kernel here does what a hostile one can: it takes Jupyter's own stderr, the unit's
 journal stream (pidfd_getfd: the same user, which podman's seccomp profile and this
@@ -12,17 +13,23 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
+import fnmatch
+import hashlib
+import io
 import json
 import secrets
 import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from nbunits.core.events import Event
 from testbed.browser import Opened, execute, execute_showing, open_exercise, start_kernel
 
-from .conftest import Nbunits, client
+from .conftest import SHARED_IN_BOX, Nbunits, client
 
 FLOOD = 10_000
 
@@ -152,40 +159,137 @@ dict(zip(hosts, ThreadPoolExecutor(len(hosts)).map(reach, hosts)))
 TARGETS = (LINK_LOCAL, PRIVATE, LISTED, OWN, ELSEWHERE, "10.0.2.2")
 
 
+SERVED = "neighbours"  # the listeners' folder, in nb.shared (SHARED_IN_BOX in the box)
+# The listeners: HTTP, what they answer cacheable for a year, as PyPI's files are.
+LISTENER = """\
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self):
+        self.send_header("Cache-Control", "max-age=31536000, immutable, public")
+        super().end_headers()
+handler = functools.partial(Handler, directory=sys.argv[1])
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[2])), handler).serve_forever()
+"""
+
+
 @pytest.fixture
-def neighbours(nb: Nbunits) -> Iterator[None]:
-    """Listeners on every address of the box and on a public address elsewhere."""
+def neighbours(nb: Nbunits) -> Iterator[Path]:
+    """Listeners on every address of the box and on a public address elsewhere; they
+    serve the folder they yield (over HTTP)."""
+    served = nb.shared / SERVED
+    served.mkdir(exist_ok=True)
     nb.box.run("sh", "-c", SETUP)
     try:
         for name, where in (("nbwall-box", []), ("nbwall-world", [
                 f"--property=NetworkNamespacePath=/run/netns/{WORLD}"])):
-            nb.box.run("systemd-run", f"--unit={name}", *where, "python3", "-m", "http.server",
-                       "--bind", "0.0.0.0", str(PORT))
+            nb.box.run("systemd-run", f"--unit={name}", *where, "python3", "-c", LISTENER,
+                       f"{SHARED_IN_BOX}/{SERVED}", str(PORT))
         # The host's own addresses changed: refused to students again (as an admin would).
         nb.box.systemctl("restart", "nbunits-host-addresses.service")
-        yield
+        yield served
     finally:
         nb.box.systemctl("stop", "nbwall-box.service", "nbwall-world.service", check=False)
         nb.box.run("sh", "-c", TEARDOWN, check=False)
         nb.box.systemctl("restart", "nbunits-host-addresses.service", check=False)
 
 
-def test_kernels_reach_neither_link_local_nor_private_nor_the_hosts_addresses_unless_listed(
-        nb: Nbunits, neighbours: None) -> None:
-    nb.add_course("walled", network="slirp4netns")
+@pytest.fixture(scope="module")
+def listed(nb: Nbunits) -> str:
+    """A course whose kernels may reach the LISTED neighbour."""
     nb.add_course("listed", network="slirp4netns", network_allow=[LISTED])  # type: ignore[arg-type]
+    return "listed"
+
+
+def test_kernels_reach_neither_link_local_nor_private_nor_the_hosts_addresses_unless_listed(
+        nb: Nbunits, neighbours: Path, listed: str) -> None:
+    nb.add_course("walled", network="slirp4netns")
     code = CONNECT.format(port=PORT, hosts=TARGETS)
-    opened = {course: _open(nb, course) for course in ("walled", "listed")}
+    opened = {course: _open(nb, course) for course in ("walled", listed)}
     for course, student in opened.items():
         got = ast.literal_eval(execute_in(nb, student, code))
         assert {h for h, a in got.items() if a == "reached"} == (
-            {ELSEWHERE, LISTED} if course == "listed" else {ELSEWHERE}), (course, got)
+            {ELSEWHERE, LISTED} if course == listed else {ELSEWHERE}), (course, got)
     # The same settings, as systemd has them for the unit and its slice.
     slice_denied = nb.show("nbunits.slice", "IPAddressDeny")["IPAddressDeny"].split()
     assert f"{OWN}/32" in slice_denied and "198.51.100.1/32" in slice_denied, slice_denied
-    shown = nb.show(f"nbunits-listed@{opened['listed'].user}.service", "IPAddressAllow",
+    shown = nb.show(f"nbunits-listed@{opened[listed].user}.service", "IPAddressAllow",
                     "IPAddressDeny")
     assert f"{LISTED}/32" in shown["IPAddressAllow"] and "10.0.0.0/8" in shown["IPAddressDeny"]
+
+
+# A package, as a course's own index would serve it: a pure-Python wheel, made here, in a
+# PEP 503 simple index. What a student types in a cell: no --user (PIP_USER=1 in the unit).
+PROBE, PROBE_VERSION = "nbunits_probe_pkg", "1.0"
+PIP_INSTALL = (f"%pip install -q --index-url http://{LISTED}:{PORT}/simple/ "
+               f"--trusted-host {LISTED} nbunits-probe-pkg")
+IMPORTED = f"import {PROBE}; ({PROBE}.VALUE, {PROBE}.__file__)"
+
+
+def _wheel(value: str) -> tuple[str, bytes]:
+    """A wheel of one module whose VALUE is `value`: its file name and bytes."""
+    name, info = f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl", f"{PROBE}-{PROBE_VERSION}.dist-info"
+    files = {
+        f"{PROBE}/__init__.py": f"VALUE = {value!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: nbunits-probe-pkg\nVersion: {PROBE_VERSION}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: nbunits-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{path},sha256={_digest(text.encode())},{len(text.encode())}\n"
+                     for path, text in files.items()) + f"{info}/RECORD,,\n"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for path, text in {**files, f"{info}/RECORD": record}.items():
+            archive.writestr(path, text)
+    return name, out.getvalue()
+
+
+def _digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _serve_index(served: Path, value: str) -> None:
+    name, wheel = _wheel(value)
+    (served / name).write_bytes(wheel)
+    page = served / "simple" / "nbunits-probe-pkg" / "index.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(f'<!DOCTYPE html><a href="/{name}#sha256={hashlib.sha256(wheel).hexdigest()}">'
+                    f"{name}</a>\n")
+
+
+def test_a_package_a_student_installs_from_an_index_the_course_allows_outlives_a_stop(
+        nb: Nbunits, neighbours: Path, listed: str) -> None:
+    value, student = secrets.token_hex(8), secrets.token_hex(16)
+    _serve_index(neighbours, value)
+
+    def run(code: str) -> tuple[str, tuple[str, str], str]:
+        async def go() -> tuple[str, tuple[str, str], str]:
+            async with client(nb) as session:
+                opened = await open_exercise(session, listed, "welcome.ipynb", student)
+                kernel = await start_kernel(session, opened)
+                result, shown = await execute_showing(session, opened, kernel, code, timeout=90)
+                return opened.user, ast.literal_eval(result), shown
+        return asyncio.run(go())
+
+    # Installed and imported in the same kernel, in the container's home.
+    user, (got, where), shown = run(f"{PIP_INSTALL}\n{IMPORTED}")
+    assert got == value, shown
+    home = nb.home / user / ".nbunits" / listed / "home"
+    # No second copy of what pip downloaded in the student's quota: no pip cache.
+    assert not (home / ".cache" / "pip").exists(), list((home / ".cache").rglob("*"))
+    site = f"/home/student/.local/lib/python3.*/site-packages/{PROBE}/__init__.py"
+    assert fnmatch.fnmatch(where, site), (where, shown)
+    # A stop: the container is gone (a new one starts at the next launch)...
+    units = [f"nbunits-{listed}@{user}.socket", f"nbunits-{listed}-proxy@{user}.service",
+             f"nbunits-{listed}@{user}.service"]
+    nb.box.systemctl("stop", *units)
+    assert nb.show(units[-1], "ActiveState")["ActiveState"] == "inactive"
+    # ... and the package is still there: in the student's home on the host, theirs...
+    on_host = list(home.glob(
+        f".local/lib/python3.*/site-packages/{PROBE}/__init__.py"))
+    assert len(on_host) == 1 and on_host[0].stat().st_uid == nb.uid(user), on_host
+    assert value in on_host[0].read_text()
+    # ... and a fresh kernel of a fresh server imports it.
+    assert run(IMPORTED)[1] == (value, where)
 
 
 def execute_in(nb: Nbunits, opened: Opened, code: str) -> str:

@@ -23,8 +23,8 @@
 #   write to file descriptors 1 and 2, to the notebook (it reads its own pipes), but the
 #   descriptors it keeps aside (to restore them, to echo when not quiet) are no longer
 #   the unit's journal stream, one os.write() away for any code in the kernel (below).
-# And two more: a save over the disk quota says "Disk quota exceeded", and Jupyter
-# tells systemd when it is ready (both below).
+# And more, below: a save over the disk quota says "Disk quota exceeded", Jupyter
+# tells systemd when it is ready, and a package a student installs is importable at once.
 import logging
 import os
 import re
@@ -219,3 +219,23 @@ def listen_on_systemd_socket() -> None:
 
 if "jupyter_server" in sys.modules and os.environ.get("LISTEN_FDS") == "1":
     listen_on_systemd_socket()
+
+
+# A student's own packages, importable at once. `pip install` (or `%pip install` in a
+# cell) puts them in the user site-packages of the container's home (PIP_USER=1 in
+# the unit), which outlives every stop. Python puts that folder on a kernel's sys.path
+# only if it exists when the kernel starts: the first package a student installed was
+# not found ("No module named ...") until they restarted the kernel. Made here, before
+# any kernel starts (three empty folders; nothing over a full quota: pip says why).
+def make_user_site() -> None:
+    import site
+
+    if site.ENABLE_USER_SITE:
+        try:
+            os.makedirs(site.getusersitepackages(), exist_ok=True)
+        except OSError:
+            pass
+
+
+if "jupyter_server" in sys.modules:
+    make_user_site()
