@@ -56,6 +56,7 @@ def available() -> bool:
 def merge(base: bytes, local: bytes, remote: bytes) -> Merged:
     """The three-way merge itself (in the sandbox; and in unit tests)."""
     import nbformat
+    from nbdime import prettyprint
     from nbdime.diffing.notebooks import diff_notebooks
     from nbdime.merging.decisions import apply_decisions
     from nbdime.merging.generic import decide_merge_with_diff
@@ -65,6 +66,9 @@ def merge(base: bytes, local: bytes, remote: bytes) -> Merged:
         notebooks = [nbformat.reads(data.decode(), as_version=4) for data in (base, local, remote)]
     except (ValueError, UnicodeDecodeError) as exc:
         raise MergeError(Code.MERGE_FAILED, f"not a notebook: {exc}") from exc
+    # A conflict in a source is written by nbdime's own renderer, never by `git merge-file`
+    # or `diff3 -m` (which nbdime prefers where it finds them, each with its own format).
+    prettyprint.DefaultConfig.use_git = prettyprint.DefaultConfig.use_diff = False
     args = argparse.Namespace(merge_strategy="inline", input_strategy=None,
                               output_strategy="use-local", ignore_transients=True,
                               log_level="WARNING")

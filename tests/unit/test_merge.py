@@ -87,6 +87,18 @@ def test_a_cell_both_changed_is_a_conflict_marked_in_its_source():
     assert len({c.id for c in cells}) == len(cells)
 
 
+def test_the_merge_runs_no_program(monkeypatch):
+    """The same conflict marks on every host: nbdime would use git or diff3 where found."""
+    from nbdime import prettyprint
+
+    def no_program(*args, **kw):
+        raise AssertionError(f"the merge ran a program: {args}")
+
+    monkeypatch.setattr(prettyprint, "external_merge_render", no_program)
+    assert "<<<<<<< local\nx = 1  # mine\n=======\nx = 2\n>>>>>>> remote" in sources(
+        merge.merge(BASE, MINE, CLASH).data)
+
+
 def test_what_is_not_a_notebook_is_a_merge_error():
     with pytest.raises(merge.MergeError) as caught:
         merge.merge(BASE, b"{not json", THEIRS)
