@@ -56,7 +56,7 @@ def test_a_banner_before_each_stop_and_a_message_after_it(nb: Nbunits, tmp_path:
                                        f"{secrets.token_hex(16)}") for course in (LIFE, IDLE)}
     ca = nb.site.ca
     assert ca is not None
-    lms = HttpsSite(ca.server_context(ca.issue(LMS)), framing_page(lambda r: links[r.path]))
+    lms = HttpsSite(ca.server_context(ca.issue(LMS)), framing_page(lambda r: links.get(r.path, "about:blank")))
     names = Names({**nb.site.names.names, LMS: lms.start()})
 
     with sync_playwright() as playwright:
@@ -71,6 +71,11 @@ def test_a_banner_before_each_stop_and_a_message_after_it(nb: Nbunits, tmp_path:
                 viewport={"width": 1280, "height": 960}).new_page())
             life_page.goto(f"https://{LMS}/{LIFE}")
             life, idle = life_page.frame_locator("#f"), idle_page.frame_locator("#f")
+            # The idle student runs a cell, saves and leaves the tab.
+            idle.locator(".jp-Notebook .jp-CodeCell .cm-content").first.click(timeout=60_000)
+            idle_page.keyboard.press("Shift+Enter")
+            idle.locator(".jp-OutputArea-output", has_text="Hello from").wait_for(timeout=30_000)
+            idle_page.keyboard.press("Control+s")
 
             # The end of a lifetime: the student types, the banner comes while the
             # server runs, says why, and what they typed is saved.
@@ -114,7 +119,7 @@ def test_a_banner_before_each_stop_and_a_message_after_it(nb: Nbunits, tmp_path:
             # Reload starts it again, with the saved work.
             life.get_by_role("button", name="Reload").click()
             life.locator(".jp-Notebook .jp-Cell", has_text=TYPED).wait_for(timeout=60_000)
-            assert nb.show(life_unit, "ActiveState")["ActiveState"] == "active"
+            assert nb.wait_for(life_unit, {"active"}, 10) == "active"
             assert life.get_by_role("alertdialog").count() == 0
         except Exception:
             for n, page in enumerate(pages):
