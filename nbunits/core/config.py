@@ -634,12 +634,17 @@ class CourseConfig:
         120, S.SECONDS, "idle stop: seconds without a connection before the student's "
         "server stops", section="lifecycle")
     jupyter_idle_timeout: int = setting(
-        3600, S.SECONDS, "seconds without activity (open tabs included) before Jupyter "
-        "shuts itself down", section="lifecycle")
+        3600, S.SECONDS, "seconds without activity before Jupyter shuts itself down (a "
+        "notebook in a background tab is not activity; one in the foreground polls, which "
+        "is)", section="lifecycle")
     kernel_idle_timeout: int = setting(
         1800, S.SECONDS, "seconds before an idle kernel is culled", section="lifecycle")
     max_lifetime: int = setting(8 * 3600, S.SECONDS, "hard cap on a student's server's "
                                 "lifetime", section="lifecycle")
+    stop_warning: int = setting(
+        300, S.SECONDS_OR_ZERO, "seconds before an idle or lifetime stop that the student's "
+        "notebook says so in a banner (at most a third of that timeout; 0: no banner)",
+        section="lifecycle")
     memory_max: str = setting("1G", S.SIZE, "memory per student (systemd MemoryMax=)",
                               section="limits")
     cpu_quota: str = setting("100%", S.PERCENT, "CPU per student (systemd CPUQuota=; 100% "

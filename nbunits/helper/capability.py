@@ -170,6 +170,16 @@ def local_hostnames(units: StudentUnits, server: Server) -> list[str]:
     return list(server.names)
 
 
+def stop_times(course: CourseConfig) -> dict[str, str]:
+    """The course's stops, in seconds, as the Course extension reads them from the page
+    (images/extension/src/stops.ts; page options are strings). The same values as the
+    container unit's command line (generator/render.py)."""
+    return {"nbunitsMaxLifetime": str(course.max_lifetime),
+            "nbunitsIdleTimeout": str(course.jupyter_idle_timeout),
+            "nbunitsKernelIdleTimeout": str(course.kernel_idle_timeout),
+            "nbunitsStopWarning": str(course.stop_warning)}
+
+
 def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: Server) -> str:
     """The student's Jupyter settings that must not show on a command line."""
     ancestors = " ".join(["'self'", *course.lms_origins])
@@ -182,9 +192,12 @@ def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: 
             # per-student origins, only the student's own host name.
             "local_hostnames": local_hostnames(units, server),
             # Only the course's LMS may embed the notebook in a frame.
-            "tornado_settings": {"headers": {
-                "Content-Security-Policy": f"frame-ancestors {ancestors}",
-            }},
+            "tornado_settings": {
+                "headers": {"Content-Security-Policy": f"frame-ancestors {ancestors}"},
+                # What the notebook page is told (Notebook 7 and JupyterLab add this to
+                # every page's PageConfig): its server's stops, for the banner before them.
+                "page_config_data": stop_times(course),
+            },
             # Terminals are a course setting (docs/security.md, "Container settings").
             "terminals_enabled": course.terminals,
         },

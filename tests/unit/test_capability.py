@@ -80,6 +80,16 @@ def test_terminals_are_a_course_setting_in_jupyters_config(settings):
         assert config["ServerApp"]["terminals_enabled"] is terminals
 
 
+def test_the_notebook_page_is_told_the_course_s_stops(settings):
+    """What the Course extension reads for its stop warnings (images/extension/src/stopping.ts)."""
+    config = json.loads(caps.jupyter_config(
+        course(max_lifetime=600, jupyter_idle_timeout=120, kernel_idle_timeout=60, stop_warning=30),
+        UNITS, "A" * 22 + ".0.1", settings.server))
+    assert config["ServerApp"]["tornado_settings"]["page_config_data"] == {
+        "nbunitsMaxLifetime": "600", "nbunitsIdleTimeout": "120",
+        "nbunitsKernelIdleTimeout": "60", "nbunitsStopWarning": "30"}
+
+
 def test_jupyter_answers_the_server_s_names_or_only_the_student_s_own_host():
     names = ("notebooks.example.org", "nb.example.org")
     for server, hosts in ((Server(names=names), list(names)),

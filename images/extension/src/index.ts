@@ -2,8 +2,9 @@
  * nbunits: what a student can do from inside their notebook.
  *
  * A "Course" menu (Reset to original, Share a static version, Stop sharing, Show
- * my student id) and, on a notebook whose course has a newer version, a banner
- * saying what changed with the reset at hand. Every action is a request to
+ * my student id); on a notebook whose course has a newer version, a banner
+ * saying what changed with the reset at hand; and a banner before the server
+ * stops, a message after (stopping.ts). Every action is a request to
  * /_nbunits/student/<course>/<user>/<capability>/<action>, on the same server as
  * the notebook: the capability in the path is the student's credential (nginx
  * and nbunits-helper check it), so nothing depends on cookies, which a browser
@@ -14,8 +15,10 @@ import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { PageConfig } from '@jupyterlab/coreutils';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { Message } from '@lumino/messaging';
+import { IConnectionStatus } from '@jupyterlab/services';
 import { Menu, Widget } from '@lumino/widgets';
+import { pageSettings, StopWatch } from './stopping';
+import { Banner, text } from './widgets';
 
 /** What nbunits-helper answers (protocol.py: StudentState). */
 interface IState {
@@ -73,15 +76,6 @@ async function ask(action: string, notebook: string): Promise<IState> {
     );
   }
   return data as IState;
-}
-
-function text(tag: string, content: string, className = ''): HTMLElement {
-  const node = document.createElement(tag);
-  node.textContent = content;
-  if (className) {
-    node.className = className;
-  }
-  return node;
 }
 
 function body(...nodes: HTMLElement[]): Widget {
@@ -186,32 +180,6 @@ async function showId(panel: NotebookPanel | null): Promise<void> {
   });
 }
 
-/**
- * A banner in a notebook's content header. The header is a Lumino BoxPanel that
- * sizes its children from their minimum height: give it the text's own height,
- * or the notebook below covers it.
- */
-class Banner extends Widget {
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    this.update();
-  }
-
-  protected onResize(msg: Widget.ResizeMessage): void {
-    super.onResize(msg);
-    this.update();
-  }
-
-  protected onUpdateRequest(msg: Message): void {
-    super.onUpdateRequest(msg);
-    const height = this.node.scrollHeight;
-    if (height && this.node.style.minHeight !== `${height}px`) {
-      this.node.style.minHeight = `${height}px`;
-      this.parent?.fit();
-    }
-  }
-}
-
 /** The banner on a notebook whose course has a newer version. */
 async function checkNewer(app: JupyterFrontEnd, panel: NotebookPanel): Promise<void> {
   await panel.context.ready;
@@ -244,13 +212,14 @@ async function checkNewer(app: JupyterFrontEnd, panel: NotebookPanel): Promise<v
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'nbunits-course:plugin',
-  description: 'The Course menu and the newer-version banner of nbunits.',
+  description: 'The Course menu, the newer-version banner and the stop warnings of nbunits.',
   autoStart: true,
-  optional: [INotebookTracker, IMainMenu],
+  optional: [INotebookTracker, IMainMenu, IConnectionStatus],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker | null,
-    mainMenu: IMainMenu | null
+    mainMenu: IMainMenu | null,
+    connection: IConnectionStatus | null
   ) => {
     if (!endpoint()) {
       return; // not a student's server of nbunits
@@ -288,6 +257,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       tracker.widgetAdded.connect((_, panel) => {
         void checkNewer(app, panel);
       });
+    }
+    const stops = pageSettings();
+    if (stops) {
+      new StopWatch(app, tracker, connection, stops).start();
     }
   }
 };
