@@ -25,6 +25,7 @@ from nbunits.core import settings as S
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import (
     COURSE_RE,
+    INTERFACES,
     USER_RE,
     StudentUnits,
     check_course,
@@ -630,6 +631,11 @@ class CourseConfig:
     image: str = setting(DEFAULT_IMAGE, S.IMAGE, "the Jupyter image students run",
                          section="server")
     title: str = setting("", S.TEXT, "the course's title, for people", section="server")
+    interface: str = setting(
+        "notebook", S.choice("INTERFACE", *INTERFACES), "what a student's link opens the "
+        "notebook in: notebook (Notebook 7, one document a page) or lab (JupyterLab: "
+        "tabs and a file browser); the Course menu is in both (docs/admin.md, "
+        "\"Interface\")", section="server")
     proxy_idle_timeout: int = setting(
         120, S.SECONDS, "idle stop: seconds without a connection before the student's "
         "server stops", section="lifecycle")

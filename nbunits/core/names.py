@@ -300,10 +300,21 @@ class Target:
         return StudentUnits(self.course, self.user)
 
 
-def notebook_url(units: StudentUnits, capability: str, notebook: str) -> str:
-    """The student's notebook in Jupyter, unquoted (the dispatcher quotes Locations:
-    quote_path)."""
-    return f"{units.jupyter_prefix(capability)}notebooks/{check_notebook(notebook).as_posix()}"
+# A course's interface (its `interface` setting): where, under the student's Jupyter, a
+# notebook opens in it, and where the server's own root sends a browser (Jupyter's
+# default_url, relative to the base URL). One server serves both front ends.
+INTERFACES = {"notebook": "notebooks/", "lab": "lab/tree/"}
+DEFAULT_URLS = {"notebook": "/tree", "lab": "/lab"}
+
+
+def notebook_url(units: StudentUnits, capability: str, notebook: str,
+                 interface: str = "notebook") -> str:
+    """The student's notebook in the course's interface (Notebook 7 or JupyterLab),
+    unquoted (the dispatcher quotes Locations: quote_path)."""
+    if interface not in INTERFACES:
+        raise InvalidName(Code.BAD_REQUEST, f"unknown interface {interface!r}")
+    return (f"{units.jupyter_prefix(capability)}{INTERFACES[interface]}"
+            f"{check_notebook(notebook).as_posix()}")
 
 
 def student_host(user: str, domain: str) -> str:

@@ -42,7 +42,7 @@ from pathlib import Path
 from nbunits.core.config import CourseConfig, Server, Settings, granted
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
-from nbunits.core.names import CAPABILITY_RE, StudentUnits, student_host
+from nbunits.core.names import CAPABILITY_RE, DEFAULT_URLS, StudentUnits, student_host
 
 # "Never expires": secure_link needs a positive expiry when it checks one.
 NEVER = 9_999_999_999
@@ -202,5 +202,9 @@ def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: 
             "terminals_enabled": course.terminals,
         },
         "IdentityProvider": {"token": cap},
+        # The server's root page opens the course's interface. Notebook 7's app starts
+        # the server and sets ServerApp.default_url from its own (docs/admin.md,
+        # "Interface"); JupyterLab is served beside it whatever this says.
+        "JupyterNotebookApp": {"default_url": DEFAULT_URLS[course.interface]},
     }
     return json.dumps(config, indent=1) + "\n"

@@ -41,6 +41,7 @@ class Provisioned:
     copied: bool
     running: bool  # the student's Jupyter is up already (a warm open)
     removed: bool = False  # gone from the course; the student's copy is what opens
+    interface: str = "notebook"  # the course's: what the link opens the notebook in
 
     @property
     def user(self) -> str:
@@ -53,7 +54,8 @@ class Provisioned:
 
     @property
     def url(self) -> str:
-        return notebook_url(self.target.units, self.token, self.target.notebook)
+        return notebook_url(self.target.units, self.token, self.target.notebook,
+                            self.interface)
 
 
 async def provision(settings: Settings, target: Target, admission: Admission,
@@ -99,7 +101,7 @@ async def provision(settings: Settings, target: Target, admission: Admission,
         # The generator skips a course it cannot render (its image gone from the
         # store): say why, as a server that cannot start, rather than "try again".
         server_failed(config.name, units.user, course_problem(settings, config) or err.strip())
-    return Provisioned(target, token, copied, running, removed)
+    return Provisioned(target, token, copied, running, removed, config.interface)
 
 
 def check_open(config: CourseConfig) -> None:

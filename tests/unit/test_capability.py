@@ -80,6 +80,29 @@ def test_terminals_are_a_course_setting_in_jupyters_config(settings):
         assert config["ServerApp"]["terminals_enabled"] is terminals
 
 
+def test_the_interface_is_a_course_setting_and_the_server_s_root_opens_it(settings):
+    """Notebook 7's app starts the server and hands its default_url to ServerApp."""
+    for interface, root in (("notebook", "/tree"), ("lab", "/lab")):
+        config = json.loads(caps.jupyter_config(course(interface=interface), UNITS,
+                                                "A" * 22 + ".0.1", settings.server))
+        assert config["JupyterNotebookApp"]["default_url"] == root
+    assert course().interface == "notebook"
+    for bad in ("classic", "Lab", "", None):
+        with pytest.raises(ConfigError, match="interface"):
+            course(interface=bad)
+
+
+def test_a_launch_s_link_follows_the_course_s_interface():
+    from nbunits.core.names import Target
+    from nbunits.helper.provision import Provisioned
+
+    target, cap = Target("demo", "0" * 32, "w1/a.ipynb"), "A" * 22 + ".0.1"
+    prefix = f"/nb/demo/{target.user}/{cap}/"
+    assert Provisioned(target, cap, False, False).url == prefix + "notebooks/w1/a.ipynb"
+    assert Provisioned(target, cap, False, False, interface="lab").url == \
+        prefix + "lab/tree/w1/a.ipynb"
+
+
 def test_the_notebook_page_is_told_the_course_s_stops(settings):
     """What the Course extension reads for its stop warnings (images/extension/src/stopping.ts)."""
     config = json.loads(caps.jupyter_config(

@@ -8,6 +8,7 @@ from nbunits.core.names import (
     check_student_id,
     course_slice,
     host_user,
+    notebook_url,
     origin,
     parse_unit,
     student_host,
@@ -90,6 +91,18 @@ def test_links_are_percent_encoded():
     from nbunits.core.names import exercise_url
     assert exercise_url("demo", "Leçon 1/café.ipynb", "s1") == \
         "/ipythonExercice/demo/Le%C3%A7on%201/caf%C3%A9.ipynb/s1"
+
+
+def test_the_link_opens_the_notebook_in_the_course_s_interface():
+    units, cap = StudentUnits("demo", user_for(EDX_ID)), "A" * 22 + ".0.1"
+    base = f"/nb/demo/{units.user}/{cap}/"
+    assert notebook_url(units, cap, "w1/a.ipynb") == base + "notebooks/w1/a.ipynb"
+    assert notebook_url(units, cap, "w1/a.ipynb", "notebook") == base + "notebooks/w1/a.ipynb"
+    assert notebook_url(units, cap, "w1/a.ipynb", "lab") == base + "lab/tree/w1/a.ipynb"
+    with pytest.raises(InvalidName):
+        notebook_url(units, cap, "w1/a.ipynb", "classic")
+    with pytest.raises(InvalidName):
+        notebook_url(units, cap, "../a.ipynb", "lab")
 
 
 def test_a_student_s_own_origin_is_their_user_under_the_student_domain():
