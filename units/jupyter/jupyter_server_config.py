@@ -24,13 +24,22 @@
 #   descriptors it keeps aside (to restore them, to echo when not quiet) are no longer
 #   the unit's journal stream, one os.write() away for any code in the kernel (below).
 # And more, below: a save over the disk quota says "Disk quota exceeded", Jupyter
-# tells systemd when it is ready, and a package a student installs is importable at once.
+# tells systemd when it is ready, a package a student installs is importable at once,
+# and "Download my work" (the Course menu) gets the student's course folder as a zip.
+import asyncio
+import errno
 import logging
 import os
 import re
+import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
+import time
+import typing
+import zipfile
 
 c = get_config()  # noqa: F821 (Jupyter's config loader defines it)
 
@@ -239,3 +248,224 @@ def make_user_site() -> None:
 
 if "jupyter_server" in sys.modules:
     make_user_site()
+
+
+# "Download my work" (the Course menu, images/extension): <base URL>nbunits/download
+# answers a zip of the student's course folder (Jupyter's root_dir, ~/<course> on the
+# host), named <course>-my-work-<date>.zip (docs/admin.md, "What students do inside
+# their notebook"). Here rather than in the image: a course's own image has it too.
+# It runs as Jupyter does, as the student, behind the same capability (nginx checks
+# it, Jupyter takes it as the token). The folder is read as nbunits' admin export
+# reads it (nbunits/admin/export.py): directory file descriptors and O_NOFOLLOW,
+# folders and regular files only. No symlink is followed or stored: the links into
+# the published course (notebooks.link_tree) are the course's, not the student's
+# work, and one a student made (to /etc/passwd, to another folder) is not followed
+# either. Jupyter's checkpoints (.ipynb_checkpoints) are left out. The archive
+# streams: zip's data descriptors need no seek, so it is never whole in memory or on
+# disk, and a browser that stops reading stops the walk.
+DOWNLOAD_PATH = "nbunits/download"
+DOWNLOAD_MAX_DEPTH = 256  # deeper folders are an error, not a recursion without end
+_DOWNLOAD_SKIPPED = frozenset({".ipynb_checkpoints"})
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_BASE_URL_COURSE = re.compile(r"/nb/([a-z0-9][a-z0-9_-]{0,31})/.*")
+
+
+def download_name(base_url: str, today: str) -> tuple[str, str]:
+    """(the course's name, the archive's file name) from Jupyter's base URL,
+    /nb/<course>/<user>/<capability>/; "work" outside nbunits."""
+    match = _BASE_URL_COURSE.fullmatch(base_url)
+    course = match.group(1) if match else "work"
+    return course, f"{course}-my-work-{today}.zip"
+
+
+def zip_folder(root: str, top: str, out: typing.IO[bytes]) -> dict[str, int]:
+    """Write a zip of the folder root, under top/, to out (which need not seek);
+    what was stored and left out."""
+
+    counts = {"files": 0, "bytes": 0, "folders": 0, "links": 0, "other": 0, "unreadable": 0}
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            _zip_add_folder(archive, fd, top, counts, 0)
+    finally:
+        os.close(fd)
+    return counts
+
+
+def _zip_add_folder(archive: zipfile.ZipFile, dir_fd: int, path: str,
+                    counts: dict[str, int], depth: int) -> None:
+
+    if depth > DOWNLOAD_MAX_DEPTH:
+        raise OSError(f"{path}: folders deeper than {DOWNLOAD_MAX_DEPTH}")
+    archive.writestr(_zip_info(path + "/", os.fstat(dir_fd)), b"")
+    counts["folders"] += 1
+    with os.scandir(dir_fd) as scan:
+        entries = sorted((entry.name, entry.stat(follow_symlinks=False)) for entry in scan)
+    for name, st in entries:
+        inner = f"{path}/{name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')}"
+        if stat.S_ISLNK(st.st_mode):
+            counts["links"] += 1
+        elif stat.S_ISDIR(st.st_mode) and name in _DOWNLOAD_SKIPPED:
+            continue
+        elif stat.S_ISDIR(st.st_mode):
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            except PermissionError:  # a folder the student made unreadable (chmod 000)
+                counts["unreadable"] += 1
+                continue
+            try:
+                _zip_add_folder(archive, child, inner, counts, depth + 1)
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(st.st_mode):
+            _zip_add_file(archive, dir_fd, name, inner, counts)
+        else:
+            counts["other"] += 1  # a socket, a fifo: nothing to keep
+
+
+def _zip_add_file(archive: zipfile.ZipFile, dir_fd: int, name: str, inner: str,
+                  counts: dict[str, int]) -> None:
+
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        counts["unreadable"] += 1
+        return
+    except OSError as exc:  # ELOOP: replaced by a symlink since it was listed
+        if exc.errno != errno.ELOOP:
+            raise
+        counts["links"] += 1
+        return
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):  # replaced since it was listed
+            counts["other"] += 1
+            return
+        with archive.open(_zip_info(inner, st), "w", force_zip64=True) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    counts["files"] += 1
+    counts["bytes"] += st.st_size
+
+
+def _zip_info(inner: str, st: os.stat_result) -> zipfile.ZipInfo:
+
+    info = zipfile.ZipInfo(inner, date_time=time.localtime(max(st.st_mtime, 315532800))[:6])
+    info.external_attr = (st.st_mode & 0xFFFF) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+class ArchivePipe:
+    """What zipfile writes, handed to the event loop in chunks (the walk runs in a
+    thread). write() waits while the browser is behind: a few chunks at most are
+    held. Once the request is over (`gone`), the next write ends the walk."""
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: "asyncio.Queue[object]"
+                 ) -> None:
+
+        self.loop, self.queue, self.buffer = loop, queue, bytearray()
+        self.gone = threading.Event()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) >= self.CHUNK:
+            self.send(bytes(self.buffer))
+            self.buffer.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def send(self, item: object) -> None:
+
+        if self.gone.is_set():
+            raise BrokenPipeError("the download was abandoned")
+        asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop).result()
+
+    def produce(self, root: str, top: str) -> None:
+        """The walk, in its thread: chunks, then None (done) or the exception."""
+        try:
+            counts = zip_folder(root, top, self)
+            self.send(bytes(self.buffer))
+            self.send(counts)
+            self.send(None)
+        except BaseException as exc:  # noqa: BLE001 (the handler raises it again)
+            if not self.gone.is_set():
+                self.send(exc)
+
+
+def download_extension() -> None:
+    """The handler of "Download my work", as a server extension made here."""
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jupyter_server.auth.decorator import authorized
+    from jupyter_server.base.handlers import JupyterHandler
+    from jupyter_server.utils import url_path_join
+    from tornado import web
+    from tornado.iostream import StreamClosedError
+
+    # Two walks at once per server, at most; a third download waits for one to end.
+    walkers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbunits-download")
+
+    class DownloadHandler(JupyterHandler):
+        auth_resource = "contents"
+
+        @web.authenticated
+        @authorized
+        async def get(self) -> None:
+            course, name = download_name(self.base_url, time.strftime("%Y-%m-%d"))
+            loop = asyncio.get_running_loop()
+            pipe = ArchivePipe(loop, asyncio.Queue(maxsize=4))
+            walk = loop.run_in_executor(walkers, pipe.produce,
+                                        self.contents_manager.root_dir, course)
+            try:
+                await self._stream(pipe, name)
+            except StreamClosedError:
+                self.log.info("download %s: the browser stopped reading", name)
+            except Exception as exc:
+                if not self._headers_written:
+                    raise  # Jupyter's error page (500)
+                # Half an archive, ended as if whole, would be saved as if whole: the
+                # connection is cut instead, and the browser says the download failed.
+                self.log.error("download %s failed: %s", name, exc,
+                               exc_info=not isinstance(exc, OSError))
+                self.request.connection.close()
+            finally:
+                pipe.gone.set()
+                while not walk.done():  # unblock the walk's last write, if any
+                    while not pipe.queue.empty():
+                        pipe.queue.get_nowait()
+                    await asyncio.wait({walk}, timeout=0.05)
+
+        async def _stream(self, pipe: ArchivePipe, name: str) -> None:
+            while (item := await pipe.queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, dict):
+                    self.log.info("download %s: %s", name, item)
+                    continue
+                if not self._headers_written:
+                    self.set_header("Content-Type", "application/zip")
+                    self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+                    self.set_header("Cache-Control", "no-store")
+                self.write(item)
+                await self.flush()
+
+    def load(serverapp: "typing.Any") -> None:
+        route = url_path_join(serverapp.web_app.settings["base_url"], DOWNLOAD_PATH)
+        serverapp.web_app.add_handlers(".*$", [(route, DownloadHandler)])
+
+    module = types.ModuleType("nbunits_download")
+    module.__dict__.update(
+        _jupyter_server_extension_points=lambda: [{"module": "nbunits_download"}],
+        _load_jupyter_server_extension=load)
+    sys.modules["nbunits_download"] = module
+    c.ServerApp.jpserver_extensions.update({"nbunits_download": True})
+
+
+if "jupyter_server" in sys.modules:
+    download_extension()

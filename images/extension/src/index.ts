@@ -1,18 +1,20 @@
 /**
  * nbunits: what a student can do from inside their notebook.
  *
- * A "Course" menu (Reset to original, Share a static version, Stop sharing, Show
- * my student id); on a notebook whose course has a newer version, a banner
- * saying what changed with the reset at hand; and a banner before the server
- * stops, a message after (stopping.ts). Every action is a request to
- * /_nbunits/student/<course>/<user>/<capability>/<action>, on the same server as
- * the notebook: the capability in the path is the student's credential (nginx
- * and nbunits-helper check it), so nothing depends on cookies, which a browser
- * may not send inside the course's cross-site iframe.
+ * A "Course" menu (Reset to original, Share a static version, Stop sharing,
+ * Download my work, Show my student id); on a notebook whose course has a newer
+ * version, a banner saying what changed with the reset at hand; and a banner
+ * before the server stops, a message after (stopping.ts). Every action is a
+ * request to /_nbunits/student/<course>/<user>/<capability>/<action>, on the same
+ * server as the notebook: the capability in the path is the student's credential
+ * (nginx and nbunits-helper check it), so nothing depends on cookies, which a
+ * browser may not send inside the course's cross-site iframe. "Download my work"
+ * is the student's own Jupyter's (<base URL>nbunits/download, in
+ * units/jupyter/jupyter_server_config.py), behind the same capability.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import { PageConfig } from '@jupyterlab/coreutils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IConnectionStatus } from '@jupyterlab/services';
@@ -35,6 +37,7 @@ const COMMANDS = {
   reset: 'nbunits:reset',
   share: 'nbunits:share',
   unshare: 'nbunits:unshare',
+  download: 'nbunits:download',
   id: 'nbunits:student-id'
 };
 
@@ -180,6 +183,30 @@ async function showId(panel: NotebookPanel | null): Promise<void> {
   });
 }
 
+/**
+ * "Download my work": a zip of the course folder, from the student's own server,
+ * saved by the browser (a link click: the server names the file, and the archive
+ * streams to disk, never whole in this page). What the open notebooks have not
+ * saved is saved first: the archive holds the files as they are on disk.
+ */
+async function download(tracker: INotebookTracker | null): Promise<void> {
+  const saving: Promise<void>[] = [];
+  tracker?.forEach(panel => {
+    if (panel.context.model.dirty && !panel.context.model.readOnly) {
+      saving.push(panel.context.save());
+    }
+  });
+  await Promise.all(saving);
+  const link = document.createElement('a');
+  link.href = URLExt.join(PageConfig.getBaseUrl(), 'nbunits', 'download');
+  link.download = '';
+  link.rel = 'noopener';
+  link.hidden = true;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+}
+
 /** The banner on a notebook whose course has a newer version. */
 async function checkNewer(app: JupyterFrontEnd, panel: NotebookPanel): Promise<void> {
   await panel.context.ready;
@@ -238,6 +265,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(COMMANDS.reset, withNotebook('Reset to original', reset));
     app.commands.addCommand(COMMANDS.share, withNotebook('Share a static version', share));
     app.commands.addCommand(COMMANDS.unshare, withNotebook('Stop sharing', unshare));
+    app.commands.addCommand(COMMANDS.download, {
+      label: 'Download my work',
+      caption: 'A zip archive of your course folder: your notebooks and files',
+      execute: () =>
+        download(tracker).catch(e => showErrorMessage('Download my work', e))
+    });
     app.commands.addCommand(COMMANDS.id, {
       label: 'Show my student id',
       execute: () => showId(current()).catch(e => showErrorMessage('My student id', e))
@@ -250,6 +283,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         menu.addItem({ command })
       );
       menu.addItem({ type: 'separator' });
+      menu.addItem({ command: COMMANDS.download });
       menu.addItem({ command: COMMANDS.id });
       mainMenu.addMenu(menu, true, { rank: 2000 });
     }
