@@ -70,9 +70,12 @@ async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str
 
 
 async def execute_showing(session: aiohttp.ClientSession, opened: Opened, kernel_id: str,
-                          code: str, timeout: float = 60) -> tuple[str, str]:
+                          code: str, timeout: float = 60, settle: float = 0) -> tuple[str, str]:
     """Run `code` in the kernel over its websocket: (the text/plain result, what the
-    notebook shows of its stdout and stderr before it)."""
+    notebook shows of its stdout and stderr). With `settle`, what comes in that many
+    seconds after the kernel is idle too, as a browser shows it: ipykernel forwards what
+    subprocesses write to file descriptors 1 and 2 from a thread of its own, which a
+    loaded machine may run only after the cell's end."""
     url = opened.url(f"api/kernels/{kernel_id}/channels")
     msg_id = uuid.uuid4().hex
     request = {
@@ -84,7 +87,25 @@ async def execute_showing(session: aiohttp.ClientSession, opened: Opened, kernel
     }
     async with session.ws_connect(url, headers=opened.headers) as ws:
         await ws.send_str(json.dumps(request))
-        return await asyncio.wait_for(_result_of(ws, msg_id), timeout)
+        result, shown = await asyncio.wait_for(_result_of(ws, msg_id), timeout)
+        return result, shown + await _streams_within(ws, msg_id, settle)
+
+
+async def _streams_within(ws: aiohttp.ClientWebSocketResponse, msg_id: str, seconds: float) -> str:
+    shown = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            message = await asyncio.wait_for(ws.receive(), left)
+        except TimeoutError:
+            break
+        if message.type != aiohttp.WSMsgType.TEXT:
+            break
+        reply = json.loads(message.data)
+        if (reply.get("parent_header", {}).get("msg_id") == msg_id
+                and reply["msg_type"] == "stream"):
+            shown.append(str(reply["content"]["text"]))
+    return "".join(shown)
 
 
 async def _result_of(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> tuple[str, str]:

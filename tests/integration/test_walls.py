@@ -49,7 +49,7 @@ def _run(nb: Nbunits, opened: Opened, code: str) -> tuple[str, str]:
     async def go() -> tuple[str, str]:
         async with client(nb) as session:
             kernel = await start_kernel(session, opened)
-            return await execute_showing(session, opened, kernel, code)
+            return await execute_showing(session, opened, kernel, code, settle=3)
     return asyncio.run(go())
 
 

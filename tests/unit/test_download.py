@@ -108,6 +108,7 @@ def test_the_archive_is_named_after_the_course_and_the_day(config, base_url, nam
 
 def test_a_download_no_one_reads_any_more_ends_the_walk(config, tmp_path):
     """The walk waits while the browser is behind, and ends once it is gone."""
+    threads = threading.active_count()
     work = tmp_path / "work"
     work.mkdir()
     for n in range(8):
@@ -130,7 +131,7 @@ def test_a_download_no_one_reads_any_more_ends_the_walk(config, tmp_path):
         assert all(isinstance(item, bytes) for item in pipe.queue._queue)
 
     asyncio.run(go())
-    assert threading.active_count() < 10
+    assert threading.active_count() <= threads  # the walk's thread ended with it
 
 
 def test_a_whole_download_ends_with_its_counts_and_none(config, tmp_path):
