@@ -124,12 +124,14 @@ _STARTING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Starting your notebook</title>
 <noscript><meta http-equiv="refresh" content="0;url={target}"></noscript>
 <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}
-li.done{{color:#2a7}} li.now{{font-weight:bold}} li.failed{{color:#b22}}</style></head>
-<body><h1>Starting your notebook</h1>
+li.done{{color:#17694a}} li.now{{font-weight:bold}} li.failed{{color:#b22}}</style></head>
+<body><main><h1>Starting your notebook</h1>
 <ol><li class="done">Your own copy of <code>{notebook}</code> is ready.</li>
-<li class="now" id="step">Starting your notebook server&hellip; <span id="secs"></span></li>
+<li class="now" id="step" aria-current="step">Starting your notebook server&hellip;
+<span id="secs"></span></li>
 <li>Opening the notebook.</li></ol>
-<p id="note">This usually takes a second or two.</p>
+<p id="note" role="status" aria-live="polite">Starting your notebook server: this usually
+takes a second or two.</p></main>
 <script>
 const target = {target_js}, t0 = Date.now();
 const secs = document.getElementById("secs"), note = document.getElementById("note");
@@ -139,6 +141,11 @@ const timer = setInterval(() => {{
   if (s >= 10) note.textContent = "Many students are starting at once: yours is on its way.";
   if (s >= 150) failed({did_not_start_js});  // its end never came
 }}, 500);
+// The note is a live region (role=status): screen readers say each new text of it.
+function opening() {{
+  clearInterval(timer);
+  note.textContent = "Your notebook server is ready: opening the notebook.";
+}}
 function failed(text) {{
   document.getElementById("step").className = "failed";
   secs.remove();
@@ -149,7 +156,7 @@ function failed(text) {{
 </script>
 """
 # The rest of the page, sent when the helper answers (the response is streamed).
-_STARTED = '<script>location.replace(target)</script></body></html>\n'
+_STARTED = '<script>opening()</script><script>location.replace(target)</script></body></html>\n'
 _RETRY = '<script>setTimeout(() => location.replace(target), {ms})</script></body></html>\n'
 _FAILED = '<script>failed({text_js})</script></body></html>\n'
 CANNOT_START = ("Your notebook server could not start. This is not something you can fix: "
@@ -189,25 +196,41 @@ async def starting_page(request: web.Request, target: str, notebook: str,
     return response
 
 
+# A page that tries again by itself: by a script the student can stop (WCAG 2.2.1,
+# timing adjustable), not by a timed <meta http-equiv="refresh">.
+_RETRYING = ('Retrying by itself in <span id="secs">{seconds}</span> s. '
+             '<button type="button" id="stop">Stop retrying</button>')
+_COUNTDOWN = """<script>
+let left = {seconds};
+const secs = document.getElementById("secs");
+const timer = setInterval(() => {{ if (--left > 0) secs.textContent = left; else location.reload(); }}, 1000);
+document.getElementById("stop").onclick = () => {{
+  clearInterval(timer);
+  secs.parentNode.textContent = "Stopped: reload this page to try again.";
+}};
+</script>"""
+
 _WAKING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Restarting your notebook</title>
-<meta http-equiv="refresh" content="{seconds}">
 <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}</style></head>
 <body><h1>Restarting your notebook server</h1>
 <p>Your notebook server did not start just now. This page tries again by itself;
-your saved work is safe.</p></body></html>
+your saved work is safe.</p>
+<p>{retrying}</p>
+{script}</body></html>
 """
 
 
 def waking_page(seconds: int = 2) -> web.Response:
-    return web.Response(status=503, text=_WAKING.format(seconds=seconds),
+    body = _WAKING.format(retrying=_RETRYING.format(seconds=seconds),
+                          script=_COUNTDOWN.format(seconds=seconds))
+    return web.Response(status=503, text=body,
                         content_type="text/html",
                         headers={"Retry-After": str(seconds), "Cache-Control": "no-store"})
 
 
 _BUSY = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>The notebook server is full</title>
-{refresh}
 <style>body{{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}}</style></head>
 <body><h1>The notebook server is full right now</h1>
 <p>{message} {action}</p>
@@ -215,26 +238,17 @@ _BUSY = """<!doctype html>
 {script}</body></html>
 """
 
-_COUNTDOWN = """<script>
-let left = {seconds};
-const secs = document.getElementById("secs");
-setInterval(() => {{ if (left > 0) secs.textContent = --left; }}, 1000);
-</script>"""
-
-
 def busy_page(message: str, retry_after: int, *, reload: bool) -> web.Response:
     """Past an admission cap (admission.py): 503 with Retry-After. A GET (a course
     link, a bookmarked notebook) is retried by the page itself; a POST (an LTI
     launch) cannot be replayed, so the student opens the exercise again."""
     if reload:
-        action = (f'Retrying by itself in <span id="secs">{retry_after}</span> s.')
-        refresh = f'<meta http-equiv="refresh" content="{retry_after}">'
+        action = _RETRYING.format(seconds=retry_after)
         script = _COUNTDOWN.format(seconds=retry_after)
     else:
         action = f"Please open the exercise again from your course in {retry_after} s."
-        refresh = script = ""
-    body = _BUSY.format(message=escape(message), action=action, refresh=refresh,
-                        script=script)
+        script = ""
+    body = _BUSY.format(message=escape(message), action=action, script=script)
     return web.Response(status=503, text=body, content_type="text/html", headers={
         "Retry-After": str(retry_after), "Cache-Control": "no-store"})
 

@@ -61,7 +61,7 @@ _PAGE = """<!doctype html>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
 .cell{{margin:1em 0}} pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}}
 .md pre{{background:none;border-left:3px solid #ccc}} .out pre{{background:#fff;border-left:3px solid #7a7}}
-.label{{color:#888;font-size:.8em}}</style></head>
+.label{{color:#555;font-size:.8em}}</style></head>
 <body><h1>{title}</h1><p class="label">{note}</p>
 {cells}</body></html>
 """
