@@ -47,7 +47,7 @@ from nbunits.core.protocol import (
     ok_reply,
 )
 from nbunits.core.service import listen_socket, log_context, notify_ready, setup_logging
-from nbunits.helper import actions, shares, workers
+from nbunits.helper import actions, languages, shares, workers
 from nbunits.helper.admission import Admission
 from nbunits.helper.bounds import StudentBounds
 from nbunits.helper.provision import provision, staff_link, staff_students, staff_view, start, wake
@@ -84,7 +84,7 @@ async def act(settings: Settings, request: Request, admission: Admission,
     if isinstance(request, OpenRequest):
         done = await provision(settings, request.target, admission, reset=request.reset)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
-                      done.removed)
+                      done.removed, languages.remember(settings, done.user, request.locale))
     if isinstance(request, StartRequest):
         return Woke(await start(settings, request.course, request.user, request.capability,
                                 admission))

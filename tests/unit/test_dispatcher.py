@@ -68,7 +68,7 @@ def run_app(tmp_path: Path, helper: FakeHelper,
 
 def test_a_warm_open_redirects_and_a_cold_one_shows_the_starting_page(tmp_path):
     launch = {"action": "open", "course": "demo", "student": "s1", "notebook": "w1/a b.ipynb",
-              "reset": True}
+              "reset": True, "locale": ""}
     start = {"action": "start", "course": "demo", "user": USER, "capability": CAP}
     for running in (True, False):
         helper = FakeHelper(opened(running))
