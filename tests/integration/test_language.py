@@ -1,0 +1,62 @@
+"""Students' pages in their language, through nginx on a real systemd: an LTI 1.1
+launch's launch_presentation_locale, remembered for the student; else the browser's
+Accept-Language (core/i18n.py; docs/admin.md, "Languages")."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from nbunits.core.names import user_for
+
+from .conftest import Nbunits, client
+from .lms import FORM, SECRET, lti11_form
+
+STARTING = {"en": "<h1>Starting your notebook</h1>", "fr": "<h1>Démarrage de votre notebook</h1>"}
+
+
+def launch(nb: Nbunits, student: str, accept_language: str, secret: str = SECRET,
+           **params: str) -> tuple[int, str]:
+    """An LTI 1.1 launch from a browser: (status, the page it shows)."""
+    async def scenario() -> tuple[int, str]:
+        async with client(nb) as session:
+            async with session.post("/lti/1.1/launch", data=lti11_form(student, secret, **params),
+                                    allow_redirects=False, headers={
+                                        **FORM, "Accept": "text/html",
+                                        "Accept-Language": accept_language}) as resp:
+                return resp.status, await resp.text()
+    return asyncio.run(scenario())
+
+
+def starting_in(language: str, page: str) -> bool:
+    return f'<html lang="{language}">' in page and STARTING[language] in page
+
+
+def test_the_launch_locale_chooses_the_language_and_sticks(nb: Nbunits, lti_course: str) -> None:
+    student = secrets.token_hex(16)
+    user = user_for(student)
+    # The LMS says French; the browser prefers English: the LMS wins.
+    status, page = launch(nb, student, "en-US,en;q=0.9", launch_presentation_locale="fr-FR")
+    assert status == 200 and starting_in("fr", page), page[:600]
+    assert "Starting" not in page
+    assert nb.box.read_file(f"/var/lib/nbunits/languages/{user}").strip() == "fr"
+    # Later, a launch without a locale (the server stopped: a page again) keeps it.
+    nb.nbunits("student", "stop", lti_course, user)
+    status, page = launch(nb, student, "en-US,en;q=0.9")
+    assert status == 200 and starting_in("fr", page), page[:600]
+
+
+def test_without_a_locale_the_browser_chooses(nb: Nbunits, lti_course: str) -> None:
+    for accept, language in (("fr-CA,fr;q=0.9,en;q=0.5", "fr"), ("de-DE,en;q=0.5", "en")):
+        student = secrets.token_hex(16)
+        status, page = launch(nb, student, accept)
+        assert status == 200 and starting_in(language, page), page[:600]
+        # The browser's language is not remembered: only a launch's locale is.
+        assert nb.box.run("test", "-e", f"/var/lib/nbunits/languages/{user_for(student)}",
+                          check=False).returncode == 1
+
+
+def test_a_refused_launch_says_so_in_the_browsers_language(nb: Nbunits, lti_course: str) -> None:
+    status, page = launch(nb, secrets.token_hex(16), "fr", secret="not-the-secret")
+    assert status == 401 and '<html lang="fr">' in page
+    assert "Ce lancement n&#x27;a pas pu être vérifié" in page
