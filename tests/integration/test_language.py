@@ -10,7 +10,7 @@ import secrets
 from nbunits.core.names import user_for
 
 from .conftest import Nbunits, client
-from .lms import FORM, SECRET, lti11_form
+from .lms import FORM, SECRET, id_token, lti11_form, lti13_login
 
 STARTING = {"en": "<h1>Starting your notebook</h1>", "fr": "<h1>Démarrage de votre notebook</h1>"}
 
@@ -44,6 +44,22 @@ def test_the_launch_locale_chooses_the_language_and_sticks(nb: Nbunits, lti_cour
     nb.nbunits("student", "stop", lti_course, user)
     status, page = launch(nb, student, "en-US,en;q=0.9")
     assert status == 200 and starting_in("fr", page), page[:600]
+
+
+def test_an_lti13_launch_presentation_locale(nb: Nbunits, lti_course: str) -> None:
+    student = secrets.token_hex(16)
+
+    async def scenario() -> tuple[int, str]:
+        async with client(nb) as session:
+            state, nonce = await lti13_login(session)
+            token = id_token(nonce, student, claims={"launch_presentation": {"locale": "fr_CA"}})
+            async with session.post("/lti/1.3/launch", allow_redirects=False, data={
+                    "state": state, "id_token": token}, headers={
+                    "Accept": "text/html", "Accept-Language": "en"}) as resp:
+                return resp.status, await resp.text()
+    status, page = asyncio.run(scenario())
+    assert status == 200 and starting_in("fr", page), page[:600]
+    assert nb.box.read_file(f"/var/lib/nbunits/languages/{user_for(student)}").strip() == "fr"
 
 
 def test_without_a_locale_the_browser_chooses(nb: Nbunits, lti_course: str) -> None:
