@@ -89,16 +89,19 @@ class OpenRequest:
     # The launch's locale as the LMS sent it ("": none): remembered for the student
     # (the helper checks it names a language nbunits has: core/i18n.py).
     locale: str = ""
+    # The language the dispatcher would use without one (the browser's, the course's).
+    language: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"course": self.target.course, "student": self.target.student,
-                "notebook": self.target.notebook, "reset": self.reset, "locale": self.locale}
+                "notebook": self.target.notebook, "reset": self.reset, "locale": self.locale,
+                "language": self.language}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OpenRequest:
         return cls(Target(get_str(data, "course"), get_str(data, "student"),
                           get_str(data, "notebook")), get_bool(data, "reset"),
-                   get_opt_str(data, "locale") or "")
+                   get_opt_str(data, "locale") or "", get_opt_str(data, "language") or "")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from nbunits.core import events, i18n
 from nbunits.core.aliases import canonical
 from nbunits.core.config import Settings, list_courses, load_course, load_secrets
 from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.i18n import negotiate
 from nbunits.core.names import (
     CAPABILITY_RE,
     COURSE_RE,
@@ -42,7 +43,7 @@ from nbunits.core.protocol import (
 )
 from nbunits.core.service import log_context
 from nbunits.dispatcher import actions, handoff, lti, origins, params
-from nbunits.dispatcher.language import COURSE_KEY, LAUNCH_LOCALE, decide
+from nbunits.dispatcher.language import COURSE_KEY, LAUNCH_LOCALE, course_default, decide
 from nbunits.dispatcher.legacy import check_legacy
 from nbunits.dispatcher.pages import (
     busy_page,
@@ -179,8 +180,11 @@ async def open_notebook(request: web.Request, target: Target,
         # 303: an LTI launch's POST becomes the GET that the front hashes by user.
         raise web.HTTPSeeOther(handoff.url(secret, handoff.Handoff(target, reset)),
                                headers={"Cache-Control": "no-store"})
+    launch_locale = request.get(LAUNCH_LOCALE, "")
+    fallback = negotiate("", request.headers.get("Accept-Language"),
+                         course_default(settings, target.course))
     reply = await ask(settings.helper_socket,
-                      OpenRequest(target, reset, request.get(LAUNCH_LOCALE, "")), Opened)
+                      OpenRequest(target, reset, launch_locale, fallback), Opened)
     lang = decide(request, settings, reply.language)
     logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py);

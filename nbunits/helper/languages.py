@@ -16,6 +16,11 @@ from nbunits.core.files import write_atomic
 logger = logging.getLogger(__name__)
 
 
+def valid(language: str) -> str:
+    """`language` if nbunits has it (as the dispatcher names it), else ""."""
+    return language if language in i18n.available() else ""
+
+
 def remember(settings: Settings, user: str, locale: str) -> str:
     """Record the language a launch's `locale` names (if nbunits has it); return the
     student's language ("" if none was ever sent)."""

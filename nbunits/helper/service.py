@@ -47,7 +47,7 @@ from nbunits.core.protocol import (
     ok_reply,
 )
 from nbunits.core.service import listen_socket, log_context, notify_ready, setup_logging
-from nbunits.helper import actions, languages, shares, workers
+from nbunits.helper import actions, shares, workers
 from nbunits.helper.admission import Admission
 from nbunits.helper.bounds import StudentBounds
 from nbunits.helper.provision import provision, staff_link, staff_students, staff_view, start, wake
@@ -82,9 +82,10 @@ class StudentActions:
 async def act(settings: Settings, request: Request, admission: Admission,
               students: StudentActions) -> Reply:
     if isinstance(request, OpenRequest):
-        done = await provision(settings, request.target, admission, reset=request.reset)
+        done = await provision(settings, request.target, admission, reset=request.reset,
+                               locale=request.locale, fallback=request.language)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
-                      done.removed, languages.remember(settings, done.user, request.locale))
+                      done.removed, done.remembered)
     if isinstance(request, StartRequest):
         return Woke(await start(settings, request.course, request.user, request.capability,
                                 admission))

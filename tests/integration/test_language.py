@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
+
+import pytest
 
 from nbunits.core.names import user_for
+from testbed.sites import CHROMIUM, framing_site, launch_chromium
 
-from .conftest import Nbunits, client
+from .conftest import LMS, Nbunits, client
 from .lms import FORM, SECRET, id_token, lti11_form, lti13_login
 
 STARTING = {"en": "<h1>Starting your notebook</h1>", "fr": "<h1>Démarrage de votre notebook</h1>"}
@@ -76,3 +80,34 @@ def test_a_refused_launch_says_so_in_the_browsers_language(nb: Nbunits, lti_cour
     status, page = launch(nb, secrets.token_hex(16), "fr", secret="not-the-secret")
     assert status == 401 and '<html lang="fr">' in page
     assert "Ce lancement n&#x27;a pas pu être vérifié" in page
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
+def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_path: Path) -> None:
+    """A French browser (Accept-Language fr-FR) opens a course link in the LMS's frame:
+    the starting page, then JupyterLab's own menus, in French (its language pack); an
+    English browser gets JupyterLab in English."""
+    from playwright.sync_api import sync_playwright
+
+    nb.add_course("langlab", interface="lab", lms_origin=f"https://{LMS}")
+    ca = nb.site.ca
+    assert ca is not None
+    with sync_playwright() as playwright:
+        for locale, file_menu in (("fr-FR", "Fichier"), ("en-US", "File")):
+            link = nb.site.url(f"/ipythonExercice/langlab/welcome.ipynb/{secrets.token_hex(16)}")
+            names = framing_site(ca, nb.site.names, LMS, link)
+            browser = launch_chromium(playwright, names, ca.cert, tmp_path / locale)
+            try:
+                page = browser.new_context(locale=locale).new_page()
+                page.goto(f"https://{LMS}/course")
+                frame = page.frame_locator("#f")
+                frame.locator("#jp-main-dock-panel .jp-NotebookPanel").wait_for(timeout=120_000)
+                menus = frame.locator("#jp-MainMenu .lm-MenuBar-itemLabel")
+                menus.first.wait_for(timeout=30_000)
+                labels = menus.all_inner_texts()
+                assert file_menu in labels, (locale, labels)
+            except Exception:
+                page.screenshot(path=str(tmp_path / f"{locale}.png"))
+                raise
+            finally:
+                browser.close()
