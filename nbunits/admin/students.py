@@ -149,7 +149,8 @@ def plan_deletion(settings: Settings, user: str, *, backup: bool) -> Deletion:
     running = [parsed.units.course for u in
                list_units(user_unit_patterns(user), "active,activating,deactivating")
                if (parsed := parse_unit(u)) and parsed.kind == "container"]
-    files = [p for p in (settings.student_record(user),) if p.exists()]
+    files = [p for p in (settings.student_record(user), settings.student_language(user))
+             if p.exists()]
     for folder in (*_listdir(settings.tokens_dir), *_listdir(settings.copies_dir)):
         files += sorted(p for p in folder.glob(f"{user}.*") if p.is_file())
     files += [mark for folder in _listdir(settings.recent_dir)

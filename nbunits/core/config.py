@@ -21,6 +21,7 @@ from typing import Any
 
 import tomli_w
 
+from nbunits.core import i18n
 from nbunits.core import settings as S
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import (
@@ -296,6 +297,10 @@ class Settings:
     def student_record(self, user: str) -> Path:
         """Who a user is: the student id, root's (the proof a home is theirs)."""
         return self.students_dir / user
+
+    def student_language(self, user: str) -> Path:
+        """The language remembered for a student (their LMS's locale), root's."""
+        return self.state_dir / "languages" / user
 
     def userdb_file(self, name: str) -> Path:
         """A JSON user or group record (helper/users.py), e.g. nb....user."""
@@ -636,6 +641,10 @@ class CourseConfig:
         "notebook in: notebook (Notebook 7, one document a page) or lab (JupyterLab: "
         "tabs and a file browser); the Course menu is in both (docs/admin.md, "
         "\"Interface\")", section="server")
+    language: str = setting(
+        i18n.DEFAULT, S.choice("LANGUAGE", *i18n.available()), "the language of students' "
+        "pages when neither the launch nor the browser names one nbunits has "
+        "(docs/admin.md, \"Languages\")", section="server")
     proxy_idle_timeout: int = setting(
         120, S.SECONDS, "idle stop: seconds without a connection before the student's "
         "server stops", section="lifecycle")

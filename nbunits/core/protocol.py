@@ -86,15 +86,22 @@ class OpenRequest:
     action: ClassVar[str] = "open"
     target: Target
     reset: bool = False  # a fresh copy of the notebook; the old one is kept
+    # The launch's locale as the LMS sent it ("": none): remembered for the student
+    # (the helper checks it names a language nbunits has: core/i18n.py).
+    locale: str = ""
+    # The language the dispatcher would use without one (the browser's, the course's).
+    language: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"course": self.target.course, "student": self.target.student,
-                "notebook": self.target.notebook, "reset": self.reset}
+                "notebook": self.target.notebook, "reset": self.reset, "locale": self.locale,
+                "language": self.language}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OpenRequest:
         return cls(Target(get_str(data, "course"), get_str(data, "student"),
-                          get_str(data, "notebook")), get_bool(data, "reset"))
+                          get_str(data, "notebook")), get_bool(data, "reset"),
+                   get_opt_str(data, "locale") or "", get_opt_str(data, "language") or "")
 
 
 @dataclass(frozen=True)
@@ -264,6 +271,7 @@ class Opened:
     copied: bool  # the notebook was copied now
     running: bool  # the student's Jupyter was up already (a warm open)
     removed: bool = False  # no longer in the course: what opens is the student's copy
+    language: str = ""  # the language remembered for the student ("": none yet)
 
     @property
     def capability(self) -> str:
@@ -273,7 +281,7 @@ class Opened:
     def from_json(cls, data: Mapping[str, Any]) -> Opened:
         return cls(get_str(data, "user"), get_str(data, "url"), get_str(data, "prefix"),
                    get_bool(data, "copied"), get_bool(data, "running"),
-                   get_bool(data, "removed"))
+                   get_bool(data, "removed"), get_opt_str(data, "language") or "")
 
 
 @dataclass(frozen=True)

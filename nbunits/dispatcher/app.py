@@ -14,10 +14,11 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from nbunits.core import events
+from nbunits.core import events, i18n
 from nbunits.core.aliases import canonical
 from nbunits.core.config import Settings, list_courses, load_course, load_secrets
 from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.i18n import negotiate
 from nbunits.core.names import (
     CAPABILITY_RE,
     COURSE_RE,
@@ -42,11 +43,13 @@ from nbunits.core.protocol import (
 )
 from nbunits.core.service import log_context
 from nbunits.dispatcher import actions, handoff, lti, origins, params
+from nbunits.dispatcher.language import COURSE_KEY, LAUNCH_LOCALE, course_default, decide
 from nbunits.dispatcher.legacy import check_legacy
-from nbunits.dispatcher.lti import COURSE_KEY
 from nbunits.dispatcher.pages import (
     busy_page,
     error_page,
+    generic_error,
+    http_error,
     nginx_page,
     removed_page,
     starting_page,
@@ -73,31 +76,30 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NbunitsError as exc:
+        lang = decide(request, request.app[SETTINGS])
         if exc.code == Code.BUSY:  # admission control: the helper logged it for the admin
             return busy_page(exc.message, exc.retry_after or 30,
-                             reload=request.method in ("GET", "HEAD"))
+                             reload=request.method in ("GET", "HEAD"), lang=lang)
         status = exc.meaning.status
         if status is None:  # not written for a student (a bug, a failed command)
             logger.error("%s %s: %s", request.method, log_path(request), exc, exc_info=exc,
                          extra={"ERROR_CODE": exc.code})
-            return error_page(500, "Something went wrong on our side.",
-                              "Please try again later.")
+            return generic_error(500, lang)
         events.log(logger, events.Event.REFUSED,
                    f"{request.method} {log_path(request)}: {exc.message}",
                    course=None, student=None, ERROR_CODE=exc.code)
-        message, hint = student_message(exc.code, exc.message, exc.student_hint)
-        return error_page(status, message, student_hint(status, hint))
+        message, hint = student_message(exc.code, exc.message, exc.student_hint, lang)
+        return error_page(status, message, student_hint(status, hint, lang), lang)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error_page(exc.status, exc.reason)
+            return http_error(exc.status, exc.reason, decide(request, request.app[SETTINGS]))
         raise
     except (ConnectionError, FileNotFoundError) as exc:
         logger.error("cannot reach nbunits-helper: %s", exc)
-        return error_page(503, "The notebook service is not available right now.",
-                          "Please try again in a minute.")
+        return generic_error(503, decide(request, request.app[SETTINGS]))
     except Exception:
         logger.exception("unexpected error for %s", log_path(request))
-        return error_page(500, "Something went wrong on our side.", "Please try again later.")
+        return generic_error(500, decide(request, request.app[SETTINGS]))
 
 
 @web.middleware
@@ -108,7 +110,8 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not origins.serves(request.app[SETTINGS].server, request):
         events.log(logger, events.Event.REFUSED, f"refused a request for host {request.host[:100]!r}",
                    course=None, student=None, ERROR_CODE=Code.MISDIRECTED)
-        return error_page(421, "This server does not serve that host name.")
+        lang = decide(request, request.app[SETTINGS])
+        return error_page(421, i18n.text(lang, "status.421.message"), lang=lang)
     return await handler(request)
 
 
@@ -177,13 +180,18 @@ async def open_notebook(request: web.Request, target: Target,
         # 303: an LTI launch's POST becomes the GET that the front hashes by user.
         raise web.HTTPSeeOther(handoff.url(secret, handoff.Handoff(target, reset)),
                                headers={"Cache-Control": "no-store"})
-    reply = await ask(settings.helper_socket, OpenRequest(target, reset), Opened)
+    launch_locale = request.get(LAUNCH_LOCALE, "")
+    fallback = negotiate("", request.headers.get("Accept-Language"),
+                         course_default(settings, target.course))
+    reply = await ask(settings.helper_socket,
+                      OpenRequest(target, reset, launch_locale, fallback), Opened)
+    lang = decide(request, settings, reply.language)
     logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py);
     # on the student's own origin if they have one (origins.py).
     location = origins.notebook_location(settings.server, request, reply.user, reply.url)
     if reply.removed and wants_html(request):
-        return removed_page(location, target.notebook)
+        return removed_page(location, target.notebook, lang)
     if reply.running:
         raise web.HTTPFound(location)
     # A cold start: the helper starts the server in turn with the host's other
@@ -192,12 +200,12 @@ async def open_notebook(request: web.Request, target: Target,
                   StartRequest(target.course, reply.user, reply.capability), Woke)
     if wants_html(request):
         # Shown at once, it says the server is starting and opens the notebook then.
-        return await starting_page(request, location, target.notebook, started)
+        return await starting_page(request, location, target.notebook, started, lang)
     try:
         woke = await started
     except NbunitsError as exc:
         if exc.code == Code.SERVER_FAILED:
-            return start_failed(target.course, reply.user, exc)
+            return start_failed(target.course, reply.user, exc, lang)
         raise
     if woke.retry_after:
         return web.Response(status=503, headers={"Retry-After": str(woke.retry_after)},
@@ -205,11 +213,12 @@ async def open_notebook(request: web.Request, target: Target,
     raise web.HTTPFound(location)
 
 
-def start_failed(course: str, user: str, exc: NbunitsError) -> web.Response:
+def start_failed(course: str, user: str, exc: NbunitsError, lang: str) -> web.Response:
     """A student's server cannot start (no image, a crash at start, its start limit)."""
     logger.warning("%s's server cannot start", user,
                    extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": exc.code})
-    page = error_page(500, exc.message, student_hint(500, exc.student_hint))
+    message, hint = student_message(exc.code, exc.message, exc.student_hint, lang)
+    page = error_page(500, message, student_hint(500, hint, lang), lang)
     page.headers[START_FAILED[0]] = START_FAILED[1]
     return page
 
@@ -260,7 +269,7 @@ async def wake(request: web.Request) -> web.StreamResponse:
             raise NbunitsError(Code.FORBIDDEN, "this link is not valid",
                                student_hint="open the notebook from your course page") from None
         if exc.code == Code.SERVER_FAILED:  # say so: waiting cannot help
-            return start_failed(course, user, exc)
+            return start_failed(course, user, exc, decide(request, request.app[SETTINGS]))
         if exc.meaning.for_students and exc.code != Code.INTERNAL:
             raise  # a refusal (busy: the admission page)
         logger.warning("could not wake %s: %s", user, exc.message, extra=fields)
@@ -269,7 +278,7 @@ async def wake(request: web.Request) -> web.StreamResponse:
                        StudentUnits(course, user).jupyter_prefix(cap))
     if retry_after or back is None:
         if wants_html(request):
-            return waking_page(max(retry_after, 2))
+            return waking_page(max(retry_after, 2), decide(request, request.app[SETTINGS]))
         return web.Response(status=503, headers={"Retry-After": str(max(retry_after, 1))},
                             text="notebook server restarting, retry\n")
     if request.method in ("GET", "HEAD"):
@@ -333,7 +342,7 @@ async def staff_view(request: web.Request) -> web.Response:
 
 async def page(request: web.Request) -> web.Response:
     """What nginx shows for what it refuses itself (a bad capability, no such path)."""
-    return nginx_page(request.match_info["kind"])
+    return nginx_page(request.match_info["kind"], decide(request, request.app[SETTINGS]))
 
 
 async def health(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 
+from nbunits.core import i18n
 from nbunits.core.config import DEFAULT_STAFF_ROLES, CourseConfig, Lti13Registration
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook, check_student_id
@@ -54,6 +55,9 @@ class Launch:
     notebook: str
     staff: bool
     view: str = ""  # the LMS id of the student whose copy staff asked to see
+    # The student's language as the LMS says it (LTI 1.1 launch_presentation_locale,
+    # LTI 1.3's launch_presentation claim), as sent: core/i18n.py reads it.
+    locale: str = ""
 
     @property
     def staff_page(self) -> bool:
@@ -182,7 +186,8 @@ def verify_lti11(url: str, body: str, headers: Mapping[str, str], course: Course
                       notebook=custom_param(params, "notebook", "custom_"),
                       resource_link=params.get("resource_link_id", ""),
                       roles=params.get("roles", "").split(","),
-                      view=custom_param(params, "student", "custom_"))
+                      view=custom_param(params, "student", "custom_"),
+                      locale=params.get("launch_presentation_locale", ""))
 
 
 def custom_param(params: Mapping[str, Any], name: str, prefix: str) -> str:
@@ -286,7 +291,8 @@ def verify_lti13(id_token: str, course: CourseConfig, registration: Lti13Registr
                       notebook=custom_param(custom, "notebook", ""),
                       resource_link=str(_field(claims, "resource_link", "id")),
                       roles=[str(r) for r in roles] if isinstance(roles, list) else [],
-                      view=custom_param(custom, "student", ""))
+                      view=custom_param(custom, "student", ""),
+                      locale=str(_field(claims, "launch_presentation", "locale")))
 
 
 def lti11_user(claims: Mapping[str, Any], course: CourseConfig, secret: str) -> str:
@@ -326,7 +332,7 @@ def _field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
 # --- what both versions mean --------------------------------------------------------
 
 def launch_for(course: CourseConfig, *, context_id: str, student: str, notebook: str,
-               resource_link: str, roles: list[str], view: str = "") -> Launch:
+               resource_link: str, roles: list[str], view: str = "", locale: str = "") -> Launch:
     """(context, user, notebook or resource link) of a verified launch -> a Launch.
 
     `view` (custom parameter `student`) counts only for staff: a learner who sends
@@ -348,7 +354,8 @@ def launch_for(course: CourseConfig, *, context_id: str, student: str, notebook:
     staff = is_staff(roles, course.lti_staff_roles)
     if staff and view:
         check_student_id(view)
-    return Launch(course.name, student, notebook, staff=staff, view=view if staff else "")
+    return Launch(course.name, student, notebook, staff=staff, view=view if staff else "",
+                  locale=locale[:i18n.MAX_TAG + 1])
 
 
 def context_role(role: str) -> str:

@@ -30,6 +30,7 @@ from nbunits.core.jwks import platform_keys
 from nbunits.core.names import Target
 from nbunits.core.protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
 from nbunits.core.service import log_context
+from nbunits.dispatcher.language import COURSE_KEY, LAUNCH_LOCALE, decide
 from nbunits.dispatcher.launch import (
     Launch,
     LaunchError,
@@ -44,9 +45,6 @@ from nbunits.dispatcher.launch import (
 from nbunits.dispatcher.pages import staff_page
 
 logger = logging.getLogger(__name__)
-
-# The course a request turned out to be about, for headers set after the handler.
-COURSE_KEY = web.RequestKey("nbunits_course", str)
 
 # Platforms send short opaque hints; a Location longer than nginx's buffer (16k for
 # /lti/) would be a 502.
@@ -155,6 +153,7 @@ class Handlers:
                      version: str) -> web.StreamResponse:
         log_context(launch.course)
         request[COURSE_KEY] = launch.course  # its LMS may frame what follows
+        request[LAUNCH_LOCALE] = launch.locale
         logger.info("LTI %s launch of %s (%s)", version, launch.notebook,
                     "staff" if launch.staff else "learner")
         settings = request.app[self.settings_key]
@@ -163,7 +162,8 @@ class Handlers:
             # the signing secret, so the helper makes the links.
             listed = await ask(settings.helper_socket,
                                StaffStudentsRequest(launch.course, launch.notebook), Students)
-            return staff_page(launch.course, launch.notebook, listed.students)
+            return staff_page(launch.course, launch.notebook, listed.students,
+                              decide(request, settings))
         if launch.staff and launch.view:
             # Staff naming a student: that student's copy, read-only. Only root
             # holds the signing secret, so the helper makes the link.

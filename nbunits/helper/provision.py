@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
-from nbunits.core import rootfs
+from nbunits.core import i18n, rootfs
 from nbunits.core.config import CourseConfig, Settings, load_course, provisioned_students
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
@@ -25,7 +25,7 @@ from nbunits.core.events import log as log_event
 from nbunits.core.files import write_atomic
 from nbunits.core.names import StudentUnits, Target, check_notebook, check_user, notebook_url
 from nbunits.core.systemctl import systemctl_async
-from nbunits.helper import activity, copies, hostlock, quota, staff, users
+from nbunits.helper import activity, copies, hostlock, languages, quota, staff, users
 from nbunits.helper import capability as caps
 from nbunits.helper.admission import Admission
 from nbunits.helper.capability import jupyter_config, read_secret
@@ -42,6 +42,7 @@ class Provisioned:
     running: bool  # the student's Jupyter is up already (a warm open)
     removed: bool = False  # gone from the course; the student's copy is what opens
     interface: str = "notebook"  # the course's: what the link opens the notebook in
+    remembered: str = ""  # the student's language, as their LMS last said it
 
     @property
     def user(self) -> str:
@@ -59,7 +60,10 @@ class Provisioned:
 
 
 async def provision(settings: Settings, target: Target, admission: Admission,
-                    reset: bool = False) -> Provisioned:
+                    reset: bool = False, locale: str = "", fallback: str = "") -> Provisioned:
+    """Make the student's user, copies and capability, and start their socket. Their
+    language: the launch's `locale`, else the one remembered, else the dispatcher's
+    `fallback` (the browser's, the course's); their Jupyter gets it at its next start."""
     # 1. Validate everything (the names are, in Target); no side effects yet.
     config = load_course(settings, target.course)
     check_open(config)
@@ -88,8 +92,10 @@ async def provision(settings: Settings, target: Target, admission: Admission,
 
     # 3. Act: each step is idempotent, so a retried or concurrent request is harmless.
     student = await users.ensure(settings, target.student)
+    remembered = languages.remember(settings, student.user, locale)
+    language = remembered or languages.valid(fallback) or config.language
     first = not settings.token_file(units).exists()
-    token = ensure_token(settings, config, units, running=running)
+    token = ensure_token(settings, config, units, running=running, language=language)
     if first:
         log_event(logger, Event.PROVISIONED, f"provisioned {student.user} in course {config.name}",
                   course=config.name, student=student.user, HOME=student.home)
@@ -101,7 +107,7 @@ async def provision(settings: Settings, target: Target, admission: Admission,
         # The generator skips a course it cannot render (its image gone from the
         # store): say why, as a server that cannot start, rather than "try again".
         server_failed(config.name, units.user, course_problem(settings, config) or err.strip())
-    return Provisioned(target, token, copied, running, removed, config.interface)
+    return Provisioned(target, token, copied, running, removed, config.interface, remembered)
 
 
 def check_open(config: CourseConfig) -> None:
@@ -348,7 +354,7 @@ def parse_usec(text: str) -> float:
 
 
 def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, *,
-                 running: bool) -> str:
+                 running: bool, language: str = i18n.DEFAULT) -> str:
     """The student's capability for this course, and the Jupyter settings that carry it.
 
     Both files are root's; the container unit's first command copies them for podman
@@ -363,7 +369,11 @@ def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, 
     if running and path.exists():
         return token  # the running Jupyter's files, as it read them
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, f"JUPYTER_TOKEN={token}\n", 0o600, unless_same=True)
+    # The interface's language: units/jupyter/jupyter_server_config.py makes it
+    # JupyterLab's default (a student's own choice in Settings > Language wins).
+    write_atomic(path, f"JUPYTER_TOKEN={token}\n"
+                 f"NBUNITS_JUPYTER_LOCALE={i18n.text(language, 'jupyter.locale')}\n",
+                 0o600, unless_same=True)
     write_atomic(path.with_suffix(".json"), jupyter_config(config, units, token, settings.server),
                  0o600, unless_same=True)
     return token

@@ -82,9 +82,10 @@ class StudentActions:
 async def act(settings: Settings, request: Request, admission: Admission,
               students: StudentActions) -> Reply:
     if isinstance(request, OpenRequest):
-        done = await provision(settings, request.target, admission, reset=request.reset)
+        done = await provision(settings, request.target, admission, reset=request.reset,
+                               locale=request.locale, fallback=request.language)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
-                      done.removed)
+                      done.removed, done.remembered)
     if isinstance(request, StartRequest):
         return Woke(await start(settings, request.course, request.user, request.capability,
                                 admission))

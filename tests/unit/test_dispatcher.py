@@ -68,7 +68,7 @@ def run_app(tmp_path: Path, helper: FakeHelper,
 
 def test_a_warm_open_redirects_and_a_cold_one_shows_the_starting_page(tmp_path):
     launch = {"action": "open", "course": "demo", "student": "s1", "notebook": "w1/a b.ipynb",
-              "reset": True}
+              "reset": True, "locale": "", "language": "en"}
     start = {"action": "start", "course": "demo", "user": USER, "capability": CAP}
     for running in (True, False):
         helper = FakeHelper(opened(running))
@@ -363,7 +363,7 @@ def test_the_helper_logs_a_failed_command_and_replies_for_students(monkeypatch, 
     from nbunits.helper import service as helper
 
     async def failing(settings: Settings, target: Target, admission: object,
-                      reset: bool = False) -> None:
+                      reset: bool = False, **language: str) -> None:
         raise CommandError(["systemctl", "start", "x.socket"], 1, "Job failed")
 
     monkeypatch.setattr(helper, "provision", failing)

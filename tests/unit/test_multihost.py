@@ -162,7 +162,7 @@ def test_one_of_several_hosts_hands_a_launch_over_and_opens_only_a_valid_handoff
             resp = await client.get(handoff, allow_redirects=False)
             assert resp.status == 302 and resp.headers["Location"].startswith(PREFIX)
             assert helper.requests == [{"action": "open", "course": "demo", "student": "s1",
-                                        "notebook": "w1/a b.ipynb", "reset": True}]
+                                        "notebook": "w1/a b.ipynb", "reset": True, "locale": "", "language": "en"}]
             token = handoff.split("?t=")[1]
             other = user_for("s2")
             for path, status in ((f"/_nbunits/handoff/demo/{other}?t={token}", 403),

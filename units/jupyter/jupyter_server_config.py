@@ -469,3 +469,27 @@ def download_extension() -> None:
 
 if "jupyter_server" in sys.modules:
     download_extension()
+
+
+# The interface's language (docs/admin.md, "Languages"). nbunits-helper puts the
+# student's (their LMS's locale, else their browser's, else the course's) in
+# NBUNITS_JUPYTER_LOCALE (the unit's env file). It becomes the default of JupyterLab's
+# language setting (@jupyterlab/translation-extension:plugin, shared by Notebook 7)
+# through JupyterLab's own settings overrides, in a folder of this container's /tmp:
+# a student's own choice (Settings > Language, kept in their home) still wins.
+# English is JupyterLab's own default: nothing to override.
+LAB_SETTINGS = "/tmp/nbunits-lab-settings"
+
+
+def language_overrides(locale: str) -> None:
+    if not re.fullmatch(r"[a-z]{2,3}_[A-Z]{2}", locale):
+        return
+    os.makedirs(LAB_SETTINGS, mode=0o700, exist_ok=True)
+    with open(os.path.join(LAB_SETTINGS, "overrides.json"), "w") as overrides:
+        overrides.write('{"@jupyterlab/translation-extension:plugin": {"locale": "%s"}}\n' % locale)
+    c.LabApp.app_settings_dir = LAB_SETTINGS
+    c.JupyterNotebookApp.app_settings_dir = LAB_SETTINGS
+
+
+if "jupyter_server" in sys.modules:
+    language_overrides(os.environ.get("NBUNITS_JUPYTER_LOCALE", ""))

@@ -1,0 +1,113 @@
+"""Students' pages in their language, through nginx on a real systemd: an LTI 1.1
+launch's launch_presentation_locale, remembered for the student; else the browser's
+Accept-Language (core/i18n.py; docs/admin.md, "Languages")."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+import pytest
+
+from nbunits.core.names import user_for
+from testbed.sites import CHROMIUM, framing_site, launch_chromium
+
+from .conftest import LMS, Nbunits, client
+from .lms import FORM, SECRET, id_token, lti11_form, lti13_login
+
+STARTING = {"en": "<h1>Starting your notebook</h1>", "fr": "<h1>Démarrage de votre notebook</h1>"}
+
+
+def launch(nb: Nbunits, student: str, accept_language: str, secret: str = SECRET,
+           **params: str) -> tuple[int, str]:
+    """An LTI 1.1 launch from a browser: (status, the page it shows)."""
+    async def scenario() -> tuple[int, str]:
+        async with client(nb) as session:
+            async with session.post("/lti/1.1/launch", data=lti11_form(student, secret, **params),
+                                    allow_redirects=False, headers={
+                                        **FORM, "Accept": "text/html",
+                                        "Accept-Language": accept_language}) as resp:
+                return resp.status, await resp.text()
+    return asyncio.run(scenario())
+
+
+def starting_in(language: str, page: str) -> bool:
+    return f'<html lang="{language}">' in page and STARTING[language] in page
+
+
+def test_the_launch_locale_chooses_the_language_and_sticks(nb: Nbunits, lti_course: str) -> None:
+    student = secrets.token_hex(16)
+    user = user_for(student)
+    # The LMS says French; the browser prefers English: the LMS wins.
+    status, page = launch(nb, student, "en-US,en;q=0.9", launch_presentation_locale="fr-FR")
+    assert status == 200 and starting_in("fr", page), page[:600]
+    assert "Starting" not in page
+    assert nb.box.read_file(f"/var/lib/nbunits/languages/{user}").strip() == "fr"
+    # Later, a launch without a locale (the server stopped: a page again) keeps it.
+    nb.nbunits("student", "stop", lti_course, user)
+    status, page = launch(nb, student, "en-US,en;q=0.9")
+    assert status == 200 and starting_in("fr", page), page[:600]
+
+
+def test_an_lti13_launch_presentation_locale(nb: Nbunits, lti_course: str) -> None:
+    student = secrets.token_hex(16)
+
+    async def scenario() -> tuple[int, str]:
+        async with client(nb) as session:
+            state, nonce = await lti13_login(session)
+            token = id_token(nonce, student, claims={"launch_presentation": {"locale": "fr_CA"}})
+            async with session.post("/lti/1.3/launch", allow_redirects=False, data={
+                    "state": state, "id_token": token}, headers={
+                    "Accept": "text/html", "Accept-Language": "en"}) as resp:
+                return resp.status, await resp.text()
+    status, page = asyncio.run(scenario())
+    assert status == 200 and starting_in("fr", page), page[:600]
+    assert nb.box.read_file(f"/var/lib/nbunits/languages/{user_for(student)}").strip() == "fr"
+
+
+def test_without_a_locale_the_browser_chooses(nb: Nbunits, lti_course: str) -> None:
+    for accept, language in (("fr-CA,fr;q=0.9,en;q=0.5", "fr"), ("de-DE,en;q=0.5", "en")):
+        student = secrets.token_hex(16)
+        status, page = launch(nb, student, accept)
+        assert status == 200 and starting_in(language, page), page[:600]
+        # The browser's language is not remembered: only a launch's locale is.
+        assert nb.box.run("test", "-e", f"/var/lib/nbunits/languages/{user_for(student)}",
+                          check=False).returncode == 1
+
+
+def test_a_refused_launch_says_so_in_the_browsers_language(nb: Nbunits, lti_course: str) -> None:
+    status, page = launch(nb, secrets.token_hex(16), "fr", secret="not-the-secret")
+    assert status == 401 and '<html lang="fr">' in page
+    assert "Ce lancement n&#x27;a pas pu être vérifié" in page
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
+def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_path: Path) -> None:
+    """A French browser (Accept-Language fr-FR) opens a course link in the LMS's frame:
+    the starting page, then JupyterLab's own menus, in French (its language pack); an
+    English browser gets JupyterLab in English."""
+    from playwright.sync_api import sync_playwright
+
+    nb.add_course("langlab", interface="lab", lms_origin=f"https://{LMS}")
+    ca = nb.site.ca
+    assert ca is not None
+    with sync_playwright() as playwright:
+        for locale, file_menu in (("fr-FR", "Fichier"), ("en-US", "File")):
+            link = nb.site.url(f"/ipythonExercice/langlab/welcome.ipynb/{secrets.token_hex(16)}")
+            names = framing_site(ca, nb.site.names, LMS, link)
+            browser = launch_chromium(playwright, names, ca.cert, tmp_path / locale)
+            try:
+                page = browser.new_context(locale=locale).new_page()
+                page.goto(f"https://{LMS}/course")
+                frame = page.frame_locator("#f")
+                frame.locator("#jp-main-dock-panel .jp-NotebookPanel").wait_for(timeout=120_000)
+                menus = frame.locator("#jp-MainMenu .lm-MenuBar-itemLabel")
+                menus.first.wait_for(timeout=30_000)
+                labels = menus.all_inner_texts()
+                assert file_menu in labels, (locale, labels)
+            except Exception:
+                page.screenshot(path=str(tmp_path / f"{locale}.png"))
+                raise
+            finally:
+                browser.close()
