@@ -15,6 +15,7 @@ from typing import Any
 import nbformat
 import pytest
 
+from nbunits.core import i18n
 from nbunits.core.protocol import StudentEntry
 from nbunits.dispatcher import pages
 from testbed import axe
@@ -47,24 +48,26 @@ def nginx_pages() -> dict[str, str]:
 
 def rendered_pages() -> dict[str, str]:
     """The pages that the box would show only under load or over days (the admission
-    cap, a course's end, a failed start): rendered by the code that serves them."""
-    started = (pages._STARTING.format(target="/nb/x", notebook="welcome.ipynb",
-                                      target_js='"/nb/x"', did_not_start_js='"no"')
-               + pages._FAILED.format(text_js=pages._js(pages.CANNOT_START)))
-    student = StudentEntry(id="a1b2", user="s-a1b2", url="/staff/demo/s-a1b2/w.ipynb?x=1")
-    return {
-        "busy (GET)": pages.busy_page("The notebook server is full right now.", 30,
-                                      reload=True).text or "",
-        "busy (POST)": pages.busy_page("Many students are starting at once.", 20,
-                                       reload=False).text or "",
-        "waking": pages.waking_page(30).text or "",  # (2 s: the page reloads before axe ends)
-        "course ended": pages.error_page(410, "This course ended on 2026-06-30.",
-                                         "Your work was kept until then.").text or "",
-        "removed notebook": pages.removed_page("/nb/x", "old.ipynb").text or "",
-        "staff list": pages.staff_page("demo", "w.ipynb", [student]).text or "",
-        "start failed": started,
-        **nginx_pages(),
-    }
+    cap, a course's end, a failed start): rendered by the code that serves them, in
+    each language nbunits has."""
+    found = {}
+    for lang in i18n.available():
+        started = (pages._starting_head(lang, "/nb/x", "welcome.ipynb")
+                   + pages._FAILED.format(text_js=pages._js(i18n.text(lang, "starting.cannot_start"))))
+        student = StudentEntry(id="a1b2", user="s-a1b2", url="/staff/demo/s-a1b2/w.ipynb?x=1")
+        found |= {f"{name} ({lang})": html for name, html in {
+            "busy (GET)": pages.busy_page("The notebook server is full right now.", 30,
+                                          reload=True, lang=lang).text or "",
+            "busy (POST)": pages.busy_page("Many students are starting at once.", 20,
+                                           reload=False, lang=lang).text or "",
+            "waking": pages.waking_page(30, lang).text or "",  # (2 s: it reloads before axe ends)
+            "course ended": pages.error_page(410, "This course ended on 2026-06-30.",
+                                             "Your work was kept until then.", lang).text or "",
+            "removed notebook": pages.removed_page("/nb/x", "old.ipynb", lang).text or "",
+            "staff list": pages.staff_page("demo", "w.ipynb", [student], lang).text or "",
+            "start failed": started,
+        }.items()}
+    return found | nginx_pages()
 
 
 def check(page: Any, name: str, script: str, problems: dict[str, list[str]]) -> None:
