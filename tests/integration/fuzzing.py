@@ -214,10 +214,10 @@ def fire(nb: Nbunits, cases: Sequence[T], outcome: Outcome,
 
 def capabilities(nb: Nbunits, course: str) -> dict[str, str]:
     """Every student's current capability in `course`, from the helper's token files."""
-    out = nb.box.run("sh", "-c", f"grep -H . /var/lib/nbunits/tokens/{course}/*.env "
+    out = nb.box.run("sh", "-c", f"grep -H ^JUPYTER_TOKEN= /var/lib/nbunits/tokens/{course}/*.env "
                      "2>/dev/null || true").stdout
     found = {}
-    for line in out.splitlines():
+    for line in out.splitlines():  # (the file also holds the student's Jupyter locale)
         path, _, env = line.partition(":")
         found[path.rsplit("/", 1)[1].removesuffix(".env")] = env.removeprefix("JUPYTER_TOKEN=")
     return found
