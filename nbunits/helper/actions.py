@@ -20,18 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from nbunits.core import i18n
 from nbunits.core.config import CourseConfig, Settings, load_course
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import StudentUnits, shared_path
 from nbunits.core.protocol import StudentRequest, StudentState
 from nbunits.helper import capability as caps
-from nbunits.helper import copies, shares, staff, users
+from nbunits.helper import copies, languages, shares, staff, users
 from nbunits.helper.notebooks import MAX_NOTEBOOK_BYTES, master_path, read_copy
 
 logger = logging.getLogger(__name__)
-
-BAD_LINK_HINT = "Open the notebook again from your course page."
-
 
 @dataclass(frozen=True)
 class Asker:
@@ -40,6 +38,7 @@ class Asker:
     config: CourseConfig
     units: StudentUnits
     student: users.Student
+    language: str  # what the student reads: their remembered language, else the course's
 
 
 def asker(settings: Settings, request: StudentRequest) -> Asker:
@@ -47,15 +46,16 @@ def asker(settings: Settings, request: StudentRequest) -> Asker:
     request takes a turn, the worker again before it acts."""
     config = load_course(settings, request.course)
     units = StudentUnits(request.course, request.user)
+    language = languages.remembered(settings, units.user) or config.language
     if not caps.is_current(settings, units, request.capability):
-        raise NbunitsError(Code.FORBIDDEN, "This link is not valid any more.",
-                           student_hint=BAD_LINK_HINT)
+        raise NbunitsError(Code.FORBIDDEN, i18n.text(language, "action.bad_link"),
+                           student_hint=i18n.text(language, "action.bad_link.hint"))
     student_id = users.recorded_id(settings, units.user)
     student = users.lookup(settings, student_id) if student_id else None
     if student is None or not settings.token_file(units).exists():
-        raise NbunitsError(Code.UNKNOWN_STUDENT, "You have no notebooks in this course yet.",
-                           student_hint=BAD_LINK_HINT)
-    return Asker(config, units, student)
+        raise NbunitsError(Code.UNKNOWN_STUDENT, i18n.text(language, "action.no_notebooks"),
+                           student_hint=i18n.text(language, "action.bad_link.hint"))
+    return Asker(config, units, student, language)
 
 
 def act(settings: Settings, request: StudentRequest) -> StudentState:
@@ -69,16 +69,15 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
         return state
     if request.what == "reset":
         if not _in_course(config.source, notebook):
-            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, "This notebook is not one of the course's, "
-                               "so there is no original to reset it to.",
-                               student_hint="Only the course's notebooks can be reset.")
+            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, i18n.text(who.language, "action.not_in_course"),
+                               student_hint=i18n.text(who.language, "action.not_in_course.hint"))
         kept = copies.reset(theirs, notebook, datetime.now()) or ""
         logger.info("student reset %s; old copy kept as %s", notebook, kept or "(nothing)",
                     extra=fields)
         return _with_share(settings, units, StudentState(
             student.id, units.course, notebook, False, (), kept, ""))
     if request.what == "share":
-        token = _share(settings, units, theirs, notebook)
+        token = _share(settings, who, theirs, notebook)
         logger.info("student shared %s", notebook, extra=fields)
         return StudentState(student.id, units.course, notebook, False, (), "",
                             shared_path(token))
@@ -86,18 +85,19 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
         if shares.unshare(settings, units, notebook):
             logger.info("student stopped sharing %s", notebook, extra=fields)
         return state
-    found = copies.newer(theirs, notebook)
+    found = copies.newer(theirs, notebook, who.language)
     return _with_share(settings, units, StudentState(
         student.id, units.course, notebook, found.newer, found.changes, "", ""))
 
 
-def _share(settings: Settings, units: StudentUnits, theirs: copies.Copies, notebook: str) -> str:
+def _share(settings: Settings, who: Asker, theirs: copies.Copies, notebook: str) -> str:
     """Render the student's copy, within the bounds of shares.py, and publish it."""
+    units = who.units
     shares.check_room(settings, units, notebook)
     data = read_copy(theirs.home, theirs.rel(notebook))
     if data is None:
-        raise NbunitsError(Code.UNKNOWN_NOTEBOOK, "You have no copy of this notebook.",
-                           student_hint="Save it first, then share it.")
+        raise NbunitsError(Code.UNKNOWN_NOTEBOOK, i18n.text(who.language, "action.no_copy"),
+                           student_hint=i18n.text(who.language, "action.no_copy.hint"))
     if len(data) > MAX_NOTEBOOK_BYTES:
         raise shares.too_large()
     try:

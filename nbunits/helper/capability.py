@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbunits.core import i18n
 from nbunits.core.config import CourseConfig, Server, Settings, granted
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
@@ -180,7 +181,22 @@ def stop_times(course: CourseConfig) -> dict[str, str]:
             "nbunitsStopWarning": str(course.stop_warning)}
 
 
-def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: Server) -> str:
+# The catalog entries the Course extension shows (images/extension/src/words.ts).
+EXTENSION_PREFIX = "lab."
+
+
+def extension_text(language: str) -> dict[str, str]:
+    """The Course extension's words in `language` (English where its catalog lacks one),
+    as page options (strings): the extension's own English covers an older config."""
+    language = language if language in i18n.available() else i18n.DEFAULT
+    english, found = i18n.catalog(i18n.DEFAULT), i18n.catalog(language)
+    words = {k: found.get(k) or v for k, v in english.items() if k.startswith(EXTENSION_PREFIX)}
+    return {"nbunitsLanguage": language,
+            "nbunitsText": json.dumps(words, ensure_ascii=False, sort_keys=True)}
+
+
+def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: Server,
+                   language: str = i18n.DEFAULT) -> str:
     """The student's Jupyter settings that must not show on a command line."""
     ancestors = " ".join(["'self'", *course.lms_origins])
     config = {
@@ -195,8 +211,9 @@ def jupyter_config(course: CourseConfig, units: StudentUnits, cap: str, server: 
             "tornado_settings": {
                 "headers": {"Content-Security-Policy": f"frame-ancestors {ancestors}"},
                 # What the notebook page is told (Notebook 7 and JupyterLab add this to
-                # every page's PageConfig): its server's stops, for the banner before them.
-                "page_config_data": stop_times(course),
+                # every page's PageConfig): its server's stops, for the banner before them,
+                # and the words of the Course menu, its dialogs and banners.
+                "page_config_data": {**stop_times(course), **extension_text(language)},
             },
             # Terminals are a course setting (docs/security.md, "Container settings").
             "terminals_enabled": course.terminals,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+from nbunits.core import i18n
 from nbunits.core.config import CourseConfig, Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
@@ -409,9 +410,10 @@ class Newer:
     changes: tuple[str, ...] = ()
 
 
-def newer(copies: Copies, notebook: str) -> Newer:
+def newer(copies: Copies, notebook: str, language: str = i18n.DEFAULT) -> Newer:
     """For the student's banner: a newer master than the one their copy was made
-    from (a modified copy, or an unmodified one waiting for the next launch)."""
+    from (a modified copy, or an unmodified one waiting for the next launch); what
+    changed in the student's `language`."""
     record = load_manifest(copies.manifest).get(notebook)
     copy = read_copy(copies.home, copies.rel(notebook))
     if record is None or copy is None:
@@ -424,14 +426,14 @@ def newer(copies: Copies, notebook: str) -> Newer:
     master = source_hash(data)
     if master == record.master or source_hash(copy) == master:
         return Newer(False)
-    published = f"Published on {datetime.fromtimestamp(path.stat().st_mtime):%Y-%m-%d}."
-    merged = ((f"Merged with your changes in {PurePosixPath(record.merged).name} (where you "
-               "both changed a cell, both versions are marked in it).",)
+    published = i18n.text(language, "changes.published",
+                          date=f"{datetime.fromtimestamp(path.stat().st_mtime):%Y-%m-%d}")
+    merged = ((i18n.text(language, "changes.merged", name=PurePosixPath(record.merged).name),)
               if record.merged and record.tried == master else ())
-    return Newer(True, (published, *merged, *describe_changes(copy, data)))
+    return Newer(True, (published, *merged, *describe_changes(copy, data, language)))
 
 
-def describe_changes(copy: bytes, master: bytes) -> list[str]:
+def describe_changes(copy: bytes, master: bytes, language: str = i18n.DEFAULT) -> list[str]:
     """What the new version has that the copy lacks, in a student's words.
 
     Cells keep their ids in copies, so a master cell whose id the copy lacks is new;
@@ -454,12 +456,13 @@ def describe_changes(copy: bytes, master: bytes) -> list[str]:
     changes = []
     if new:
         firsts = ", ".join(f"\u201c{_first_line(t)}\u201d" for t in new[:3])
-        more = f" and {len(new) - 3} more" if len(new) > 3 else ""
-        changes.append(f"{len(new)} new cell{'s' if len(new) > 1 else ''}: {firsts}{more}.")
+        more = i18n.text(language, "changes.more", count=len(new) - 3) if len(new) > 3 else ""
+        changes.append(i18n.text(language, "changes.new_cells", count=len(new), firsts=firsts,
+                                 more=more) if len(new) > 1 else
+                       i18n.text(language, "changes.new_cell", firsts=firsts))
     if differ:
-        changes.append(f"{differ} cell{'s' if differ > 1 else ''} of the new version "
-                       f"{'differ' if differ > 1 else 'differs'} from yours "
-                       "(your own changes included).")
+        changes.append(i18n.text(language, "changes.differ", count=differ) if differ > 1 else
+                       i18n.text(language, "changes.differs"))
     return changes
 
 

@@ -30,6 +30,12 @@ def remember(settings: Settings, user: str, locale: str) -> str:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         write_atomic(path, language + "\n", 0o600, unless_same=True)
         return language
+    return remembered(settings, user)
+
+
+def remembered(settings: Settings, user: str) -> str:
+    """The student's language, as their last launch with a locale named it ("" if none)."""
+    path = settings.student_language(user)
     try:
         saved = path.read_text().strip()
     except FileNotFoundError:

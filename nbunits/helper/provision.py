@@ -374,7 +374,8 @@ def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, 
     write_atomic(path, f"JUPYTER_TOKEN={token}\n"
                  f"NBUNITS_JUPYTER_LOCALE={i18n.text(language, 'jupyter.locale')}\n",
                  0o600, unless_same=True)
-    write_atomic(path.with_suffix(".json"), jupyter_config(config, units, token, settings.server),
+    write_atomic(path.with_suffix(".json"),
+                 jupyter_config(config, units, token, settings.server, language),
                  0o600, unless_same=True)
     return token
 

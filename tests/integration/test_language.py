@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nbunits.core import i18n
 from nbunits.core.names import user_for
 from testbed.sites import CHROMIUM, framing_site, launch_chromium
 
@@ -85,8 +87,9 @@ def test_a_refused_launch_says_so_in_the_browsers_language(nb: Nbunits, lti_cour
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
 def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_path: Path) -> None:
     """A French browser (Accept-Language fr-FR) opens a course link in the LMS's frame:
-    the starting page, then JupyterLab's own menus, in French (its language pack); an
-    English browser gets JupyterLab in English."""
+    the starting page, then JupyterLab's own menus, in French (its language pack), and
+    nbunits' Course menu and a Share's dialog in French (the catalog's words in the page
+    options); an English browser gets both in English."""
     from playwright.sync_api import sync_playwright
 
     nb.add_course("langlab", interface="lab", lms_origin=f"https://{LMS}")
@@ -94,6 +97,7 @@ def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_pa
     assert ca is not None
     with sync_playwright() as playwright:
         for locale, file_menu in (("fr-FR", "Fichier"), ("en-US", "File")):
+            words = i18n.catalog(locale[:2])
             link = nb.site.url(f"/ipythonExercice/langlab/welcome.ipynb/{secrets.token_hex(16)}")
             names = framing_site(ca, nb.site.names, LMS, link)
             browser = launch_chromium(playwright, names, ca.cert, tmp_path / locale)
@@ -106,8 +110,35 @@ def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_pa
                 menus.first.wait_for(timeout=30_000)
                 labels = menus.all_inner_texts()
                 assert file_menu in labels, (locale, labels)
+                assert words["lab.menu.course"] in labels, (locale, labels)
+                course_menu(frame, words)
+                share_dialog(frame, words)
             except Exception:
                 page.screenshot(path=str(tmp_path / f"{locale}.png"))
                 raise
             finally:
                 browser.close()
+
+
+MENU_ITEMS = ("lab.menu.reset", "lab.menu.share", "lab.menu.unshare", "lab.menu.download",
+              "lab.menu.id")
+
+
+def course_menu(frame: Any, words: dict[str, str]) -> None:
+    """The Course menu opened: its items, in the page's language."""
+    frame.locator(".lm-MenuBar-itemLabel", has_text=words["lab.menu.course"]).click()
+    items = frame.locator("#nbunits-course-menu .lm-Menu-itemLabel")
+    items.first.wait_for(timeout=30_000)
+    assert items.all_inner_texts() == [words[key] for key in MENU_ITEMS]
+
+
+def share_dialog(frame: Any, words: dict[str, str]) -> None:
+    """Share (from the open Course menu): the dialog's words, in the page's language."""
+    frame.locator("#nbunits-course-menu .lm-Menu-itemLabel",
+                  has_text=words["lab.menu.share"]).click()
+    dialog = frame.locator(".jp-Dialog")
+    dialog.locator(".nbunits-share-link").wait_for(timeout=60_000)
+    assert dialog.locator(".jp-Dialog-header").inner_text().strip() == words["lab.share.title"]
+    said = dialog.locator(".nbunits-dialog p").all_inner_texts()
+    assert said == [words["lab.share.anyone"], words["lab.share.again"]], said
+    dialog.locator(".jp-Dialog-footer button").last.click()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nbunits.admin.seccomp import CLONE_NEWUSER, without_subvolumes, without_user_namespaces
+from nbunits.core import i18n
 from nbunits.core.config import ConfigError, CourseConfig, Server, Settings
 from nbunits.core.names import CAPABILITY_RE, StudentUnits, user_for
 from nbunits.helper import capability as caps
@@ -108,9 +109,32 @@ def test_the_notebook_page_is_told_the_course_s_stops(settings):
     config = json.loads(caps.jupyter_config(
         course(max_lifetime=600, jupyter_idle_timeout=120, kernel_idle_timeout=60, stop_warning=30),
         UNITS, "A" * 22 + ".0.1", settings.server))
-    assert config["ServerApp"]["tornado_settings"]["page_config_data"] == {
+    page = config["ServerApp"]["tornado_settings"]["page_config_data"]
+    assert {k: v for k, v in page.items() if k.startswith("nbunits") and "Text" not in k
+            and "Language" not in k} == {
         "nbunitsMaxLifetime": "600", "nbunitsIdleTimeout": "120",
         "nbunitsKernelIdleTimeout": "60", "nbunitsStopWarning": "30"}
+
+
+def test_the_notebook_page_is_told_the_course_menu_s_words_in_the_student_s_language(settings):
+    """The Course extension's strings (images/extension/src/words.ts), from the catalogs:
+    all of the lab.* keys, in the student's language; English for one nbunits lacks."""
+    def page(language):
+        config = json.loads(caps.jupyter_config(course(), UNITS, "A" * 22 + ".0.1",
+                                                settings.server, language))
+        data = config["ServerApp"]["tornado_settings"]["page_config_data"]
+        return data["nbunitsLanguage"], json.loads(data["nbunitsText"])
+
+    language, words = page("fr")
+    assert language == "fr"
+    assert words["lab.menu.course"] == "Cours"
+    assert words["lab.share.title"] == "Partagé : une version statique"
+    assert words["lab.reset.question"] == \
+        "Remplacer votre copie de {name} par la version actuelle du cours ?"
+    english = {k: v for k, v in i18n.catalog("en").items() if k.startswith("lab.")}
+    assert set(words) == set(english) and len(english) > 30
+    assert page("xx") == ("en", english)
+    assert page("en") == ("en", english)
 
 
 def test_jupyter_answers_the_server_s_names_or_only_the_student_s_own_host():

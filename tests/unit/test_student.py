@@ -11,7 +11,7 @@ from nbunits.core.config import CourseConfig, Settings
 from nbunits.core.errors import NbunitsError
 from nbunits.core.names import InvalidName, StudentUnits, user_for
 from nbunits.core.protocol import ProtocolError, StudentRequest, decode_request
-from nbunits.helper import shares
+from nbunits.helper import languages, shares
 from nbunits.helper.capability import Grant, capability, write_grant
 from nbunits.helper.copies import describe_changes
 from nbunits.helper.service import handle_request
@@ -52,6 +52,18 @@ def test_what_changed_names_new_cells_and_counts_differing_ones():
     assert describe_changes(b"not a notebook", master)[0].startswith("4 new cells")
 
 
+def test_what_changed_is_said_in_the_student_s_language():
+    copy = notebook(("a", "x = 1"), ("b", "y = 2  # mine"))
+    master = notebook(("a", "x = 1"), ("b", "y = 2"), ("c", "# Exercise 3"), ("d", "w = 4"),
+                      ("e", "v = 5"), ("f", "u = 6"))
+    assert describe_changes(copy, master, "fr") == [
+        "4 nouvelles cellules : \u201c# Exercise 3\u201d, \u201cw = 4\u201d, \u201cv = 5\u201d"
+        " et 1 autres.",
+        "1 cellule de la nouvelle version diffère de la vôtre (vos propres modifications "
+        "comprises)."]
+    assert describe_changes(copy, master)[0].endswith(" and 1 more.")
+
+
 def test_shares_are_refreshed_at_the_same_link_and_revoked(tmp_path):
     settings = Settings(state_dir=tmp_path)
     units = StudentUnits("demo", USER)
@@ -87,6 +99,17 @@ def test_the_helper_checks_the_capability_again(tmp_path):
     write_grant(settings, StudentUnits("demo", USER), Grant())
     assert ask(CAP)["code"] == "unknown_student"  # the right capability, no notebook yet
     assert "admin" not in json.dumps(ask(CAP)).lower()
+    # In the student's language: the one their launches named, else the course's.
+    assert ask(CAP)["message"] == "You have no notebooks in this course yet."
+    settings.course_file("demo").write_text(
+        CourseConfig(name="demo", source=tmp_path / "demo", language="fr").to_toml())
+    assert ask(CAP)["message"] == "Vous n'avez pas encore de notebook dans ce cours."
+    settings.course_file("demo").write_text(
+        CourseConfig(name="demo", source=tmp_path / "demo").to_toml())
+    languages.remember(settings, USER, "fr-CA")
+    assert ask(CAP)["message"] == "Vous n'avez pas encore de notebook dans ce cours."
+    assert ask(CAP)["student_hint"] == "Rouvrez le notebook depuis la page de votre cours."
+    assert ask("B" * 22 + ".0." + "9" * 10)["message"] == "Ce lien n'est plus valide."
 
 
 def test_pages_for_students_offer_the_way_back_and_no_admin_hints():

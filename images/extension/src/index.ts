@@ -21,6 +21,7 @@ import { IConnectionStatus } from '@jupyterlab/services';
 import { Menu, Widget } from '@lumino/widgets';
 import { pageSettings, StopWatch } from './stopping';
 import { Banner, text } from './widgets';
+import { t } from './words';
 
 /** What nbunits-helper answers (protocol.py: StudentState). */
 interface IState {
@@ -51,7 +52,7 @@ function endpoint(): string | null {
 async function ask(action: string, notebook: string): Promise<IState> {
   const base = endpoint();
   if (!base) {
-    throw new Error('This notebook was not opened from a course.');
+    throw new Error(t('lab.error.not_course'));
   }
   let resp: Response;
   try {
@@ -63,20 +64,15 @@ async function ask(action: string, notebook: string): Promise<IState> {
       body: JSON.stringify({ notebook })
     });
   } catch (e) {
-    throw new Error('The server could not be reached. Please try again in a minute.');
+    throw new Error(t('lab.error.unreachable'));
   }
   if (resp.status === 403) {
     // nginx refused the capability: the link changed (a new secret) or is broken.
-    throw new Error(
-      'Your notebook link does not work any more. Your work is safe: open the ' +
-        'notebook again from your course page.'
-    );
+    throw new Error(t('lab.error.bad_link'));
   }
   const data = await resp.json().catch(() => null);
   if (!resp.ok || data === null) {
-    throw new Error(
-      (data && data.message) || 'Something went wrong on our side. Please try again later.'
-    );
+    throw new Error((data && data.message) || t('lab.error.ours'));
   }
   return data as IState;
 }
@@ -98,15 +94,9 @@ async function reset(panel: NotebookPanel): Promise<void> {
   const path = panel.context.path;
   const name = path.split('/').pop() || path;
   const ok = await showDialog({
-    title: 'Reset to original',
-    body: body(
-      text('p', `Replace your copy of ${name} with the course's current version?`),
-      text(
-        'p',
-        'Your copy is kept beside it, renamed with the date: nothing you wrote is deleted.'
-      )
-    ),
-    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Reset' })]
+    title: t('lab.reset.title'),
+    body: body(text('p', t('lab.reset.question', { name })), text('p', t('lab.reset.kept_beside'))),
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: t('lab.reset.button') })]
   });
   if (!ok.button.accept) {
     return;
@@ -120,15 +110,10 @@ async function reset(panel: NotebookPanel): Promise<void> {
     .filter(w => w.hasClass('nbunits-banner'))
     .forEach(w => w.dispose());
   await showDialog({
-    title: 'Reset done',
+    title: t('lab.reset.done'),
     body: body(
-      text('p', `${name} is now the course's current version.`),
-      text(
-        'p',
-        state.kept
-          ? `Your previous copy is kept as ${state.kept}.`
-          : 'Your copy had no changes of yours, so there was nothing to keep.'
-      )
+      text('p', t('lab.reset.current', { name })),
+      text('p', state.kept ? t('lab.reset.kept', { kept: state.kept }) : t('lab.reset.nothing_kept'))
     ),
     buttons: [Dialog.okButton()]
   });
@@ -147,16 +132,8 @@ async function share(panel: NotebookPanel): Promise<void> {
   link.textContent = url;
   link.className = 'nbunits-share-link';
   await showDialog({
-    title: 'Shared: a static version',
-    body: body(
-      text('p', 'Anyone with this link can read this notebook as it is now (nothing in it runs):'),
-      link,
-      text(
-        'p',
-        'Share it again after changes to update it. "Stop sharing" in the Course menu ' +
-          'turns the link off.'
-      )
-    ),
+    title: t('lab.share.title'),
+    body: body(text('p', t('lab.share.anyone')), link, text('p', t('lab.share.again'))),
     buttons: [Dialog.okButton()]
   });
 }
@@ -164,8 +141,8 @@ async function share(panel: NotebookPanel): Promise<void> {
 async function unshare(panel: NotebookPanel): Promise<void> {
   await ask('unshare', panel.context.path);
   await showDialog({
-    title: 'No longer shared',
-    body: body(text('p', 'The link to this notebook no longer works.')),
+    title: t('lab.unshare.title'),
+    body: body(text('p', t('lab.unshare.body'))),
     buttons: [Dialog.okButton()]
   });
 }
@@ -173,11 +150,11 @@ async function unshare(panel: NotebookPanel): Promise<void> {
 async function showId(panel: NotebookPanel | null): Promise<void> {
   const state = await ask('info', panel ? panel.context.path : '');
   await showDialog({
-    title: 'My student id',
+    title: t('lab.id.title'),
     body: body(
-      text('p', `Your student id in the course ${state.course}:`),
+      text('p', t('lab.id.course', { course: state.course })),
       text('code', state.student_id, 'nbunits-student-id'),
-      text('p', 'The course team may ask for it when you need help.')
+      text('p', t('lab.id.why'))
     ),
     buttons: [Dialog.okButton()]
   });
@@ -221,17 +198,13 @@ async function checkNewer(app: JupyterFrontEnd, panel: NotebookPanel): Promise<v
   }
   const banner = new Banner();
   banner.addClass('nbunits-banner');
-  const message = text(
-    'p',
-    'The course team has published a new version of this notebook. Your copy has ' +
-      'your own changes, so it was left as it is.'
-  );
+  const message = text('p', t('lab.newer.body'));
   if (state.changes.length) {
     message.appendChild(changesList(state.changes));
   }
-  const button = text('button', 'Reset to the new version', 'jp-mod-styled jp-mod-warn');
+  const button = text('button', t('lab.newer.button'), 'jp-mod-styled jp-mod-warn');
   button.addEventListener('click', () => {
-    reset(panel).catch(e => showErrorMessage('Reset to original', e));
+    reset(panel).catch(e => showErrorMessage(t('lab.reset.title'), e));
   });
   banner.node.append(message, button);
   panel.contentHeader.addWidget(banner);
@@ -262,22 +235,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
-    app.commands.addCommand(COMMANDS.reset, withNotebook('Reset to original', reset));
-    app.commands.addCommand(COMMANDS.share, withNotebook('Share a static version', share));
-    app.commands.addCommand(COMMANDS.unshare, withNotebook('Stop sharing', unshare));
+    app.commands.addCommand(COMMANDS.reset, withNotebook(t('lab.menu.reset'), reset));
+    app.commands.addCommand(COMMANDS.share, withNotebook(t('lab.menu.share'), share));
+    app.commands.addCommand(COMMANDS.unshare, withNotebook(t('lab.menu.unshare'), unshare));
     app.commands.addCommand(COMMANDS.download, {
-      label: 'Download my work',
-      caption: 'A zip archive of your course folder: your notebooks and files',
+      label: t('lab.menu.download'),
+      caption: t('lab.menu.download.caption'),
       execute: () =>
-        download(tracker).catch(e => showErrorMessage('Download my work', e))
+        download(tracker).catch(e => showErrorMessage(t('lab.menu.download'), e))
     });
     app.commands.addCommand(COMMANDS.id, {
-      label: 'Show my student id',
-      execute: () => showId(current()).catch(e => showErrorMessage('My student id', e))
+      label: t('lab.menu.id'),
+      execute: () => showId(current()).catch(e => showErrorMessage(t('lab.id.title'), e))
     });
     if (mainMenu) {
       const menu = new Menu({ commands: app.commands });
-      menu.title.label = 'Course';
+      menu.title.label = t('lab.menu.course');
       menu.id = 'nbunits-course-menu';
       // No separator: Lumino renders one focusable (tabindex) yet presentational,
       // which axe-core reports (aria-required-children; test_accessibility.py).

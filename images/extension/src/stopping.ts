@@ -37,6 +37,7 @@ import {
   warningText
 } from './stops';
 import { Banner, text } from './widgets';
+import { t } from './words';
 
 /** A stop seen this close to its predicted time (or later) is that stop. */
 const TOLERANCE = 5_000;
@@ -207,7 +208,7 @@ export class StopWatch {
       }
     }
     this.render();
-    showStopped(stoppedText(this.settings, reason));
+    showStopped(stoppedText(this.settings, reason, t));
   }
 
   /** Every open notebook with unsaved changes, saved (a save is activity: only
@@ -238,7 +239,7 @@ export class StopWatch {
       this.warned = key;
       void this.saveAll(); // "your work is saved": make it true
     }
-    const words = warningText(this.settings, stop, now);
+    const words = warningText(this.settings, stop, now, t);
     this.tracker?.forEach(panel => this.banner(panel, stop.reason).setText(words));
   }
 
@@ -290,7 +291,7 @@ class StopBanner extends Banner {
     this.addClass('nbunits-stop-banner');
     this.message.setAttribute('role', 'status');
     this.message.setAttribute('aria-live', 'polite');
-    const label = reason === 'idle' ? 'Keep it running' : 'Save now';
+    const label = t(reason === 'idle' ? 'lab.stop.keep' : 'lab.stop.save');
     const button = text('button', label, 'jp-mod-styled jp-mod-accept');
     button.addEventListener('click', () => void act());
     this.node.append(this.message, button);
@@ -336,11 +337,11 @@ function showStopped(words: string): void {
   overlay.setAttribute('aria-describedby', 'nbunits-stopped-text');
   const box = document.createElement('div');
   box.className = 'nbunits-stopped-box';
-  const title = text('h2', 'Your server was stopped');
+  const title = text('h2', t('lab.stop.title'));
   title.id = 'nbunits-stopped-title';
   const message = text('p', words);
   message.id = 'nbunits-stopped-text';
-  const reload = text('button', 'Reload', 'jp-mod-styled jp-mod-accept');
+  const reload = text('button', t('lab.stop.reload'), 'jp-mod-styled jp-mod-accept');
   reload.addEventListener('click', () => window.location.reload());
   box.append(title, message, reload);
   overlay.append(box);

@@ -122,8 +122,42 @@ export function nextPoll(s: ISettings, stop: IStop | null, now: number): number 
   return Math.min(15_000, Math.max(POLL_MIN, during));
 }
 
+/** Words by catalog key (locales/*.json, "lab.*"), with their {placeholders} filled. */
+export type Say = (key: string, values?: Record<string, string | number>) => string;
+
+/** The English of the stop messages: the words the page has by itself (words.ts). */
+export const STOP_ENGLISH: Record<string, string> = {
+  'lab.stop.lifetime':
+    'Your server stops in {left}: a session lasts at most {limit}. ' +
+    'Your work is saved. Afterwards, reload the page to start a new session.',
+  'lab.stop.idle':
+    'Your server stops in {left}: nothing has happened in it for a while. ' +
+    'Your work is saved. Any activity (running a cell, saving) keeps it running.',
+  'lab.stopped.lifetime':
+    'Your server was stopped: it reached its time limit of {limit}. Your saved work is ' +
+    'kept. Reload the page (or open the exercise again) to start it again.',
+  'lab.stopped.idle':
+    'Your server was stopped: it was idle for more than {limit}. Your saved work is ' +
+    'kept. Reload the page (or open the exercise again) to start it again.',
+  'lab.duration.second': '{n} second',
+  'lab.duration.seconds': '{n} seconds',
+  'lab.duration.minute': '{n} minute',
+  'lab.duration.minutes': '{n} minutes',
+  'lab.duration.hour': '{n} hour',
+  'lab.duration.hours': '{n} hours'
+};
+
+/** `message` with its {name}s replaced by `values` (an unknown name stays as it is). */
+export function fill(message: string, values: Record<string, string | number> = {}): string {
+  return message.replace(/\{(\w+)\}/g, (whole, name: string) =>
+    Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole
+  );
+}
+
+const english: Say = (key, values) => fill(STOP_ENGLISH[key] ?? key, values);
+
 /** A duration, for people: "40 seconds", "5 minutes", "1 hour", "1.5 hours". */
-export function duration(ms: number): string {
+export function duration(ms: number, say: Say = english): string {
   const seconds = Math.max(0, Math.round(ms / 1000));
   const minutes = Math.round(seconds / 60);
   const [n, unit] =
@@ -132,32 +166,20 @@ export function duration(ms: number): string {
       : minutes < 60 || (minutes < 90 && minutes % 60 !== 0)
         ? [minutes, 'minute']
         : [Math.round(seconds / 360) / 10, 'hour'];
-  return `${n} ${unit}${n === 1 ? '' : 's'}`;
+  return say(`lab.duration.${unit}${n === 1 ? '' : 's'}`, { n });
 }
 
 /** What the banner says before a stop. */
-export function warningText(s: ISettings, stop: IStop, now: number): string {
-  const left = duration(stop.at - now);
-  if (stop.reason === 'lifetime') {
-    return (
-      `Your server stops in ${left}: a session lasts at most ${duration(s.maxLifetime * 1000)}. ` +
-      'Your work is saved. Afterwards, reload the page to start a new session.'
-    );
-  }
-  return (
-    `Your server stops in ${left}: nothing has happened in it for a while. ` +
-    'Your work is saved. Any activity (running a cell, saving) keeps it running.'
-  );
+export function warningText(s: ISettings, stop: IStop, now: number, say: Say = english): string {
+  const left = duration(stop.at - now, say);
+  return stop.reason === 'lifetime'
+    ? say('lab.stop.lifetime', { left, limit: duration(s.maxLifetime * 1000, say) })
+    : say('lab.stop.idle', { left });
 }
 
 /** What the page says once the server is gone. */
-export function stoppedText(s: ISettings, reason: Reason): string {
-  const why =
-    reason === 'lifetime'
-      ? `it reached its time limit of ${duration(s.maxLifetime * 1000)}`
-      : `it was idle for more than ${duration(s.idleTimeout * 1000)}`;
-  return (
-    `Your server was stopped: ${why}. Your saved work is kept. Reload the page (or open ` +
-    'the exercise again) to start it again.'
-  );
+export function stoppedText(s: ISettings, reason: Reason, say: Say = english): string {
+  return reason === 'lifetime'
+    ? say('lab.stopped.lifetime', { limit: duration(s.maxLifetime * 1000, say) })
+    : say('lab.stopped.idle', { limit: duration(s.idleTimeout * 1000, say) });
 }
