@@ -29,11 +29,8 @@ DOWNLOAD = "nbunits/download"
 @pytest.fixture(scope="module")
 def course(nb: Nbunits) -> str:
     shutil.copytree(REPO / "examples" / "demo", nb.shared / COURSE)
-    nb.nbunits("course", "add", COURSE, "--dir", f"{SHARED_IN_BOX}/{COURSE}", "--legacy", "open")
-    path = f"/etc/nbunits/courses/{COURSE}.toml"
-    lines = [line for line in nb.box.read_file(path).splitlines()
-             if not line.startswith("lms_origin =")]
-    nb.box.write_file(path, "\n".join([*lines, f'lms_origin = "https://{LMS}"']) + "\n")
+    nb.nbunits("course", "add", COURSE, "--dir", f"{SHARED_IN_BOX}/{COURSE}", "--legacy", "open",
+               "--lms-origin", f"https://{LMS}")
     return COURSE
 
 
