@@ -170,7 +170,8 @@ class NbunitsError(Exception):
     """An error with a registered `code`, a one-line message and optional hints."""
 
     def __init__(self, code: Code, message: str, *, hint: str | None = None,
-                 student_hint: str | None = None, retry_after: int | None = None) -> None:
+                 student_hint: str | None = None, retry_after: int | None = None,
+                 language: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -178,6 +179,9 @@ class NbunitsError(Exception):
         self.student_hint = student_hint
         # Seconds after which trying again may work (admission control's caps).
         self.retry_after = retry_after
+        # The language the message and student hint are written in for a student
+        # (core/i18n.py), "" for English words not from a catalog.
+        self.language = language
 
     @property
     def meaning(self) -> Meaning:

@@ -17,6 +17,7 @@ from functools import cache
 from html import escape
 
 from nbunits.core.data import data_dir
+from nbunits.core.errors import Code, NbunitsError
 
 DEFAULT = "en"
 # A BCP 47 tag as LMSs and browsers send it (fr, fr-FR, fr_CA, zh-Hant-TW); longer
@@ -48,6 +49,15 @@ def text(language: str, key: str, **values: object) -> str:
     """The message `key` in `language` (the default language's if the catalog lacks it)."""
     found = catalog(language) if language in available() else {}
     return (found.get(key) or catalog(DEFAULT)[key]).format(**values)
+
+
+def error(code: Code, language: str, key: str, hint: str | None = None,
+          retry_after: int | None = None, **values: object) -> NbunitsError:
+    """An error a student reads in `language`: the message `key` (with `values`) and the
+    student hint `hint` (a key too)."""
+    return NbunitsError(code, text(language, key, **values),
+                        student_hint=text(language, hint) if hint else None,
+                        retry_after=retry_after, language=language)
 
 
 def html(language: str, key: str, **markup: str) -> str:

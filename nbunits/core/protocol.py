@@ -10,15 +10,17 @@ one reply per connection, each a JSON object on one line:
         "prefix": "/nb/demo/nb.../CAP/", "copied": false, "running": true}
     -> {"action": "wake", "course": "demo", "user": "nb...", "capability": "..."}
     <- {"ok": true, "retry_after": 0}
-    -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig"}
+    -> {"action": "staff_view", "course", "user", "notebook", "expires", "sig", "language"}
     <- {"ok": true, "html": "..."}
     -> {"action": "staff_link", "course", "student", "notebook"}
     <- {"ok": true, "url": "/staff/<course>/<user>/<notebook>?expires=...&sig=..."}
     <- {"ok": false, "code": "unknown_course", "message": "...", "student_hint": "..."}
+    <- {"ok": false, "code": "student_limit", "message": "...", "language": "fr"}  (words
+        from a catalog, core/i18n.py: the language they are in)
     <- {"ok": false, "code": "busy", "message": "...", "retry_after": 30}   (admission.py)
 
     -> {"action": "student", "course", "user", "capability", "what": "info"|"reset"|
-        "share"|"unshare", "notebook"}
+        "share"|"unshare", "notebook", "language"}  (the student's page's)
     <- {"ok": true, "student_id", "course", "notebook", "newer", "changes", "kept", "url"}
     -> {"action": "shared_view", "token"}                     <- {"ok": true, "html": "..."}
 
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from nbunits.core import i18n
 from nbunits.core.errors import Code, NbunitsError, code_of
 from nbunits.core.names import (
     Target,
@@ -140,13 +143,19 @@ class StaffViewRequest:
     notebook: str
     expires: str
     sig: str
+    language: str = ""  # of the page ("": the default); the dispatcher's choice
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "language", known_language(self.language))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StaffViewRequest:
-        return cls(*(get_str(data, k) for k in ("course", "user", "notebook", "expires", "sig")))
+        return cls(**{k: get_str(data, k) for k in ("course", "user", "notebook", "expires",
+                                                     "sig")},
+                   language=get_opt_str(data, "language") or "")
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,12 @@ class StaffStudentsRequest:
         return cls(get_str(data, "course"), get_str(data, "notebook"))
 
 
+def known_language(language: str) -> str:
+    """`language` if nbunits has a catalog for it, else "" (a display choice: an
+    unknown one is dropped, never an error)."""
+    return language if language in i18n.available() else ""
+
+
 # What a student may do from inside their Jupyter (the Course menu, the banner).
 STUDENT_ACTIONS = frozenset({"info", "reset", "share", "unshare"})
 
@@ -202,6 +217,9 @@ class StudentRequest:
     capability: str
     what: str
     notebook: str  # relative to the course; "" only for "info" outside a notebook
+    # The language of the student's page, which the answers are in ("": the one
+    # remembered for the student, else the course's).
+    language: str = ""
 
     def __post_init__(self) -> None:
         check_course(self.course)
@@ -211,14 +229,16 @@ class StudentRequest:
             raise ProtocolError("unknown student action")
         if self.notebook or self.what != "info":
             object.__setattr__(self, "notebook", check_notebook(self.notebook).as_posix())
+        object.__setattr__(self, "language", known_language(self.language))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StudentRequest:
-        return cls(*(get_str(data, k) for k in ("course", "user", "capability", "what",
-                                                "notebook")))
+        return cls(**{k: get_str(data, k) for k in ("course", "user", "capability", "what",
+                                                     "notebook")},
+                   language=get_opt_str(data, "language") or "")
 
 
 @dataclass(frozen=True)
@@ -378,6 +398,8 @@ def error_reply(exc: NbunitsError) -> dict[str, Any]:
              "student_hint": exc.student_hint}
     if exc.retry_after is not None:
         reply["retry_after"] = exc.retry_after
+    if exc.language:
+        reply["language"] = exc.language
     return reply
 
 
@@ -414,7 +436,7 @@ async def ask(path: Path, request: Request, kind: type[R], timeout: float = 120)
         raise NbunitsError(code_of(str(reply.get("code", "internal"))), str(reply.get("message", "error")),
                            student_hint=get_opt_str(reply, "student_hint"),
                            retry_after=retry if isinstance(retry, int) and 0 < retry < 3600
-                           else None)
+                           else None, language=known_language(get_opt_str(reply, "language") or ""))
     try:
         return kind.from_json(reply)
     except ProtocolError as exc:

@@ -4,7 +4,8 @@ static versions they share.
 POST /_nbunits/student/<course>/<user>/<capability>/<action> with {"notebook": ...}:
 nginx lets it through only with the student's capability (as for /nb/), and the
 helper checks it again before acting. Answers are JSON for the extension; an error
-carries a message written for the student.
+carries a message written for the student, in the language of their page (the
+extension says it in Accept-Language).
 GET /shared/<token>: a static version a student shares, for anyone with the link.
 """
 
@@ -15,11 +16,13 @@ import logging
 
 from aiohttp import web
 
+from nbunits.core import i18n
 from nbunits.core.config import Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.protocol import Html, SharedViewRequest, StudentRequest, StudentState, ask
 from nbunits.dispatcher import origins
-from nbunits.dispatcher.pages import student_hint
+from nbunits.dispatcher.language import decide
+from nbunits.dispatcher.pages import student_hint, student_message
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ def setup(app: web.Application, settings_key: web.AppKey[Settings]) -> None:
 
 async def student_action(request: web.Request, settings: Settings) -> web.Response:
     fields = {"COURSE": request.match_info["course"], "STUDENT": request.match_info["user"]}
+    lang = decide(request, settings)
     try:
         try:
             body = json.loads(await request.text() or "{}")
@@ -50,29 +54,31 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
             body = None
         notebook = body.get("notebook") if isinstance(body, dict) else None
         if not isinstance(notebook, str):
-            raise NbunitsError(Code.BAD_REQUEST, "This request is not valid.")
+            raise i18n.error(Code.BAD_REQUEST, lang, "action.bad_request")
         reply = await ask(settings.helper_socket, StudentRequest(
             request.match_info["course"], request.match_info["user"],
-            request.match_info["cap"], request.match_info["what"], notebook), StudentState)
+            request.match_info["cap"], request.match_info["what"], notebook, lang), StudentState)
     except NbunitsError as exc:
         status = exc.meaning.status or 500
         if exc.code != Code.TOO_MANY:  # the helper says those, once a minute per student
             logger.warning("student action %s: %s", request.match_info["what"], exc.message,
                            extra={**fields, "ERROR_CODE": exc.code})
         if status == 500:
-            message = "Something went wrong on our side. Please try again later."
+            message = f"{i18n.text(lang, 'status.500.message')} {i18n.text(lang, 'error.later')}"
         else:
-            hint = student_hint(status, exc.student_hint)
-            message = exc.message + (f" {hint}" if hint else "")
-        headers = {"Cache-Control": "no-store"}
+            message, hint = student_message(exc.code, exc.message, exc.student_hint, lang,
+                                            exc.language)
+            hint = student_hint(status, hint, lang)
+            message += f" {hint}" if hint else ""
+        headers = {"Cache-Control": "no-store", "Content-Language": lang}
         if exc.retry_after:  # the student's own bounds, or every worker busy
             headers["Retry-After"] = str(exc.retry_after)
         return web.json_response({"message": message}, status=status, headers=headers)
     except (ConnectionError, FileNotFoundError) as exc:
         logger.error("cannot reach nbunits-helper: %s", exc)
-        return web.json_response(
-            {"message": "The notebook service is not available right now. "
-                        "Please try again in a minute."}, status=503)
+        message = f"{i18n.text(lang, 'status.503.message')} {i18n.text(lang, 'status.503.hint')}"
+        return web.json_response({"message": message}, status=503,
+                                 headers={"Content-Language": lang})
     # A shared page is on the server's own name, never on a student's own origin.
     url = origins.main_url(settings.server, request, reply.url) if reply.url else reply.url
     answer = {"student_id": reply.student_id, "course": reply.course,

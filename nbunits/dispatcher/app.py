@@ -88,7 +88,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         events.log(logger, events.Event.REFUSED,
                    f"{request.method} {log_path(request)}: {exc.message}",
                    course=None, student=None, ERROR_CODE=exc.code)
-        message, hint = student_message(exc.code, exc.message, exc.student_hint, lang)
+        message, hint = student_message(exc.code, exc.message, exc.student_hint, lang, exc.language)
         return error_page(status, message, student_hint(status, hint, lang), lang)
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -217,7 +217,7 @@ def start_failed(course: str, user: str, exc: NbunitsError, lang: str) -> web.Re
     """A student's server cannot start (no image, a crash at start, its start limit)."""
     logger.warning("%s's server cannot start", user,
                    extra={"COURSE": course, "STUDENT": user, "ERROR_CODE": exc.code})
-    message, hint = student_message(exc.code, exc.message, exc.student_hint, lang)
+    message, hint = student_message(exc.code, exc.message, exc.student_hint, lang, exc.language)
     page = error_page(500, message, student_hint(500, hint, lang), lang)
     page.headers[START_FAILED[0]] = START_FAILED[1]
     return page
@@ -330,8 +330,9 @@ async def staff_view(request: web.Request) -> web.Response:
     given = params.query(request, {"expires": params.EXPIRES, "sig": params.HEX_SHA256})
     if len(given) != 2:
         raise NbunitsError(Code.BAD_REQUEST, "this staff link is incomplete")
-    reply = await ask(request.app[SETTINGS].helper_socket, StaffViewRequest(
-        course, user, notebook, given["expires"], given["sig"]), Html)
+    settings = request.app[SETTINGS]
+    reply = await ask(settings.helper_socket, StaffViewRequest(
+        course, user, notebook, given["expires"], given["sig"], decide(request, settings)), Html)
     # Static HTML: nothing in it may run or load; frame-ancestors is added as for
     # every page (the course's LMS, as for its notebooks).
     return web.Response(text=reply.html, content_type="text/html", headers={

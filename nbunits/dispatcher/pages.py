@@ -42,23 +42,26 @@ NGINX_PAGES = {
 }
 
 
-def _status(status: int, what: str) -> str:
+def status_key(status: int, what: str) -> str:
     """The catalog key of a status's title, message or hint."""
     known = f"status.{status}.{what}"
     return known if known in i18n.catalog(i18n.DEFAULT) else f"status.other.{what}"
 
 
-def student_message(code: Code, message: str, hint: str | None,
-                    lang: str = i18n.DEFAULT) -> tuple[str, str | None]:
+def student_message(code: Code, message: str, hint: str | None, lang: str = i18n.DEFAULT,
+                    said_in: str = "") -> tuple[str, str | None]:
     """The message and hint a student reads for an error of this code. An error's
-    own words are English: in another language, the catalog's for its status."""
+    own words are used if they are in `lang` (`said_in`: the language a catalog gave
+    them in; "" for English of its own); else the catalog's for its code or status."""
+    if said_in and said_in == lang:
+        return message, hint
     key = STUDENT_MESSAGES.get(code)
     if key:
         return i18n.text(lang, key), i18n.text(lang, key + ".hint")
-    if lang == i18n.DEFAULT:
+    if lang == i18n.DEFAULT and not said_in:
         return message, hint
     status = MEANINGS[code].status or 500
-    return i18n.text(lang, _status(status, "message")), None
+    return i18n.text(lang, status_key(status, "message")), None
 
 
 def nginx_page(kind: str, lang: str = i18n.DEFAULT) -> web.Response:
@@ -100,7 +103,7 @@ def student_hint(status: int, hint: str | None, lang: str = i18n.DEFAULT) -> str
 
 def error_page(status: int, message: str, hint: str | None = None,
                lang: str = i18n.DEFAULT) -> web.Response:
-    title = i18n.text(lang, _status(status, "title"))
+    title = i18n.text(lang, status_key(status, "title"))
     hint_html = f'<p class="hint">{escape(hint)}</p>' if hint else ""
     body = _PAGE.format(lang=lang, style=_STYLE, title=escape(title), message=escape(message),
                         hint=hint_html)
@@ -111,13 +114,13 @@ def error_page(status: int, message: str, hint: str | None = None,
 def http_error(status: int, reason: str, lang: str) -> web.Response:
     """aiohttp's own refusals (404, 405...): their reason is English."""
     return error_page(status, reason if lang == i18n.DEFAULT
-                      else i18n.text(lang, _status(status, "message")), lang=lang)
+                      else i18n.text(lang, status_key(status, "message")), lang=lang)
 
 
 def generic_error(status: int, lang: str) -> web.Response:
     """A failure of ours (500) or the helper out of reach (503), in the student's words."""
     hint = "error.later" if status == 500 else "status.503.hint"
-    return error_page(status, i18n.text(lang, _status(status, "message")),
+    return error_page(status, i18n.text(lang, status_key(status, "message")),
                       i18n.text(lang, hint), lang)
 
 

@@ -38,7 +38,7 @@ class Asker:
     config: CourseConfig
     units: StudentUnits
     student: users.Student
-    language: str  # what the student reads: their remembered language, else the course's
+    language: str  # what the student reads: their page's, else remembered, else the course's
 
 
 def asker(settings: Settings, request: StudentRequest) -> Asker:
@@ -46,15 +46,15 @@ def asker(settings: Settings, request: StudentRequest) -> Asker:
     request takes a turn, the worker again before it acts."""
     config = load_course(settings, request.course)
     units = StudentUnits(request.course, request.user)
-    language = languages.remembered(settings, units.user) or config.language
+    language = (request.language or languages.remembered(settings, units.user)
+                or config.language)
     if not caps.is_current(settings, units, request.capability):
-        raise NbunitsError(Code.FORBIDDEN, i18n.text(language, "action.bad_link"),
-                           student_hint=i18n.text(language, "action.bad_link.hint"))
+        raise i18n.error(Code.FORBIDDEN, language, "action.bad_link", "action.bad_link.hint")
     student_id = users.recorded_id(settings, units.user)
     student = users.lookup(settings, student_id) if student_id else None
     if student is None or not settings.token_file(units).exists():
-        raise NbunitsError(Code.UNKNOWN_STUDENT, i18n.text(language, "action.no_notebooks"),
-                           student_hint=i18n.text(language, "action.bad_link.hint"))
+        raise i18n.error(Code.UNKNOWN_STUDENT, language, "action.no_notebooks",
+                         "action.bad_link.hint")
     return Asker(config, units, student, language)
 
 
@@ -69,8 +69,8 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
         return state
     if request.what == "reset":
         if not _in_course(config.source, notebook):
-            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, i18n.text(who.language, "action.not_in_course"),
-                               student_hint=i18n.text(who.language, "action.not_in_course.hint"))
+            raise i18n.error(Code.UNKNOWN_NOTEBOOK, who.language, "action.not_in_course",
+                             "action.not_in_course.hint")
         kept = copies.reset(theirs, notebook, datetime.now()) or ""
         logger.info("student reset %s; old copy kept as %s", notebook, kept or "(nothing)",
                     extra=fields)
@@ -93,21 +93,20 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
 def _share(settings: Settings, who: Asker, theirs: copies.Copies, notebook: str) -> str:
     """Render the student's copy, within the bounds of shares.py, and publish it."""
     units = who.units
-    shares.check_room(settings, units, notebook)
+    shares.check_room(settings, units, notebook, who.language)
     data = read_copy(theirs.home, theirs.rel(notebook))
     if data is None:
-        raise NbunitsError(Code.UNKNOWN_NOTEBOOK, i18n.text(who.language, "action.no_copy"),
-                           student_hint=i18n.text(who.language, "action.no_copy.hint"))
+        raise i18n.error(Code.UNKNOWN_NOTEBOOK, who.language, "action.no_copy",
+                         "action.no_copy.hint")
     if len(data) > MAX_NOTEBOOK_BYTES:
-        raise shares.too_large()
+        raise shares.too_large(who.language)
     try:
-        html = staff.render(data, PurePosixPath(notebook).name,
-                            note=f"A static version shared by a student of {units.course}, "
-                                 "as it was when shared. Nothing here runs.",
+        html = staff.render(data, PurePosixPath(notebook).name, who.language,
+                            note=i18n.text(who.language, "share.note", course=units.course),
                             limit=shares.MAX_PAGE_BYTES)
     except staff.PageTooLarge:
-        raise shares.too_large() from None
-    return shares.share(settings, units, notebook, html)
+        raise shares.too_large(who.language) from None
+    return shares.share(settings, units, notebook, html, who.language)
 
 
 def _in_course(source: Path, notebook: str) -> bool:

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from nbunits.core import i18n
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
 from nbunits.core.events import log as log_event
@@ -41,13 +42,13 @@ SAY_EVERY = 60.0  # seconds between two journal lines about one student's bound
 KEPT = 10_000
 
 
-STILL_RUNNING = "Your earlier requests are still being handled."
-
-
 class TooMany(NbunitsError):
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(Code.TOO_MANY, message, retry_after=retry_after,
-                         student_hint="Your work is safe; nothing was changed.")
+    """A refusal the student reads, in their `language`: the message `key`."""
+
+    def __init__(self, language: str, key: str, retry_after: int) -> None:
+        super().__init__(Code.TOO_MANY, i18n.text(language, key), retry_after=retry_after,
+                         student_hint=i18n.text(language, "action.nothing_changed"),
+                         language=language)
 
 
 @dataclass
@@ -69,14 +70,16 @@ class StudentBounds:
     said: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
-    async def turn(self, course: str, user: str, wait: float) -> AsyncIterator[None]:
+    async def turn(self, course: str, user: str, wait: float,
+                   language: str = i18n.DEFAULT) -> AsyncIterator[None]:
         """The student's turn for one action: counted against their rate, then held
-        while it runs (the student's next action waits for it, at most `wait` s)."""
-        self.take(course, user)
+        while it runs (the student's next action waits for it, at most `wait` s).
+        Refusals are in `language`, the student's."""
+        self.take(course, user, language)
         if self.queued.get(user, 0) > self.waiting:
             self._refuse(course, user, "waiting", f"{self.waiting} actions waiting for "
                          "the one that runs")
-            raise TooMany(STILL_RUNNING, 10)
+            raise TooMany(language, "action.still_running", 10)
         self.queued[user] = self.queued.get(user, 0) + 1
         lock = self.turns.setdefault(user, asyncio.Lock())
         try:
@@ -84,7 +87,7 @@ class StudentBounds:
                 async with asyncio.timeout(wait):  # never the lock taken and then a timeout
                     await lock.acquire()
             except TimeoutError:
-                raise TooMany(STILL_RUNNING, 10) from None
+                raise TooMany(language, "action.still_running", 10) from None
             try:
                 yield
             finally:
@@ -94,7 +97,7 @@ class StudentBounds:
             if not self.queued[user]:
                 del self.queued[user], self.turns[user]
 
-    def take(self, course: str, user: str) -> None:
+    def take(self, course: str, user: str, language: str = i18n.DEFAULT) -> None:
         """One action of `user` from their bucket, or TooMany."""
         now = self.clock()
         rate = self.per_minute / 60
@@ -107,8 +110,7 @@ class StudentBounds:
         if bucket.tokens < 1:
             self._refuse(course, user, "rate", f"{self.burst} actions at once, then "
                          f"{self.per_minute} a minute")
-            raise TooMany("You have made many requests in a short time: please wait a "
-                          "moment before the next one.", math.ceil((1 - bucket.tokens) / rate))
+            raise TooMany(language, "action.too_many", math.ceil((1 - bucket.tokens) / rate))
         bucket.tokens -= 1
 
     def _forget_full(self, now: float) -> None:

@@ -418,9 +418,10 @@ def staff_students(settings: Settings, course: str, notebook: str) -> list[dict[
 
 
 async def staff_view(settings: Settings, course: str, user: str, notebook: str,
-                     expires: str, sig: str) -> str:
-    """A student's copy as static HTML, for a valid staff link (see staff.py)."""
-    load_course(settings, course)
+                     expires: str, sig: str, language: str = "") -> str:
+    """A student's copy as static HTML, for a valid staff link (see staff.py), in
+    `language` (else the course's)."""
+    config = load_course(settings, course)
     check_user(user)
     relative = PurePosixPath(course, *check_notebook(notebook).parts)
     staff.check(read_secret(settings), course, user, notebook, expires, sig)
@@ -435,4 +436,4 @@ async def staff_view(settings: Settings, course: str, user: str, notebook: str,
     if data is None:
         raise NbunitsError(Code.UNKNOWN_NOTEBOOK, f"{user} has no copy of {notebook}")
     logger.info("staff view of %s", notebook, extra={"COURSE": course, "STUDENT": user})
-    return staff.render(data, f"{course} / {user} / {notebook}")
+    return staff.render(data, f"{course} / {user} / {notebook}", language or config.language)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nbunits.core import i18n
 from nbunits.core.config import Settings, load_settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
@@ -74,7 +75,8 @@ class StudentActions:
 
     async def act(self, settings: Settings, request: StudentRequest) -> StudentState:
         start = time.monotonic()
-        async with self.bounds.turn(request.course, request.user, ACTION_WAIT):
+        async with self.bounds.turn(request.course, request.user, ACTION_WAIT,
+                                    request.language or i18n.DEFAULT):
             actions.asker(settings, request)  # a few small files: who asks, checked first
             return await self.workers.run(request, ACTION_WAIT - (time.monotonic() - start))
 
@@ -94,7 +96,7 @@ async def act(settings: Settings, request: Request, admission: Admission,
                                admission))
     if isinstance(request, StaffViewRequest):
         return Html(await staff_view(settings, request.course, request.user, request.notebook,
-                                     request.expires, request.sig))
+                                     request.expires, request.sig, request.language))
     if isinstance(request, StaffStudentsRequest):
         # After a verified staff LTI launch naming no student.
         found = await asyncio.to_thread(staff_students, settings, request.course,

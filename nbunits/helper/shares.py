@@ -22,6 +22,7 @@ import os
 import secrets
 from pathlib import Path
 
+from nbunits.core import i18n
 from nbunits.core.config import Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
@@ -31,7 +32,6 @@ from nbunits.helper.copies import locked
 MAX_SHARES = 20  # notebooks one student shares at once, per course
 MAX_PAGE_BYTES = 5 * 1024 * 1024  # one static version
 MAX_SHARED_BYTES = 20 * 1024 * 1024  # all of one student's, per course
-STOP_ONE = "Stop sharing another notebook first (Course > Stop sharing, in its menu)."
 
 
 def _index(settings: Settings, units: StudentUnits) -> Path:
@@ -56,32 +56,33 @@ def _save(settings: Settings, units: StudentUnits, index: dict[str, str]) -> Non
     write_atomic(path, json.dumps(index, indent=1, sort_keys=True) + "\n", 0o600)
 
 
-def check_room(settings: Settings, units: StudentUnits, notebook: str) -> None:
+def check_room(settings: Settings, units: StudentUnits, notebook: str,
+               language: str = i18n.DEFAULT) -> None:
     """Refuse a new share past MAX_SHARES before anything is rendered (share() checks
-    again, under the lock)."""
-    _check_room(load(settings, units), notebook)
+    again, under the lock). Refusals are in `language`, the student's."""
+    _check_room(load(settings, units), notebook, language)
 
 
-def _check_room(index: dict[str, str], notebook: str) -> None:
+def _check_room(index: dict[str, str], notebook: str, language: str) -> None:
     if notebook not in index and len(index) >= MAX_SHARES:
-        raise NbunitsError(Code.STUDENT_LIMIT, f"You already share {MAX_SHARES} notebooks of "
-                           "this course, the most one student may.", student_hint=STOP_ONE)
+        raise i18n.error(Code.STUDENT_LIMIT, language, "share.too_many", "share.stop_one",
+                         count=MAX_SHARES)
 
 
-def share(settings: Settings, units: StudentUnits, notebook: str, html: str) -> str:
+def share(settings: Settings, units: StudentUnits, notebook: str, html: str,
+          language: str = i18n.DEFAULT) -> str:
     """Publish (or refresh) the snapshot of `notebook`; its token."""
     size = len(html.encode())
     if size > MAX_PAGE_BYTES:
-        raise too_large()
+        raise too_large(language)
     with locked(_index(settings, units)):
         index = load(settings, units)
-        _check_room(index, notebook)
+        _check_room(index, notebook, language)
         token = index.get(notebook) or secrets.token_urlsafe(24)
         others = sum(_size(_page(settings, t)) for nb, t in index.items() if nb != notebook)
         if others + size > MAX_SHARED_BYTES:
-            raise NbunitsError(Code.STUDENT_LIMIT, "Your shared notebooks of this course would "
-                               f"take more than {MAX_SHARED_BYTES >> 20} MB together, the most "
-                               "one student may.", student_hint=STOP_ONE)
+            raise i18n.error(Code.STUDENT_LIMIT, language, "share.too_much", "share.stop_one",
+                             megabytes=MAX_SHARED_BYTES >> 20)
         if index.get(notebook) != token:
             index[notebook] = token
             _save(settings, units, index)
@@ -91,12 +92,9 @@ def share(settings: Settings, units: StudentUnits, notebook: str, html: str) -> 
     return token
 
 
-def too_large() -> NbunitsError:
-    return NbunitsError(
-        Code.STUDENT_LIMIT, f"This notebook is too large to share: its static version would "
-        f"be over {MAX_PAGE_BYTES >> 20} MB.",
-        student_hint="Clear the outputs you do not need (Edit > Clear Outputs), save, "
-                     "and share it again.")
+def too_large(language: str = i18n.DEFAULT) -> NbunitsError:
+    return i18n.error(Code.STUDENT_LIMIT, language, "share.too_large", "share.too_large.hint",
+                      megabytes=MAX_PAGE_BYTES >> 20)
 
 
 def _size(path: Path) -> int:

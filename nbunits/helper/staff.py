@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from nbunits.core import i18n
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import staff_path
 
@@ -57,7 +58,7 @@ def check(secret: str, course: str, user: str, notebook: str, expires: str, sig:
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
 .cell{{margin:1em 0}} pre{{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}}
 .md pre{{background:none;border-left:3px solid #ccc}} .out pre{{background:#fff;border-left:3px solid #7a7}}
@@ -65,9 +66,6 @@ _PAGE = """<!doctype html>
 <body><h1>{title}</h1><p class="label">{note}</p>
 {cells}</body></html>
 """
-
-
-STAFF_NOTE = "Read-only view for course staff. Nothing here runs."
 
 
 class PageTooLarge(NbunitsError):
@@ -101,8 +99,10 @@ class _Budget:
         return html
 
 
-def render(data: bytes, title: str, note: str = STAFF_NOTE, limit: int | None = None) -> str:
-    """Static HTML of a notebook: sources and text/image outputs, every field escaped.
+def render(data: bytes, title: str, language: str = i18n.DEFAULT, note: str | None = None,
+           limit: int | None = None) -> str:
+    """Static HTML of a notebook: sources and text/image outputs, every field escaped;
+    its own words in `language`, with `note` under the title (the staff view's if None).
 
     The notebook is the student's file: any field may hold anything (markup, wrong
     types), so nothing from it reaches the page but through escape() or a checked
@@ -113,6 +113,7 @@ def render(data: bytes, title: str, note: str = STAFF_NOTE, limit: int | None = 
         nb = None
     if not isinstance(nb, dict):
         raise NbunitsError(Code.BROKEN_NOTEBOOK, "this copy is not a readable notebook")
+    note = i18n.text(language, "staff.note") if note is None else note
     budget = _Budget(limit)
     budget.spend(len(_PAGE) + len(title) + len(note))
     parts = []
@@ -126,7 +127,8 @@ def render(data: bytes, title: str, note: str = STAFF_NOTE, limit: int | None = 
                          f"<pre>{source}</pre>{_outputs(cell.get('outputs'), budget)}</div>")
         else:
             parts.append(f'<div class="cell md"><pre>{source}</pre></div>')
-    return _PAGE.format(title=escape(title), note=escape(note), cells="\n".join(parts))
+    return _PAGE.format(lang=language, title=escape(title), note=escape(note),
+                        cells="\n".join(parts))
 
 
 # A cell's markup around its text, and an output's, at most (characters).

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from nbunits.core import i18n
 from nbunits.core.config import Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
@@ -105,9 +106,8 @@ class Workers:
                 worker = await self.idle.get()
         except TimeoutError:
             self._busy(request, wait)
-            raise NbunitsError(Code.BUSY, "Many students are asking at once.",
-                               student_hint="Please try again in a minute.",
-                               retry_after=30) from None
+            raise i18n.error(Code.BUSY, request.language or i18n.DEFAULT, "action.busy",
+                             "action.busy.hint", retry_after=30) from None
         try:
             if worker is None:
                 worker = await _Worker.start(self.settings, self.target)
@@ -146,10 +146,8 @@ class Workers:
                        "killed)", request.what, request.notebook or "-", self.run_time,
                        extra={"COURSE": request.course, "STUDENT": request.user,
                               "ERROR_CODE": Code.ACTION_TIMEOUT})
-        return NbunitsError(Code.ACTION_TIMEOUT, "This took too long and was stopped.",
-                            student_hint="Your work is safe. Try again in a minute; if it "
-                                         "keeps happening, tell the course team.",
-                            retry_after=60)
+        return i18n.error(Code.ACTION_TIMEOUT, request.language or i18n.DEFAULT,
+                          "action.timeout", "action.timeout.hint", retry_after=60)
 
     async def close(self) -> None:
         while not self.idle.empty():
@@ -187,7 +185,8 @@ def _do(act: Callable[[Settings, StudentRequest], StudentState], settings: Setti
         return "ok", act(settings, request)
     except NbunitsError as exc:
         return "error", {"code": exc.code, "message": exc.message, "hint": exc.hint,
-                         "student_hint": exc.student_hint, "retry_after": exc.retry_after}
+                         "student_hint": exc.student_hint, "retry_after": exc.retry_after,
+                         "language": exc.language}
     except Exception as exc:
         logger.exception("student action %s failed", request.what,
                          extra={"COURSE": request.course, "STUDENT": request.user})

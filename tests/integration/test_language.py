@@ -13,6 +13,7 @@ import pytest
 
 from nbunits.core import i18n
 from nbunits.core.names import user_for
+from testbed.browser import open_exercise
 from testbed.sites import CHROMIUM, framing_site, launch_chromium
 
 from .conftest import LMS, Nbunits, client
@@ -84,12 +85,38 @@ def test_a_refused_launch_says_so_in_the_browsers_language(nb: Nbunits, lti_cour
     assert "Ce lancement n&#x27;a pas pu être vérifié" in page
 
 
+def test_a_students_actions_answer_in_their_pages_language(nb: Nbunits) -> None:
+    """The Course extension asks in its page's language (Accept-Language): a refusal
+    of the helper's and one of the dispatcher's come back in it."""
+    nb.add_course("langact")
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "langact", "welcome.ipynb",
+                                         secrets.token_hex(16))
+            reset = opened.prefix.replace("/nb/", "/_nbunits/student/", 1) + "reset"
+            for language in ("fr", "en", "fr"):
+                words = i18n.catalog(language)
+                async with session.post(reset, json={"notebook": "not/there.ipynb"},
+                                        headers={"Accept-Language": language}) as resp:
+                    said = (await resp.json())["message"]
+                    assert resp.status == 404, said
+                    assert said == f"{words['action.not_in_course']} " \
+                                   f"{words['action.not_in_course.hint']}", said
+                async with session.post(reset, data="{", headers={
+                        "Accept-Language": language, "Content-Type": "application/json"}) as resp:
+                    said = (await resp.json())["message"]
+                    assert resp.status == 400 and said.startswith(words["action.bad_request"])
+    asyncio.run(scenario())
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
 def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_path: Path) -> None:
     """A French browser (Accept-Language fr-FR) opens a course link in the LMS's frame:
     the starting page, then JupyterLab's own menus, in French (its language pack), and
-    nbunits' Course menu and a Share's dialog in French (the catalog's words in the page
-    options); an English browser gets both in English."""
+    nbunits' Course menu, a Share's dialog and the shared page in French (the catalog's
+    words in the page options; the helper's answer in the page's language); an English
+    browser gets them all in English."""
     from playwright.sync_api import sync_playwright
 
     nb.add_course("langlab", interface="lab", lms_origin=f"https://{LMS}")
@@ -112,7 +139,14 @@ def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_pa
                 assert file_menu in labels, (locale, labels)
                 assert words["lab.menu.course"] in labels, (locale, labels)
                 course_menu(frame, words)
-                share_dialog(frame, words)
+                shared = share_dialog(frame, words)
+                # The static page says what it is in the page's language too (the
+                # extension asks in it: a page without a launch locale included).
+                static = page.context.new_page()
+                static.goto(shared)
+                assert static.locator("html").get_attribute("lang") == locale[:2]
+                assert static.locator("p.label").inner_text() == \
+                    words["share.note"].format(course="langlab")
             except Exception:
                 page.screenshot(path=str(tmp_path / f"{locale}.png"))
                 raise
@@ -132,8 +166,9 @@ def course_menu(frame: Any, words: dict[str, str]) -> None:
     assert items.all_inner_texts() == [words[key] for key in MENU_ITEMS]
 
 
-def share_dialog(frame: Any, words: dict[str, str]) -> None:
-    """Share (from the open Course menu): the dialog's words, in the page's language."""
+def share_dialog(frame: Any, words: dict[str, str]) -> str:
+    """Share (from the open Course menu): the dialog's words, in the page's language.
+    The shared page's address."""
     frame.locator("#nbunits-course-menu .lm-Menu-itemLabel",
                   has_text=words["lab.menu.share"]).click()
     dialog = frame.locator(".jp-Dialog")
@@ -141,4 +176,6 @@ def share_dialog(frame: Any, words: dict[str, str]) -> None:
     assert dialog.locator(".jp-Dialog-header").inner_text().strip() == words["lab.share.title"]
     said = dialog.locator(".nbunits-dialog p").all_inner_texts()
     assert said == [words["lab.share.anyone"], words["lab.share.again"]], said
+    shared = dialog.locator(".nbunits-share-link").inner_text().strip()
     dialog.locator(".jp-Dialog-footer button").last.click()
+    return str(shared)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from nbunits.core import i18n
 from nbunits.core.config import CourseConfig, Server, Settings
 from nbunits.core.names import Target, user_for
 from nbunits.core.protocol import MAX_REQUEST_BYTES, Html, StaffViewRequest, ask
@@ -166,7 +167,8 @@ def test_a_staff_view_larger_than_a_request_is_served(tmp_path):
 
     run_app(tmp_path, helper, test)
     assert helper.requests[0] == {"action": "staff_view", "course": "demo", "user": USER,
-                                  "notebook": "a.ipynb", "expires": "1", "sig": SIG}
+                                  "notebook": "a.ipynb", "expires": "1", "sig": SIG,
+                                  "language": "en"}
 
 
 WAKE = f"/_nbunits/wake/demo/{USER}/{CAP}"
@@ -406,3 +408,55 @@ def test_log_lines_name_no_capability_student_id_or_token(path: str, logged: str
     from nbunits.dispatcher.app import log_path
 
     assert log_path(make_mocked_request("GET", path)) == logged
+
+
+def test_a_student_s_action_is_answered_in_their_page_s_language(tmp_path):
+    """The extension says its page's language in Accept-Language: the helper is asked
+    in it, its words are shown when they are in it, and the dispatcher's own are too."""
+    said = {"ok": False, "code": "student_limit", "message": "Trop.", "student_hint": "Moins.",
+            "language": "fr"}
+    english = {"ok": False, "code": "student_limit", "message": "Too many.",
+               "student_hint": "Fewer."}
+    replies = iter([said, english, english])
+    helper = FakeHelper(lambda r: next(replies))
+    action = f"/_nbunits/student/demo/{USER}/{CAP}/share"
+    french = {"Accept-Language": "fr"}
+
+    async def test(client: TestClient) -> None:
+        resp = await client.post(action, json={"notebook": "a.ipynb"}, headers=french)
+        assert resp.status == 409 and (await resp.json())["message"] == "Trop. Moins."
+        assert helper.requests[-1]["language"] == "fr"
+        # English words of the helper's own: in French, what the status means.
+        resp = await client.post(action, json={"notebook": "a.ipynb"}, headers=french)
+        assert (await resp.json())["message"] == i18n.text("fr", "status.409.message") + " " + \
+            i18n.text("fr", "status.409.hint")
+        resp = await client.post(action, json={"notebook": "a.ipynb"})
+        assert (await resp.json())["message"] == "Too many. Fewer."
+        assert helper.requests[-1]["language"] == "en"
+        asked = len(helper.requests)
+        resp = await client.post(action, data="not json", headers=french)
+        assert resp.status == 400
+        assert (await resp.json())["message"].startswith(i18n.text("fr", "action.bad_request"))
+        assert len(helper.requests) == asked
+
+    run_app(tmp_path, helper, test)
+
+
+def test_a_student_s_action_without_the_helper_is_said_in_their_language(tmp_path):
+    async def test(client: TestClient) -> None:
+        resp = await client.post(f"/_nbunits/student/demo/{USER}/{CAP}/info",
+                                 json={"notebook": "a.ipynb"}, headers={"Accept-Language": "fr"})
+        assert resp.status == 503 and resp.headers["Content-Language"] == "fr"
+        assert (await resp.json())["message"].startswith(i18n.text("fr", "status.503.message"))
+
+    settings = Settings(etc_dir=tmp_path / "etc", state_dir=tmp_path / "state",
+                        run_dir=tmp_path / "run")
+    settings.courses_conf_dir.mkdir(parents=True)
+    settings.course_file("demo").write_text(
+        CourseConfig(name="demo", source=tmp_path / "masters", legacy="open").to_toml())
+
+    async def main() -> None:  # no helper listening
+        async with TestClient(TestServer(create_app(settings))) as client:
+            await test(client)
+
+    asyncio.run(main())

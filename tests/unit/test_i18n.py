@@ -156,3 +156,40 @@ def test_the_busy_page_in_french() -> None:
     assert "full" not in page.text and page.headers["Content-Language"] == "fr"
 
 
+
+
+def test_the_refusals_of_a_student_s_actions_are_in_their_language() -> None:
+    from nbunits.helper import shares
+    from nbunits.helper.bounds import StudentBounds, TooMany
+    bounds = StudentBounds(per_minute=1, burst=1)
+    bounds.take("demo", USER, "fr")
+    with pytest.raises(TooMany) as refused:
+        bounds.take("demo", USER, "fr")
+    assert refused.value.message == i18n.text("fr", "action.too_many")
+    assert refused.value.student_hint == i18n.text("fr", "action.nothing_changed")
+    assert refused.value.language == "fr"
+    large = shares.too_large("fr")
+    assert large.language == "fr" and "5 Mo" in large.message
+    assert "5 MB" in shares.too_large().message and shares.too_large().language == "en"
+
+
+def test_a_static_page_is_in_the_language_it_is_made_for() -> None:
+    from nbunits.helper import staff
+    data = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    french = staff.render(data, "a.ipynb", "fr")
+    assert '<html lang="fr">' in french and i18n.text("fr", "staff.note") in unescape(french)
+    shared = staff.render(data, "a.ipynb", "fr", note=i18n.text("fr", "share.note", course="demo"))
+    assert i18n.text("fr", "share.note", course="demo") in unescape(shared)
+    assert '<html lang="en">' in staff.render(data, "a.ipynb")
+
+
+def test_a_student_request_keeps_only_a_language_nbunits_has() -> None:
+    from nbunits.core.protocol import StudentRequest, decode_request
+    cap = "A" * 22 + ".0.9999999999"
+    for given, kept in (("fr", "fr"), ("en", "en"), ("xx", ""), ("fr-FR", ""), ("", "")):
+        request = StudentRequest("demo", USER, cap, "info", "", given)
+        assert request.language == kept
+        assert decode_request({"action": "student", **request.to_json()}) == request
+    older = {"action": "student", "course": "demo", "user": USER, "capability": cap,
+             "what": "info", "notebook": ""}  # from a dispatcher before languages
+    assert decode_request(older) == StudentRequest("demo", USER, cap, "info", "")

@@ -21,7 +21,7 @@ import { IConnectionStatus } from '@jupyterlab/services';
 import { Menu, Widget } from '@lumino/widgets';
 import { pageSettings, StopWatch } from './stopping';
 import { Banner, text } from './widgets';
-import { t } from './words';
+import { language, t } from './words';
 
 /** What nbunits-helper answers (protocol.py: StudentState). */
 interface IState {
@@ -54,13 +54,18 @@ async function ask(action: string, notebook: string): Promise<IState> {
   if (!base) {
     throw new Error(t('lab.error.not_course'));
   }
+  // The answer's words are in the page's language (else the browser's).
+  const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+  if (language()) {
+    headers['Accept-Language'] = language();
+  }
   let resp: Response;
   try {
     resp = await fetch(base + action, {
       method: 'POST',
       credentials: 'omit',
       cache: 'no-store',
-      headers: { 'Content-Type': 'application/json' },
+      headers,
       body: JSON.stringify({ notebook })
     });
   } catch (e) {

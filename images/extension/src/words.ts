@@ -72,6 +72,11 @@ function page(): Record<string, unknown> {
   return given;
 }
 
+/** The page's language (a tag nbunits has a catalog for), '' on an older config. */
+export function language(): string {
+  return PageConfig.getOption('nbunitsLanguage');
+}
+
 /** The words for `key`, in the student's language, else in English. */
 export const t: Say = (key, values) => {
   const found = page()[key];
