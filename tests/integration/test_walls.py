@@ -223,13 +223,17 @@ PROBE, PROBE_VERSION = "nbunits_probe_pkg", "1.0"
 PIP_INSTALL = (f"%pip install -q --index-url http://{LISTED}:{PORT}/simple/ "
                f"--trusted-host {LISTED} nbunits-probe-pkg")
 IMPORTED = f"import {PROBE}; ({PROBE}.VALUE, {PROBE}.__file__)"
+# Its command (a console script, in ~/.local/bin), run by name as a student would.
+COMMAND = ("import subprocess; (subprocess.run(['nbunits-probe'], capture_output=True, "
+           "text=True).stdout.strip(), __import__('shutil').which('nbunits-probe'))")
 
 
 def _wheel(value: str) -> tuple[str, bytes]:
     """A wheel of one module whose VALUE is `value`: its file name and bytes."""
     name, info = f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl", f"{PROBE}-{PROBE_VERSION}.dist-info"
     files = {
-        f"{PROBE}/__init__.py": f"VALUE = {value!r}\n",
+        f"{PROBE}/__init__.py": f"VALUE = {value!r}\n\ndef main():\n    print(VALUE)\n",
+        f"{info}/entry_points.txt": f"[console_scripts]\nnbunits-probe = {PROBE}:main\n",
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: nbunits-probe-pkg\nVersion: {PROBE_VERSION}\n",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: nbunits-tests\nRoot-Is-Purelib: true\n"
                          "Tag: py3-none-any\n",
@@ -288,8 +292,9 @@ def test_a_package_a_student_installs_from_an_index_the_course_allows_outlives_a
         f".local/lib/python3.*/site-packages/{PROBE}/__init__.py"))
     assert len(on_host) == 1 and on_host[0].stat().st_uid == nb.uid(user), on_host
     assert value in on_host[0].read_text()
-    # ... and a fresh kernel of a fresh server imports it.
+    # ... and a fresh kernel of a fresh server imports it and runs its command by name.
     assert run(IMPORTED)[1] == (value, where)
+    assert run(COMMAND)[1] == (value, "/home/student/.local/bin/nbunits-probe")
 
 
 def execute_in(nb: Nbunits, opened: Opened, code: str) -> str:
