@@ -173,7 +173,8 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
     config = dataclasses.replace(config, image=course_image.build(settings, config, source, say))
     course_image.check_image(settings, config.image)
     say(f"publishing into {config.source}")
-    published = publish(source, config.source, skip=set(broken))
+    published = publish(source, config.source, skip=set(broken),
+                        keep=settings.course_sources(config.name))
     write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     reload_units(settings)
@@ -328,8 +329,8 @@ def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
     own = tuple(p for p in (settings.course_file(name), settings.secrets_file(name),
                             settings.course_masters(name), settings.course_git(name),
                             settings.course_tokens(name), settings.course_recent(name),
-                            *((settings.course_copies(name), settings.course_versions(name))
-                              if purge else ()))
+                            *((settings.course_copies(name), settings.course_versions(name),
+                               settings.course_sources(name)) if purge else ()))
                 if p.exists())
     # Left by an older nbunits's removal: deleted by any `course remove` of the course.
     shared = tuple(path for user in shares.students_sharing(settings, name)
