@@ -173,8 +173,12 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
     config = dataclasses.replace(config, image=course_image.build(settings, config, source, say))
     course_image.check_image(settings, config.image)
     say(f"publishing into {config.source}")
-    published = publish(source, config.source, skip=set(broken),
-                        keep=settings.course_sources(config.name))
+    keep = settings.course_sources(config.name)
+    published = publish(source, config.source, skip=set(broken), keep=keep)
+    graded = len(list(find_masters(keep))) if keep.is_dir() else 0
+    if graded:
+        say(f"  {graded} graded notebook(s) published as release versions; their sources in "
+            f"{keep} (root's only)")
     write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     reload_units(settings)
