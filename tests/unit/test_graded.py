@@ -177,3 +177,24 @@ def test_a_text_notebook_with_nbgrader_metadata_is_published_as_its_release(tmp_
     assert "TEXT-SECRET" in (keep / "hw.ipynb").read_text()
     (src / "hw.py").write_text(text.replace('"grade_id": "sq"', '"grade_id": ""'))
     assert "without a grade_id" in check_masters(src)["hw.py"]
+
+
+def test_a_course_image_builds_without_graded_notebooks_in_its_context(tmp_path):
+    """A Containerfile's COPY . would put them in the image every student runs."""
+    import jupytext
+
+    from nbunits.admin import course_image
+    repo, context = tmp_path / "repo", tmp_path / "context"
+    (repo / "week1").mkdir(parents=True)
+    context.mkdir()
+    (repo / "week1" / "hw.ipynb").write_bytes(source())
+    (repo / "marked.ipynb").write_bytes(_nb(_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")))
+    nb = nbformat.reads(source().decode(), as_version=4)
+    (repo / "hw2.py").write_text(jupytext.writes(nb, fmt="py:percent"))
+    (repo / "plain.ipynb").write_bytes(_nb(_cell("1 + 1")))
+    (repo / "helpers.py").write_text("# BEGIN SOLUTION is just words in a module\n")
+    (repo / "Containerfile").write_text("ARG BASE\nFROM $BASE\nCOPY . /course\n")
+    left = course_image.copy_plain(repo, context, 1 << 24)
+    assert sorted(left) == ["hw2.py", "marked.ipynb", "week1/hw.ipynb"]
+    assert sorted(p.relative_to(context).as_posix() for p in context.rglob("*")) == [
+        "Containerfile", "helpers.py", "plain.ipynb", "week1"]
