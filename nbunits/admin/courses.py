@@ -179,6 +179,10 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
     if graded:
         say(f"  {graded} graded notebook(s) published as release versions; their sources in "
             f"{keep} (root's only)")
+        if config.origin_dir and open_to_others(Path(config.origin_dir)):
+            say(f"  warning: every user of this host, students included, can read {config.origin_dir}, "
+                f"which holds the sources (solutions, hidden tests): chmod o-rwx it (students' "
+                f"containers do not mount it, but their users are this host's)")
     write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     reload_units(settings)
@@ -188,6 +192,16 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
         + f" and {others} other file(s) published"
         + (f", {len(broken)} skipped" if broken else ""))
     return published
+
+
+def open_to_others(folder: Path) -> bool:
+    """Whether a user who is neither its owner nor in its group lists `folder`: it and
+    every folder above it let others in (o+x), and it lets them list it (o+r)."""
+    try:
+        modes = [os.stat(p).st_mode for p in (folder, *folder.parents)]
+    except OSError:
+        return False
+    return bool(modes[0] & 0o004) and all(mode & 0o001 for mode in modes)
 
 
 def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "",

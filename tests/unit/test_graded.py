@@ -198,3 +198,24 @@ def test_a_course_image_builds_without_graded_notebooks_in_its_context(tmp_path)
     assert sorted(left) == ["hw2.py", "marked.ipynb", "week1/hw.ipynb"]
     assert sorted(p.relative_to(context).as_posix() for p in context.rglob("*")) == [
         "Containerfile", "helpers.py", "plain.ipynb", "week1"]
+
+
+def test_an_origin_folder_others_can_list_is_told_apart():
+    """course add --dir FOLDER with graded notebooks warns when every user may read it."""
+    import os
+    import shutil
+    import tempfile
+
+    from nbunits.admin.courses import open_to_others
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp and / let others in
+    try:
+        os.chmod(folder, 0o755)
+        assert open_to_others(folder)
+        os.chmod(folder, 0o750)
+        assert not open_to_others(folder)
+        os.chmod(folder, 0o755)
+        (folder / "inner").mkdir(mode=0o755)
+        os.chmod(folder, 0o710)  # others cannot get through it
+        assert not open_to_others(folder / "inner")
+    finally:
+        shutil.rmtree(folder)
