@@ -21,6 +21,8 @@ markers, stubs and checks (its preprocessors named at each step): LockCells,
 ClearSolutions, ClearOutput, CheckCellMetadata, ClearHiddenTests, ClearMarkScheme,
 ComputeChecksums. Not done: IncludeHeaderFooter and InstantiateTests (nbgrader
 options that a course configures in nbgrader_config.py, which nbunits does not read).
+One thing more than nbgrader: attachments a cleared markdown cell no longer shows are
+dropped (an image of the answer would otherwise stay in the cell).
 A region in a cell without the metadata it needs is refused, as nbgrader's
 enforce_metadata (its default) refuses it: publishing it would show the solution.
 """
@@ -88,6 +90,7 @@ def release(data: bytes, name: str) -> bytes | None:
         _remove_region(cell, HIDDEN_TESTS, _meta(cell).get("grade", False), "autograder tests", where)
         _remove_region(cell, MARK_SCHEME, _meta(cell).get("task", False), "manually graded task", where)
         _checksum(cell)
+        _drop_unused_attachments(cell)
     nb.metadata.pop("celltoolbar", None)
     return normalize(json.dumps(nb).encode(), name)
 
@@ -229,6 +232,19 @@ def _checksum(cell: Any) -> None:
                  meta["grade_id"], *([str(float(meta["points"]))] if grade else [])):
         m.update(part.encode())
     meta["checksum"], meta["cell_type"] = m.hexdigest(), cell.cell_type
+
+
+def _drop_unused_attachments(cell: Any) -> None:
+    """A markdown cell's attachments that its source no longer shows (an image in a
+    written answer or a marking scheme) go with the text that showed them: nbgrader
+    keeps them (its ClearMarkScheme refuses them instead, its ClearSolutions not)."""
+    attachments = cell.get("attachments")
+    if attachments:
+        source = _source(cell)
+        for name in [n for n in attachments if f"attachment:{n}" not in source]:
+            del attachments[name]
+        if not attachments:
+            del cell["attachments"]
 
 
 def _meta(cell: Any) -> Any:

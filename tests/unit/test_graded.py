@@ -219,3 +219,16 @@ def test_an_origin_folder_others_can_list_is_told_apart():
         assert not open_to_others(folder / "inner")
     finally:
         shutil.rmtree(folder)
+
+
+def test_an_image_attached_to_a_written_answer_goes_with_it():
+    png = {"image/png": "iVBORw0KGgo="}
+    answer = _cell("![the answer](attachment:answer.png)", markdown=True, grade=True, solution=True,
+                   points=1, grade_id="why")
+    answer.attachments = {"answer.png": png}
+    task = _cell("![the plot](attachment:plot.png)\n### BEGIN MARK SCHEME\n![](attachment:marks.png)\n"
+                 "### END MARK SCHEME", markdown=True, task=True, points=1, grade_id="task")
+    task.attachments = {"plot.png": png, "marks.png": png}
+    cells = json.loads(graded.release(_nb(answer, task), "a.ipynb"))["cells"]
+    assert "attachments" not in cells[0] and cells[0]["source"] == ["YOUR ANSWER HERE"]
+    assert list(cells[1]["attachments"]) == ["plot.png"]
