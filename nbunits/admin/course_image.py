@@ -271,7 +271,7 @@ def _prepare_input(settings: Settings, spec: Spec, base: str, disk: int, say: Sa
     context.mkdir(mode=0o755)
     if spec.own:
         for left in copy_plain(spec.source, context, disk):
-            say(f"  {left}: a graded notebook, left out of the build's context")
+            say(f"  {left}: graded (nbgrader's), left out of the build's context")
     else:
         (context / "requirements.txt").write_bytes(spec.requirements)
     (context / "Containerfile").write_bytes(spec.containerfile)
@@ -281,8 +281,8 @@ def _prepare_input(settings: Settings, spec: Spec, base: str, disk: int, say: Sa
 def copy_plain(source: Path, target: Path, limit: int) -> list[str]:
     """The repository as a build context: folders and regular files only (no symbolic
     link, no hidden file, no device or FIFO), at most `limit` bytes, never following
-    a link (each file is opened with O_NOFOLLOW). Graded notebooks (holds_grading)
-    are left out, and returned: the context is world-readable while the builder
+    a link (each file is opened with O_NOFOLLOW). Graded notebooks and nbgrader's
+    gradebook (holds_grading) are left out, and returned: the context is world-readable while the builder
     reads it, and a Containerfile's COPY would put their solutions in the image
     students run (their release versions are in the published course)."""
     total, left = 0, []
@@ -319,8 +319,11 @@ def copy_plain(source: Path, target: Path, limit: int) -> list[str]:
 
 def holds_grading(name: str, data: bytes) -> bool:
     """Whether a notebook, or a text notebook (Jupytext's), mentions nbgrader or its
-    markers: a source version, which only publishing turns into a release version."""
+    markers (a source version, which only publishing turns into a release version),
+    or is nbgrader's gradebook."""
     suffix = Path(name).suffix
+    if name == graded.GRADEBOOK:
+        return True
     if suffix != ".ipynb" and not (suffix in FORMATS and is_text_notebook(data[:HEAD_BYTES], suffix)):
         return False
     return b"nbgrader" in data or any(marker.encode() in data for marker in graded.MARKERS)

@@ -51,6 +51,9 @@ CODE_STUBS = {
     "java": "// YOUR CODE HERE",
 }
 TEXT_STUB = "YOUR ANSWER HERE"
+# nbgrader's database in a course's folder: the hidden tests (its SaveCells stores grade
+# cells before ClearHiddenTests) and students' grades. Never published.
+GRADEBOOK = "gradebook.db"
 SCHEMA_VERSION = 3
 # nbgrader's cell metadata schema, version 3 (nbgrader/nbgraderformat/v3.json): each
 # key's type; grade, locked and solution are required, no other key is allowed.

@@ -55,8 +55,9 @@ def check_masters(source: Path) -> dict[str, str]:
 
 
 def find_unpublishable(source: Path) -> dict[str, str]:
-    """Symbolic links (never followed: one could name /etc/shadow) and special files
-    (a FIFO or a device would block or never end a copy) in the repository."""
+    """Symbolic links (never followed: one could name /etc/shadow), special files
+    (a FIFO or a device would block or never end a copy) and nbgrader's gradebooks
+    in the repository."""
     found = {}
     for folder, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -70,6 +71,9 @@ def find_unpublishable(source: Path) -> dict[str, str]:
                 found[relative] = f"{relative}: a symbolic link (publish the file itself)"
             elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 found[relative] = f"{relative}: not a regular file (a FIFO, a device...)"
+            elif name == graded.GRADEBOOK and stat.S_ISREG(mode):
+                found[relative] = (f"{relative}: nbgrader's gradebook (its hidden tests, students' "
+                                   "grades) is never published")
     return dict(sorted(found.items()))
 
 

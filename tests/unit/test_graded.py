@@ -125,12 +125,16 @@ def test_broken_nbgrader_metadata_is_reported_and_skipped_and_the_rest_publishes
     for name, (data, _) in BROKEN.items():
         (src / name).write_bytes(data)
     (src / "good.ipynb").write_bytes(source())
+    (src / "ps1").mkdir()
+    (src / "ps1" / "gradebook.db").write_bytes(b"SQLite format 3\0 assert square(7) == 49")
     broken = check_masters(src)
+    assert broken.pop("ps1/gradebook.db") == ("ps1/gradebook.db: nbgrader's gradebook (its hidden "
+                                              "tests, students' grades) is never published")
     assert set(broken) == set(BROKEN)
     for name, (_, why) in BROKEN.items():
         assert broken[name].startswith(f"{name}, cell ") and why in broken[name], broken[name]
-    assert publish(src, out, set(broken), keep=keep) == ["good.ipynb"]
-    assert sorted(p.name for p in out.iterdir()) == ["good.ipynb"]
+    assert publish(src, out, set(broken) | {"ps1/gradebook.db"}, keep=keep) == ["good.ipynb"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["good.ipynb", "ps1"]
     assert "SECRET" not in (out / "good.ipynb").read_text()
 
 
@@ -194,8 +198,9 @@ def test_a_course_image_builds_without_graded_notebooks_in_its_context(tmp_path)
     (repo / "plain.ipynb").write_bytes(_nb(_cell("1 + 1")))
     (repo / "helpers.py").write_text("# BEGIN SOLUTION is just words in a module\n")
     (repo / "Containerfile").write_text("ARG BASE\nFROM $BASE\nCOPY . /course\n")
+    (repo / "week1" / "gradebook.db").write_bytes(b"SQLite format 3\0")
     left = course_image.copy_plain(repo, context, 1 << 24)
-    assert sorted(left) == ["hw2.py", "marked.ipynb", "week1/hw.ipynb"]
+    assert sorted(left) == ["hw2.py", "marked.ipynb", "week1/gradebook.db", "week1/hw.ipynb"]
     assert sorted(p.relative_to(context).as_posix() for p in context.rglob("*")) == [
         "Containerfile", "helpers.py", "plain.ipynb", "week1"]
 
