@@ -87,6 +87,8 @@ def release(data: bytes, name: str) -> bytes | None:
                             f"{', '.join(sorted(CODE_STUBS))})")
     for index, cell in enumerate(nb.cells, 1):
         where = f"{name}, cell {index}"
+        if "nbgrader" in cell.metadata:  # as nbgrader's autograder will want it
+            cell.metadata["nbgrader"].setdefault("schema_version", SCHEMA_VERSION)
         _lock(cell)
         _clear_solution(cell, CODE_STUBS[language], where)
         _clear_output(cell)
@@ -191,7 +193,7 @@ def _clear_solution(cell: Any, code_stub: str, where: str) -> None:
     if replaced and not solution:
         raise _broken(where, "a solution region in a cell that is not a solution cell "
                       "(metadata.nbgrader.solution = true)")
-    cell.source = "\n".join(kept) if replaced else (stub if solution else cell.source)
+    cell.source = stub if solution and not replaced else "\n".join(kept)
 
 
 def _remove_region(cell: Any, markers: tuple[str, str], allowed: bool, kind: str, where: str) -> None:
@@ -210,8 +212,7 @@ def _remove_region(cell: Any, markers: tuple[str, str], allowed: bool, kind: str
         raise _broken(where, f"a {markers[0]} region that never ends (no {markers[1]} line)")
     if removed and not allowed:
         raise _broken(where, f"a {markers[0]} region in a cell that is not a {kind} cell")
-    if removed:
-        cell.source = "\n".join(kept)
+    cell.source = "\n".join(kept)  # a stray END line goes too, as with nbgrader
 
 
 def _clear_output(cell: Any) -> None:

@@ -237,3 +237,11 @@ def test_an_image_attached_to_a_written_answer_goes_with_it():
     cells = json.loads(graded.release(_nb(answer, task), "a.ipynb"))["cells"]
     assert "attachments" not in cells[0] and cells[0]["source"] == ["YOUR ANSWER HERE"]
     assert list(cells[1]["attachments"]) == ["plot.png"]
+
+
+def test_a_stray_end_line_goes_and_a_missing_schema_version_is_written():
+    """As nbgrader: an END line outside a region is dropped; its autograder wants version 3."""
+    cell = _cell("x = 1\n### END SOLUTION\n### END HIDDEN TESTS", grade=True, points=1, grade_id="t")
+    del cell.metadata["nbgrader"]["schema_version"]
+    out = json.loads(graded.release(_nb(cell), "a.ipynb"))["cells"][0]
+    assert out["source"] == ["x = 1"] and out["metadata"]["nbgrader"]["schema_version"] == 3
