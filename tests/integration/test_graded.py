@@ -3,7 +3,7 @@
 A course whose repository has a notebook with nbgrader's cell metadata: a solution
 region, a hidden test, a written answer, each carrying a random token. The student
 gets the release version (nbgrader's stubs), and the tokens are nowhere the student
-can read: not in their copy (Jupyter's contents API), not through their kernel in
+can read: not in their copy (Jupyter's contents API), not in a page they share, not through their kernel in
 their container (their copy, the course folder's read-only mount, all of /home/student,
 /var/lib, /tmp, /run), not on the host as their own user (the root-only source, the
 git checkout). Root keeps the source, 0600 in 0700 folders, for grading; `course
@@ -94,7 +94,7 @@ with open("/home/student/course/hw.ipynb") as f:
 
 def test_the_student_gets_the_release_and_reads_no_solution_nor_hidden_test(
         nb: Nbunits, course: Teacher) -> None:
-    async def go() -> tuple[Opened, dict, str]:
+    async def go() -> tuple[Opened, dict, str, str]:
         async with client(nb) as session:
             opened = await open_exercise(session, COURSE, "hw.ipynb", secrets.token_hex(16))
             assert opened.page_status == 200, opened.page[:300]
@@ -102,17 +102,28 @@ def test_the_student_gets_the_release_and_reads_no_solution_nor_hidden_test(
                                    headers=opened.headers) as resp:
                 assert resp.status == 200, await resp.text()
                 copy = await resp.json()
+            # A static version shared, and the notebook reset to the course's.
+            api = opened.prefix.replace("/nb/", "/_nbunits/student/", 1)
+            async with session.post(api + "share", json={"notebook": "hw.ipynb"}) as resp:
+                assert resp.status == 200, await resp.text()
+                shared = (await resp.json())["url"]
+            async with session.get(shared) as resp:
+                page = await resp.text()
+                assert resp.status == 200 and "YOUR ANSWER HERE" in page, page[:500]
+            async with session.post(api + "reset", json={"notebook": "hw.ipynb"}) as resp:
+                assert resp.status == 200, await resp.text()
             kernel = await start_kernel(session, opened)
             probe = PROBE.format(tokens=[t[::-1] for t in (SOLUTION, HIDDEN, ANSWER)], source=SOURCE)
-            return opened, copy, await execute(session, opened, kernel, probe)
+            return opened, copy, page, await execute(session, opened, kernel, probe)
 
-    opened, copy, probed = asyncio.run(go())
+    opened, copy, page, probed = asyncio.run(go())
     found, read, var_lib_nbunits, source, stub, answer = ast.literal_eval(probed)
     assert found == [], f"the student's kernel read solutions or hidden tests: {found}"
     assert read > 100, f"the probe read only {read} files"
     assert not var_lib_nbunits and not source, "no /var/lib/nbunits in the container"
     assert stub and answer, "the course folder's mount holds the release version"
     assert opened.page_status == 200 and opened.page.count(SOLUTION) == 0
+    assert not any(token in page for token in (SOLUTION, HIDDEN, ANSWER)), "the shared page"
     cells = [c["source"] for c in copy["content"]["cells"]]
     assert cells[1] == "def square(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()", cells
     assert cells[2] == "assert square(2) == 4" and cells[3] == "YOUR ANSWER HERE", cells
