@@ -54,6 +54,22 @@ def check_masters(source: Path) -> dict[str, str]:
     return broken
 
 
+def check_folder(source: Path) -> tuple[dict[str, str], dict[str, bool]]:
+    """What publishing `source` would do, publishing nothing: ({path: why it is
+    skipped}, {notebook it publishes: whether as a release version (graded.py)})."""
+    broken = check_masters(source)
+    texts = {t: n for t, n in find_text_masters(source).items() if t not in broken}
+    published: dict[str, bool] = {}
+    for notebook in find_masters(source):
+        if notebook not in broken:
+            data = normalize(read_plain(source, notebook), notebook)
+            published[notebook] = graded.release(data, notebook) is not None
+    for text, notebook in texts.items():
+        data = convert(read_plain(source, text), text)
+        published[notebook] = graded.release(data, notebook) is not None
+    return broken, dict(sorted(published.items()))
+
+
 def find_unpublishable(source: Path) -> dict[str, str]:
     """Symbolic links (never followed: one could name /etc/shadow), special files
     (a FIFO or a device would block or never end a copy) and nbgrader's gradebooks

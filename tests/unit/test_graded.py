@@ -245,3 +245,22 @@ def test_a_stray_end_line_goes_and_a_missing_schema_version_is_written():
     del cell.metadata["nbgrader"]["schema_version"]
     out = json.loads(graded.release(_nb(cell), "a.ipynb"))["cells"][0]
     assert out["source"] == ["x = 1"] and out["metadata"]["nbgrader"]["schema_version"] == 3
+
+
+def test_course_check_says_what_would_publish_and_exits_1_when_something_is_skipped(tmp_path, capsys):
+    from nbunits.admin import cli
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "hw.ipynb").write_bytes(source())
+    (tmp_path / "notes.ipynb").write_bytes(_nb(_cell("1 + 1")))
+    cli.main(["course", "check", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out == ("  notes.ipynb\n  w/hw.ipynb: graded (nbgrader), published as its release version\n"
+                   f"{tmp_path}: 2 notebook(s) would be published (1 graded)\n")
+    (tmp_path / "twice.ipynb").write_bytes(BROKEN["twice.ipynb"][0])
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["course", "check", str(tmp_path)])
+    assert exited.value.code == 1
+    assert "  skipped: twice.ipynb, cell 2: nbgrader metadata: grade_id 'q1' is used twice" \
+        in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.ipynb", "twice.ipynb", "w"], \
+        "nothing written"
