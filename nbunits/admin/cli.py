@@ -32,6 +32,7 @@ from nbunits.admin import (
     lms_keys,
     students,
 )
+from nbunits.admin.publish import check_folder
 from nbunits.admin.status import (
     as_dicts,
     course_lines,
@@ -52,7 +53,7 @@ from nbunits.core.config import (
     load_settings,
 )
 from nbunits.core.data import data_dir
-from nbunits.core.errors import NbunitsError
+from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.files import write_atomic
 from nbunits.core.names import exercise_link_template, user_for
 from nbunits.core.run import is_root, run_shown
@@ -180,6 +181,25 @@ def cmd_course_update(settings: Settings, args: argparse.Namespace) -> None:
                    directory=args.dir or "",
                    options={**course_options(args), **lti13_options(settings, args, current)},
                    say=step, secrets=course_secrets(args))
+
+
+def cmd_course_check(settings: Settings, args: argparse.Namespace) -> None:
+    """What `course add --dir FOLDER` would publish, publishing nothing: for a teacher's
+    checkout or CI. Exits 1 when a file would be skipped."""
+    source = Path(args.folder)
+    if not source.is_dir():
+        raise courses.CourseError(Code.BAD_ORIGIN, f"{source} is not a folder")
+    broken, published = check_folder(source)
+    for notebook, released in published.items():
+        print(f"  {escape(notebook)}" + (": graded (nbgrader), published as its release version"
+                                         if released else ""))
+    for reason in broken.values():
+        print(f"  skipped: {escape(reason)}")
+    print(f"{escape(str(source))}: {len(published)} notebook(s) would be published"
+          + (f" ({sum(published.values())} graded)" if any(published.values()) else "")
+          + (f", {len(broken)} skipped" if broken else ""))
+    if broken:
+        sys.exit(1)
 
 
 def cmd_course_refresh_keys(settings: Settings, args: argparse.Namespace) -> None:
@@ -591,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also delete every student's copies of this course (also after "
                    "the course was removed)")
     yes_option(p)
+    p = add(course, "check", cmd_course_check,
+            "check a course's folder (a checkout) as add and update would, publishing "
+            "nothing: which notebooks publish, which graded ones as their release "
+            "version, what is skipped and why (exit status 1 if anything is)")
+    p.add_argument("folder")
     p = add(course, "refresh-keys", cmd_course_refresh_keys,
             "fetch the LTI 1.3 platforms' keys again (nbunits-refresh-keys.timer runs it)")
     p.add_argument("name", nargs="?", help="only this course")

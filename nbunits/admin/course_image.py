@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbunits.admin import builder, image_import
+from nbunits.admin import builder, graded, image_import
+from nbunits.admin.text_notebooks import FORMATS, HEAD_BYTES, is_text_notebook
 from nbunits.core.config import DEFAULT_IMAGE, CourseConfig, Settings, parse_size
 from nbunits.core.data import data_dir
 from nbunits.core.errors import Code, NbunitsError
@@ -269,18 +270,22 @@ def _prepare_input(settings: Settings, spec: Spec, base: str, disk: int, say: Sa
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(mode=0o755)
     if spec.own:
-        copy_plain(spec.source, context, disk)
+        for left in copy_plain(spec.source, context, disk):
+            say(f"  {left}: graded (nbgrader's), left out of the build's context")
     else:
         (context / "requirements.txt").write_bytes(spec.requirements)
     (context / "Containerfile").write_bytes(spec.containerfile)
     _readable_tree(context)
 
 
-def copy_plain(source: Path, target: Path, limit: int) -> None:
+def copy_plain(source: Path, target: Path, limit: int) -> list[str]:
     """The repository as a build context: folders and regular files only (no symbolic
     link, no hidden file, no device or FIFO), at most `limit` bytes, never following
-    a link (each file is opened with O_NOFOLLOW)."""
-    total = 0
+    a link (each file is opened with O_NOFOLLOW). Graded notebooks and nbgrader's
+    gradebook (holds_grading) are left out, and returned: the context is world-readable while the builder
+    reads it, and a Containerfile's COPY would put their solutions in the image
+    students run (their release versions are in the published course)."""
+    total, left = 0, []
     for folder, dirs, files in os.walk(source):
         here = Path(folder)
         dirs[:] = [d for d in dirs if not d.startswith(".") and not (here / d).is_symlink()]
@@ -303,8 +308,25 @@ def copy_plain(source: Path, target: Path, limit: int) -> None:
                                      f"image_build_disk ({limit} bytes): {here / name} and the "
                                      "files before it", hint="raise [server] image_build_disk, "
                                      "or keep large data out of a repository that has a Containerfile")
-                with open(out / name, "xb") as dst:
-                    dst.write(src.read(st.st_size))  # what it held when counted
+                data = src.read(st.st_size)  # what it held when counted
+            if holds_grading(name, data):
+                left.append((here / name).relative_to(source).as_posix())
+                continue
+            with open(out / name, "xb") as dst:
+                dst.write(data)
+    return left
+
+
+def holds_grading(name: str, data: bytes) -> bool:
+    """Whether a notebook, or a text notebook (Jupytext's), mentions nbgrader or its
+    markers (a source version, which only publishing turns into a release version),
+    or is nbgrader's gradebook."""
+    suffix = Path(name).suffix
+    if name == graded.GRADEBOOK:
+        return True
+    if suffix != ".ipynb" and not (suffix in FORMATS and is_text_notebook(data[:HEAD_BYTES], suffix)):
+        return False
+    return b"nbgrader" in data or any(marker.encode() in data for marker in graded.MARKERS)
 
 
 def _pip_credentials() -> dict[str, Path]:

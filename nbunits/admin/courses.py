@@ -173,7 +173,16 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
     config = dataclasses.replace(config, image=course_image.build(settings, config, source, say))
     course_image.check_image(settings, config.image)
     say(f"publishing into {config.source}")
-    published = publish(source, config.source, skip=set(broken))
+    keep = settings.course_sources(config.name)
+    published = publish(source, config.source, skip=set(broken), keep=keep)
+    graded = len(list(find_masters(keep))) if keep.is_dir() else 0
+    if graded:
+        say(f"  {graded} graded notebook(s) published as release versions; their sources in "
+            f"{keep} (root's only)")
+        if config.origin_dir and open_to_others(Path(config.origin_dir)):
+            say(f"  warning: every user of this host, students included, can read {config.origin_dir}, "
+                f"which holds the sources (solutions, hidden tests): chmod o-rwx it (students' "
+                f"containers do not mount it, but their users are this host's)")
     write_atomic(settings.course_file(config.name), config.to_toml())
     say("systemctl daemon-reload (renders the course's units)")
     reload_units(settings)
@@ -183,6 +192,16 @@ def publish_from(settings: Settings, config: CourseConfig, source: Path, say: Sa
         + f" and {others} other file(s) published"
         + (f", {len(broken)} skipped" if broken else ""))
     return published
+
+
+def open_to_others(folder: Path) -> bool:
+    """Whether a user who is neither its owner nor in its group lists `folder`: it and
+    every folder above it let others in (o+x), and it lets them list it (o+r)."""
+    try:
+        modes = [os.stat(p).st_mode for p in (folder, *folder.parents)]
+    except OSError:
+        return False
+    return bool(modes[0] & 0o004) and all(mode & 0o001 for mode in modes)
 
 
 def add(settings: Settings, name: str, *, git_url: str = "", git_branch: str = "",
@@ -328,8 +347,8 @@ def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
     own = tuple(p for p in (settings.course_file(name), settings.secrets_file(name),
                             settings.course_masters(name), settings.course_git(name),
                             settings.course_tokens(name), settings.course_recent(name),
-                            *((settings.course_copies(name), settings.course_versions(name))
-                              if purge else ()))
+                            *((settings.course_copies(name), settings.course_versions(name),
+                               settings.course_sources(name)) if purge else ()))
                 if p.exists())
     # Left by an older nbunits's removal: deleted by any `course remove` of the course.
     shared = tuple(path for user in shares.students_sharing(settings, name)

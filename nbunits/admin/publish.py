@@ -13,7 +13,8 @@ The folder is updated in place, file by file (each file is renamed into place
 whole), never swapped: running containers mount it, and a swapped-out folder
 would vanish under them. Files that did not change are hard links to the
 published ones while staged, so a large data file is neither copied nor
-rewritten by an update.
+rewritten by an update. The staging folder is inside a root-only (0700) one: it holds
+the source versions of graded notebooks until their release versions replace them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from nbunits.admin import graded
 from nbunits.admin.text_notebooks import check_text_masters, convert, find_text_masters
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook
@@ -42,7 +44,7 @@ def check_masters(source: Path) -> dict[str, str]:
     for notebook in find_masters(source):
         try:
             check_notebook(notebook)
-            normalize(read_plain(source, notebook), notebook)
+            graded.release(normalize(read_plain(source, notebook), notebook), notebook)
         except NbunitsError as exc:  # InvalidName, NotebookError
             broken[notebook] = exc.message
         except OSError as exc:
@@ -52,9 +54,26 @@ def check_masters(source: Path) -> dict[str, str]:
     return broken
 
 
+def check_folder(source: Path) -> tuple[dict[str, str], dict[str, bool]]:
+    """What publishing `source` would do, publishing nothing: ({path: why it is
+    skipped}, {notebook it publishes: whether as a release version (graded.py)})."""
+    broken = check_masters(source)
+    texts = {t: n for t, n in find_text_masters(source).items() if t not in broken}
+    published: dict[str, bool] = {}
+    for notebook in find_masters(source):
+        if notebook not in broken:
+            data = normalize(read_plain(source, notebook), notebook)
+            published[notebook] = graded.release(data, notebook) is not None
+    for text, notebook in texts.items():
+        data = convert(read_plain(source, text), text)
+        published[notebook] = graded.release(data, notebook) is not None
+    return broken, dict(sorted(published.items()))
+
+
 def find_unpublishable(source: Path) -> dict[str, str]:
-    """Symbolic links (never followed: one could name /etc/shadow) and special files
-    (a FIFO or a device would block or never end a copy) in the repository."""
+    """Symbolic links (never followed: one could name /etc/shadow), special files
+    (a FIFO or a device would block or never end a copy) and nbgrader's gradebooks
+    in the repository."""
     found = {}
     for folder, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -68,14 +87,21 @@ def find_unpublishable(source: Path) -> dict[str, str]:
                 found[relative] = f"{relative}: a symbolic link (publish the file itself)"
             elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 found[relative] = f"{relative}: not a regular file (a FIFO, a device...)"
+            elif name == graded.GRADEBOOK and stat.S_ISREG(mode):
+                found[relative] = (f"{relative}: nbgrader's gradebook (its hidden tests, students' "
+                                   "grades) is never published")
     return dict(sorted(found.items()))
 
 
-def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
+def publish(source: Path, target: Path, skip: set[str], keep: Path | None = None) -> list[str]:
     """Publish `source` (a checkout) into `target`: all but `skip`, text notebooks as
-    notebooks. Returns the published notebooks."""
-    staging = target.with_name(f".{target.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
+    notebooks, graded notebooks as their release versions (their source versions
+    kept in `keep`, root's only). Returns the published notebooks."""
+    private = target.with_name(f".{target.name}.new")
+    shutil.rmtree(private, ignore_errors=True)
+    private.mkdir(mode=0o700)
+    os.chmod(private, 0o700)  # whatever the umask: only root goes in
+    staging = private / "tree"
 
     def stage(src: str, dst: str) -> None:
         """Hard-link what did not change (not notebooks: they are rewritten below)."""
@@ -107,17 +133,51 @@ def publish(source: Path, target: Path, skip: set[str]) -> list[str]:
             out.write(convert(read_plain(staging, text), text))
         (staging / text).unlink()
     published = list(find_masters(staging))
+    sources = {}
     for notebook in published:
         path = staging / notebook
-        path.write_bytes(normalize(path.read_bytes(), notebook))
+        data = normalize(path.read_bytes(), notebook)
+        released = graded.release(data, notebook)
+        if released is not None:
+            sources[notebook] = data
+        path.write_bytes(data if released is None else released)
     for path in [staging, *staging.rglob("*")]:
         os.chown(path, 0, 0, follow_symlinks=False)
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     target.mkdir(mode=0o755, exist_ok=True)
     os.chmod(target, 0o755)
+    if keep is not None:  # first: a release is never out without its source kept
+        keep_sources(keep, sources)
     update_in_place(staging, target)
-    shutil.rmtree(staging)
+    shutil.rmtree(private)
     return published
+
+
+def keep_sources(keep: Path, sources: dict[str, bytes]) -> None:
+    """The source versions of the graded notebooks, root's only (folders 0700, files
+    0600), for grading: `keep` holds these and nothing else after it (no folder at
+    all without any)."""
+    staging, old = keep.with_name(f".{keep.name}.new"), keep.with_name(f".{keep.name}.old")
+    if not sources:
+        shutil.rmtree(keep, ignore_errors=True)
+        return
+    keep.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(keep.parent, 0o700)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    for notebook, data in sources.items():
+        path = staging / notebook
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    for path in [staging, *staging.rglob("*")]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    shutil.rmtree(old, ignore_errors=True)
+    if keep.exists():
+        os.rename(keep, old)
+    os.rename(staging, keep)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+from nbunits.admin import graded
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook
 from nbunits.helper.notebooks import MAX_NOTEBOOK_BYTES, NotebookError, normalize, read_plain
@@ -85,7 +86,7 @@ def check_text_masters(source: Path) -> dict[str, str]:
                 others = sorted(t for t, n in found.items() if n == notebook and t != text)
                 raise NotebookError(Code.BROKEN_NOTEBOOK, f"{text}: a text notebook published as "
                                     f"{notebook}, as {', '.join(others)} would be (keep one of them)")
-            convert(read_plain(source, text), text)
+            graded.release(convert(read_plain(source, text), text), notebook)
         except NotebookError as exc:
             broken[text] = exc.message
         except OSError as exc:

@@ -283,6 +283,11 @@ class Settings:
         merge of a later update into an edited copy (helper/copies.py)."""
         return self.state_dir / "versions" / check_course(course)
 
+    def course_sources(self, course: str) -> Path:
+        """The source versions of the course's graded notebooks (solutions, hidden tests:
+        admin/graded.py), root's only (0700/0600): students get release versions."""
+        return self.state_dir / "sources" / check_course(course)
+
     def course_copies(self, course: str) -> Path:
         """The manifests of the course's students' copies."""
         return self.copies_dir / check_course(course)
