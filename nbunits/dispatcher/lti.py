@@ -1,4 +1,5 @@
-"""LTI routes: POST /lti/1.1/launch, /lti/1.3/login then POST /lti/1.3/launch.
+"""LTI routes: POST /lti/1.1/launch, /lti/1.3/login then POST /lti/1.3/launch; deep
+linking (dispatcher/deeplink.py): POST /lti/1.3/deep-link, GET /lti/1.3/jwks.
 
 Thin handlers: find the course the launch claims, verify it (nbunits.dispatcher.launch) with
 that course's secret or keys, and only then open the notebook. A launch that does
@@ -11,7 +12,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
@@ -27,9 +28,18 @@ from nbunits.core.config import (
 )
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.jwks import platform_keys
-from nbunits.core.names import Target
-from nbunits.core.protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
+from nbunits.core.names import Target, check_notebook
+from nbunits.core.protocol import (
+    CourseNotebooksRequest,
+    Link,
+    Notebooks,
+    StaffLinkRequest,
+    StaffStudentsRequest,
+    Students,
+    ask,
+)
 from nbunits.core.service import log_context
+from nbunits.dispatcher import deeplink
 from nbunits.dispatcher.language import COURSE_KEY, LAUNCH_LOCALE, decide
 from nbunits.dispatcher.launch import (
     Launch,
@@ -38,11 +48,13 @@ from nbunits.dispatcher.launch import (
     State,
     UnknownKey,
     issue_state,
+    message_type,
     read_state,
+    resource_link_launch,
     verify_lti11,
-    verify_lti13,
+    verify_lti13_token,
 )
-from nbunits.dispatcher.pages import staff_page
+from nbunits.dispatcher.pages import deep_link_answer, deep_link_page, staff_page
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +71,9 @@ NONCES = web.AppKey("lti_nonces", NonceStore)
 # student clicks again), and no secret has to be provisioned.
 STATE_KEY = web.AppKey("lti_state_key", bytes)
 
+# Where an author's pick of a notebook is posted (deep linking).
+DEEP_LINK_PATH = "/lti/1.3/deep-link"
+
 # app.open_notebook: (request, what to open) -> the response.
 Opener = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
@@ -74,6 +89,8 @@ def setup(app: web.Application, settings_key: web.AppKey[Settings], opener: Open
     app.router.add_route("GET", "/lti/1.3/login", handlers.login13)
     app.router.add_route("POST", "/lti/1.3/login", handlers.login13)
     app.router.add_post("/lti/1.3/launch", handlers.launch13)
+    app.router.add_post(DEEP_LINK_PATH, handlers.deep_link_pick)
+    app.router.add_get("/lti/1.3/jwks", handlers.jwks)
 
 
 class Handlers:
@@ -138,16 +155,64 @@ class Handlers:
             raise ConfigError(Code.BAD_COURSE_CONFIG, "this course's LTI keys cannot be read",
                               student_hint="tell the course team") from exc
         try:
-            launch = verify_lti13(str(form.get("id_token", "")), course, registration,
-                                  state.nonce, keys, request.app[NONCES],
-                                  load_secrets(settings, course.name).lti11_secret)
+            claims = verify_lti13_token(str(form.get("id_token", "")), course, registration,
+                                        state.nonce, keys, request.app[NONCES])
         except UnknownKey as exc:
             # For the admin: a rotation the timer has not fetched yet, or a forgery.
             logger.error("LTI 1.3 launch for client %s signed with an unknown key: %s; "
                          "run nbunits course refresh-keys %s", registration.client_id,
                          exc.message, course.name, extra={"COURSE": course.name})
             raise
+        if message_type(claims) == deeplink.DEEP_LINKING_REQUEST:
+            return await self.deep_linking(request, deeplink.deep_linking(claims, course))
+        launch = resource_link_launch(claims, course,
+                                      load_secrets(settings, course.name).lti11_secret)
         return await self.opened(request, launch, "1.3")
+
+    async def deep_linking(self, request: web.Request,
+                           asked: deeplink.DeepLinking) -> web.StreamResponse:
+        """A verified deep-linking request: the course's notebooks, to pick one."""
+        settings = request.app[self.settings_key]
+        log_context(asked.course)
+        request[COURSE_KEY] = asked.course
+        request[LAUNCH_LOCALE] = asked.locale
+        deeplink.tool_key(settings.lti_tool_key)  # the answer can be signed: say so now if not
+        listed = await ask(settings.helper_socket, CourseNotebooksRequest(asked.course), Notebooks)
+        logger.info("LTI 1.3 deep-linking request: %d notebook(s) offered",
+                    len(listed.notebooks))
+        ticket = deeplink.issue_ticket(deeplink.ticket_key(request.app[STATE_KEY]), asked)
+        return deep_link_page(asked.course, listed.notebooks, ticket, DEEP_LINK_PATH,
+                              decide(request, settings))
+
+    async def deep_link_pick(self, request: web.Request) -> web.StreamResponse:
+        """POST /lti/1.3/deep-link: the author's pick -> the signed answer, once, for
+        a notebook of the ticket's course only."""
+        settings = request.app[self.settings_key]
+        form = await request.post()
+        asked, jti = deeplink.read_ticket(deeplink.ticket_key(request.app[STATE_KEY]),
+                                          str(form.get("ticket", "")))
+        log_context(asked.course)
+        request[COURSE_KEY] = asked.course
+        request[LAUNCH_LOCALE] = asked.locale
+        notebook = check_notebook(str(form.get("notebook", ""))).as_posix()
+        listed = await ask(settings.helper_socket, CourseNotebooksRequest(asked.course), Notebooks)
+        chosen = next((e for e in listed.notebooks if e.path == notebook), None)
+        if chosen is None:
+            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, f"no notebook {notebook!r} in this course",
+                               student_hint="choose one of the course's notebooks")
+        key = deeplink.tool_key(settings.lti_tool_key)
+        request.app[NONCES].use(f"dl {jti}")  # once: a second post is refused
+        token = deeplink.response(key, asked, notebook,
+                                  chosen.title or PurePosixPath(notebook).name,
+                                  public_url(request, "/lti/1.3/launch"))
+        logger.info("LTI 1.3 deep linking: %s chosen, answer signed for client %s",
+                    notebook, asked.client_id)
+        return deep_link_answer(asked.return_url, token, notebook, decide(request, settings))
+
+    async def jwks(self, request: web.Request) -> web.StreamResponse:
+        """GET /lti/1.3/jwks: the tool's public key (the LMS checks deep-linking answers)."""
+        key = deeplink.tool_key(request.app[self.settings_key].lti_tool_key)
+        return web.json_response(key.jwks(), headers={"Cache-Control": "max-age=300"})
 
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
