@@ -5,7 +5,10 @@ What is Open edX's here, not ours: the LTI 1.1 role map (LTI_1P1_ROLE_MAP), the
 1.3 roles (LtiConsumer1p3._get_user_roles), how Studio's "Custom Parameters" list
 becomes launch parameters (the XBlock's prefixed_custom_parameters and
 get_lti_1p3_custom_parameters, run on a stand-in block), the OAuth1 signing, the
-login initiation URL, the preflight checks and the signed id_token. What the real
+login initiation URL, the preflight checks and the signed id_token; deep
+linking: the LtiDeepLinkingRequest it builds, and how it checks and saves the
+tool's answer (check_and_decode_deep_linking_token, its content item serializers)
+and launches the chosen item (set_dl_content_launch_parameters). What the real
 platform also does and we imitate: the ids (a per-course anonymous id of 32 hex
 for 1.1; the global external id, a UUID, for 1.3) and the forum-role override of
 _get_lti_1p3_user_role. Test-only: the product never imports this.
@@ -13,6 +16,7 @@ _get_lti_1p3_user_role. Test-only: the product never imports this.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +107,8 @@ class Platform13:
     tool_key: str | None = None
     # Deep linking enabled: the LMS's return URL (its deep_linking_response_endpoint).
     return_url: str = ""
+    # What the request's accept_types say (None: Open edX's own list).
+    accept_types: list[str] | None = None
 
     def consumer(self) -> LtiAdvantageConsumer:
         consumer = LtiAdvantageConsumer(
@@ -113,6 +119,10 @@ class Platform13:
         if self.return_url:
             # Studio's "Deep Linking Launch URL" is the tool's launch URL here.
             consumer.enable_deep_linking(self.launch_url, self.return_url)
+            if self.accept_types is not None:
+                claim = consumer.dl.get_lti_deep_linking_launch_claim
+                consumer.dl.get_lti_deep_linking_launch_claim = functools.partial(
+                    claim, accept_types=self.accept_types)
         return consumer
 
     def deep_link_login(self, *, external_user_id: str, role: str, context_id: str,

@@ -6,6 +6,7 @@ and the MFE -> LMS -> notebook framing in Chromium."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import secrets
@@ -99,12 +100,18 @@ class Lms:
             return await _reply(resp)
 
     async def launch13(self, session: aiohttp.ClientSession, component: openedx.Platform13,
-                       sub: str, role: str, custom: list[str],
-                       forum_role: str = "") -> Reply:
+                       sub: str, role: str, custom: list[str], forum_role: str = "",
+                       content_item: dict[str, object] | None = None,
+                       resource_link_id: str = "") -> Reply:
         started = component.login(external_user_id=sub, role=role, context_id=CONTEXT,
-                                  resource_link_id=f"block-v1:x+type@lti_consumer+block@"
-                                                   f"{uuid.uuid4().hex}",
-                                  custom=custom, forum_role=forum_role)
+                                  resource_link_id=resource_link_id or _block(),
+                                  custom=custom, forum_role=forum_role,
+                                  content_item=content_item)
+        return await self.through(session, started)
+
+    async def through(self, session: aiohttp.ClientSession,
+                      started: openedx.Launch13) -> Reply:
+        """The browser: the tool's login, the platform's answer, posted to the tool."""
         login = urlsplit(started.login_url)
         async with session.get(f"{login.path}?{login.query}", allow_redirects=False) as resp:
             assert resp.status == 302, await resp.text()
@@ -113,6 +120,10 @@ class Lms:
         form = started.answer(location)
         async with session.post("/lti/1.3/launch", data=form, allow_redirects=False) as resp:
             return await _reply(resp)
+
+
+def _block() -> str:
+    return f"block-v1:x+type@lti_consumer+block@{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
@@ -310,3 +321,101 @@ async def _warm(nb: Nbunits, course: str, student: str) -> None:
     async with client(nb) as session:
         opened = await open_exercise(session, course, "welcome.ipynb", student)
         assert opened.page_status == 200, opened.page[:300]
+
+
+# Open edX's deep_linking_response_endpoint for the component's configuration.
+RETURN = LMS + "/api/lti_consumer/v1/lti/7/lti-dl/response"
+TICKET = re.compile(r'name="ticket" value="([^"]+)"')
+ANSWER = re.compile(r'<form id="answer" method="post" action="([^"]+)">\s*'
+                    r'<input type="hidden" name="JWT" value="([^"]+)">')
+
+
+def _signed(nb: Nbunits) -> int:
+    """How many deep-linking answers the dispatcher has signed (its journal)."""
+    journal = nb.box.run("journalctl", "-u", "nbunits-dispatcher.service", "--no-pager",
+                         "-o", "cat").stdout
+    return journal.count("answer signed for client")
+
+
+async def _pick(session: aiohttp.ClientSession, ticket: str, notebook: str) -> Reply:
+    async with session.post("/lti/1.3/deep-link", data={"ticket": ticket, "notebook": notebook},
+                            allow_redirects=False) as resp:
+        return await _reply(resp)
+
+
+def test_an_author_picks_the_notebook_by_deep_linking(nb: Nbunits, lms: Lms) -> None:
+    """Studio's deep-linking button, as Open edX's own consumer makes it: nbunits
+    lists the course's notebooks, signs the author's pick, Open edX's code checks
+    the answer with the key nbunits publishes, and the component's next launch
+    opens that notebook. Forged, replayed and out-of-course picks, and a request
+    that takes no resource link, are refused, and nothing more is signed."""
+    author, learner = str(uuid.uuid4()), str(uuid.uuid4())
+    before = _signed(nb)
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            # Studio's Tool Public Key: what nbunits publishes at its keyset URL.
+            async with session.get("/lti/1.3/jwks") as resp:
+                assert resp.status == 200, await resp.text()
+                [jwk] = (await resp.json())["keys"]
+            public = jwt.PyJWK(jwk).key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            component = dataclasses.replace(lms.a, tool_key=public.decode(), return_url=RETURN)
+            link = _block()
+
+            def deep_link(platform: openedx.Platform13) -> openedx.Launch13:
+                return platform.deep_link_login(external_user_id=author, role="staff",
+                                                context_id=CONTEXT, resource_link_id=link)
+
+            page = await lms.through(session, deep_link(component))
+            assert page.status == 200, page.body[:500]
+            assert "Week 1: loops" in page.body and "<code>week1/loops.ipynb</code>" in page.body
+            assert "Welcome to the nbunits demo course" in page.body
+            ticket = TICKET.search(page.body)
+            assert ticket, page.body
+            # Not nbunits' ticket, a notebook outside the course: refused, nothing signed.
+            forged = jwt.encode({"course": COURSE, "iss": LMS, "client_id": component.client_id,
+                                 "deployment_id": "1", "return_url": RETURN, "jti": "x",
+                                 "iat": int(time.time()), "exp": int(time.time()) + 60},
+                                secrets.token_bytes(32), algorithm="HS256")
+            for bad, status in (((forged, "week1/loops.ipynb"), 401),
+                                ((ticket.group(1), "week9/absent.ipynb"), 404),
+                                ((ticket.group(1), "../demo/week1/loops.ipynb"), 400)):
+                refused = await _pick(session, *bad)
+                assert refused.status == status and 'name="JWT"' not in refused.body, \
+                    (bad[1], refused.status, refused.body[:300])
+            # The author's pick (the same ticket: a refused pick does not use it).
+            answer = await _pick(session, ticket.group(1), "week1/loops.ipynb")
+            assert answer.status == 200, answer.body[:500]
+            form = ANSWER.search(answer.body)
+            assert form and form.group(1) == RETURN, answer.body
+            token = form.group(2)
+            assert jwt.get_unverified_header(token)["kid"] == jwk["kid"]
+            [item] = component.content_items(token)  # Open edX's own check
+            assert item["custom"] == {"notebook": "week1/loops.ipynb"}, item
+            assert item["url"] == f"{BASE}/lti/1.3/launch" and item["title"] == "Week 1: loops"
+            claims = jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["RS256"], audience=LMS)
+            assert claims["iss"] == component.client_id
+            # Replayed: refused.
+            replayed = await _pick(session, ticket.group(1), "week1/loops.ipynb")
+            assert replayed.status == 401 and 'name="JWT"' not in replayed.body
+            # A learner's launch of that component: the component's own custom
+            # parameters are replaced by the item's, and open the chosen notebook.
+            opened = await lms.launch13(session, component, learner, "student",
+                                        ["notebook=welcome.ipynb"], content_item=item,
+                                        resource_link_id=link)
+            location = opened.headers.get("Location", "")
+            assert _user(opened) == user_for(learner) and location.endswith(
+                "/week1/loops.ipynb"), location
+            prefix = "/".join(urlsplit(location).path.split("/")[:5]) + "/"
+            async with session.get(prefix + "api/contents/week1/loops.ipynb",
+                                   headers={"Authorization": f"token {prefix.split('/')[4]}"}) \
+                    as resp:
+                assert resp.status == 200 and "Week 1: loops" in await resp.text()
+            # A platform that takes no resource link here: a clear 400, no ticket.
+            no_links = dataclasses.replace(component, accept_types=["link", "html"])
+            refused = await lms.through(session, deep_link(no_links))
+            assert refused.status == 400 and "does not take an LTI resource link" in refused.body
+            assert not TICKET.search(refused.body)
+    asyncio.run(scenario())
+    assert _signed(nb) == before + 1
