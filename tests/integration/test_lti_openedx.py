@@ -351,6 +351,9 @@ def test_an_author_picks_the_notebook_by_deep_linking(nb: Nbunits, lms: Lms) -> 
     that takes no resource link, are refused, and nothing more is signed."""
     author, learner = str(uuid.uuid4()), str(uuid.uuid4())
     before = _signed(nb)
+    # The tool's key, made by nbunits install: root's, and readable by the dispatcher only.
+    assert nb.box.run("stat", "-c", "%U:%G %a", "/etc/nbunits/lti-tool-key.pem"
+                      ).stdout.split() == ["root:nbunits", "640"]
 
     async def scenario() -> None:
         async with client(nb) as session:
