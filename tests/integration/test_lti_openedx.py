@@ -422,3 +422,27 @@ def test_an_author_picks_the_notebook_by_deep_linking(nb: Nbunits, lms: Lms) -> 
             assert not TICKET.search(refused.body)
     asyncio.run(scenario())
     assert _signed(nb) == before + 1
+
+
+def test_one_registration_serves_every_component_of_the_course(nb: Nbunits, lms: Lms) -> None:
+    """Components sharing one client id and key (openedx-ltistore's reusable
+    configuration, or an LTI 1.3 passport shared by duplicated components): each
+    resource link opens its own notebook, named by its custom parameter or chosen
+    by deep linking (the item Open edX saved, as the test above gets it)."""
+    learner = str(uuid.uuid4())
+    chosen = {"type": "ltiResourceLink", "title": "Data and a plot",
+              "url": f"{BASE}/lti/1.3/launch", "custom": {"notebook": "data-and-plots.ipynb"}}
+
+    async def scenario() -> list[str]:
+        async with client(nb) as session:
+            opened = [await lms.launch13(session, lms.a, learner, "student",
+                                         ["notebook=week1/python-basics.ipynb"],
+                                         resource_link_id=_block()),
+                      await lms.launch13(session, lms.a, learner, "student", [],
+                                         content_item=chosen, resource_link_id=_block())]
+            assert [_user(resp) for resp in opened] == [user_for(learner)] * 2
+            return [urlsplit(resp.headers["Location"]).path for resp in opened]
+
+    first, second = asyncio.run(scenario())
+    assert first.endswith("/week1/python-basics.ipynb"), first
+    assert second.endswith("/data-and-plots.ipynb"), second
