@@ -109,8 +109,8 @@ class Lms:
                                   content_item=content_item)
         return await self.through(session, started)
 
-    async def through(self, session: aiohttp.ClientSession,
-                      started: openedx.Launch13) -> Reply:
+    async def through(self, session: aiohttp.ClientSession, started: openedx.Launch13,
+                      headers: dict[str, str] | None = None) -> Reply:
         """The browser: the tool's login, the platform's answer, posted to the tool."""
         login = urlsplit(started.login_url)
         async with session.get(f"{login.path}?{login.query}", allow_redirects=False) as resp:
@@ -118,7 +118,8 @@ class Lms:
             location = resp.headers["Location"]
         assert location.startswith(AUTH + "?")
         form = started.answer(location)
-        async with session.post("/lti/1.3/launch", data=form, allow_redirects=False) as resp:
+        async with session.post("/lti/1.3/launch", data=form, allow_redirects=False,
+                                headers=headers) as resp:
             return await _reply(resp)
 
 
@@ -370,8 +371,10 @@ def test_an_author_picks_the_notebook_by_deep_linking(nb: Nbunits, lms: Lms) -> 
                 return platform.deep_link_login(external_user_id=author, role="staff",
                                                 context_id=CONTEXT, resource_link_id=link)
 
-            page = await lms.through(session, deep_link(component))
+            # Open edX sends no locale with it: the author's browser's language.
+            page = await lms.through(session, deep_link(component), {"Accept-Language": "fr"})
             assert page.status == 200, page.body[:500]
+            assert '<html lang="fr">' in page.body and "Choisir le notebook" in page.body
             assert "Week 1: loops" in page.body and "<code>week1/loops.ipynb</code>" in page.body
             assert "Welcome to the nbunits demo course" in page.body
             ticket = TICKET.search(page.body)

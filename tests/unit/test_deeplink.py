@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nbunits.core import i18n
-from nbunits.core.config import CourseConfig, Lti13Registration
+from nbunits.core.config import CourseConfig, Lti13Registration, Settings
 from nbunits.core.protocol import NotebookEntry
 from nbunits.dispatcher import deeplink
 from nbunits.dispatcher.launch import (
@@ -31,6 +31,7 @@ from nbunits.dispatcher.launch import (
 )
 from nbunits.dispatcher.pages import deep_link_answer, deep_link_page
 from nbunits.helper.notebooks import title
+from nbunits.helper.provision import course_notebooks
 from tests import openedx
 
 LMS = "https://lms.example.org"
@@ -247,3 +248,27 @@ def test_answer_page_posts_the_jwt_to_the_platform_only() -> None:
     assert script
     digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
     assert f"'sha256-{digest}'" in csp
+
+
+def test_the_course_notebooks_an_author_is_offered(tmp_path: Path) -> None:
+    """The published notebooks nbunits could open, by title; nothing it would refuse."""
+    source = tmp_path / "published"
+    (source / "week1").mkdir(parents=True)
+    (source / ".hidden").mkdir()
+
+    def notebook(path: str, heading: str = "") -> None:
+        cells = [{"cell_type": "markdown", "metadata": {}, "source": heading}] if heading else []
+        (source / path).write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                               "nbformat_minor": 5}))
+
+    notebook("week1/loops.ipynb", "# Week 1: loops")
+    notebook("intro.ipynb")
+    notebook(".hidden/secret.ipynb", "# Hidden")
+    notebook(" leading-space.ipynb", "# A name nbunits refuses")
+    (source / "link.ipynb").symlink_to(source / "intro.ipynb")
+    settings = Settings(etc_dir=tmp_path / "etc")
+    settings.courses_conf_dir.mkdir(parents=True)
+    settings.course_file("py").write_text(f'[course]\nsource = "{source}"\n')
+    assert course_notebooks(settings, "py") == [
+        {"path": "intro.ipynb", "title": ""},
+        {"path": "week1/loops.ipynb", "title": "Week 1: loops"}]
