@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode, urlsplit
 
+import jwt
 from aiohttp import web
 
 from nbunits.core.aliases import canonical
@@ -47,6 +48,7 @@ from nbunits.dispatcher.launch import (
     NonceStore,
     State,
     UnknownKey,
+    field,
     issue_state,
     message_type,
     read_state,
@@ -122,11 +124,17 @@ class Handlers:
                 not registration.deployment_ids or not params.get("lti_deployment_id")
                 or params.get("lti_deployment_id") in registration.deployment_ids)
 
-        course = find_course(settings, accepts)
-        registration = course.registration(issuer, client_id)
+        courses = find_courses(settings, accepts)
+        if not courses:
+            raise LaunchError(Code.FORBIDDEN, "no course here accepts this launch",
+                              hint="the course's LTI settings must match the LMS's")
+        registration = courses[0].registration(issuer, client_id)
         assert registration is not None  # accepts() found it
         nonce = secrets.token_urlsafe(24)
-        state = State(course.name, registration.issuer, registration.client_id, nonce)
+        # Several courses may share one registration (one reusable configuration in
+        # the LMS): then the launch's context names the course (course_of).
+        state = State(courses[0].name if len(courses) == 1 else "", registration.issuer,
+                      registration.client_id, nonce)
         query = {"scope": "openid", "response_type": "id_token", "response_mode": "form_post",
                  "prompt": "none", "client_id": registration.client_id,
                  "redirect_uri": public_url(request, "/lti/1.3/launch"),
@@ -143,7 +151,9 @@ class Handlers:
         settings = request.app[self.settings_key]
         form = await request.post()
         state = read_state(request.app[STATE_KEY], str(form.get("state", "")))
-        course = load_course(settings, state.course)
+        id_token = str(form.get("id_token", ""))
+        course = load_course(settings, state.course) if state.course \
+            else course_of(settings, state, id_token)
         registration = course.registration(state.issuer, state.client_id)
         if registration is None or not registration.keys:
             raise LaunchError(Code.FORBIDDEN, "LTI 1.3 launches are not set up for this course")
@@ -155,7 +165,7 @@ class Handlers:
             raise ConfigError(Code.BAD_COURSE_CONFIG, "this course's LTI keys cannot be read",
                               student_hint="tell the course team") from exc
         try:
-            claims = verify_lti13_token(str(form.get("id_token", "")), course, registration,
+            claims = verify_lti13_token(id_token, course, registration,
                                         state.nonce, keys, request.app[NONCES])
         except UnknownKey as exc:
             # For the admin: a rotation the timer has not fetched yet, or a forgery.
@@ -240,7 +250,8 @@ class Handlers:
         return await self.opener(request, Target(launch.course, student, launch.notebook))
 
 
-def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:
+def find_courses(settings: Settings,
+                 matches: Callable[[CourseConfig], bool]) -> list[CourseConfig]:
     found = []
     for name in list_courses(settings):
         try:
@@ -250,6 +261,11 @@ def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> 
             continue
         if matches(course):
             found.append(course)
+    return found
+
+
+def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:
+    found = find_courses(settings, matches)
     if len(found) != 1:
         if found:
             logger.error("LTI settings match %s courses: %s", len(found),
@@ -257,6 +273,19 @@ def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> 
         raise LaunchError(Code.FORBIDDEN, "no course here accepts this launch",
                           hint="the course's LTI settings must match the LMS's")
     return found[0]
+
+
+def course_of(settings: Settings, state: State, id_token: str) -> CourseConfig:
+    """Of the courses sharing the login's registration, the one the token's context
+    names. Read unchecked only to choose whose settings and keys check it: the
+    launch is then verified in full, its context included (launch_for)."""
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise LaunchError(Code.UNAUTHORIZED, "this launch's token is not valid") from exc
+    context = field(claims, "context", "id")
+    return find_course(settings, lambda c: c.registration(state.issuer, state.client_id)
+                       is not None and bool(c.lti_context_id) and c.lti_context_id == context)
 
 
 def public_url(request: web.Request, path: str | None = None) -> str:

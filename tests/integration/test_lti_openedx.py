@@ -102,8 +102,8 @@ class Lms:
     async def launch13(self, session: aiohttp.ClientSession, component: openedx.Platform13,
                        sub: str, role: str, custom: list[str], forum_role: str = "",
                        content_item: dict[str, object] | None = None,
-                       resource_link_id: str = "") -> Reply:
-        started = component.login(external_user_id=sub, role=role, context_id=CONTEXT,
+                       resource_link_id: str = "", context_id: str = CONTEXT) -> Reply:
+        started = component.login(external_user_id=sub, role=role, context_id=context_id,
                                   resource_link_id=resource_link_id or _block(),
                                   custom=custom, forum_role=forum_role,
                                   content_item=content_item)
@@ -449,3 +449,29 @@ def test_one_registration_serves_every_component_of_the_course(nb: Nbunits, lms:
     first, second = asyncio.run(scenario())
     assert first.endswith("/week1/python-basics.ipynb"), first
     assert second.endswith("/data-and-plots.ipynb"), second
+
+
+def test_one_registration_serves_several_courses_each_by_its_context(nb: Nbunits,
+                                                                     lms: Lms) -> None:
+    """One reusable configuration for every course of the LMS: two nbunits courses
+    hold the same registration; each launch goes to the course its context names,
+    verified with that course's keys. A context neither course has: 403."""
+    other = "course-v1:OpenedX+Py102+2026"
+    nb.nbunits("course", "add", "openedx2", "--dir", "/opt/nbunits/src/examples/demo",
+               "--lti-context-id", other, "--lti13-issuer", LMS,
+               "--lti13-client-id", lms.a.client_id, "--lti13-deployment-id", "1",
+               "--lti13-auth-url", AUTH,
+               "--lti13-keys-url", f"file://{SHARED_IN_BOX}/openedx-a.json")
+    learner = str(uuid.uuid4())
+
+    async def launch(context: str) -> Reply:
+        async with client(nb) as session:
+            return await lms.launch13(session, lms.a, learner, "student",
+                                      ["notebook=welcome.ipynb"], context_id=context)
+
+    first, second = asyncio.run(launch(CONTEXT)), asyncio.run(launch(other))
+    assert _user(first) == user_for(learner)
+    assert urlsplit(second.headers.get("Location", "")).path.startswith(
+        f"/nb/openedx2/{user_for(learner)}/"), (second.status, second.headers, second.body[:300])
+    stranger = asyncio.run(launch("course-v1:Nobody+X+1"))
+    assert stranger.status == 403 and "Location" not in stranger.headers
