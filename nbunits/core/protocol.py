@@ -189,25 +189,6 @@ class StaffStudentsRequest:
         return cls(get_str(data, "course"), get_str(data, "notebook"))
 
 
-@dataclass(frozen=True)
-class CourseNotebooksRequest:
-    """The course's published notebooks with their titles, for a verified LTI 1.3
-    deep-linking launch (an author picking the notebook of a component)."""
-
-    action: ClassVar[str] = "course_notebooks"
-    course: str
-
-    def __post_init__(self) -> None:
-        check_course(self.course)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"course": self.course}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CourseNotebooksRequest:
-        return cls(get_str(data, "course"))
-
-
 # What a student may do from inside their Jupyter (the Course menu, the banner).
 STUDENT_ACTIONS = frozenset({"info", "reset", "share", "unshare"})
 
@@ -258,6 +239,25 @@ class SharedViewRequest:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SharedViewRequest:
         return cls(get_str(data, "token"))
+
+
+@dataclass(frozen=True)
+class CourseNotebooksRequest:
+    """The course's published notebooks with their titles, for a verified LTI 1.3
+    deep-linking launch (an author picking the notebook of a component)."""
+
+    action: ClassVar[str] = "course_notebooks"
+    course: str
+
+    def __post_init__(self) -> None:
+        check_course(self.course)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"course": self.course}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CourseNotebooksRequest:
+        return cls(get_str(data, "course"))
 
 
 Request = (OpenRequest | WakeRequest | StartRequest | StaffViewRequest | StaffLinkRequest
