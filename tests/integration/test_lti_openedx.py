@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import jwt
@@ -475,3 +475,55 @@ def test_one_registration_serves_several_courses_each_by_its_context(nb: Nbunits
         f"/nb/openedx2/{user_for(learner)}/"), (second.status, second.headers, second.body[:300])
     stranger = asyncio.run(launch("course-v1:Nobody+X+1"))
     assert stranger.status == 403 and "Location" not in stranger.headers
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup)")
+def test_deep_linking_in_chromium_by_keyboard(nb: Nbunits, lms: Lms, tmp_path: Path) -> None:
+    """The author's browser: Open edX's launch form posts the deep-linking request to
+    nbunits, the author Tabs to a notebook and presses Enter, and the answer page's
+    own script (allowed by its CSP's hash) posts the JWT to Open edX's return URL,
+    whose code takes it. The LMS is a site of its own (its launch form, as Open
+    edX's launch view writes it) and a Playwright route (its return endpoint)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    async def tool_key() -> str:
+        async with client(nb) as session, session.get("/lti/1.3/jwks") as resp:
+            [jwk] = (await resp.json())["keys"]
+        return jwt.PyJWK(jwk).key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    component = dataclasses.replace(lms.a, tool_key=asyncio.run(tool_key()), return_url=RETURN)
+    started = component.deep_link_login(external_user_id=str(uuid.uuid4()), role="instructor",
+                                        context_id=CONTEXT, resource_link_id=_block())
+
+    async def launch_form(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        """Open edX's launch gate: the platform's answer, in a form it posts at once."""
+        fields = "".join(f'<input type="hidden" name="{k}" value="{v}">'
+                         for k, v in started.answer(request.path_qs).items())
+        return aiohttp.web.Response(content_type="text/html", text=(
+            f'<!doctype html><form id="f" method="post" action="{BASE}/lti/1.3/launch">'
+            f'{fields}</form><script>document.getElementById("f").submit()</script>'))
+
+    ca = nb.site.ca
+    assert ca is not None
+    login = urlsplit(started.login_url)
+    lms_site = HttpsSite(ca.server_context(ca.issue(urlsplit(LMS).netloc)), launch_form)
+    names = Names({**nb.site.names.names, urlsplit(LMS).netloc: lms_site.start()})
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, names, ca.cert, tmp_path / "home")
+        try:
+            page = browser.new_context().new_page()
+            page.route(RETURN, lambda route: route.fulfill(status=200, body="saved"))
+            page.goto(f"{BASE}{login.path}?{login.query}")
+            expect(page.get_by_role("heading")).to_have_text("Choose this component's notebook")
+            for _ in range(8):
+                page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement.textContent") == "Week 1: loops":
+                    break
+            with page.expect_request(RETURN) as posted:
+                page.keyboard.press("Enter")
+            form = parse_qs(posted.value.post_data or "")
+        finally:
+            browser.close()
+    [item] = component.content_items(form["JWT"][0])  # Open edX's own check
+    assert item["custom"] == {"notebook": "week1/loops.ipynb"}, item
