@@ -5,7 +5,10 @@ What is Open edX's here, not ours: the LTI 1.1 role map (LTI_1P1_ROLE_MAP), the
 1.3 roles (LtiConsumer1p3._get_user_roles), how Studio's "Custom Parameters" list
 becomes launch parameters (the XBlock's prefixed_custom_parameters and
 get_lti_1p3_custom_parameters, run on a stand-in block), the OAuth1 signing, the
-login initiation URL, the preflight checks and the signed id_token. What the real
+login initiation URL, the preflight checks and the signed id_token; deep
+linking: the LtiDeepLinkingRequest it builds, and how it checks and saves the
+tool's answer (check_and_decode_deep_linking_token, its content item serializers)
+and launches the chosen item (set_dl_content_launch_parameters). What the real
 platform also does and we imitate: the ids (a per-course anonymous id of 32 hex
 for 1.1; the global external id, a UUID, for 1.3) and the forum-role override of
 _get_lti_1p3_user_role. Test-only: the product never imports this.
@@ -13,6 +16,7 @@ _get_lti_1p3_user_role. Test-only: the product never imports this.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +34,9 @@ if not settings.configured:
 from lti_consumer.data import Lti1p3LaunchData  # noqa: E402
 from lti_consumer.lti_1p1.consumer import LtiConsumer1p1  # noqa: E402
 from lti_consumer.lti_1p3.consumer import LtiAdvantageConsumer  # noqa: E402
+from lti_consumer.lti_1p3.extensions.rest_framework.constants import (  # noqa: E402
+    LTI_DL_CONTENT_TYPE_SERIALIZER_MAP,
+)
 from lti_consumer.lti_xblock import LTI_1P1_ROLE_MAP, LtiConsumerXBlock  # noqa: E402
 from lti_consumer.utils import get_lti_1p3_context_types_claim  # noqa: E402
 
@@ -96,15 +103,53 @@ class Platform13:
     kid: str
     client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     deployment_id: str = "1"
+    # Studio's "Tool Public Key" (PEM): what checks the tool's deep-linking answers.
+    tool_key: str | None = None
+    # Deep linking enabled: the LMS's return URL (its deep_linking_response_endpoint).
+    return_url: str = ""
+    # What the request's accept_types say (None: Open edX's own list).
+    accept_types: list[str] | None = None
 
     def consumer(self) -> LtiAdvantageConsumer:
-        return LtiAdvantageConsumer(
+        consumer = LtiAdvantageConsumer(
             iss=self.issuer, lti_oidc_url=self.login_url, lti_launch_url=self.launch_url,
             client_id=self.client_id, deployment_id=self.deployment_id,
-            rsa_key=self.private_pem, rsa_key_id=self.kid, redirect_uris=[self.launch_url])
+            rsa_key=self.private_pem, rsa_key_id=self.kid, redirect_uris=[self.launch_url],
+            tool_key=self.tool_key)
+        if self.return_url:
+            # Studio's "Deep Linking Launch URL" is the tool's launch URL here.
+            consumer.enable_deep_linking(self.launch_url, self.return_url)
+            if self.accept_types is not None:
+                claim = consumer.dl.get_lti_deep_linking_launch_claim
+                consumer.dl.get_lti_deep_linking_launch_claim = functools.partial(
+                    claim, accept_types=self.accept_types)
+        return consumer
+
+    def deep_link_login(self, *, external_user_id: str, role: str, context_id: str,
+                        resource_link_id: str) -> Launch13:
+        """What Studio's "Deep Linking" button of a component opens (staff only):
+        get_lti_1p3_launch_start_url(deep_link_launch=True)."""
+        assert role in ("instructor", "staff"), "Open edX's launch view refuses anyone else"
+        data = Lti1p3LaunchData(
+            user_id=1234, user_role=role, config_id=uuid.uuid4(),
+            resource_link_id=resource_link_id, external_user_id=external_user_id,
+            launch_presentation_document_target="iframe", context_id=context_id,
+            context_type=["course_offering"], context_title="Python for all - Org",
+            context_label=context_id, message_type="LtiDeepLinkingRequest")
+        return Launch13(self, data, self.consumer().prepare_preflight_url(data))
+
+    def content_items(self, token: str) -> list[dict[str, Any]]:
+        """What deep_linking_response_endpoint does with the tool's JWT form field:
+        decode and check it, then validate each item with the xblock's serializers."""
+        items: list[dict[str, Any]] = self.consumer().check_and_decode_deep_linking_token(token)
+        for item in items:
+            serializer = LTI_DL_CONTENT_TYPE_SERIALIZER_MAP[item["type"]](data=item)
+            serializer.is_valid(raise_exception=True)
+        return items
 
     def login(self, *, external_user_id: str, role: str, context_id: str,
-              resource_link_id: str, custom: list[str], forum_role: str = "") -> Launch13:
+              resource_link_id: str, custom: list[str], forum_role: str = "",
+              content_item: dict[str, Any] | None = None) -> Launch13:
         """What the component's iframe loads first: the tool's login with the hints."""
         data = Lti1p3LaunchData(
             user_id=1234, user_role=lti1p3_role(role, forum_role),
@@ -113,7 +158,7 @@ class Platform13:
             context_id=context_id, context_type=["course_offering"],
             context_title="Python for all - Org", context_label=context_id,
             custom_parameters=studio_params_13(custom))
-        return Launch13(self, data, self.consumer().prepare_preflight_url(data))
+        return Launch13(self, data, self.consumer().prepare_preflight_url(data), content_item)
 
 
 @dataclass
@@ -121,6 +166,9 @@ class Launch13:
     platform: Platform13
     data: Lti1p3LaunchData
     login_url: str  # the tool's login URL with iss, client_id, login_hint...
+    # A component whose content was chosen by deep linking: the saved
+    # ltiResourceLink item's attributes (its url and custom replace the component's).
+    content_item: dict[str, Any] | None = None
 
     def answer(self, tool_redirect: str) -> dict[str, str]:
         """The platform's launch view, given the tool's redirect to the auth URL:
@@ -136,4 +184,7 @@ class Launch13:
                                    data.context_title, data.context_label)
         if data.custom_parameters:
             consumer.set_custom_parameters(data.custom_parameters)
+        if self.content_item is not None:
+            consumer.set_dl_content_launch_parameters(url=self.content_item.get("url"),
+                                                      custom=self.content_item.get("custom"))
         return dict(consumer.generate_launch_request(preflight))

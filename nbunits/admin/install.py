@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nbunits.admin import images, nginx, nsswitch, seccomp
 from nbunits.core.config import DEFAULT_CONFIG, Server, Settings, server_to_toml
@@ -101,6 +103,7 @@ def install(settings: Settings, args: Options) -> None:
     install_students_nsswitch(settings)
     # Created once; nginx's copy goes into its snippets (needed with --no-nginx too).
     ensure_secret(settings, NGINX_DIR / "snippets" / "nbunits-secret.conf")
+    install_tool_key(settings)
     if server.multi_host:
         install_multi_host(settings)
 
@@ -225,6 +228,22 @@ def install_students_journald(path: Path = STUDENTS_JOURNALD) -> None:
     write_atomic(path, text, 0o644)
     step(f"{path}: the students' journal namespace")
     systemctl("try-restart", f"systemd-journald@{STUDENTS_JOURNAL}.service")
+
+
+def install_tool_key(settings: Settings) -> None:
+    """nbunits' own LTI 1.3 key, made once: it signs deep-linking answers (the
+    dispatcher reads it; the LMS checks them with /lti/1.3/jwks). Several hosts
+    share one: the admin copies the first host's file, as hosts.secret."""
+    path, group = settings.lti_tool_key, grp.getgrnam("nbunits").gr_gid
+    step(f"the tool's LTI 1.3 key {path}")
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        write_atomic(path, key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()).decode(),
+                     0o640, group=group)
+    os.chown(path, 0, group)
+    os.chmod(path, 0o640)
 
 
 def install_multi_host(settings: Settings) -> None:

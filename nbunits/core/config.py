@@ -240,6 +240,13 @@ class Settings:
         return self.etc_dir / "hosts.secret"
 
     @property
+    def lti_tool_key(self) -> Path:
+        """The tool's own LTI 1.3 private key (PEM), root:nbunits 0640, made by
+        `nbunits install`: it signs deep-linking responses, and the dispatcher
+        publishes its public half at /lti/1.3/jwks (dispatcher/deeplink.py)."""
+        return self.etc_dir / "lti-tool-key.pem"
+
+    @property
     def nonces_dir(self) -> Path:
         """LTI nonces already used (lti.NonceStore): the dispatcher's StateDirectory;
         on the shared storage with several hosts."""

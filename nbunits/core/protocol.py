@@ -23,6 +23,8 @@ one reply per connection, each a JSON object on one line:
         "share"|"unshare", "notebook", "language"}  (the student's page's)
     <- {"ok": true, "student_id", "course", "notebook", "newer", "changes", "kept", "url"}
     -> {"action": "shared_view", "token"}                     <- {"ok": true, "html": "..."}
+    -> {"action": "course_notebooks", "course"}
+    <- {"ok": true, "notebooks": [{"path": "w1/a.ipynb", "title": "Loops"}, ...]}
 
 Requests are small (a few names); replies can carry a staff view's HTML (a
 notebook with its plots), hence one limit per direction.
@@ -259,12 +261,31 @@ class SharedViewRequest:
         return cls(get_str(data, "token"))
 
 
+@dataclass(frozen=True)
+class CourseNotebooksRequest:
+    """The course's published notebooks with their titles, for a verified LTI 1.3
+    deep-linking launch (an author picking the notebook of a component)."""
+
+    action: ClassVar[str] = "course_notebooks"
+    course: str
+
+    def __post_init__(self) -> None:
+        check_course(self.course)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"course": self.course}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CourseNotebooksRequest:
+        return cls(get_str(data, "course"))
+
+
 Request = (OpenRequest | WakeRequest | StartRequest | StaffViewRequest | StaffLinkRequest
-           | StaffStudentsRequest | StudentRequest | SharedViewRequest)
+           | StaffStudentsRequest | CourseNotebooksRequest | StudentRequest | SharedViewRequest)
 REQUESTS: dict[str, type[Request]] = {
     c.action: c for c in (OpenRequest, WakeRequest, StartRequest, StaffViewRequest,
-                          StaffLinkRequest, StaffStudentsRequest, StudentRequest,
-                          SharedViewRequest)}
+                          StaffLinkRequest, StaffStudentsRequest, CourseNotebooksRequest,
+                          StudentRequest, SharedViewRequest)}
 
 
 def encode_request(request: Request) -> bytes:
@@ -362,6 +383,27 @@ class Students:
 
 
 @dataclass(frozen=True)
+class NotebookEntry:
+    path: str  # relative to the course, checked (check_notebook)
+    title: str  # its first markdown heading, "" if it has none
+
+
+@dataclass(frozen=True)
+class Notebooks:
+    notebooks: tuple[NotebookEntry, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Notebooks:
+        entries = data.get("notebooks")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ProtocolError("'notebooks' must be a list of objects")
+        found = tuple(NotebookEntry(get_str(e, "path"), get_str(e, "title")) for e in entries)
+        for entry in found:
+            check_notebook(entry.path)
+        return cls(found)
+
+
+@dataclass(frozen=True)
 class StudentState:
     """What a student's action did, and what the Course menu shows."""
 
@@ -383,8 +425,8 @@ class StudentState:
                    get_str(data, "kept"), get_str(data, "url"))
 
 
-Reply = Opened | Done | Woke | Html | Link | Students | StudentState
-R = TypeVar("R", Opened, Done, Woke, Html, Link, Students, StudentState)
+Reply = Opened | Done | Woke | Html | Link | Students | Notebooks | StudentState
+R = TypeVar("R", Opened, Done, Woke, Html, Link, Students, Notebooks, StudentState)
 
 
 def ok_reply(reply: Reply) -> dict[str, Any]:

@@ -259,14 +259,24 @@ def key_for(token: str, keys: list[jwt.PyJWK]) -> jwt.PyJWK:
 def verify_lti13(id_token: str, course: CourseConfig, registration: Lti13Registration,
                  nonce: str, keys: list[jwt.PyJWK], nonces: NonceStore,
                  lti11_secret: str = "") -> Launch:
-    """Check an LTI 1.3 id_token for `course` (started with `nonce` by a login for
-    `registration`); return what to open."""
+    """Check an LTI 1.3 resource link launch for `course` (started with `nonce` by
+    a login for `registration`); return what to open."""
+    claims = verify_lti13_token(id_token, course, registration, nonce, keys, nonces)
+    return resource_link_launch(claims, course, lti11_secret)
+
+
+def verify_lti13_token(id_token: str, course: CourseConfig, registration: Lti13Registration,
+                       nonce: str, keys: list[jwt.PyJWK], nonces: NonceStore) -> dict[str, Any]:
+    """What every LTI 1.3 message must prove (a resource link launch, a
+    deep-linking request): the platform's signature, issuer, audience, expiry,
+    nonce, deployment and version. Returns its claims."""
     key = key_for(id_token, keys)
     client_id = registration.client_id
     try:
-        claims = jwt.decode(id_token, key, algorithms=["RS256", "RS384", "RS512"],
-                            audience=client_id, issuer=registration.issuer,
-                            leeway=60, options={"require": ["exp", "iat", "sub", "nonce"]})
+        claims: dict[str, Any] = jwt.decode(
+            id_token, key, algorithms=["RS256", "RS384", "RS512"], audience=client_id,
+            issuer=registration.issuer, leeway=60,
+            options={"require": ["exp", "iat", "sub", "nonce"]})
     except jwt.InvalidTokenError as exc:
         logger.info("refused id_token: %s", exc, extra={"COURSE": course.name})
         raise LaunchError(Code.UNAUTHORIZED, "this launch's token is not valid or has expired",
@@ -280,19 +290,34 @@ def verify_lti13(id_token: str, course: CourseConfig, registration: Lti13Registr
     deployment = claims.get(LTI13_CLAIM + "deployment_id", "")
     if registration.deployment_ids and deployment not in registration.deployment_ids:
         raise LaunchError(Code.FORBIDDEN, "this launch comes from another deployment")
-    if claims.get(LTI13_CLAIM + "message_type") != "LtiResourceLinkRequest" \
-            or claims.get(LTI13_CLAIM + "version") != "1.3.0":
+    if claims.get(LTI13_CLAIM + "version") != "1.3.0":
+        raise LaunchError(Code.BAD_LAUNCH, "not an LTI 1.3 message")
+    return claims
+
+
+def message_type(claims: Mapping[str, Any]) -> str:
+    return str(claims.get(LTI13_CLAIM + "message_type", ""))
+
+
+def resource_link_launch(claims: Mapping[str, Any], course: CourseConfig,
+                         lti11_secret: str = "") -> Launch:
+    """A verified LTI 1.3 resource link launch's claims -> what to open."""
+    if message_type(claims) != "LtiResourceLinkRequest":
         raise LaunchError(Code.BAD_LAUNCH, "not an LTI 1.3 resource link launch")
     custom = claims.get(LTI13_CLAIM + "custom")
     custom = custom if isinstance(custom, dict) else {}
-    roles = claims.get(LTI13_CLAIM + "roles")
-    return launch_for(course, context_id=str(_field(claims, "context", "id")),
+    return launch_for(course, context_id=str(field(claims, "context", "id")),
                       student=lti11_user(claims, course, lti11_secret) or str(claims["sub"]),
                       notebook=custom_param(custom, "notebook", ""),
-                      resource_link=str(_field(claims, "resource_link", "id")),
-                      roles=[str(r) for r in roles] if isinstance(roles, list) else [],
+                      resource_link=str(field(claims, "resource_link", "id")),
+                      roles=roles_of(claims),
                       view=custom_param(custom, "student", ""),
-                      locale=str(_field(claims, "launch_presentation", "locale")))
+                      locale=str(field(claims, "launch_presentation", "locale")))
+
+
+def roles_of(claims: Mapping[str, Any]) -> list[str]:
+    roles = claims.get(LTI13_CLAIM + "roles")
+    return [str(r) for r in roles] if isinstance(roles, list) else []
 
 
 def lti11_user(claims: Mapping[str, Any], course: CourseConfig, secret: str) -> str:
@@ -324,7 +349,7 @@ def lti11_user(claims: Mapping[str, Any], course: CourseConfig, secret: str) -> 
     return str(claim["user_id"])
 
 
-def _field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
+def field(claims: Mapping[str, Any], claim: str, key: str) -> Any:
     value = claims.get(LTI13_CLAIM + claim)
     return value.get(key, "") if isinstance(value, dict) else ""
 

@@ -1,4 +1,5 @@
-"""LTI routes: POST /lti/1.1/launch, /lti/1.3/login then POST /lti/1.3/launch.
+"""LTI routes: POST /lti/1.1/launch, /lti/1.3/login then POST /lti/1.3/launch; deep
+linking (dispatcher/deeplink.py): POST /lti/1.3/deep-link, GET /lti/1.3/jwks.
 
 Thin handlers: find the course the launch claims, verify it (nbunits.dispatcher.launch) with
 that course's secret or keys, and only then open the notebook. A launch that does
@@ -11,9 +12,10 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode, urlsplit
 
+import jwt
 from aiohttp import web
 
 from nbunits.core.aliases import canonical
@@ -27,9 +29,18 @@ from nbunits.core.config import (
 )
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.jwks import platform_keys
-from nbunits.core.names import Target
-from nbunits.core.protocol import Link, StaffLinkRequest, StaffStudentsRequest, Students, ask
+from nbunits.core.names import Target, check_notebook
+from nbunits.core.protocol import (
+    CourseNotebooksRequest,
+    Link,
+    Notebooks,
+    StaffLinkRequest,
+    StaffStudentsRequest,
+    Students,
+    ask,
+)
 from nbunits.core.service import log_context
+from nbunits.dispatcher import deeplink
 from nbunits.dispatcher.language import COURSE_KEY, LAUNCH_LOCALE, decide
 from nbunits.dispatcher.launch import (
     Launch,
@@ -37,12 +48,15 @@ from nbunits.dispatcher.launch import (
     NonceStore,
     State,
     UnknownKey,
+    field,
     issue_state,
+    message_type,
     read_state,
+    resource_link_launch,
     verify_lti11,
-    verify_lti13,
+    verify_lti13_token,
 )
-from nbunits.dispatcher.pages import staff_page
+from nbunits.dispatcher.pages import deep_link_answer, deep_link_page, staff_page
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +73,9 @@ NONCES = web.AppKey("lti_nonces", NonceStore)
 # student clicks again), and no secret has to be provisioned.
 STATE_KEY = web.AppKey("lti_state_key", bytes)
 
+# Where an author's pick of a notebook is posted (deep linking).
+DEEP_LINK_PATH = "/lti/1.3/deep-link"
+
 # app.open_notebook: (request, what to open) -> the response.
 Opener = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
@@ -74,6 +91,8 @@ def setup(app: web.Application, settings_key: web.AppKey[Settings], opener: Open
     app.router.add_route("GET", "/lti/1.3/login", handlers.login13)
     app.router.add_route("POST", "/lti/1.3/login", handlers.login13)
     app.router.add_post("/lti/1.3/launch", handlers.launch13)
+    app.router.add_post(DEEP_LINK_PATH, handlers.deep_link_pick)
+    app.router.add_get("/lti/1.3/jwks", handlers.jwks)
 
 
 class Handlers:
@@ -105,11 +124,17 @@ class Handlers:
                 not registration.deployment_ids or not params.get("lti_deployment_id")
                 or params.get("lti_deployment_id") in registration.deployment_ids)
 
-        course = find_course(settings, accepts)
-        registration = course.registration(issuer, client_id)
+        courses = find_courses(settings, accepts)
+        if not courses:
+            raise LaunchError(Code.FORBIDDEN, "no course here accepts this launch",
+                              hint="the course's LTI settings must match the LMS's")
+        registration = courses[0].registration(issuer, client_id)
         assert registration is not None  # accepts() found it
         nonce = secrets.token_urlsafe(24)
-        state = State(course.name, registration.issuer, registration.client_id, nonce)
+        # Several courses may share one registration (one reusable configuration in
+        # the LMS): then the launch's context names the course (course_of).
+        state = State(courses[0].name if len(courses) == 1 else "", registration.issuer,
+                      registration.client_id, nonce)
         query = {"scope": "openid", "response_type": "id_token", "response_mode": "form_post",
                  "prompt": "none", "client_id": registration.client_id,
                  "redirect_uri": public_url(request, "/lti/1.3/launch"),
@@ -126,7 +151,9 @@ class Handlers:
         settings = request.app[self.settings_key]
         form = await request.post()
         state = read_state(request.app[STATE_KEY], str(form.get("state", "")))
-        course = load_course(settings, state.course)
+        id_token = str(form.get("id_token", ""))
+        course = load_course(settings, state.course) if state.course \
+            else course_of(settings, state, id_token)
         registration = course.registration(state.issuer, state.client_id)
         if registration is None or not registration.keys:
             raise LaunchError(Code.FORBIDDEN, "LTI 1.3 launches are not set up for this course")
@@ -138,16 +165,64 @@ class Handlers:
             raise ConfigError(Code.BAD_COURSE_CONFIG, "this course's LTI keys cannot be read",
                               student_hint="tell the course team") from exc
         try:
-            launch = verify_lti13(str(form.get("id_token", "")), course, registration,
-                                  state.nonce, keys, request.app[NONCES],
-                                  load_secrets(settings, course.name).lti11_secret)
+            claims = verify_lti13_token(id_token, course, registration,
+                                        state.nonce, keys, request.app[NONCES])
         except UnknownKey as exc:
             # For the admin: a rotation the timer has not fetched yet, or a forgery.
             logger.error("LTI 1.3 launch for client %s signed with an unknown key: %s; "
                          "run nbunits course refresh-keys %s", registration.client_id,
                          exc.message, course.name, extra={"COURSE": course.name})
             raise
+        if message_type(claims) == deeplink.DEEP_LINKING_REQUEST:
+            return await self.deep_linking(request, deeplink.deep_linking(claims, course))
+        launch = resource_link_launch(claims, course,
+                                      load_secrets(settings, course.name).lti11_secret)
         return await self.opened(request, launch, "1.3")
+
+    async def deep_linking(self, request: web.Request,
+                           asked: deeplink.DeepLinking) -> web.StreamResponse:
+        """A verified deep-linking request: the course's notebooks, to pick one."""
+        settings = request.app[self.settings_key]
+        log_context(asked.course)
+        request[COURSE_KEY] = asked.course
+        request[LAUNCH_LOCALE] = asked.locale
+        deeplink.tool_key(settings.lti_tool_key)  # the answer can be signed: say so now if not
+        listed = await ask(settings.helper_socket, CourseNotebooksRequest(asked.course), Notebooks)
+        logger.info("LTI 1.3 deep-linking request: %d notebook(s) offered",
+                    len(listed.notebooks))
+        ticket = deeplink.issue_ticket(deeplink.ticket_key(request.app[STATE_KEY]), asked)
+        return deep_link_page(asked.course, listed.notebooks, ticket, DEEP_LINK_PATH,
+                              decide(request, settings))
+
+    async def deep_link_pick(self, request: web.Request) -> web.StreamResponse:
+        """POST /lti/1.3/deep-link: the author's pick -> the signed answer, once, for
+        a notebook of the ticket's course only."""
+        settings = request.app[self.settings_key]
+        form = await request.post()
+        asked, jti = deeplink.read_ticket(deeplink.ticket_key(request.app[STATE_KEY]),
+                                          str(form.get("ticket", "")))
+        log_context(asked.course)
+        request[COURSE_KEY] = asked.course
+        request[LAUNCH_LOCALE] = asked.locale
+        notebook = check_notebook(str(form.get("notebook", ""))).as_posix()
+        listed = await ask(settings.helper_socket, CourseNotebooksRequest(asked.course), Notebooks)
+        chosen = next((e for e in listed.notebooks if e.path == notebook), None)
+        if chosen is None:
+            raise NbunitsError(Code.UNKNOWN_NOTEBOOK, f"no notebook {notebook!r} in this course",
+                               student_hint="choose one of the course's notebooks")
+        key = deeplink.tool_key(settings.lti_tool_key)
+        request.app[NONCES].use(f"dl {jti}")  # once: a second post is refused
+        token = deeplink.response(key, asked, notebook,
+                                  chosen.title or PurePosixPath(notebook).name,
+                                  public_url(request, "/lti/1.3/launch"))
+        logger.info("LTI 1.3 deep linking: %s chosen, answer signed for client %s",
+                    notebook, asked.client_id)
+        return deep_link_answer(asked.return_url, token, notebook, decide(request, settings))
+
+    async def jwks(self, request: web.Request) -> web.StreamResponse:
+        """GET /lti/1.3/jwks: the tool's public key (the LMS checks deep-linking answers)."""
+        key = deeplink.tool_key(request.app[self.settings_key].lti_tool_key)
+        return web.json_response(key.jwks(), headers={"Cache-Control": "max-age=300"})
 
     async def opened(self, request: web.Request, launch: Launch,
                      version: str) -> web.StreamResponse:
@@ -175,7 +250,8 @@ class Handlers:
         return await self.opener(request, Target(launch.course, student, launch.notebook))
 
 
-def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:
+def find_courses(settings: Settings,
+                 matches: Callable[[CourseConfig], bool]) -> list[CourseConfig]:
     found = []
     for name in list_courses(settings):
         try:
@@ -185,6 +261,11 @@ def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> 
             continue
         if matches(course):
             found.append(course)
+    return found
+
+
+def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> CourseConfig:
+    found = find_courses(settings, matches)
     if len(found) != 1:
         if found:
             logger.error("LTI settings match %s courses: %s", len(found),
@@ -192,6 +273,19 @@ def find_course(settings: Settings, matches: Callable[[CourseConfig], bool]) -> 
         raise LaunchError(Code.FORBIDDEN, "no course here accepts this launch",
                           hint="the course's LTI settings must match the LMS's")
     return found[0]
+
+
+def course_of(settings: Settings, state: State, id_token: str) -> CourseConfig:
+    """Of the courses sharing the login's registration, the one the token's context
+    names. Read unchecked only to choose whose settings and keys check it: the
+    launch is then verified in full, its context included (launch_for)."""
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise LaunchError(Code.UNAUTHORIZED, "this launch's token is not valid") from exc
+    context = field(claims, "context", "id")
+    return find_course(settings, lambda c: c.registration(state.issuer, state.client_id)
+                       is not None and bool(c.lti_context_id) and c.lti_context_id == context)
 
 
 def public_url(request: web.Request, path: str | None = None) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Sequence
 from html import escape
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from nbunits.core import i18n
 from nbunits.core.errors import MEANINGS, Code, NbunitsError
-from nbunits.core.protocol import StudentEntry, Woke
+from nbunits.core.protocol import NotebookEntry, StudentEntry, Woke
 
 logger = logging.getLogger(__name__)
 
@@ -311,3 +315,71 @@ def staff_page(course: str, notebook: str, students: Sequence[StudentEntry],
         rows="\n".join(rows))
     return web.Response(text=body, content_type="text/html", headers={
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "Content-Language": lang})
+
+
+_PICK = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;color:#222}}
+ul{{list-style:none;padding:0}} li{{margin:.4em 0}}
+button{{font:inherit;padding:.4em .8em;text-align:left;cursor:pointer}}
+button:focus{{outline:3px solid #1a5fb4;outline-offset:2px}}
+code{{font-size:.9em;color:#555}}</style></head>
+<body><main><h1 id="heading">{heading}</h1>
+<p>{intro}</p>
+<form method="post" action="{action}" aria-labelledby="heading">
+<input type="hidden" name="ticket" value="{ticket}">
+{choices}
+</form></main></body></html>
+"""
+
+# The picker posts only to nbunits; the answer's page only to the platform.
+_PICK_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'"
+_SUBMIT_JS = 'document.getElementById("answer").submit();'
+
+
+def deep_link_page(course: str, notebooks: Sequence[NotebookEntry], ticket: str, action: str,
+                   lang: str = i18n.DEFAULT) -> web.Response:
+    """A verified deep-linking launch: the course's notebooks, one button each."""
+    rows = [f'<li><button type="submit" name="notebook" value="{escape(entry.path)}">'
+            f'{escape(entry.title or PurePosixPath(entry.path).name)}</button> '
+            f'<code>{escape(entry.path)}</code></li>' for entry in notebooks]
+    choices = (f'<ul>{"".join(rows)}</ul>' if rows
+               else f'<p role="status">{i18n.html(lang, "deeplink.none")}</p>')
+    body = _PICK.format(
+        lang=lang, title=i18n.html(lang, "deeplink.title"),
+        heading=i18n.html(lang, "deeplink.heading"),
+        intro=i18n.html(lang, "deeplink.intro", course=f"<code>{escape(course)}</code>"),
+        action=escape(action), ticket=escape(ticket), choices=choices)
+    return web.Response(text=body, content_type="text/html", headers={
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+        "Content-Language": lang, "Content-Security-Policy": _PICK_CSP})
+
+
+_ANSWER = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;color:#222}}</style></head>
+<body><main><h1>{title}</h1>
+<form id="answer" method="post" action="{url}">
+<input type="hidden" name="JWT" value="{jwt}">
+<p role="status">{sending}</p>
+<button type="submit">{send}</button>
+</form></main><script>{script}</script></body></html>
+"""
+
+
+def deep_link_answer(return_url: str, token: str, notebook: str,
+                     lang: str = i18n.DEFAULT) -> web.Response:
+    """The signed answer, posted by the browser to the platform (LTI Deep Linking
+    2.0: an auto-submitted form); its button sends it without script."""
+    digest = base64.b64encode(hashlib.sha256(_SUBMIT_JS.encode()).digest()).decode()
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(return_url))
+    body = _ANSWER.format(lang=lang, title=i18n.html(lang, "deeplink.sending_title"),
+                          url=escape(return_url), jwt=escape(token),
+                          sending=i18n.html(lang, "deeplink.sending",
+                                            notebook=f"<code>{escape(notebook)}</code>"),
+                          send=i18n.html(lang, "deeplink.send"), script=_SUBMIT_JS)
+    return web.Response(text=body, content_type="text/html", headers={
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "Content-Language": lang,
+        "Content-Security-Policy": f"default-src 'none'; style-src 'unsafe-inline'; "
+                                   f"script-src 'sha256-{digest}'; base-uri 'none'; "
+                                   f"form-action {origin}"})

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -252,6 +253,24 @@ def _text(source: object) -> str:
     if isinstance(source, list):
         return "".join(str(s) for s in source)
     return str(source)
+
+
+MAX_TITLE = 200  # characters of a notebook's title shown to an author
+_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def title(data: bytes) -> str:
+    """A notebook's first markdown heading ("# Loops" -> "Loops"), "" if none."""
+    try:
+        cells = json.loads(data)["cells"]
+        sources = [_text(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    for source in sources:
+        found = _HEADING.search(source)
+        if found:
+            return " ".join(found.group(1).split())[:MAX_TITLE]
+    return ""
 
 
 def as_text(data: bytes) -> str:

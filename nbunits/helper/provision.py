@@ -8,6 +8,7 @@ request creates no user, writes no file and starts no unit.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import pwd
 import re
@@ -29,7 +30,8 @@ from nbunits.helper import activity, copies, hostlock, languages, quota, staff, 
 from nbunits.helper import capability as caps
 from nbunits.helper.admission import Admission
 from nbunits.helper.capability import jupyter_config, read_secret
-from nbunits.helper.notebooks import exists, master_path, read_copy, read_master
+from nbunits.helper.notebooks import exists, find_masters, master_path, read_copy, read_master
+from nbunits.helper.notebooks import title as notebook_title
 
 logger = logging.getLogger(__name__)
 
@@ -414,6 +416,28 @@ def staff_students(settings: Settings, course: str, notebook: str) -> list[dict[
                       "url": staff.link(secret, course, user, notebook, STAFF_LAUNCH_HOURS)
                       if has_copy else ""})
     logger.info("staff list of %s: %d student(s)", notebook, len(found), extra={"COURSE": course})
+    return found
+
+
+# Notebooks listed to an author picking one (deep linking): a course has tens.
+MAX_LISTED = 2000
+
+
+def course_notebooks(settings: Settings, course: str) -> list[dict[str, str]]:
+    """The course's published notebooks and their titles, for a verified LTI 1.3
+    deep-linking launch. Masters nbunits cannot open (a name check_notebook
+    refuses, a symbolic link) are left out, as a launch would refuse them."""
+    config = load_course(settings, course)
+    found = []
+    for notebook in itertools.islice(find_masters(config.source), MAX_LISTED):
+        try:
+            data = master_path(config.source, notebook).read_bytes()
+        except (NbunitsError, OSError) as exc:
+            logger.warning("not listing %s: %s", notebook, getattr(exc, "message", exc),
+                           extra={"COURSE": course})
+            continue
+        found.append({"path": notebook, "title": notebook_title(data)})
+    logger.info("deep linking: %d notebook(s) listed", len(found), extra={"COURSE": course})
     return found
 
 

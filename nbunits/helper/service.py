@@ -25,8 +25,11 @@ from nbunits.core.events import log as log_event
 from nbunits.core.names import user_for
 from nbunits.core.protocol import (
     MAX_REQUEST_BYTES,
+    CourseNotebooksRequest,
     Html,
     Link,
+    NotebookEntry,
+    Notebooks,
     Opened,
     OpenRequest,
     Reply,
@@ -51,7 +54,15 @@ from nbunits.core.service import listen_socket, log_context, notify_ready, setup
 from nbunits.helper import actions, shares, workers
 from nbunits.helper.admission import Admission
 from nbunits.helper.bounds import StudentBounds
-from nbunits.helper.provision import provision, staff_link, staff_students, staff_view, start, wake
+from nbunits.helper.provision import (
+    course_notebooks,
+    provision,
+    staff_link,
+    staff_students,
+    staff_view,
+    start,
+    wake,
+)
 from nbunits.helper.workers import Workers
 
 logger = logging.getLogger(__name__)
@@ -102,6 +113,10 @@ async def act(settings: Settings, request: Request, admission: Admission,
         found = await asyncio.to_thread(staff_students, settings, request.course,
                                         request.notebook)
         return Students(tuple(StudentEntry(**entry) for entry in found))
+    if isinstance(request, CourseNotebooksRequest):
+        # After a verified LTI 1.3 deep-linking launch (an author picks a notebook).
+        found = await asyncio.to_thread(course_notebooks, settings, request.course)
+        return Notebooks(tuple(NotebookEntry(**entry) for entry in found))
     if isinstance(request, StudentRequest):
         # From the student's own page; the capability is checked again in there.
         return await students.act(settings, request)

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from nbunits.core import i18n
-from nbunits.core.protocol import StudentEntry
+from nbunits.core.protocol import NotebookEntry, StudentEntry
 from nbunits.dispatcher import pages
 from testbed import axe
 from testbed.browser import open_exercise, save_notebook
@@ -25,6 +25,7 @@ from testbed.sites import CHROMIUM, framing_site, launch_chromium
 from .conftest import LMS, REPO, SHARED_IN_BOX, Nbunits, client
 
 NOTEBOOK = "welcome.ipynb"
+LMS_RETURN = "https://lms.mooc.test/api/lti_consumer/v1/lti/7/lti-dl/response"
 # The starting page's live region: each text it takes, recorded as it changes.
 RECORD_STATUS = """window.nbunitsStatuses = [];
 new MutationObserver(() => {
@@ -55,6 +56,8 @@ def rendered_pages() -> dict[str, str]:
         started = (pages._starting_head(lang, "/nb/x", "welcome.ipynb")
                    + pages._FAILED.format(text_js=pages._js(i18n.text(lang, "starting.cannot_start"))))
         student = StudentEntry(id="a1b2", user="s-a1b2", url="/staff/demo/s-a1b2/w.ipynb?x=1")
+        picked = [NotebookEntry("week1/loops.ipynb", "Week 1: loops"),
+                  NotebookEntry("welcome.ipynb", "")]
         found |= {f"{name} ({lang})": html for name, html in {
             "busy (GET)": pages.busy_page("The notebook server is full right now.", 30,
                                           reload=True, lang=lang).text or "",
@@ -66,6 +69,11 @@ def rendered_pages() -> dict[str, str]:
             "removed notebook": pages.removed_page("/nb/x", "old.ipynb", lang).text or "",
             "staff list": pages.staff_page("demo", "w.ipynb", [student], lang).text or "",
             "start failed": started,
+            "deep-link picker": pages.deep_link_page("demo", picked, "t.i.cket",
+                                                     "/lti/1.3/deep-link", lang).text or "",
+            # Without its script, which would send it away before axe ends.
+            "deep-link answer": re.sub(r"<script>.*</script>", "", pages.deep_link_answer(
+                LMS_RETURN, "a.b.c", "week1/loops.ipynb", lang).text or ""),
         }.items()}
     return found | nginx_pages()
 
@@ -142,6 +150,11 @@ def test_nbunits_pages_pass_axe_wcag_aa_and_the_start_is_announced(
                 page.goto("about:blank")  # a new document: its scripts' own globals
                 page.set_content(html)
                 check(page, name, script, problems)
+                if name.startswith("deep-link picker"):  # each notebook, by keyboard
+                    page.keyboard.press("Tab")
+                    expect(page.locator(":focus")).to_have_text("Week 1: loops")
+                    page.keyboard.press("Tab")
+                    expect(page.locator(":focus")).to_have_text("welcome.ipynb")
                 if "Stop retrying" in html:  # by keyboard: Tab to it, Enter
                     page.keyboard.press("Tab")
                     expect(page.locator(":focus")).to_have_text("Stop retrying")
