@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import density, parts, peer, profile, scale, variants
+from . import ahead, density, parts, peer, profile, scale, variants
 from .box import booted
 from .goals import goals_table
 from .stats import ratio, summary
@@ -161,6 +161,11 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say("variants: cold start through the chain with unit drop-ins")
             students = known[1:1 + max(1, args.variants_n // 4)] or known
             out["unit_variants"] = variants.unit_variants(bench, students)
+        if args.ahead:
+            parts.settle(bench)
+            say(f"kernel ahead: {args.ahead} rounds of new students with it, without it, "
+                "and a floor start; then each student again")
+            out["ahead"] = ahead.ahead_runs(bench, args.ahead, warmup.user)
         if args.before_after:
             parts.settle(bench)
             say("before/after: this branch's start vs main's, by drop-ins, interleaved")
@@ -391,6 +396,22 @@ def table(r: dict) -> str:
                        if "cpu_median" in s else "")
                 lines.append(f"| {name} | {ms(s['median'])} | {ms(s['p95'])} | {s['n']} | "
                              f"{s['vs_baseline']:.2f}x ({s['delta_ms']:+.0f} ms) | {cpu} |")
+    if "ahead" in r:
+        lines += ["", "The click to the first output, kernel ahead or not, interleaved in one run "
+                  "(floor: the bare `podman run` -> /api/status 200, "
+                  f"{sec(r['ahead']['floor_ready'])}):", "",
+                  "| student | course setting | edX URL -> page 200 | -> `1+1` output | "
+                  "page / floor | output / floor | output vs without |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        floor_s = r["ahead"]["floor_ready"]["median"]
+        for kind in ("new", "returning"):
+            without = r["ahead"][f"{kind}_without"]["output"]["median"]
+            for key, label in (("ahead", "kernel_ahead"), ("without", "no kernel_ahead")):
+                a = r["ahead"][f"{kind}_{key}"]
+                lines.append(f"| {kind} | {label} | {sec(a['page'])} | {sec(a['output'])} | "
+                             f"{ratio(a['page']['median'], floor_s):.2f}x | "
+                             f"{ratio(a['output']['median'], floor_s):.2f}x | "
+                             f"{ratio(a['output']['median'], without):.2f}x |")
     if r.get("failed_units"):
         lines += ["", f"failed units at the end: {', '.join(r['failed_units'])}"]
     return "\n".join(lines)
@@ -419,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", action="store_true",
                         help="also measure cold-path variants (podman flags, image config, drop-ins)")
     parser.add_argument("--variants-n", type=int, default=9, help="runs per variant [9]")
+    parser.add_argument("--ahead", type=int, default=0, metavar="N",
+                        help="N rounds: click to first output with the kernel started ahead, "
+                             "without, and the floor, interleaved (bench/ahead.py) [0: not run]")
     parser.add_argument("--before-after", action="store_true",
                         help="also measure this branch's start against main's (drop-ins)")
     parser.add_argument("--burst-at-once", action="store_true",

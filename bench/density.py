@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from testbed.browser import Opened, open_exercise, start_kernel
+from testbed.browser import Opened, open_exercise, open_notebook_kernel
 
 from .box import COURSE, NOTEBOOK, Bench
 from .parts import (
@@ -71,7 +71,7 @@ async def _active(bench: Bench, session: aiohttp.ClientSession, student: str
     opened = await open_exercise(session, COURSE, NOTEBOOK, student)
     assert opened.page_status == 200, opened.page_status
     page = time.monotonic() - t0
-    kernel = await start_kernel(session, opened)
+    kernel = await open_notebook_kernel(session, opened)
     ws = await session.ws_connect(f"{opened.prefix}api/kernels/{kernel}/channels",
                                   headers=opened.headers)
     return opened, page, ws, asyncio.create_task(_read(ws))

@@ -18,7 +18,7 @@ import aiohttp
 import tomli_w
 
 from nbunits.core.names import user_for
-from testbed.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, open_notebook_kernel
 
 from .box import COURSE, NOTEBOOK, SERVER, SHARED_IN_BOX, Bench, _descends
 from .stats import summary
@@ -38,7 +38,7 @@ class Cold:
     opened: Opened | None = field(default=None, repr=False)
 
 
-async def one_cold(bench: Bench, student: str, kernel: bool = True) -> Cold:
+async def one_cold(bench: Bench, student: str, kernel: bool = True, course: str = COURSE) -> Cold:
     redirected: list[float] = []
 
     async def on_request_end(_session, _ctx, params: aiohttp.TraceRequestEndParams) -> None:
@@ -51,15 +51,15 @@ async def one_cold(bench: Bench, student: str, kernel: bool = True) -> Cold:
         cpu0 = bench.cpu_seconds()
         t0 = time.time()
         m0 = time.monotonic()
-        opened = await open_exercise(session, COURSE, NOTEBOOK, student)
+        opened = await open_exercise(session, course, NOTEBOOK, student)
         first_status = opened.page_status
         if first_status != 200:
             await _reload_until_ok(session, opened)  # what the waking page does
         page = time.monotonic() - m0
         cpu = bench.cpu_seconds() - cpu0
         executed = float("nan")
-        if kernel:
-            kernel_id = await start_kernel(session, opened)
+        if kernel:  # as the notebook asks: its path's session (kernel_ahead), else a new one
+            kernel_id = await open_notebook_kernel(session, opened)
             assert await execute(session, opened, kernel_id, "1+1") == "2"
             executed = time.monotonic() - m0
         return Cold(opened.user, t0, redirected[0] - m0, page, executed, cpu, first_status,
@@ -97,9 +97,9 @@ async def _open_timed(session, student: str) -> tuple[Opened, float]:
     return opened, redirected
 
 
-def stop_student(bench: Bench, user: str) -> None:
-    bench.box.systemctl("stop", f"nbunits-{COURSE}-proxy@{user}.service",
-                        f"nbunits-{COURSE}@{user}.service")
+def stop_student(bench: Bench, user: str, course: str = COURSE) -> None:
+    bench.box.systemctl("stop", f"nbunits-{course}-proxy@{user}.service",
+                        f"nbunits-{course}@{user}.service")
 
 
 def stop_all(bench: Bench) -> None:
@@ -291,6 +291,9 @@ def floor_runs(bench: Bench, user: str, n: int, change=None) -> dict:
     token, prefix = "", f"/nb/{COURSE}/{user}/"
     for suffix in ("env", "json"):
         text = box.read_file(f"/var/lib/nbunits/tokens/{COURSE}/{user}.{suffix}")
+        # A bare Jupyter: no kernel started ahead (the product's, measured against it).
+        text = "".join(line for line in text.splitlines(keepends=True)
+                       if not line.startswith("NBUNITS_OPEN_NOTEBOOK="))
         box.write_file(f"{settings_dir}/jupyter.{suffix}", text, mode=0o400)
         box.run("chown", user, f"{settings_dir}/jupyter.{suffix}")
         for line in text.splitlines():
@@ -450,7 +453,7 @@ def cost(bench: Bench) -> dict:
 
     async def with_kernel() -> None:
         async with bench.session() as session:
-            kernel_id = await start_kernel(session, opened)
+            kernel_id = await open_notebook_kernel(session, opened)
             assert await execute(session, opened, kernel_id, "1+1") == "2"
     asyncio.run(with_kernel())
     time.sleep(3)

@@ -63,6 +63,27 @@ async def start_kernel(session: aiohttp.ClientSession, opened: Opened) -> str:
         return str((await resp.json())["id"])
 
 
+async def sessions(session: aiohttp.ClientSession, opened: Opened) -> list[dict]:
+    async with session.get(opened.url("api/sessions"), headers=opened.headers) as resp:
+        assert resp.status == 200, f"GET api/sessions: {resp.status} {await resp.text()}"
+        return list(await resp.json())
+
+
+async def open_notebook_kernel(session: aiohttp.ClientSession, opened: Opened) -> str:
+    """The kernel of the opened notebook, as JupyterLab (and Notebook 7) gets it: the
+    session of the notebook's path if there is one, else a new session (POST
+    api/sessions, which starts the notebook's kernel). Its kernel id."""
+    for found in await sessions(session, opened):
+        if found.get("path") == opened.notebook:
+            return str(found["kernel"]["id"])
+    name = opened.notebook.rsplit("/", 1)[-1]
+    async with session.post(opened.url("api/sessions"), headers=opened.headers, json={
+            "path": opened.notebook, "name": name, "type": "notebook",
+            "kernel": {"name": "python3"}}) as resp:
+        assert resp.status == 201, f"POST api/sessions: {resp.status} {await resp.text()}"
+        return str((await resp.json())["kernel"]["id"])
+
+
 async def execute(session: aiohttp.ClientSession, opened: Opened, kernel_id: str, code: str,
                   timeout: float = 60) -> str:
     """Run `code` in the kernel over its websocket; the text/plain result."""

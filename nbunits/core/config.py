@@ -666,6 +666,10 @@ class CourseConfig:
         "is)", section="lifecycle")
     kernel_idle_timeout: int = setting(
         1800, S.SECONDS, "seconds before an idle kernel is culled", section="lifecycle")
+    kernel_ahead: bool = setting(
+        True, S.BOOL, "start the kernel of the notebook a launch opens with the student's "
+        "server, so it is ready when the notebook asks for it (off: the notebook starts it, "
+        "after its page has loaded)", section="lifecycle")
     max_lifetime: int = setting(8 * 3600, S.SECONDS, "hard cap on a student's server's "
                                 "lifetime", section="lifecycle")
     stop_warning: int = setting(

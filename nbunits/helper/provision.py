@@ -97,7 +97,8 @@ async def provision(settings: Settings, target: Target, admission: Admission,
     remembered = languages.remember(settings, student.user, locale)
     language = remembered or languages.valid(fallback) or config.language
     first = not settings.token_file(units).exists()
-    token = ensure_token(settings, config, units, running=running, language=language)
+    token = ensure_token(settings, config, units, running=running, language=language,
+                         notebook=target.notebook if config.kernel_ahead else "")
     if first:
         log_event(logger, Event.PROVISIONED, f"provisioned {student.user} in course {config.name}",
                   course=config.name, student=student.user, HOME=student.home)
@@ -356,7 +357,7 @@ def parse_usec(text: str) -> float:
 
 
 def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, *,
-                 running: bool, language: str = i18n.DEFAULT) -> str:
+                 running: bool, language: str = i18n.DEFAULT, notebook: str = "") -> str:
     """The student's capability for this course, and the Jupyter settings that carry it.
 
     Both files are root's; the container unit's first command copies them for podman
@@ -373,8 +374,11 @@ def ensure_token(settings: Settings, config: CourseConfig, units: StudentUnits, 
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The interface's language: units/jupyter/jupyter_server_config.py makes it
     # JupyterLab's default (a student's own choice in Settings > Language wins).
+    # The notebook being opened: Jupyter starts its kernel with the server, so it is
+    # ready when the notebook asks for it.
     write_atomic(path, f"JUPYTER_TOKEN={token}\n"
-                 f"NBUNITS_JUPYTER_LOCALE={i18n.text(language, 'jupyter.locale')}\n",
+                 f"NBUNITS_JUPYTER_LOCALE={i18n.text(language, 'jupyter.locale')}\n"
+                 f"NBUNITS_OPEN_NOTEBOOK={notebook}\n",
                  0o600, unless_same=True)
     write_atomic(path.with_suffix(".json"),
                  jupyter_config(config, units, token, settings.server, language),

@@ -7,7 +7,14 @@ import json
 import secrets
 
 from nbunits.core.names import user_for
-from testbed.browser import execute, open_exercise, save_notebook, start_kernel
+from testbed.browser import (
+    execute,
+    open_exercise,
+    open_notebook_kernel,
+    save_notebook,
+    sessions,
+    start_kernel,
+)
 
 from .conftest import Nbunits, client
 
@@ -53,6 +60,44 @@ def test_edx_link_opens_a_working_notebook_owned_by_the_student(nb: Nbunits) -> 
     assert {"course": "demo", "student": user} in [
         {"course": s["course"], "student": s["student"]} for s in states if s["state"] == "running"]
     assert all(s["course"] == "demo" for s in states if s["student"] == user)
+
+
+def test_the_notebook_s_kernel_starts_with_the_server_and_serves_the_notebook(
+        nb: Nbunits) -> None:
+    """A launch that starts the student's server starts the notebook's kernel with it,
+    before any browser asks (units/jupyter/jupyter_server_config.py, kernel_ahead):
+    the notebook then connects to that kernel, and no second one starts."""
+    async def scenario() -> None:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "demo", NOTEBOOK, secrets.token_hex(16))
+            assert opened.page_status == 200, opened.page[:500]
+            for _ in range(100):  # nobody asked for a kernel: the server makes its session
+                found = [s for s in await sessions(session, opened) if s["path"] == NOTEBOOK]
+                if found:
+                    break
+                await asyncio.sleep(0.1)
+            assert found and found[0]["kernel"]["name"] == "python3", found
+            kernel = await open_notebook_kernel(session, opened)
+            assert kernel == found[0]["kernel"]["id"]
+            assert await execute(session, opened, kernel, "6*7") == "42"
+            async with session.get(opened.url("api/kernels"), headers=opened.headers) as resp:
+                assert [k["id"] for k in await resp.json()] == [kernel]
+    asyncio.run(scenario())
+
+
+def test_without_kernel_ahead_the_notebook_starts_its_kernel(nb: Nbunits) -> None:
+    nb.add_course("noahead")
+    nb.nbunits("course", "update", "noahead", "--no-kernel-ahead")
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "noahead", "welcome.ipynb",
+                                         secrets.token_hex(16))
+            await asyncio.sleep(3)  # what a kernel ahead takes, and more
+            assert await sessions(session, opened) == []
+            kernel = await open_notebook_kernel(session, opened)
+            assert await execute(session, opened, kernel, "6*7") == "42"
+    asyncio.run(scenario())
 
 
 def test_reload_reuses_the_running_container_and_keeps_the_copy(nb: Nbunits) -> None:

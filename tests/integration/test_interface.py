@@ -92,6 +92,15 @@ def test_jupyterlab_opens_the_notebook_runs_a_cell_and_has_the_course_menu(
                     if attempt == 2:
                         raise
 
+            # One kernel: the one started ahead with the server, which JupyterLab found
+            # by the notebook's path (kernel_ahead), not a second one of its own.
+            api = inner.split("/lab/tree/")[0] + "/api/"
+            asked = "async (url) => (await fetch(url, {cache: 'no-store'})).json()"
+            kernels = page.frames[1].evaluate(asked, api + "kernels")
+            found = page.frames[1].evaluate(asked, api + "sessions")
+            assert len(kernels) == 1 and [s["kernel"]["id"] for s in found] == \
+                [kernels[0]["id"]], (kernels, found)
+
             frame.locator(".lm-MenuBar-itemLabel", has_text="Course").click()
             frame.locator(".lm-Menu-itemLabel", has_text="Share a static version").click()
             shared = frame.locator(".nbunits-share-link").get_attribute("href")

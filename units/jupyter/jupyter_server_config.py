@@ -493,3 +493,57 @@ def language_overrides(locale: str) -> None:
 
 if "jupyter_server" in sys.modules:
     language_overrides(os.environ.get("NBUNITS_JUPYTER_LOCALE", ""))
+
+
+# The kernel of the notebook a student opens, started with the server (issue 31):
+# the browser asks for it only once JupyterLab's code has loaded, and a kernel
+# started then made the first cell's output wait for the whole start. nbunits-helper
+# names the notebook of the launch that starts the server in NBUNITS_OPEN_NOTEBOOK
+# (the unit's env file); once Jupyter answers, a session for that path is made with
+# the notebook's own kernel. JupyterLab (Notebook 7 too) opens a notebook by looking
+# for a session of its path first, and connects to that kernel instead of starting
+# one. A notebook whose kernel is not in the image, or that cannot be read, gets none
+# (the browser starts one, as before). A kernel nobody connects to is culled like any
+# idle one (kernel_idle_timeout).
+def kernel_ahead(path: str) -> None:
+    import asyncio
+    import json
+    import types
+
+    def kernel_of(serverapp: "typing.Any") -> str:
+        full = os.path.join(serverapp.root_dir, path)
+        with open(full, "rb") as notebook:
+            data = json.loads(notebook.read(MAX_AHEAD_BYTES + 1))
+        spec = data.get("metadata", {}).get("kernelspec", {}) if isinstance(data, dict) else {}
+        name = spec.get("name") if isinstance(spec, dict) else None
+        return name if isinstance(name, str) and name else serverapp.kernel_manager.default_kernel_name
+
+    async def ahead(serverapp: "typing.Any") -> None:
+        try:
+            name = kernel_of(serverapp)
+            if name not in serverapp.kernel_spec_manager.find_kernel_specs():
+                serverapp.log.info("no kernel ahead for %s: no kernel %r here", path, name)
+                return
+            await serverapp.session_manager.create_session(
+                path=path, name=os.path.basename(path), type="notebook", kernel_name=name)
+        except Exception as exc:  # the notebook's own kernel start is then the browser's
+            serverapp.log.warning("no kernel ahead for %s: %r", path, exc)
+
+    async def start(serverapp: "typing.Any") -> None:
+        tasks.add(asyncio.get_running_loop().create_task(ahead(serverapp)))
+
+    tasks: set = set()  # a reference to the task until the server ends
+    module = types.ModuleType("nbunits_kernel_ahead")
+    module.__dict__.update(
+        _jupyter_server_extension_points=lambda: [{"module": "nbunits_kernel_ahead"}],
+        _load_jupyter_server_extension=lambda serverapp: None,
+        _start_jupyter_server_extension=start)
+    sys.modules["nbunits_kernel_ahead"] = module
+    c.ServerApp.jpserver_extensions.update({"nbunits_kernel_ahead": True})
+
+
+# Notebooks larger than this (their outputs) are not read for their kernel's name.
+MAX_AHEAD_BYTES = 10 * 1024 * 1024
+
+if "jupyter_server" in sys.modules and os.environ.get("NBUNITS_OPEN_NOTEBOOK"):
+    kernel_ahead(os.environ.pop("NBUNITS_OPEN_NOTEBOOK"))
