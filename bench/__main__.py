@@ -373,6 +373,13 @@ def table(r: dict) -> str:
             vs = f"nbunits/peer {ratio(ours['median'], p['ready']['median']):.2f}" if ours else ""
             row("7. JupyterHub + SystemdSpawner, new user: create -> server /api/status 200",
                 sec(p["ready"]), vs)
+            if "output" in p:
+                ours = r.get("ahead", {}).get("new_ahead", {}).get("output") or \
+                    r.get("cold", {}).get("new", {}).get("executed")
+                vs = f"nbunits/peer {ratio(ours['median'], p['output']['median']):.2f}" \
+                    if ours else ""
+                row("7. ... then the notebook's page, a new session's kernel, `1+1` output",
+                    f"page {sec(p['page'])}; output {sec(p['output'])}", vs)
     if "breakdown" in r:
         for kind, phases in r["breakdown"].items():
             if not phases:  # runs before the journal namespaces were read (2026-12-07)

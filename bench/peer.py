@@ -80,6 +80,7 @@ def peer_runs(bench: Bench, n: int) -> dict:
     return {"ready": [r["ready"] for r in runs],
             "user_created": [r["user_created"] for r in runs],
             "spawn_answered": [r["spawn_answered"] for r in runs],
+            "page": [r["page"] for r in runs], "output": [r["output"] for r in runs],
             "versions": versions()}
 
 
