@@ -21,7 +21,7 @@ from .box import COURSE, Bench
 from .parts import _student_of, floor_runs, one_cold, stop_student
 from .stats import summary
 
-WITHOUT = "demo-noahead"
+WITHOUT = "noahead"
 
 
 def ahead_runs(bench: Bench, n: int, floor_user: str) -> dict:
