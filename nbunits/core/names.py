@@ -274,6 +274,24 @@ def course_slice(course: str) -> str:
     return f"nbunits-{escape_slice_component(check_course(course))}.slice"
 
 
+# podman refuses a --runroot longer than 50 characters ("the specified runroot is
+# longer than 50 characters"). A student's is /run/nbunits/podman/<course>/<user>
+# (XDG_RUNTIME_DIR too): that fits for a course name of up to 11 characters. A longer
+# name is replaced there by "_" and a digest of it, which no course name can be (a
+# name starts with a letter or a digit).
+PODMAN_RUNROOT_MAX = 50
+USER_LENGTH = 18  # "nb" and 16 base32 characters: user_for
+
+
+def podman_run_dir(course: str) -> str:
+    """The folder under /run that holds the podman runroot of each student of
+    `course` (/run/<it>/<user>): what the course unit's template calls @PODMAN_RUN@."""
+    folder = f"nbunits/podman/{check_course(course)}"
+    if len(f"/run/{folder}/") + USER_LENGTH <= PODMAN_RUNROOT_MAX:
+        return folder
+    return "nbunits/podman/_" + hashlib.sha256(course.encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True)
 class Target:
     """A validated (course, student id, notebook): what a launch opens.

@@ -8,7 +8,7 @@ from nbunits.core import rootfs
 from nbunits.core.config import CourseConfig, Settings
 from nbunits.core.data import real_path, unit_files
 from nbunits.core.files import fill
-from nbunits.core.names import course_slice, lock_template
+from nbunits.core.names import course_slice, lock_template, podman_run_dir
 
 QUOTA = "/opt/nbunits/venv/bin/python3 -m nbunits.helper.quota"
 
@@ -18,6 +18,7 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
     return {
         "COURSE": course.name,
         "SLICE": course_slice(course.name),
+        "PODMAN_RUN": podman_run_dir(course.name),
         "IMAGE": course.image,
         "ROOTFS": rootfs.unit_words((str(image.path),)),
         "IMAGE_ENV": rootfs.unit_words(tuple(f"--env={e}" for e in image.env)),

@@ -260,3 +260,16 @@ async def _banner(nb: Nbunits, student: str) -> dict:
         async with session.post(info, json={"notebook": "a.ipynb"}) as resp:
             assert resp.status == 200, await resp.text()
             return dict(await resp.json())
+
+
+def test_a_course_with_a_long_name_runs_its_students(nb: Nbunits) -> None:
+    """A course name may be up to 32 characters; a student's podman runroot (under
+    /run/nbunits/podman/) may be at most 50: the course's students still run."""
+    nb.add_course("python-for-data-science-2026")
+
+    async def scenario() -> None:
+        async with client(nb) as session:
+            opened = await open_exercise(session, "python-for-data-science-2026",
+                                         "welcome.ipynb", secrets.token_hex(16))
+            assert opened.page_status == 200, opened.page[:300]
+    asyncio.run(scenario())

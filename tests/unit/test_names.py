@@ -121,3 +121,16 @@ def test_a_student_s_own_origin_is_their_user_under_the_student_domain():
     for scheme, port in (("javascript", ""), ("https", "80/x"), ("https", "@evil.org")):
         with pytest.raises(InvalidName):
             origin(scheme, host, port)
+
+
+def test_every_course_s_podman_runroot_fits_podman_s_limit():
+    from nbunits.core.names import PODMAN_RUNROOT_MAX, podman_run_dir
+    user = user_for("someone")
+    assert podman_run_dir("demo") == "nbunits/podman/demo"  # a short name, as it is
+    for course in ("python-intro", "a" * 11, "a" * 12, "python-for-data-science-2026-fall"[:32]):
+        runroot = f"/run/{podman_run_dir(course)}/{user}"
+        assert len(runroot) <= PODMAN_RUNROOT_MAX, (course, runroot)
+    long_one = podman_run_dir("python-for-data-science-2026")
+    assert long_one != podman_run_dir("python-for-data-science-2027")
+    with pytest.raises(InvalidName):  # the digest is never a course's own name
+        check_course(long_one.rsplit("/", 1)[1])
