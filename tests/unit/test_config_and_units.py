@@ -1,13 +1,16 @@
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbunits.admin import images
 from nbunits.core.config import ConfigError, CourseConfig, Settings, load_course
 from nbunits.core.errors import NbunitsError
-from nbunits.core.names import StudentUnits
+from nbunits.core.names import COURSE_RE, PODMAN_RUNROOT_MAX, RESERVED_COURSES, StudentUnits
 from nbunits.generator.main import generate
 from nbunits.generator.render import render_course
 from nbunits.helper import activity
@@ -244,3 +247,27 @@ def test_generator_skips_a_broken_course_and_reads_nothing_in_var(tmp_path, monk
     monkeypatch.setattr(activity, "systemctl", lambda *a, check=True: started.append(a) or "")
     assert activity.listen(settings) == 1
     assert started == [("start", "--no-block", "nbunits-demo@nbaaaaaaaaaaaaaaaa.socket")]
+
+
+# The limits a course's name must fit in every unit it gets, with the longest student:
+# podman's runroot (50 characters), a unix socket's path (107 bytes: sun_path), a
+# unit's name (255), a container's host name (63).
+LONGEST_USER = "nb" + "a" * 16
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.from_regex(COURSE_RE, fullmatch=True).filter(
+    lambda n: not n.endswith(("-proxy", "-lock", "-jupyter")) and n not in RESERVED_COURSES))
+def test_every_course_name_fits_the_limits_of_its_units(tmp_path_factory, name):
+    store = recorded(make_store(tmp_path_factory.mktemp("store")))
+    units = render_course(CourseConfig(name=name, source=Path("/srv")), store)
+    for unit, text in units.items():
+        assert len(unit.replace("@.", f"@{LONGEST_USER}.")) <= 255, unit
+        text = text.replace("%i", LONGEST_USER)
+        for runroot in re.findall(r"--runroot=(\S+)", text):
+            assert len(runroot) <= PODMAN_RUNROOT_MAX, runroot
+        for socket in re.findall(r"ListenStream=(/\S+)", text):
+            assert len(socket.encode()) <= 107, socket
+        for host in re.findall(r"--hostname (\S+)", text):
+            assert len(host) <= 63, host
+    assert re.search(r"--runroot=", "".join(units.values()))
