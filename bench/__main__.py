@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import ahead, density, parts, peer, profile, scale, variants
+from . import ahead, browser, density, parts, peer, profile, scale, variants
 from .box import booted
 from .goals import goals_table
 from .stats import ratio, summary
@@ -166,6 +166,11 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say(f"kernel ahead: {args.ahead} rounds of new students with it, without it, "
                 "and a floor start; then each student again")
             out["ahead"] = ahead.ahead_runs(bench, args.ahead, warmup.user)
+        if args.browser:
+            parts.settle(bench)
+            say(f"browser: {args.browser} rounds of a new student's click in Chromium, kernel "
+                "ahead and without")
+            out["browser"] = browser.browser_runs(bench, args.browser)
         if args.before_after:
             parts.settle(bench)
             say("before/after: this branch's start vs main's, by drop-ins, interleaved")
@@ -419,6 +424,14 @@ def table(r: dict) -> str:
                              f"{ratio(a['page']['median'], floor_s):.2f}x | "
                              f"{ratio(a['output']['median'], floor_s):.2f}x | "
                              f"{ratio(a['output']['median'], without):.2f}x |")
+    if "browser" in r and "error" not in r["browser"]:
+        b = r["browser"]
+        lines += ["", "A new student's click in Chromium (fresh browser context), interleaved:", "",
+                  "| course setting | edX URL -> notebook usable | -> `6 * 7` output | "
+                  "output vs without |", "| --- | --- | --- | --- |"]
+        for key, label in (("ahead", "kernel_ahead"), ("without", "no kernel_ahead")):
+            lines.append(f"| {label} | {sec(b[key]['page'])} | {sec(b[key]['output'])} | "
+                         f"{ratio(b[key]['output']['median'], b['without']['output']['median']):.2f}x |")
     if r.get("failed_units"):
         lines += ["", f"failed units at the end: {', '.join(r['failed_units'])}"]
     return "\n".join(lines)
@@ -450,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ahead", type=int, default=0, metavar="N",
                         help="N rounds: click to first output with the kernel started ahead, "
                              "without, and the floor, interleaved (bench/ahead.py) [0: not run]")
+    parser.add_argument("--browser", type=int, default=0, metavar="N",
+                        help="N rounds: a new student's click to the first output in Chromium, "
+                             "kernel ahead and without (bench/browser.py) [0: not run]")
     parser.add_argument("--before-after", action="store_true",
                         help="also measure this branch's start against main's (drop-ins)")
     parser.add_argument("--burst-at-once", action="store_true",
