@@ -307,6 +307,8 @@ def test_a_students_shares_and_actions_are_bounded(nb: Nbunits, source: Path) ->
             # second): 503 there, before the dispatcher; what got through met the helper.
             async def info() -> int:
                 async with session.post(api + "info", json={"notebook": NOTEBOOK}) as resp:
+                    if resp.status == 503:  # the extension says it in the page's language
+                        assert (await resp.json())["code"] == "student_busy"
                     await resp.read()
                     return resp.status
             flood = await asyncio.gather(*(info() for _ in range(150)))

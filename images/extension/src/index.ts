@@ -76,6 +76,10 @@ async function ask(action: string, notebook: string): Promise<IState> {
     throw new Error(t('lab.error.bad_link'));
   }
   const data = await resp.json().catch(() => null);
+  if (data && data.code === 'student_busy') {
+    // nginx's own answer to a flood of requests (its words are English).
+    throw new Error(t('lab.error.busy'));
+  }
   if (!resp.ok || data === null) {
     throw new Error((data && data.message) || t('lab.error.ours'));
   }

@@ -24,6 +24,9 @@ export const ENGLISH: Record<string, string> = {
     'Your notebook link does not work any more. Your work is safe: open the notebook ' +
     'again from your course page.',
   'lab.error.ours': 'Something went wrong on our side. Please try again later.',
+  'lab.error.busy':
+    'You have made many requests in a short time: please wait a moment before the next ' +
+    'one. Your work is safe; nothing was changed.',
   'lab.reset.title': 'Reset to original',
   'lab.reset.question': "Replace your copy of {name} with the course's current version?",
   'lab.reset.kept_beside':
