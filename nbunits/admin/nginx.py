@@ -12,8 +12,10 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 
+from nbunits.core import i18n
 from nbunits.core.config import Server
 from nbunits.core.files import fill
+from nbunits.core.pages import busy_html
 
 CONF_D = "conf.d/nbunits.conf"
 FRONT_CONF_D = "conf.d/nbunits-front.conf"  # a front (several hosts): instead of CONF_D
@@ -60,7 +62,40 @@ def http_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
         "LAUNCH_RATE": str(server.launch_rate),
         "LAUNCH_BURST": str(server.launch_burst),
         "STUDENT_ORIGIN": student_origin_map(server),
+        "BUSY_PAGE_MAP": busy_page_map(),
     })
+
+
+def busy_page_map() -> str:
+    """nginx's map to the page of a client over its launch rate: "<method>.<language>"
+    for a language other than the default that the browser names first ("" : English).
+    A map reads no weights: the first tag of Accept-Language decides."""
+    lines = []
+    for language in i18n.available()[1:]:
+        tag = re.escape(language.lower())
+        lines.append(f'    "~*^(GET|HEAD): *{tag}([-_,;]|$)" "GET.{language}";')
+        lines.append(f'    "~*^[A-Z]+: *{tag}([-_,;]|$)" "POST.{language}";')
+    return "\n".join(["    default \"\";", *lines])
+
+
+def busy_pages(retry_after: int) -> str:
+    """The pages of @nbunits_busy, one per language and kind (core/pages.py), for
+    nginx's single-quoted strings."""
+    def quoted(html: str) -> str:
+        return "'" + html.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    lines = []
+    for language in i18n.available()[1:]:
+        for kind, reload in (("GET", True), ("POST", False)):
+            page = busy_html(language, retry_after, reload=reload, kind="launches")
+            lines.append(f'    if ($nbunits_busy_page = "{kind}.{language}") {{\n'
+                         f"        return 503 {quoted(page)};\n    }}")
+    english = {reload: quoted(busy_html(i18n.DEFAULT, retry_after, reload=reload,
+                                        kind="launches")) for reload in (True, False)}
+    lines.append(f"    if ($request_method !~ ^(GET|HEAD)$) {{\n"
+                 f"        return 503 {english[False]};\n    }}")
+    lines.append(f"    return 503 {english[True]};")
+    return "\n".join(lines)
 
 
 def student_domain_re(server: Server) -> str:
@@ -114,8 +149,14 @@ def locations_conf(server: Server) -> str:
     return fill(template("nbunits-locations.conf"), {
         "LAUNCH_BURST": str(server.launch_burst),
         # One launch more is allowed this many seconds later.
-        "RETRY_AFTER": str(max(1, -(-60 // server.launch_rate))),
+        "RETRY_AFTER": str(retry_after(server)),
+        "BUSY_PAGES": busy_pages(retry_after(server)),
         "STUDENTS": f"include /etc/nginx/{students};"})
+
+
+def retry_after(server: Server) -> int:
+    """Seconds until a client over its launch rate may launch once more."""
+    return max(1, -(-60 // server.launch_rate))
 
 
 def students_elsewhere_conf(server: Server) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Sequence
 from html import escape
@@ -15,12 +14,10 @@ from aiohttp import web
 
 from nbunits.core import i18n
 from nbunits.core.errors import MEANINGS, Code, NbunitsError
+from nbunits.core.pages import STYLE, busy_html, js, retrying
 from nbunits.core.protocol import NotebookEntry, StudentEntry, Woke
 
 logger = logging.getLogger(__name__)
-
-_STYLE = """<style>body{font-family:sans-serif;max-width:40em;margin:3em auto;color:#222}
-p.hint{color:#555}</style>"""
 
 _PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
@@ -88,7 +85,7 @@ _REMOVED = """<!doctype html>
 def removed_page(target: str, notebook: str, lang: str = i18n.DEFAULT) -> web.Response:
     """A notebook gone from the course that the student has a copy of."""
     body = _REMOVED.format(
-        lang=lang, style=_STYLE, target=escape(target), title=i18n.html(lang, "removed.title"),
+        lang=lang, style=STYLE, target=escape(target), title=i18n.html(lang, "removed.title"),
         body=i18n.html(lang, "removed.body", notebook=f"<code>{escape(notebook)}</code>"),
         open=i18n.html(lang, "removed.open"), hint=i18n.html(lang, "removed.hint"))
     return web.Response(text=body, content_type="text/html", headers={
@@ -109,7 +106,7 @@ def error_page(status: int, message: str, hint: str | None = None,
                lang: str = i18n.DEFAULT) -> web.Response:
     title = i18n.text(lang, status_key(status, "title"))
     hint_html = f'<p class="hint">{escape(hint)}</p>' if hint else ""
-    body = _PAGE.format(lang=lang, style=_STYLE, title=escape(title), message=escape(message),
+    body = _PAGE.format(lang=lang, style=STYLE, title=escape(title), message=escape(message),
                         hint=hint_html)
     return web.Response(status=status, text=body, content_type="text/html",
                         headers={"Content-Language": lang})
@@ -172,14 +169,14 @@ def _starting_head(lang: str, target: str, notebook: str) -> str:
         return i18n.html(lang, key)
 
     return _STARTING.format(
-        lang=lang, target=escape(target), target_js=_js(target), title=t("starting.title"),
+        lang=lang, target=escape(target), target_js=js(target), title=t("starting.title"),
         copy_ready=i18n.html(lang, "starting.copy_ready",
                              notebook=f"<code>{escape(notebook)}</code>"),
         server=t("starting.server"), opening=t("starting.opening"),
-        usually=t("starting.usually"), many_js=_js(i18n.text(lang, "starting.many")),
-        ready_js=_js(i18n.text(lang, "starting.ready")),
-        did_not_start_js=_js(i18n.text(lang, "starting.did_not_start")),
-        failed_title_js=_js(i18n.text(lang, "starting.failed_title")))
+        usually=t("starting.usually"), many_js=js(i18n.text(lang, "starting.many")),
+        ready_js=js(i18n.text(lang, "starting.ready")),
+        did_not_start_js=js(i18n.text(lang, "starting.did_not_start")),
+        failed_title_js=js(i18n.text(lang, "starting.failed_title")))
 
 
 async def starting_page(request: web.Request, target: str, notebook: str,
@@ -200,11 +197,11 @@ async def starting_page(request: web.Request, target: str, notebook: str,
     except NbunitsError as exc:  # the status is sent: the page says it
         logger.warning("the student's server did not start: %s", exc.message,
                        extra={"ERROR_CODE": exc.code})  # COURSE= and STUDENT=: log_context
-        tail = _FAILED.format(text_js=_js(i18n.text(lang, "starting.cannot_start")
+        tail = _FAILED.format(text_js=js(i18n.text(lang, "starting.cannot_start")
                                           if exc.code == Code.SERVER_FAILED else did_not_start))
     except Exception:  # the helper unreachable or too slow, a bug: the page says so
         logger.exception("the student's server did not start")
-        tail = _FAILED.format(text_js=_js(did_not_start))
+        tail = _FAILED.format(text_js=js(did_not_start))
     try:
         await response.write(tail.encode())
         await response.write_eof()
@@ -212,26 +209,6 @@ async def starting_page(request: web.Request, target: str, notebook: str,
         pass
     return response
 
-
-# A page that tries again by itself: by a script the student can stop (WCAG 2.2.1,
-# timing adjustable), not by a timed <meta http-equiv="refresh">.
-_COUNTDOWN = """<script>
-let left = {seconds};
-const secs = document.getElementById("secs");
-const timer = setInterval(() => {{ if (--left > 0) secs.textContent = left; else location.reload(); }}, 1000);
-document.getElementById("stop").onclick = () => {{
-  clearInterval(timer);
-  secs.parentNode.textContent = {stopped_js};
-}};
-</script>"""
-
-
-def _retrying(lang: str, seconds: int) -> tuple[str, str]:
-    """The words and the script of a page that tries again by itself."""
-    words = (i18n.html(lang, "busy.retrying", seconds=f'<span id="secs">{seconds}</span>')
-             + f' <button type="button" id="stop">{i18n.html(lang, "retry.stop")}</button>')
-    return words, _COUNTDOWN.format(seconds=seconds,
-                                    stopped_js=_js(i18n.text(lang, "retry.stopped")))
 
 _WAKING = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
@@ -244,45 +221,22 @@ _WAKING = """<!doctype html>
 
 
 def waking_page(seconds: int = 2, lang: str = i18n.DEFAULT) -> web.Response:
-    retrying, script = _retrying(lang, seconds)
-    body = _WAKING.format(lang=lang, style=_STYLE, title=i18n.html(lang, "waking.title"),
+    words, script = retrying(lang, seconds)
+    body = _WAKING.format(lang=lang, style=STYLE, title=i18n.html(lang, "waking.title"),
                           heading=i18n.html(lang, "waking.heading"),
-                          body=i18n.html(lang, "waking.body"), retrying=retrying, script=script)
+                          body=i18n.html(lang, "waking.body"), retrying=words, script=script)
     return web.Response(status=503, text=body, content_type="text/html", headers={
         "Retry-After": str(seconds), "Cache-Control": "no-store", "Content-Language": lang})
 
 
-_BUSY = """<!doctype html>
-<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-{style}</head>
-<body><h1>{heading}</h1>
-<p>{message} {action}</p>
-<p>{safe}</p>
-{script}</body></html>
-"""
-
 def busy_page(message: str, retry_after: int, *, reload: bool,
               lang: str = i18n.DEFAULT) -> web.Response:
-    """Past an admission cap (admission.py): 503 with Retry-After. A GET (a course
-    link, a bookmarked notebook) is retried by the page itself; a POST (an LTI
-    launch) cannot be replayed, so the student opens the exercise again. The cap's
-    own message is English: another language says the catalog's."""
-    if reload:
-        action, script = _retrying(lang, retry_after)
-    else:
-        action = i18n.html(lang, "busy.reopen", seconds=str(retry_after))
-        script = ""
-    said = message if lang == i18n.DEFAULT else i18n.text(lang, "busy.message")
-    body = _BUSY.format(lang=lang, style=_STYLE, title=i18n.html(lang, "busy.title"),
-                        heading=i18n.html(lang, "busy.heading"), message=escape(said),
-                        action=action, safe=i18n.html(lang, "busy.safe"), script=script)
+    """Past an admission cap (admission.py): 503 with Retry-After (core/pages.py).
+    The cap's own message is English: another language says the catalog's."""
+    body = busy_html(lang, retry_after, reload=reload,
+                     message=message if lang == i18n.DEFAULT else None)
     return web.Response(status=503, text=body, content_type="text/html", headers={
         "Retry-After": str(retry_after), "Cache-Control": "no-store", "Content-Language": lang})
-
-
-def _js(text: str) -> str:
-    """A JSON string literal that is also safe inside a <script> element."""
-    return json.dumps(text).replace("<", "\\u003c")
 
 
 _STAFF = """<!doctype html>

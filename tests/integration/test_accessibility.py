@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from nbunits.core import i18n
+from nbunits.core.pages import busy_html
 from nbunits.core.protocol import NotebookEntry, StudentEntry
 from nbunits.dispatcher import pages
 from testbed import axe
@@ -37,13 +38,18 @@ new MutationObserver(() => {
 
 
 def nginx_pages() -> dict[str, str]:
-    """The pages nginx writes itself (return 503 '...'), from its configuration."""
+    """The pages nginx writes itself (return 503 '...'): the front's, from its
+    configuration; a client over its launch rate, as install writes them (each
+    language, a GET's and a POST's)."""
     found = {}
-    for conf in ("nbunits-locations.conf", "nbunits-front-site.conf"):
-        text = (REPO / "nginx" / conf).read_text()
-        for i, page in enumerate(re.findall(r"return 503 '(<!doctype.*?)\\n';", text)):
-            found[f"nginx {conf} 503 #{i}"] = page.replace("@RETRY_AFTER@", "30")
-    assert len(found) == 3, found.keys()
+    text = (REPO / "nginx" / "nbunits-front-site.conf").read_text()
+    for i, page in enumerate(re.findall(r"return 503 '(<!doctype.*?)\\n';", text)):
+        found[f"nginx front 503 #{i}"] = page.replace("@RETRY_AFTER@", "30")
+    assert len(found) == 1, found.keys()
+    for lang in i18n.available():
+        for reload in (True, False):
+            found[f"nginx launches {'GET' if reload else 'POST'} ({lang})"] = busy_html(
+                lang, 30, reload=reload, kind="launches")
     return found
 
 
@@ -54,7 +60,7 @@ def rendered_pages() -> dict[str, str]:
     found = {}
     for lang in i18n.available():
         started = (pages._starting_head(lang, "/nb/x", "welcome.ipynb")
-                   + pages._FAILED.format(text_js=pages._js(i18n.text(lang, "starting.cannot_start"))))
+                   + pages._FAILED.format(text_js=pages.js(i18n.text(lang, "starting.cannot_start"))))
         student = StudentEntry(id="a1b2", user="s-a1b2", url="/staff/demo/s-a1b2/w.ipynb?x=1")
         picked = [NotebookEntry("week1/loops.ipynb", "Week 1: loops"),
                   NotebookEntry("welcome.ipynb", "")]

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import tomli_w
 
+from nbunits.core import i18n
 from nbunits.core.events import Event
 from nbunits.core.names import uid_for, user_for
 from testbed.browser import Opened, execute, open_exercise, start_kernel
@@ -154,16 +155,17 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     running_student = _open(nb, secrets.token_hex(16))  # one of the 3 new students
     flood = [secrets.token_hex(16) for _ in range(12)]
 
-    async def go() -> list[tuple[int, str, str]]:
+    async def go(flood: list[str], language: str = "en") -> list[tuple[int, str, str]]:
         async with client(nb) as session:
             async def one(student: str) -> tuple[int, str, str]:
                 async with session.get(f"/ipythonExercice/demo/{NOTEBOOK}/{student}",
-                                       headers={"Accept": "text/html"},
+                                       headers={"Accept": "text/html",
+                                                "Accept-Language": language},
                                        allow_redirects=False) as resp:
                     return resp.status, resp.headers.get("Retry-After", ""), await resp.text()
             return await asyncio.gather(*(one(s) for s in flood))
 
-    answers = asyncio.run(go())
+    answers = asyncio.run(go(flood))
     statuses = sorted(status for status, _, _ in answers)
     assert len(nb.users() - before) == 3, statuses
     busy = [a for a in answers if a[0] == 503]
@@ -186,6 +188,15 @@ def test_a_flood_of_made_up_ids_meets_the_caps_and_harms_no_running_student(
     # once a minute); nginx's per-client 503s never reach it.
     assert _refused(nb) == {"new_students": refused_by_helper, "servers": 0}
     assert _metrics(nb)[("nbunits_starts_waiting", "")] == 0
+    # The same flood from French browsers, at once: nginx's page (its bucket is empty
+    # now) and the helper's are French too.
+    french = [a for a in asyncio.run(go([secrets.token_hex(16) for _ in range(12)], "fr-FR"))
+              if a[0] == 503]
+    assert len(french) == 12 and all('<html lang="fr">' in p for _, _, p in french), french
+    titles = {i18n.html("fr", key) for key in ("busy.title", "launches.title")}
+    assert sum(f"<title>{i18n.html('fr', 'launches.title')}</title>" in p
+               for _, _, p in french) >= 1
+    assert all(any(f"<title>{t}</title>" in p for t in titles) for _, _, p in french)
 
     async def warm() -> None:  # the student who was running is untouched
         async with client(nb) as session:
