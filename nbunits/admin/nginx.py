@@ -70,27 +70,48 @@ def busy_page_map() -> str:
     """nginx's map to the page of a client over its launch rate: "<method>.<language>"
     for a language other than the default that the browser names first ("" : English).
     A map reads no weights: the first tag of Accept-Language decides."""
-    lines = []
-    for language in i18n.available()[1:]:
-        tag = re.escape(language.lower())
+    lines = ['    default "";']
+    for language, tag in _first_tags():
         lines.append(f'    "~*^(GET|HEAD): *{tag}([-_,;]|$)" "GET.{language}";')
         lines.append(f'    "~*^[A-Z]+: *{tag}([-_,;]|$)" "POST.{language}";')
-    return "\n".join(["    default \"\";", *lines])
+    return "\n".join(lines)
+
+
+def unavailable_map() -> str:
+    """A front's map to the language of its page when no host answers ("": English)."""
+    return "\n".join(['    default "";', *(f'    "~*^ *{tag}([-_,;]|$)" "{language}";'
+                                             for language, tag in _first_tags())])
+
+
+def _first_tags() -> list[tuple[str, str]]:
+    """(language, its tag as a regular expression) for each language but the default."""
+    return [(language, re.escape(language.lower())) for language in i18n.available()[1:]]
+
+
+def _quoted(html: str) -> str:
+    """`html` as an nginx single-quoted string."""
+    return "'" + html.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def unavailable_pages() -> str:
+    """A front's page when no host answers, one per language (core/pages.py)."""
+    lines = [f'        if ($nbunits_front_language = "{language}") {{\n            return 503 '
+             f'{_quoted(busy_html(language, 10, reload=True, kind="unavailable"))};\n        }}'
+             for language, _ in _first_tags()]
+    english = busy_html(i18n.DEFAULT, 10, reload=True, kind="unavailable")
+    return "\n".join([*lines, f"        return 503 {_quoted(english)};"])
 
 
 def busy_pages(retry_after: int) -> str:
     """The pages of @nbunits_busy, one per language and kind (core/pages.py), for
     nginx's single-quoted strings."""
-    def quoted(html: str) -> str:
-        return "'" + html.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
     lines = []
-    for language in i18n.available()[1:]:
+    for language, _ in _first_tags():
         for kind, reload in (("GET", True), ("POST", False)):
             page = busy_html(language, retry_after, reload=reload, kind="launches")
             lines.append(f'    if ($nbunits_busy_page = "{kind}.{language}") {{\n'
-                         f"        return 503 {quoted(page)};\n    }}")
-    english = {reload: quoted(busy_html(i18n.DEFAULT, retry_after, reload=reload,
+                         f"        return 503 {_quoted(page)};\n    }}")
+    english = {reload: _quoted(busy_html(i18n.DEFAULT, retry_after, reload=reload,
                                         kind="launches")) for reload in (True, False)}
     lines.append(f"    if ($request_method !~ ^(GET|HEAD)$) {{\n"
                  f"        return 503 {english[False]};\n    }}")
@@ -201,14 +222,15 @@ def front_conf(server: Server, tls_listen: Sequence[str] = ()) -> str:
     return fill(template("nbunits-front.conf"), {
         "TRUSTED_PROXIES": proxies or "    # none: no X-Forwarded-* header is believed",
         "HTTPS": https_target(server, tls_listen),
-        "HOSTS": hosts})
+        "HOSTS": hosts, "UNAVAILABLE_MAP": unavailable_map()})
 
 
 def front_site_conf(server: Server, listen: Sequence[str], tls_listen: Sequence[str]) -> str:
     """A front's site: as a host's (names, TLS, 421 for other names), every path
     passed to the student's host."""
     return fill(template("nbunits-front-site.conf"), {
-        **_site_values(server, listen, tls_listen), "REAL_IP": real_ip(server, "    ")})
+        **_site_values(server, listen, tls_listen), "REAL_IP": real_ip(server, "    "),
+        "UNAVAILABLE_PAGES": unavailable_pages()})
 
 
 def _site_values(server: Server, listen: Sequence[str], tls_listen: Sequence[str]

@@ -38,15 +38,13 @@ new MutationObserver(() => {
 
 
 def nginx_pages() -> dict[str, str]:
-    """The pages nginx writes itself (return 503 '...'): the front's, from its
-    configuration; a client over its launch rate, as install writes them (each
-    language, a GET's and a POST's)."""
+    """The pages nginx says itself (return 503 '...'), as install writes them, in each
+    language: a front's when no host answers; a client over its launch rate (a GET's
+    and a POST's)."""
     found = {}
-    text = (REPO / "nginx" / "nbunits-front-site.conf").read_text()
-    for i, page in enumerate(re.findall(r"return 503 '(<!doctype.*?)\\n';", text)):
-        found[f"nginx front 503 #{i}"] = page.replace("@RETRY_AFTER@", "30")
-    assert len(found) == 1, found.keys()
     for lang in i18n.available():
+        found[f"nginx front, no host ({lang})"] = busy_html(lang, 10, reload=True,
+                                                            kind="unavailable")
         for reload in (True, False):
             found[f"nginx launches {'GET' if reload else 'POST'} ({lang})"] = busy_html(
                 lang, 30, reload=reload, kind="launches")

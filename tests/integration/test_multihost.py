@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from nbunits.core import i18n
 from nbunits.core.names import user_for
 from testbed.ketama import Ring
-from testbed.multihost import Cluster, Host
+from testbed.multihost import NBUNITS, Cluster, Host
 
 NOTEBOOK = "welcome.ipynb"
 ADDRESSES = {"mh-1": "127.0.1.1", "mh-2": "127.0.1.2", "mh-3": "127.0.1.3", "mh-4": "127.0.1.4"}
@@ -316,6 +317,32 @@ def test_a_fourth_host_takes_only_the_students_the_hash_gives_it(cluster: Cluste
     assert last_cell(asyncio.run(next_click())) == marker
     assert running(cluster, user_for(mover)) == ["mh-4"]
     print(json.dumps({"probed": len(users), "moved": len(moved)}))
+
+
+def test_with_no_host_answering_the_front_says_so_in_the_browser_s_language(
+        cluster: Cluster) -> None:
+    """Every host gone (here: the front's list names a closed port only): the front's
+    own page, which retries by itself, in the language the browser names first."""
+    assert cluster.front is not None
+    cluster.front.run(NBUNITS, "install", "--front=127.0.0.1:9")
+    try:
+        async def ask(language: str) -> tuple[int, str, str]:
+            async with session(cluster) as http:
+                async with http.get(f"/ipythonExercice/demo/welcome.ipynb/{secrets.token_hex(16)}",
+                                    headers={"Accept-Language": language},
+                                    allow_redirects=False) as resp:
+                    return resp.status, resp.headers.get("Retry-After", ""), await resp.text()
+        deadline = time.monotonic() + 30  # nginx's old workers finish what they have
+        while asyncio.run(ask("en"))[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for language, expected in (("fr-FR,fr;q=0.9,en;q=0.8", "fr"), ("en-US", "en"),
+                                   ("de", "en")):
+            status, retry, page = asyncio.run(ask(language))
+            assert status == 503 and retry == "10", (status, page[:300])
+            assert f'<html lang="{expected}">' in page, page[:300]
+            assert f"<title>{i18n.html(expected, 'unavailable.title')}</title>" in page
+    finally:
+        cluster.install_front()
 
 
 def test_the_front_s_nginx_and_the_lock_unit_pass_the_security_checks(cluster: Cluster) -> None:
