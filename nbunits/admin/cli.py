@@ -473,7 +473,7 @@ def cmd_scores_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_scores_send(settings: Settings, args: argparse.Namespace) -> None:
     require_root("scores are root's")
-    run = scores.send(settings)
+    run = scores.send(settings, args.all)
     if run.busy:
         print("another nbunits scores send is sending; nothing done")
         return
@@ -767,8 +767,10 @@ def build_parser() -> argparse.ArgumentParser:
             "last error) or sent")
     p.add_argument("course", nargs="?", help="only this course")
     json_option(p)
-    add(scores_group, "send", cmd_scores_send,
-        "send the pending scores that are due (nbunits-scores.timer runs it every minute)")
+    p = add(scores_group, "send", cmd_scores_send,
+            "send the pending scores that are due (nbunits-scores.timer runs it every minute)")
+    p.add_argument("--all", action="store_true",
+                   help="also those waiting to be tried again after a failure (the LMS is back)")
     p = add(sub, "metrics", cmd_metrics,
             "Prometheus metrics: running, starting, failed, starts, start times, per course")
     p.add_argument("--textfile", metavar="FILE",

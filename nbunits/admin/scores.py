@@ -44,8 +44,8 @@ def iso(when: float) -> str:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
 
 
-def send(settings: Settings) -> scores.Run:
-    return scores.send_pending(settings)
+def send(settings: Settings, waiting_too: bool = False) -> scores.Run:
+    return scores.send_pending(settings, waiting_too=waiting_too)
 
 
 def parse_number(text: str) -> float:

@@ -222,8 +222,10 @@ class Run:
     busy: bool = False  # another run was sending: this one did nothing
 
 
-def send_pending(settings: Settings, sender: Sender | None = None) -> Run:
-    """Send every due score; one run at a time (a second one returns at once)."""
+def send_pending(settings: Settings, sender: Sender | None = None, *,
+                 waiting_too: bool = False) -> Run:
+    """Send every due score (`waiting_too`: also those waiting after a failure); one
+    run at a time (a second one returns at once)."""
     outbox.scores_dir(settings)
     fd = os.open(settings.scores_sending_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -231,28 +233,31 @@ def send_pending(settings: Settings, sender: Sender | None = None) -> Run:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return Run(0, 0, 0, busy=True)
-        return _send_due(settings, sender or Sender(settings))
+        return _send_due(settings, sender or Sender(settings), waiting_too)
     finally:
         os.close(fd)
 
 
-def _send_due(settings: Settings, sender: Sender) -> Run:
+def _send_due(settings: Settings, sender: Sender, waiting_too: bool) -> Run:
     sent = failed = 0
     for score in outbox.scores(settings):
-        if score.sent or score.next_try > sender.now():
+        if score.sent or (score.next_try > sender.now() and not waiting_too):
             continue
         extra = {"NOTEBOOK": score.notebook, "GIVEN": score.given, "MAXIMUM": score.maximum}
         try:
             to = outbox.destination(settings, score.units, score.notebook)
             sender.send(score, to)
-        except NbunitsError as exc:
-            done = outbox.mark(settings, score, error=exc.message, now=sender.now())
+        except Exception as exc:  # one score's failure, whatever it is, stops no other
+            error = exc.message if isinstance(exc, NbunitsError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, NbunitsError):
+                logger.exception("sending a score of %s failed", score.user)
+            done = outbox.mark(settings, score, error=error, now=sender.now())
             failed += 1
             wait = round(done.next_try - sender.now()) if done else 0
             outbox.count(settings, score.course, "failed")
-            send(Event.SCORE_FAILED, f"score for {score.notebook} not sent: {exc.message}",
+            send(Event.SCORE_FAILED, f"score for {score.notebook} not sent: {error}",
                  course=score.course, student=score.user, identifier=IDENTIFIER,
-                 ERROR=exc.message, RETRY_SECONDS=wait, **extra)
+                 ERROR=error, RETRY_SECONDS=wait, **extra)
             continue
         outbox.mark(settings, score, now=sender.now())
         outbox.count(settings, score.course, "sent")
