@@ -184,3 +184,16 @@ def test_a_failure_keeps_the_score_pending_with_backoff_then_it_is_sent_once(
     assert json.loads(body)["scoreGiven"] == 3 and json.loads(body)["userId"] == "sub-1"
     assert scores.send_pending(settings, sender) == scores.Run(0, 0, 0)  # sent once
     assert outbox.counts_of(settings) == {"demo": {"failed": 1, "sent": 1}}
+
+
+def test_nothing_a_student_or_stranger_reaches_sets_or_sends_a_score(tmp_path: Path) -> None:
+    """No route of the dispatcher and no request it can make of root's helper sets or
+    sends a score: the helper queues scores for root's own callers only (`nbunits score
+    set`, grading in the helper), and a launch only says where they go."""
+    from nbunits.core.protocol import REQUESTS
+    from nbunits.dispatcher.app import create_app
+
+    app = create_app(Settings(etc_dir=tmp_path, state_dir=tmp_path, run_dir=tmp_path))
+    paths = [route.resource.canonical for route in app.router.routes() if route.resource]
+    assert paths and not [p for p in paths if "score" in p or "grade" in p or "outcome" in p]
+    assert not [action for action in REQUESTS if "score" in action or "grade" in action]
