@@ -197,3 +197,29 @@ def test_nothing_a_student_or_stranger_reaches_sets_or_sends_a_score(tmp_path: P
     paths = [route.resource.canonical for route in app.router.routes() if route.resource]
     assert paths and not [p for p in paths if "score" in p or "grade" in p or "outcome" in p]
     assert not [action for action in REQUESTS if "score" in action or "grade" in action]
+
+
+def test_verified_launches_say_where_their_scores_go(tmp_path: Path) -> None:
+    from nbunits.core.jwks import platform_keys
+    from nbunits.dispatcher.launch import NonceStore, verify_lti11, verify_lti13
+    from tests.unit.test_lti import CLIENT, COURSE, ISSUER, REG, SECRET, STUDENT, URL, id_token, signed_11
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1"}]}))
+    keys = platform_keys(tmp_path / "jwks.json")
+    ags = {"scope": [SCORE_SCOPE], "lineitem": LINEITEM, "lineitems": LINEITEM + "s"}
+    launch = verify_lti13(id_token(key, "n1", **{AGS_CLAIM: ags}), COURSE, REG, "n1", keys,
+                          NonceStore())
+    assert launch.destination == Destination("1.3", LINEITEM, STUDENT, issuer=ISSUER,
+                                             client_id=CLIENT, deployment_id="1",
+                                             scopes=(SCORE_SCOPE,))
+    assert verify_lti13(id_token(key, "n2"), COURSE, REG, "n2", keys,
+                        NonceStore()).destination is None
+    body, headers = signed_11(lis_outcome_service_url=OUTCOMES, lis_result_sourcedid="c:l:u")
+    launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert launch.destination == Destination("1.1", OUTCOMES, "c:l:u", consumer_key="demo-key")
+    # Claims that do not fit: the notebook still opens, the score goes nowhere.
+    body, headers = signed_11(lis_outcome_service_url="javascript:x", lis_result_sourcedid="s")
+    launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
+    assert launch.notebook == "welcome.ipynb" and launch.destination is None
