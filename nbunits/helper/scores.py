@@ -192,7 +192,8 @@ class Sender:
         return token
 
     def send13(self, score: outbox.Score, to: Destination) -> None:
-        body = score_body(to.user, score.given, score.maximum, score.comment, self.now())
+        # When the score was given, not sent: a platform keeps the latest timestamp's.
+        body = score_body(to.user, score.given, score.maximum, score.comment, score.enqueued)
         url = scores_url(to.url)
         status, answer = self.http(url, json.dumps(body).encode(), {
             "Content-Type": SCORE_TYPE, "Authorization": f"Bearer {self.token(score.course, to)}"})

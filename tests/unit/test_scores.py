@@ -167,7 +167,7 @@ def test_a_failure_keeps_the_score_pending_with_backoff_then_it_is_sent_once(
         rsa.generate_private_key(public_exponent=65537, key_size=2048), "k"))
     monkeypatch.setattr(scores, "send", lambda *args, **kwargs: None)  # the journal
     outbox.record(settings, UNITS, "w1/a.ipynb", D13)
-    outbox.enqueue(settings, "demo", UNITS.user, "w1/a.ipynb", 3, 4)
+    given = outbox.enqueue(settings, "demo", UNITS.user, "w1/a.ipynb", 3, 4)
     lms, clock = FakeLms(), [1000.0]
     sender = scores.Sender(settings, lms, lambda: clock[0])
     assert scores.send_pending(settings, sender) == scores.Run(0, 1, 1)
@@ -182,6 +182,9 @@ def test_a_failure_keeps_the_score_pending_with_backoff_then_it_is_sent_once(
     assert url == scores.scores_url(LINEITEM) and headers["Authorization"] == "Bearer t"
     assert headers["Content-Type"] == "application/vnd.ims.lis.v1.score+json"
     assert json.loads(body)["scoreGiven"] == 3 and json.loads(body)["userId"] == "sub-1"
+    # Stamped when it was given, not when it was sent (platforms keep the latest stamp's).
+    assert datetime.fromisoformat(json.loads(body)["timestamp"]).timestamp() == \
+        pytest.approx(given.enqueued, abs=0.001)
     assert scores.send_pending(settings, sender) == scores.Run(0, 0, 0)  # sent once
     assert outbox.counts_of(settings) == {"demo": {"failed": 1, "sent": 1}}
 
