@@ -466,9 +466,9 @@ def cmd_scores_list(settings: Settings, args: argparse.Namespace) -> None:
         return
     for row in found:
         when = row["sent"] or row["next_try"] or row["enqueued"]
-        print(escape("\t".join(str(v) for v in (
+        print("\t".join(escape(str(v)) for v in (
             row["course"], row["user"], row["notebook"], row["state"],
-            f"{row['given']:g}/{row['maximum']:g}", when, row["last_error"]))))
+            f"{row['given']:g}/{row['maximum']:g}", when, row["last_error"])))
 
 
 def cmd_scores_send(settings: Settings, args: argparse.Namespace) -> None:

@@ -36,11 +36,13 @@ from lti_consumer.lti_1p1.oauth import verify_oauth_body_signature
 from lti_consumer.outcomes import parse_grade_xml_body
 from webob import Request
 
+from nbunits.core.events import Event
 from nbunits.core.names import user_for
 from testbed.forward import enter_netns
 from tests import openedx
 
-from .conftest import SERVER, SHARED_IN_BOX, Nbunits, client
+from .conftest import REPO, SERVER, SHARED_IN_BOX, Nbunits, client
+from .test_security import exposure
 
 COURSE, CONTEXT = "scores", "course-v1:Scores+Py+2026"
 PORT = 18080  # in the box's own network: free (nginx has 80 and 443)
@@ -288,6 +290,12 @@ def _listed(nb: Nbunits, user: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["user"] == user]
 
 
+def _events(nb: Nbunits, event: Event, user: str) -> list[dict[str, str]]:
+    out = nb.box.run("journalctl", "--no-pager", "--output=json", f"MESSAGE_ID={event.value}",
+                     f"COURSE={COURSE}", f"STUDENT={user}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def _until(what: Callable[[], Any], timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := what()) and time.monotonic() < deadline:
@@ -315,6 +323,10 @@ def test_an_lti13_score_reaches_the_line_item_for_the_launch_sub(nb: Nbunits,
     assert _until(lambda: [r for r in _listed(nb, user) if r["state"] == "sent"])
     metrics = nb.nbunits("metrics").stdout
     assert f'nbunits_scores_sent_total{{course="{COURSE}"}}' in metrics
+    listed = nb.nbunits("scores", "list").stdout  # for people: one line per score
+    assert f"{COURSE}\t{user}\t{NOTEBOOK}\tsent\t7/10\t" in listed, listed
+    [event] = _events(nb, Event.SCORE_SENT, user)
+    assert (event["NOTEBOOK"], event["GIVEN"], event["VERSION"]) == (NOTEBOOK, "7.0", "1.3")
 
 
 def test_the_lms_down_keeps_the_score_which_is_sent_once_it_is_back(nb: Nbunits,
@@ -341,6 +353,9 @@ def test_the_lms_down_keeps_the_score_which_is_sent_once_it_is_back(nb: Nbunits,
     nb.nbunits("scores", "send", "--all")
     # The replaced score never went; the one kept went once.
     assert [s.body["scoreGiven"] for s in lms.scores if s.body["userId"] == sub] == [8]
+    failures = _events(nb, Event.SCORE_FAILED, user)
+    assert any("HTTP 503" in e["ERROR"] for e in failures), failures
+    assert any("cannot reach" in e["ERROR"] for e in failures), failures
 
 
 def test_an_lti11_score_is_a_signed_replace_result(nb: Nbunits, lms: StandIn) -> None:
@@ -363,3 +378,15 @@ def test_a_score_for_a_student_who_never_launched_is_refused(nb: Nbunits, lms: S
     found = nb.box.run("find", "/var/lib/nbunits/scores", "-path", f"*{user_for(student)}*",
                        check=False).stdout
     assert found == ""
+
+
+def test_the_sender_is_a_hardened_oneshot_the_timer_runs(nb: Nbunits) -> None:
+    units = [f"/etc/systemd/system/nbunits-scores.{kind}" for kind in ("service", "timer")]
+    result = nb.box.run("systemd-analyze", "verify", *units, check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stdout + result.stderr
+    assert nb.box.systemctl("is-enabled", "nbunits-scores.timer").stdout.strip() == "enabled"
+    assert nb.show("nbunits-scores.timer", "ActiveState")["ActiveState"] == "active"
+    recorded = json.loads((REPO / "units" / "security-exposure.json").read_text())
+    score = exposure(nb, "nbunits-scores.service")
+    print(f"nbunits-scores.service exposure: {score}")
+    assert score <= recorded["nbunits-scores.service"]  # test_security.py records it
