@@ -327,6 +327,11 @@ def test_an_lti13_score_reaches_the_line_item_for_the_launch_sub(nb: Nbunits,
     assert f"{COURSE}\t{user}\t{NOTEBOOK}\tsent\t7/10\t" in listed, listed
     [event] = _events(nb, Event.SCORE_SENT, user)
     assert (event["NOTEBOOK"], event["GIVEN"], event["VERSION"]) == (NOTEBOOK, "7.0", "1.3")
+    # A resubmission after it was sent replaces it, and goes too.
+    nb.nbunits("score", "set", COURSE, sub, NOTEBOOK, "9", "10")
+    assert _until(lambda: len([s for s in lms.scores if s.body["userId"] == sub]) == 2)
+    assert [s.body["scoreGiven"] for s in lms.scores if s.body["userId"] == sub] == [7, 9]
+    assert _until(lambda: [(r["given"], r["state"]) for r in _listed(nb, user)] == [(9, "sent")])
 
 
 def test_the_lms_down_keeps_the_score_which_is_sent_once_it_is_back(nb: Nbunits,
