@@ -30,6 +30,7 @@ from nbunits.admin import (
     images,
     install,
     lms_keys,
+    scores,
     students,
 )
 from nbunits.admin.publish import check_folder
@@ -448,6 +449,37 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> None:
     os.execvp(argv[0], argv)
 
 
+def cmd_score_set(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("scores are root's")
+    given, maximum = scores.parse_number(args.given), scores.parse_number(args.maximum)
+    score = scores.set_score(settings, args.course, args.student, args.notebook, given,
+                             maximum, args.comment)
+    print(escape(f"score {given:g}/{maximum:g} for {score.user}'s {score.notebook} queued; "
+                 "nbunits scores list shows when the LMS has it"))
+
+
+def cmd_scores_list(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("scores are root's")
+    found = scores.rows(settings, args.course or "")
+    if args.json:
+        print_json(found)
+        return
+    for row in found:
+        when = row["sent"] or row["next_try"] or row["enqueued"]
+        print("\t".join(escape(str(v)) for v in (
+            row["course"], row["user"], row["notebook"], row["state"],
+            f"{row['given']:g}/{row['maximum']:g}", when, row["last_error"])))
+
+
+def cmd_scores_send(settings: Settings, args: argparse.Namespace) -> None:
+    require_root("scores are root's")
+    run = scores.send(settings, args.all)
+    if run.busy:
+        print("another nbunits scores send is sending; nothing done")
+        return
+    print(f"sent {run.sent}, failed {run.failed}, pending {run.pending}")
+
+
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> None:
     from nbunits.admin import metrics  # prometheus_client: only for this command
 
@@ -718,6 +750,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "Jupyter's warnings and errors")
     p.add_argument("--json", action="store_true", default=False,
                    help="journal entries as JSON, one per line (journalctl --output=json)")
+    score = group("score", "set a student's score (sent to the LMS)", "score_command")
+    p = add(score, "set", cmd_score_set,
+            "an admin's or teacher's score for a student's notebook, or an override: queued "
+            "and sent to the LMS the student's LTI launch of that notebook came from "
+            "(refused if there was none)")
+    p.add_argument("course")
+    p.add_argument("student", help="the edX id (or the Linux user nb...)")
+    p.add_argument("notebook", help="path in the course, e.g. week1/loops.ipynb")
+    p.add_argument("given", help="the score, from 0 to MAXIMUM")
+    p.add_argument("maximum", help="the most it could be (above 0)")
+    p.add_argument("--comment", default="", help="a comment the LMS shows (LTI 1.3 only)")
+    scores_group = group("scores", "students' scores on their way to the LMS", "scores_command")
+    p = add(scores_group, "list", cmd_scores_list,
+            "each student's latest score per notebook: pending, failed (retried, with the "
+            "last error) or sent")
+    p.add_argument("course", nargs="?", help="only this course")
+    json_option(p)
+    p = add(scores_group, "send", cmd_scores_send,
+            "send the pending scores that are due (nbunits-scores.timer runs it every minute)")
+    p.add_argument("--all", action="store_true",
+                   help="also those waiting to be tried again after a failure (the LMS is back)")
     p = add(sub, "metrics", cmd_metrics,
             "Prometheus metrics: running, starting, failed, starts, start times, per course")
     p.add_argument("--textfile", metavar="FILE",

@@ -137,7 +137,7 @@ def install(settings: Settings, args: Options) -> None:
     daemon_reload()
     systemctl("enable", "--now", "nbunits-dispatcher.socket", "nbunits-helper.socket",
               "nbunits-refresh-keys.timer", "nbunits-metrics.timer", "nbunits-unload.timer",
-              "nbunits-course-end.timer")
+              "nbunits-scores.timer", "nbunits-course-end.timer")
     # At boot, once /var is mounted: the recently active students' sockets listen again.
     systemctl("enable", "nbunits-listen.service")
     # A running dispatcher or helper keeps old code until restarted.

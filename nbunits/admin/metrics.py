@@ -38,6 +38,7 @@ from nbunits.core.config import Settings, count_provisioned, list_courses
 from nbunits.core.files import write_atomic
 from nbunits.core.names import course_slice, course_unit_patterns, parse_unit
 from nbunits.core.systemctl import show, unit_states
+from nbunits.helper import outbox
 
 # systemd's own catalog ids (systemd's src/systemd/sd-messages.h).
 UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
@@ -178,6 +179,7 @@ class Collector:
             seconds.add_metric([course], cumulative, done.seconds)
         yield from (*gauges.values(), memory, starts, failed, seconds)
         yield from self.admission()
+        yield from self.scores()
 
     def admission(self) -> Iterator[Any]:
         """The helper's admission control, host-wide (its counters count from the
@@ -212,6 +214,27 @@ class Collector:
                 count = counts.get(cap, 0) if isinstance(counts, dict) else 0
                 by_course.add_metric([course, cap], count if isinstance(count, int) else 0)
         yield by_course
+
+
+    def scores(self) -> Iterator[Any]:
+        """Scores on their way to the LMS (helper/outbox.py): sent, failed attempts,
+        pending now (failing ones included)."""
+        counts = outbox.counts_of(self.settings)
+        pending: dict[str, int] = {}
+        for score in outbox.scores(self.settings):
+            if not score.sent:
+                pending[score.course] = pending.get(score.course, 0) + 1
+        sent = CounterMetricFamily("nbunits_scores_sent", "Scores the LMS accepted",
+                                   labels=["course"])
+        failed = CounterMetricFamily("nbunits_score_failures", "Attempts to send a score "
+                                     "that failed (each is tried again)", labels=["course"])
+        waiting = GaugeMetricFamily("nbunits_scores_pending", "Scores not sent yet",
+                                    labels=["course"])
+        for course in sorted(set(counts) | set(pending)):
+            sent.add_metric([course], counts.get(course, {}).get("sent", 0))
+            failed.add_metric([course], counts.get(course, {}).get("failed", 0))
+            waiting.add_metric([course], pending.get(course, 0))
+        yield from (sent, failed, waiting)
 
 
 def collect_text(settings: Settings) -> str:

@@ -10,6 +10,7 @@ Two kinds of files, both TOML:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import re
@@ -464,6 +465,43 @@ class Settings:
         """Static versions students share (shares.py): root's, served by the helper."""
         return self.state_dir / "shares"
 
+    @property
+    def scores_dir(self) -> Path:
+        """Root's only (0700): where each student's scores go, as their verified LTI
+        launches said, and the scores waiting to go there (helper/outbox.py)."""
+        return self.state_dir / "scores"
+
+    @property
+    def scores_lock(self) -> Path:
+        return self.scores_dir / ".lock"
+
+    @property
+    def scores_sending_lock(self) -> Path:
+        """Held by the one `nbunits scores send` that sends."""
+        return self.scores_dir / ".sending"
+
+    @property
+    def score_counts(self) -> Path:
+        """Scores sent and failed attempts so far, per course (for `nbunits metrics`)."""
+        return self.scores_dir / "counts.json"
+
+    def score_destination(self, units: StudentUnits, notebook: str) -> Path:
+        """Where (course, user, notebook)'s score goes: its last verified LTI launch's."""
+        return self.scores_dir / "to" / units.course / units.user / _notebook_key(notebook)
+
+    def score_file(self, units: StudentUnits, notebook: str) -> Path:
+        """(course, user, notebook)'s latest score: pending, failing or sent."""
+        return self.scores_dir / "outbox" / units.course / units.user / _notebook_key(notebook)
+
+    def score_files(self) -> list[Path]:
+        return sorted((self.scores_dir / "outbox").glob("*/*/*.json"))
+
+
+def _notebook_key(notebook: str) -> str:
+    """A file name for a notebook path (which may hold folders): its digest. The path
+    itself is kept inside the file."""
+    return hashlib.sha256(check_notebook(notebook).as_posix().encode()).hexdigest()[:32] + ".json"
+
 
 # A student's token file (Jupyter's settings for a start) and capability grant, per
 # course: the one place that knows their names (tokens_dir/<course>/<user><suffix>).
@@ -600,6 +638,11 @@ class Lti13Registration:
                             "the keys from (Open edX: the Keyset URL), only over https: keys "
                             "fetched over http could be anyone's; the dispatcher has no "
                             "network", option="--lti13-keys-url")
+    token_url: str = setting("", S.Kind("URL", "an http(s) URL", valid=lambda v: isinstance(
+        v, str) and (not v or re.match(r"https?://[!-~]+$", v) is not None)),
+        "the platform's OAuth 2 token endpoint, where nbunits-scores.service gets the token "
+        "that sends scores (Open edX: https://LMS/api/lti_consumer/v1/token/<config id>); "
+        "none: no LTI 1.3 scores", option="--lti13-token-url")
 
     def problems(self) -> list[str]:
         found = []
@@ -613,6 +656,8 @@ class Lti13Registration:
             found.append(f"lti13 auth_url={self.auth_url!r} (an http(s) URL)")
         if self.keys and not self.keys.startswith("/"):
             found.append(f"lti13 keys={self.keys!r} (an absolute path)")
+        if self.token_url and not re.match(r"https?://[!-~]+$", self.token_url):
+            found.append(f"lti13 token_url={self.token_url!r} (an http(s) URL)")
         if self.keys_url and not re.match(KEYS_URL_RE, self.keys_url):
             found.append(f"lti13 keys_url={self.keys_url!r} (keys only over https: an "
                          "https:// URL, or file:// for a copy kept on this host; over http, "

@@ -33,6 +33,7 @@ class Code(StrEnum):
     BAD_ORIGIN = "bad_origin"
     BAD_REQUIREMENTS = "bad_requirements"
     BAD_REQUEST = "bad_request"
+    BAD_SCORE = "bad_score"
     BAD_STATE = "bad_state"
     BAD_STUDENT = "bad_student"
     BAD_TEMPLATE = "bad_template"
@@ -50,10 +51,12 @@ class Code(StrEnum):
     IMAGE_BUILD_FAILED = "image_build_failed"
     INSTALL_FAILED = "install_failed"
     INTERNAL = "internal"
+    LMS_FAILED = "lms_failed"
     MERGE_FAILED = "merge_failed"
     MISDIRECTED = "misdirected"
     NO_COPY = "no_copy"
     NO_ORIGIN = "no_origin"
+    NO_SCORE_DESTINATION = "no_score_destination"
     NO_SECRET = "no_secret"
     QUOTA_FAILED = "quota_failed"
     QUOTA_UNAVAILABLE = "quota_unavailable"
@@ -106,6 +109,7 @@ MEANINGS: dict[Code, Meaning] = {
     Code.BAD_REQUIREMENTS: Meaning(None, "a course repository's requirements.txt has a line "
                                    "that is not a plain requirement"),
     Code.BAD_REQUEST: Meaning(400, "a request that is malformed"),
+    Code.BAD_SCORE: Meaning(None, "a score that is not a number from 0 to a positive maximum"),
     Code.BAD_STATE: Meaning(None, "a record of nbunits' own that cannot be read"),
     Code.BAD_STUDENT: Meaning(400, "a student id or user name nbunits cannot use"),
     Code.BAD_TEMPLATE: Meaning(None, "a unit or nginx template with a placeholder left"),
@@ -126,11 +130,15 @@ MEANINGS: dict[Code, Meaning] = {
     Code.IMAGE_BUILD_FAILED: Meaning(None, "a course's image did not build"),
     Code.INSTALL_FAILED: Meaning(None, "`nbunits install` cannot go on (its message says why)"),
     Code.INTERNAL: Meaning(500, "a failure on nbunits' side (the journal has the detail)"),
+    Code.LMS_FAILED: Meaning(None, "the LMS could not be reached or refused a score (it is "
+                             "kept and sent again later)"),
     Code.MERGE_FAILED: Meaning(None, "a course's update could not be merged into a "
                                "student's copy (it is announced instead)"),
     Code.MISDIRECTED: Meaning(421, "a request for a host name this server does not serve"),
     Code.NO_COPY: Meaning(None, "a student has no copy of that notebook"),
     Code.NO_ORIGIN: Meaning(None, "a course with neither a git repository nor a folder"),
+    Code.NO_SCORE_DESTINATION: Meaning(None, "a score for a student who has not opened that "
+                                       "notebook from the LMS by LTI: nowhere to send it"),
     Code.NO_SECRET: Meaning(None, "a secret nbunits needs is missing"),
     Code.QUOTA_FAILED: Meaning(None, "a disk quota could not be set"),
     Code.QUOTA_UNAVAILABLE: Meaning(None, "a course has disk_quota, the homes' file system has no quotas"),

@@ -39,13 +39,15 @@ class Event(enum.Enum):
     FAILED = "4f8489fa7ba34004b42b4b6f15424bd0"       # something failed (unit, helper step)
     DELETED = "1893095f73954886858597c5b19efd8d"      # an admin deleted a student or a course's work
     EXPORTED = "84d7b4058c7e492b8aeec3fec65c3427"     # students' work of a course exported (archives)
+    SCORE_SENT = "bd7d22d4642747658ca67d4fc1f8ef81"   # a student's score reached the LMS
+    SCORE_FAILED = "dc2e287d66a3466fbb4837dc4924c993"  # sending a score failed; it is kept, retried
 
 
 # Python logging levels of each event (journald's PRIORITY follows), by number:
 # logging.ERROR, WARNING, INFO (importing logging is a third of the gate's start-up).
 ERROR, WARNING, INFO = 40, 30, 20
 LEVELS = {Event.FAILED: ERROR, Event.CAPPED: WARNING, Event.REFUSED: WARNING,
-          Event.DELETED: WARNING}
+          Event.DELETED: WARNING, Event.SCORE_FAILED: WARNING}
 _SYSLOG = {ERROR: 3, WARNING: 4, INFO: 6}
 
 

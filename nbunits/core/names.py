@@ -247,6 +247,9 @@ def container_pattern(course: str) -> str:
     return f"nbunits-{check_course(course)}@*.service"
 
 
+# The sender of scores to the LMS (units/nbunits-scores.service; helper/scores.py).
+SCORES_SERVICE = "nbunits-scores.service"
+
 # Course images are built by this system user, never by root, one step per
 # transient unit (admin/builder.py). No '@' in these names: no course's pattern
 # (course_unit_patterns) can match them.

@@ -5,7 +5,7 @@ Both sides import this module and nothing else of each other: the dispatcher
 one reply per connection, each a JSON object on one line:
 
     -> {"action": "open", "course": "demo", "student": "<LMS id>", "notebook": "w1/a.ipynb",
-        "reset": false}
+        "reset": false[, "destination": {"version": "1.3", "url": "<line item>", ...}]}
     <- {"ok": true, "user": "nb...", "url": "/nb/demo/nb.../CAP/notebooks/w1/a.ipynb",
         "prefix": "/nb/demo/nb.../CAP/", "copied": false, "running": true}
     -> {"action": "wake", "course": "demo", "user": "nb...", "capability": "..."}
@@ -49,6 +49,7 @@ from nbunits.core.names import (
     check_share_token,
     check_user,
 )
+from nbunits.core.outcomes import BadDestination, Destination
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -82,6 +83,18 @@ def get_opt_str(data: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def get_destination(data: Mapping[str, Any], key: str) -> Destination | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{key} must be an object")
+    try:
+        return Destination.from_json(value)
+    except BadDestination as exc:
+        raise ProtocolError(f"{key}: {exc}") from exc
+
+
 # --- requests -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -96,17 +109,22 @@ class OpenRequest:
     locale: str = ""
     # The language the dispatcher would use without one (the browser's, the course's).
     language: str = ""
+    # Where this student's score for the notebook goes, from the verified LTI launch
+    # that asks to open it (None: no launch said, or not an LTI launch).
+    destination: Destination | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"course": self.target.course, "student": self.target.student,
                 "notebook": self.target.notebook, "reset": self.reset, "locale": self.locale,
-                "language": self.language}
+                "language": self.language,
+                **({"destination": self.destination.to_json()} if self.destination else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> OpenRequest:
         return cls(Target(get_str(data, "course"), get_str(data, "student"),
                           get_str(data, "notebook")), get_bool(data, "reset"),
-                   get_opt_str(data, "locale") or "", get_opt_str(data, "language") or "")
+                   get_opt_str(data, "locale") or "", get_opt_str(data, "language") or "",
+                   get_destination(data, "destination"))
 
 
 @dataclass(frozen=True)

@@ -183,8 +183,8 @@ async def open_notebook(request: web.Request, target: Target,
     launch_locale = request.get(LAUNCH_LOCALE, "")
     fallback = negotiate("", request.headers.get("Accept-Language"),
                          course_default(settings, target.course))
-    reply = await ask(settings.helper_socket,
-                      OpenRequest(target, reset, launch_locale, fallback), Opened)
+    reply = await ask(settings.helper_socket, OpenRequest(
+        target, reset, launch_locale, fallback, request.get(lti.LAUNCH_DESTINATION)), Opened)
     lang = decide(request, settings, reply.language)
     logger.info("opening %s", target.notebook)
     # The capability in the path is the student's credential (see capability.py);

@@ -18,7 +18,6 @@ Pure logic: no network, one file read (the tool's key).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -27,16 +26,16 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nbunits.core.config import CourseConfig
-from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.errors import Code
+from nbunits.core.jwks import ToolKey, thumbprint, tool_key
+
+__all__ = ["ToolKey", "thumbprint", "tool_key"]  # their home was here
 from nbunits.dispatcher.launch import (
     LTI13_CLAIM,
     MAX_CLOCK_SKEW,
@@ -138,50 +137,6 @@ def read_ticket(key: bytes, ticket: str) -> tuple[DeepLinking, str]:
 
 
 # --- the answer, signed with the tool's key -----------------------------------------
-
-@dataclass(frozen=True)
-class ToolKey:
-    private: rsa.RSAPrivateKey
-    kid: str
-
-    def jwks(self) -> dict[str, Any]:
-        """The public half, as the LMS fetches it (Studio: Tool Public Key Mode "Keyset URL")."""
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
-        return {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
-
-
-_TOOL_KEYS: dict[Path, tuple[tuple[int, int], ToolKey]] = {}
-
-
-def tool_key(path: Path) -> ToolKey:
-    """The tool's key from its PEM file (made by `nbunits install`), cached until it changes."""
-    try:
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = _TOOL_KEYS.get(path)
-        if cached and cached[0] == stamp:
-            return cached[1]
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        logger.error("cannot read the tool's LTI key %s: %s; run nbunits install", path, exc)
-        raise NbunitsError(Code.NO_SECRET, f"cannot read the tool's LTI key {path}",
-                           hint="nbunits install makes it") from exc
-    if not isinstance(private, rsa.RSAPrivateKey):
-        raise NbunitsError(Code.NO_SECRET, f"{path} is not an RSA private key",
-                           hint="remove it and run nbunits install")
-    key = ToolKey(private, thumbprint(private.public_key()))
-    _TOOL_KEYS[path] = (stamp, key)
-    return key
-
-
-def thumbprint(public: rsa.RSAPublicKey) -> str:
-    """The key's RFC 7638 thumbprint: a key id that changes only with the key."""
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
-    canonical = json.dumps({k: jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"),
-                           sort_keys=True)
-    digest = hashlib.sha256(canonical.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
 
 def response(key: ToolKey, request: DeepLinking, notebook: str, title: str, launch_url: str,
              now: float | None = None) -> str:

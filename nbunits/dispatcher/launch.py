@@ -13,8 +13,8 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from nbunits.core import i18n
 from nbunits.core.config import DEFAULT_STAFF_ROLES, CourseConfig, Lti13Registration
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook, check_student_id
+from nbunits.core.outcomes import BadDestination, Destination, from_lti11, from_lti13
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class Launch:
     # The student's language as the LMS says it (LTI 1.1 launch_presentation_locale,
     # LTI 1.3's launch_presentation claim), as sent: core/i18n.py reads it.
     locale: str = ""
+    # Where the student's score for this notebook goes, as this launch says (None:
+    # it says nothing, or nothing usable): recorded by root's helper (core/outcomes.py).
+    destination: Destination | None = None
 
     @property
     def staff_page(self) -> bool:
@@ -181,13 +185,26 @@ def verify_lti11(url: str, body: str, headers: Mapping[str, str], course: Course
     params = dict(request.decoded_body or ())
     if params.get("lti_message_type") not in (None, "basic-lti-launch-request"):
         raise LaunchError(Code.BAD_LAUNCH, f"unsupported LTI message {params['lti_message_type']!r}")
-    return launch_for(course, context_id=params.get("context_id", ""),
-                      student=params.get("user_id", ""),
-                      notebook=custom_param(params, "notebook", "custom_"),
-                      resource_link=params.get("resource_link_id", ""),
-                      roles=params.get("roles", "").split(","),
-                      view=custom_param(params, "student", "custom_"),
-                      locale=params.get("launch_presentation_locale", ""))
+    launch = launch_for(course, context_id=params.get("context_id", ""),
+                        student=params.get("user_id", ""),
+                        notebook=custom_param(params, "notebook", "custom_"),
+                        resource_link=params.get("resource_link_id", ""),
+                        roles=params.get("roles", "").split(","),
+                        view=custom_param(params, "student", "custom_"),
+                        locale=params.get("launch_presentation_locale", ""))
+    return replace(launch, destination=destination_of(
+        lambda: from_lti11(params, course.lti11_key), course.name))
+
+
+def destination_of(read: Callable[[], Destination | None], course: str) -> Destination | None:
+    """Where scores go, from a verified launch's claims; None if they do not fit (the
+    launch still opens the notebook: only its score has nowhere to go)."""
+    try:
+        return read()
+    except BadDestination as exc:
+        logger.warning("this launch's outcome claims are not usable, scores will not be "
+                       "sent: %s", exc, extra={"COURSE": course})
+        return None
 
 
 def custom_param(params: Mapping[str, Any], name: str, prefix: str) -> str:
@@ -306,13 +323,14 @@ def resource_link_launch(claims: Mapping[str, Any], course: CourseConfig,
         raise LaunchError(Code.BAD_LAUNCH, "not an LTI 1.3 resource link launch")
     custom = claims.get(LTI13_CLAIM + "custom")
     custom = custom if isinstance(custom, dict) else {}
-    return launch_for(course, context_id=str(field(claims, "context", "id")),
-                      student=lti11_user(claims, course, lti11_secret) or str(claims["sub"]),
-                      notebook=custom_param(custom, "notebook", ""),
-                      resource_link=str(field(claims, "resource_link", "id")),
-                      roles=roles_of(claims),
-                      view=custom_param(custom, "student", ""),
-                      locale=str(field(claims, "launch_presentation", "locale")))
+    launch = launch_for(course, context_id=str(field(claims, "context", "id")),
+                        student=lti11_user(claims, course, lti11_secret) or str(claims["sub"]),
+                        notebook=custom_param(custom, "notebook", ""),
+                        resource_link=str(field(claims, "resource_link", "id")),
+                        roles=roles_of(claims),
+                        view=custom_param(custom, "student", ""),
+                        locale=str(field(claims, "launch_presentation", "locale")))
+    return replace(launch, destination=destination_of(lambda: from_lti13(claims), course.name))
 
 
 def roles_of(claims: Mapping[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ from nbunits.core.config import (
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.jwks import platform_keys
 from nbunits.core.names import Target, check_notebook
+from nbunits.core.outcomes import Destination
 from nbunits.core.protocol import (
     CourseNotebooksRequest,
     Link,
@@ -72,6 +73,10 @@ NONCES = web.AppKey("lti_nonces", NonceStore)
 # Signs the OIDC state. Per process: a restart only fails logins in flight (a
 # student clicks again), and no secret has to be provisioned.
 STATE_KEY = web.AppKey("lti_state_key", bytes)
+
+# Where the student's score goes, as the verified launch being opened says (app.open_notebook
+# hands it to root's helper, which records it).
+LAUNCH_DESTINATION = web.RequestKey("nbunits_launch_destination", Destination)
 
 # Where an author's pick of a notebook is posted (deep linking).
 DEEP_LINK_PATH = "/lti/1.3/deep-link"
@@ -247,6 +252,8 @@ class Handlers:
                 launch.notebook)), Link)
             raise web.HTTPFound(reply.url)
         student = canonical(settings, launch.course, launch.student)
+        if launch.destination is not None:
+            request[LAUNCH_DESTINATION] = launch.destination
         return await self.opener(request, Target(launch.course, student, launch.notebook))
 
 

@@ -51,7 +51,7 @@ from nbunits.core.protocol import (
     ok_reply,
 )
 from nbunits.core.service import listen_socket, log_context, notify_ready, setup_logging
-from nbunits.helper import actions, shares, workers
+from nbunits.helper import actions, outbox, shares, workers
 from nbunits.helper.admission import Admission
 from nbunits.helper.bounds import StudentBounds
 from nbunits.helper.provision import (
@@ -92,11 +92,24 @@ class StudentActions:
             return await self.workers.run(request, ACTION_WAIT - (time.monotonic() - start))
 
 
+def remember_destination(settings: Settings, request: OpenRequest) -> None:
+    """Where this student's score for the notebook goes, from the dispatcher's verified
+    launch (core/outcomes.py). Its failure costs the score's way, not the notebook."""
+    assert request.destination is not None
+    try:
+        outbox.record(settings, request.target.units, request.target.notebook,
+                      request.destination)
+    except OSError as exc:
+        logger.error("cannot record where %s's scores go: %s", request.target.user, exc)
+
+
 async def act(settings: Settings, request: Request, admission: Admission,
               students: StudentActions) -> Reply:
     if isinstance(request, OpenRequest):
         done = await provision(settings, request.target, admission, reset=request.reset,
                                locale=request.locale, fallback=request.language)
+        if request.destination is not None:
+            remember_destination(settings, request)
         return Opened(done.user, done.url, done.prefix, done.copied, done.running,
                       done.removed, done.remembered)
     if isinstance(request, StartRequest):

@@ -66,6 +66,7 @@ def installed_units(user: str) -> dict[str, str]:
         "course/nbunits-@COURSE@-proxy@.service": f"nbunits-demo-proxy@{user}.service",
         "nbunits-metrics.service": "nbunits-metrics.service",
         "nbunits-course-end.service": "nbunits-course-end.service",
+        "nbunits-scores.service": "nbunits-scores.service",
     }
 
 
