@@ -45,6 +45,8 @@ class Code(StrEnum):
     COURSE_EXISTS = "course_exists"
     EXPORT_FAILED = "export_failed"
     FORBIDDEN = "forbidden"
+    GRADING_FAILED = "grading_failed"
+    GRADING_TIMEOUT = "grading_timeout"
     HAS_WORK = "has_work"
     HELPER_FAILED = "helper_failed"
     IMAGE_BUILD_FAILED = "image_build_failed"
@@ -55,6 +57,7 @@ class Code(StrEnum):
     NO_COPY = "no_copy"
     NO_ORIGIN = "no_origin"
     NO_SECRET = "no_secret"
+    NOT_GRADED = "not_graded"
     QUOTA_FAILED = "quota_failed"
     QUOTA_UNAVAILABLE = "quota_unavailable"
     REFUSED_IMAGE = "refused_image"
@@ -121,6 +124,10 @@ MEANINGS: dict[Code, Meaning] = {
     Code.EXPORT_FAILED: Meaning(None, "an archive of students' work could not be written "
                                 "(the folder full or read-only): nothing was deleted"),
     Code.FORBIDDEN: Meaning(403, "a link or launch that does not open this (the same answer whoever asks)"),
+    Code.GRADING_FAILED: Meaning(None, "a submitted notebook's grading did not run (its unit "
+                                 "gave no executed notebook: `nbunits logs`)"),
+    Code.GRADING_TIMEOUT: Meaning(422, "a submitted notebook ran past the course's "
+                                  "grading_timeout and was stopped"),
     Code.HAS_WORK: Meaning(None, "linking an id would hide the work it has"),
     Code.HELPER_FAILED: Meaning(None, "nbunits-helper answered something it should not"),
     Code.IMAGE_BUILD_FAILED: Meaning(None, "a course's image did not build"),
@@ -131,6 +138,8 @@ MEANINGS: dict[Code, Meaning] = {
     Code.MISDIRECTED: Meaning(421, "a request for a host name this server does not serve"),
     Code.NO_COPY: Meaning(None, "a student has no copy of that notebook"),
     Code.NO_ORIGIN: Meaning(None, "a course with neither a git repository nor a folder"),
+    Code.NOT_GRADED: Meaning(409, "a notebook submitted for grading that the course does not "
+                             "grade (no nbgrader metadata)"),
     Code.NO_SECRET: Meaning(None, "a secret nbunits needs is missing"),
     Code.QUOTA_FAILED: Meaning(None, "a disk quota could not be set"),
     Code.QUOTA_UNAVAILABLE: Meaning(None, "a course has disk_quota, the homes' file system has no quotas"),

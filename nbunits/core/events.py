@@ -39,6 +39,7 @@ class Event(enum.Enum):
     FAILED = "4f8489fa7ba34004b42b4b6f15424bd0"       # something failed (unit, helper step)
     DELETED = "1893095f73954886858597c5b19efd8d"      # an admin deleted a student or a course's work
     EXPORTED = "84d7b4058c7e492b8aeec3fec65c3427"     # students' work of a course exported (archives)
+    GRADED = "5b0f0d3e7c9a4f7e9d2a61c8e4b7a913"       # a student's submission graded (its score)
 
 
 # Python logging levels of each event (journald's PRIORITY follows), by number:

@@ -24,7 +24,8 @@ from nbunits.core.errors import Code, NbunitsError
 COURSE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
 # A student's units beside the front socket and the container: name suffix -> unit type.
-SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket"}
+SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket",
+                  "-grade": "service"}
 RESERVED_SUFFIXES = tuple(SUFFIXED_UNITS)
 
 # The slice every course's slice (and so every student's unit) is in.
@@ -188,6 +189,11 @@ class StudentUnits:
         return f"nbunits-{self.course}-lock@{self.user}.service"
 
     @property
+    def grading(self) -> str:
+        """The unit that runs one submitted notebook of the student's (helper/grading.py)."""
+        return f"nbunits-{self.course}-grade@{self.user}.service"
+
+    @property
     def url_prefix(self) -> str:
         return f"/nb/{self.course}/{self.user}/"
 
@@ -212,7 +218,7 @@ UNIT_RE = re.compile(
 @dataclass(frozen=True)
 class ParsedUnit:
     units: StudentUnits
-    kind: str  # "socket", "container", "proxy", "lock" or "jupyter" (Jupyter's socket)
+    kind: str  # "socket", "container", "proxy", "lock", "jupyter" (Jupyter's socket) or "grade"
 
 
 def parse_unit(name: str) -> ParsedUnit | None:

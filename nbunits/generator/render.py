@@ -43,6 +43,9 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         # Jupyter checks for idle kernels this often; a tenth of the timeout is close enough.
         "CULL_INTERVAL": str(max(1, min(60, course.kernel_idle_timeout // 10))),
         "MEMORY_MAX": course.memory_max,
+        # A submitted notebook's run (units/course/nbunits-@COURSE@-grade@.service).
+        "GRADING_TIMEOUT": str(course.grading_timeout),
+        "GRADING_BACKSTOP": str(course.grading_timeout + 60),
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
         "COURSE_MEMORY_MAX": course.course_memory_max,
