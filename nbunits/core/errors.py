@@ -46,6 +46,7 @@ class Code(StrEnum):
     EXPORT_FAILED = "export_failed"
     FORBIDDEN = "forbidden"
     GRADING_FAILED = "grading_failed"
+    GRADING_STOPPED = "grading_stopped"
     GRADING_TIMEOUT = "grading_timeout"
     HAS_WORK = "has_work"
     HELPER_FAILED = "helper_failed"
@@ -124,8 +125,10 @@ MEANINGS: dict[Code, Meaning] = {
     Code.EXPORT_FAILED: Meaning(None, "an archive of students' work could not be written "
                                 "(the folder full or read-only): nothing was deleted"),
     Code.FORBIDDEN: Meaning(403, "a link or launch that does not open this (the same answer whoever asks)"),
-    Code.GRADING_FAILED: Meaning(None, "a submitted notebook's grading did not run (its unit "
-                                 "gave no executed notebook: `nbunits logs`)"),
+    Code.GRADING_FAILED: Meaning(None, "a submitted notebook's grading did not run (podman or "
+                                 "its unit failed: `nbunits logs`)"),
+    Code.GRADING_STOPPED: Meaning(422, "a submitted notebook stopped before its end (its "
+                                  "kernel died, or it used all the memory it may)"),
     Code.GRADING_TIMEOUT: Meaning(422, "a submitted notebook ran past the course's "
                                   "grading_timeout and was stopped"),
     Code.HAS_WORK: Meaning(None, "linking an id would hide the work it has"),

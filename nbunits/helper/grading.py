@@ -45,7 +45,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nbunits.core import i18n
@@ -112,10 +112,10 @@ def assemble(student: Any, source: Any) -> Any:
     nb = copy.deepcopy(student)
     cells = []
     for cell in nb.cells:
-        grade_id = _meta(cell).get("grade_id")
-        src = theirs.get(grade_id) if isinstance(grade_id, str) and grade_id not in seen else None
+        grade_id = str(_meta(cell).get("grade_id", ""))
+        src = theirs.get(grade_id) if grade_id not in seen else None
         if src is not None and src.cell_type == cell.cell_type:
-            seen.add(grade_id)  # type: ignore[arg-type]
+            seen.add(grade_id)
             if _meta(src).get("solution"):  # the student's answer, the course's metadata
                 cell.metadata["nbgrader"] = copy.deepcopy(_meta(src))
             else:  # a test or read-only cell: the course's own, hidden tests included
@@ -171,7 +171,7 @@ def _failure(cell: Any) -> tuple[str, str]:
 
 # --- the worker's side: one submission -----------------------------------------------
 
-def submit(settings: Settings, config: CourseConfig, units: StudentUnits, home: Any,
+def submit(settings: Settings, config: CourseConfig, units: StudentUnits, home: Path,
            rel: PurePosixPath, notebook: str, language: str) -> Grade:
     """Grade the student's saved copy of `notebook` (at `rel` in their `home`)."""
     source = _source(settings, config.name, notebook, language)
@@ -220,21 +220,37 @@ def run(settings: Settings, config: CourseConfig, units: StudentUnits, data: byt
         write_atomic(folder / "env", f"NBUNITS_GRADE_WORKDIR={workdir}\n", 0o600)
         unit = units.grading
         systemctl("reset-failed", unit, check=False)
-        systemctl("start", unit, check=False)
+        # A oneshot: `start` returns when the run has ended (or the unit's backstop hit).
+        systemctl("start", unit, check=False, timeout=config.grading_timeout + UNIT_MARGIN + 15)
         state = show([unit], ("Result", "ExecMainStatus")).get(unit, {})
-        if state.get("Result") == "timeout" or state.get("ExecMainStatus") == "124":
-            raise i18n.error(Code.GRADING_TIMEOUT, language, "grade.timeout",
-                             "grade.timeout.hint", seconds=config.grading_timeout)
-        try:
-            out = read_plain(folder, "out.ipynb")
-            return validate(out, notebook)
-        except NotebookError as exc:
-            raise NbunitsError(Code.GRADING_FAILED, f"{unit} gave no executed notebook "
-                               f"({state}): {exc.message}",
-                               student_hint=i18n.text(language, "grade.failed")) from None
+        return _executed(folder, unit, state, config, notebook, language)
     finally:
         systemctl("reset-failed", units.grading, check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# podman's own failures (a missing image, a bad option): ours, never the student's.
+PODMAN_FAILED = ("125", "126", "127")
+
+
+def _executed(folder: Path, unit: str, state: dict[str, str], config: CourseConfig,
+              notebook: str, language: str) -> Any:
+    """The executed notebook the unit wrote, or why there is none, said to whom it concerns:
+    over its time or stopped by the student's code (the student), or a failure of ours."""
+    result, status = state.get("Result", ""), state.get("ExecMainStatus", "")
+    if result == "timeout" or status == "124":
+        raise i18n.error(Code.GRADING_TIMEOUT, language, "grade.timeout",
+                         "grade.timeout.hint", seconds=config.grading_timeout)
+    if status in PODMAN_FAILED or result not in ("success", "exit-code", "oom-kill"):
+        raise NbunitsError(Code.GRADING_FAILED, f"{unit} failed ({result}, status {status}): "
+                           f"`journalctl --namespace=nbunits -u {unit}` says why")
+    try:
+        return validate(read_plain(folder, "out.ipynb"), notebook)
+    except NotebookError:
+        # nbconvert failed (the kernel died, or used all its memory), or what the student's
+        # code wrote is not a notebook: the student's to look into.
+        raise i18n.error(Code.GRADING_STOPPED, language, "grade.stopped",
+                         "grade.stopped.hint") from None
 
 
 def store(settings: Settings, units: StudentUnits, grade: Grade) -> None:

@@ -158,15 +158,18 @@ def test_an_endless_loop_is_stopped_and_the_network_is_out_of_reach(
                "    socket.create_connection(('10.0.2.2', 80), timeout=3).close()\n"
                "    return x * x")
 
-    async def go(session: aiohttp.ClientSession, opened: Opened) -> tuple[Any, float, Any]:
+    async def go(session: aiohttp.ClientSession, opened: Opened) -> tuple[Any, float, Any, Any]:
         saved(nb, opened.user, solve("while True:\n    pass"))
         start = time.monotonic()
         looped = await submit(session, opened)
         took = time.monotonic() - start
         saved(nb, opened.user, solve(network))
-        return looped, took, await submit(session, opened)
+        networked = await submit(session, opened)
+        saved(nb, opened.user, solve("import os\nos._exit(3)"))  # the kernel dies
+        return looped, took, networked, await submit(session, opened)
 
-    (status, looped), took, (s2, networked) = student(nb, go)
+    (status, looped), took, (s2, networked), (s3, died) = student(nb, go)
+    assert s3 == 422 and "stopped before its end" in died["message"], died
     assert status == 422 and f"ran for more than {TIMEOUT} s" in looped["message"], looped
     assert took < TIMEOUT + 30, f"stopped after {took:.0f} s"
     assert s2 == 200 and networked["grade"]["total"] == 0, networked

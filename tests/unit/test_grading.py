@@ -197,3 +197,33 @@ def test_the_host_wide_cap_refuses_at_once(tmp_path: Path, monkeypatch: pytest.M
             await students.gradings.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize(("result", "status", "out", "code"), [
+    ("timeout", "0", b"", "grading_timeout"),  # the unit's backstop
+    ("exit-code", "124", b"", "grading_timeout"),  # `timeout` in the container
+    ("exit-code", "125", b"", "grading_failed"),  # podman's own failure: ours
+    ("resources", "0", b"", "grading_failed"),
+    ("exit-code", "1", b"", "grading_stopped"),  # nbconvert failed: the kernel died
+    ("oom-kill", "137", b"", "grading_stopped"),
+    ("success", "0", b"not a notebook", "grading_stopped"),
+    ("success", "0", None, ""),
+])
+def test_how_a_run_ended_is_said_to_whom_it_concerns(tmp_path: Path, result: str, status: str,
+                                                       out: bytes | None, code: str) -> None:
+    from nbunits.core.config import CourseConfig
+    from nbunits.core.errors import NbunitsError
+
+    config = CourseConfig(name="c1", source=tmp_path, grading_timeout=7)
+    (tmp_path / "out.ipynb").write_bytes(out if out is not None
+                                         else nbformat.writes(source()).encode())
+    state = {"Result": result, "ExecMainStatus": status}
+    if not code:
+        assert grading._executed(tmp_path, "u", state, config, "hw.ipynb", "en").cells
+        return
+    with pytest.raises(NbunitsError) as exc:
+        grading._executed(tmp_path, "u", state, config, "hw.ipynb", "fr")
+    assert exc.value.code == code
+    if code == "grading_timeout":
+        assert "plus de 7 s" in exc.value.message
+    assert (exc.value.meaning.status is None) == (code == "grading_failed")
