@@ -53,9 +53,12 @@ def course(nb: Nbunits):
     teacher.commit({"hw.ipynb": homework(), "plain.ipynb": nbformat.writes(nbformat.v4.new_notebook())},
                    "week 1")
     nb.nbunits("course", "add", COURSE, "--git", teacher.url, "--branch", "main",
-               "--legacy", "open", "--grading-timeout", str(TIMEOUT))
+               "--legacy", "open", "--grading-timeout", str(TIMEOUT),
+               "--network", "slirp4netns")  # the students' servers have a network; gradings none
     yield teacher
-    nb.nbunits("course", "remove", COURSE, "--purge", "--yes", check=False)
+    plan = nb.nbunits("course", "remove", COURSE, "--purge", "--yes").stdout
+    assert f"/var/lib/nbunits/grades/{COURSE}" in plan, plan
+    assert nb.box.run("test", "-e", f"/var/lib/nbunits/grades/{COURSE}", check=False).returncode == 1
 
 
 def saved(nb: Nbunits, user: str, change: Any) -> None:
@@ -120,6 +123,8 @@ def test_a_correct_solution_scores_full_and_the_students_kernel_keeps_its_state(
     events = nb.box.run("journalctl", "--no-pager", "--output=json",
                         f"MESSAGE_ID={Event.GRADED.value}", f"STUDENT={opened.user}").stdout
     assert [json.loads(e)["SCORE"] for e in events.splitlines()] == ["3"], events
+    metrics = nb.nbunits("metrics").stdout
+    assert f'nbunits_gradings_total{{course="{COURSE}"}} 1.0' in metrics, metrics
 
 
 def test_changing_or_deleting_a_test_cannot_raise_a_score(nb: Nbunits, course: Teacher) -> None:
@@ -158,7 +163,8 @@ def test_an_endless_loop_is_stopped_and_the_network_is_out_of_reach(
                "    socket.create_connection(('10.0.2.2', 80), timeout=3).close()\n"
                "    return x * x")
 
-    async def go(session: aiohttp.ClientSession, opened: Opened) -> tuple[Any, float, Any, Any]:
+    async def go(session: aiohttp.ClientSession, opened: Opened
+                 ) -> tuple[Any, float, Any, Any, str]:
         saved(nb, opened.user, solve("while True:\n    pass"))
         start = time.monotonic()
         looped = await submit(session, opened)
@@ -166,11 +172,18 @@ def test_an_endless_loop_is_stopped_and_the_network_is_out_of_reach(
         saved(nb, opened.user, solve(network))
         networked = await submit(session, opened)
         saved(nb, opened.user, solve("import os\nos._exit(3)"))  # the kernel dies
-        return looped, took, networked, await submit(session, opened)
+        return looped, took, networked, await submit(session, opened), opened.user
 
-    (status, looped), took, (s2, networked), (s3, died) = student(nb, go)
+    (status, looped), took, (s2, networked), (s3, died), user = student(nb, go)
     assert s3 == 422 and "stopped before its end" in died["message"], died
     assert status == 422 and f"ran for more than {TIMEOUT} s" in looped["message"], looped
     assert took < TIMEOUT + 30, f"stopped after {took:.0f} s"
     assert s2 == 200 and networked["grade"]["total"] == 0, networked
-    assert all(t["error"] == "OSError" for t in networked["grade"]["tests"]), networked
+    # No network at all (no interface but loopback), whatever the course's network.
+    assert all(t["error"] == "OSError" and "unreachable" in t["message"]
+               for t in networked["grade"]["tests"]), networked
+    # The student's results go with them (and the course's with it: the fixture's purge).
+    results = f"/var/lib/nbunits/grades/{COURSE}/{user}"
+    assert nb.box.run("test", "-e", f"{results}/hw.ipynb.json", check=False).returncode == 0
+    nb.nbunits("student", "delete", user, "--yes")
+    assert nb.box.run("test", "-e", results, check=False).returncode == 1
