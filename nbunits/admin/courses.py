@@ -348,7 +348,8 @@ def plan_removal(settings: Settings, name: str, *, purge: bool) -> Removal:
                             settings.course_masters(name), settings.course_git(name),
                             settings.course_tokens(name), settings.course_recent(name),
                             *((settings.course_copies(name), settings.course_versions(name),
-                               settings.course_sources(name)) if purge else ()))
+                               settings.course_sources(name), settings.course_grades(name))
+                             if purge else ()))
                 if p.exists())
     # Left by an older nbunits's removal: deleted by any `course remove` of the course.
     shared = tuple(path for user in shares.students_sharing(settings, name)

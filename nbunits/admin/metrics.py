@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from systemd import journal
 
 from nbunits.core.config import Settings, count_provisioned, list_courses
+from nbunits.core.events import Event
 from nbunits.core.files import write_atomic
 from nbunits.core.names import course_slice, course_unit_patterns, parse_unit
 from nbunits.core.systemctl import show, unit_states
@@ -54,6 +55,7 @@ class CourseStarts:
     failed: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     seconds: float = 0.0
+    graded: int = 0  # submissions graded (helper/grading.py's "graded" events)
 
     def observe(self, seconds: float) -> None:
         self.starts += 1
@@ -88,11 +90,18 @@ def read_journal(state: State) -> None:
         for message_id in (UNIT_STARTING, UNIT_STARTED, UNIT_FAILED):
             reader.add_match(MESSAGE_ID=message_id)
         reader.add_match(_PID="1")
+        reader.add_disjunction()  # or: a submission graded (nbunits' own event)
+        reader.add_match(MESSAGE_ID=Event.GRADED.value)
         if state.cursor:
             reader.seek_cursor(state.cursor)
             reader.get_next()  # the entry at the cursor was counted last time
         for entry in reader:
             state.cursor = entry["__CURSOR"]
+            if entry["MESSAGE_ID"].hex == Event.GRADED.value:
+                graded = str(entry.get("COURSE", ""))
+                if graded:
+                    state.courses.setdefault(graded, CourseStarts()).graded += 1
+                continue
             unit = str(entry.get("UNIT", ""))
             parsed = parse_unit(unit)
             if not parsed or parsed.kind != "container":
@@ -148,6 +157,8 @@ class Collector:
         failed = CounterMetricFamily("nbunits_start_failures",
                                      "Starts of students' Jupyter servers that failed",
                                      labels=["course"])
+        graded = CounterMetricFamily("nbunits_gradings", "Students' submissions graded "
+                                     "(docs/admin.md, \"Grading\")", labels=["course"])
         seconds = HistogramMetricFamily(
             "nbunits_start_seconds", "Time from a start request to Jupyter answering",
             labels=["course"])
@@ -172,12 +183,13 @@ class Collector:
             done = self.state.courses.get(course, CourseStarts())
             starts.add_metric([course], done.starts)
             failed.add_metric([course], done.failed)
+            graded.add_metric([course], done.graded)
             cumulative, total = [], 0
             for bound, count in zip((*map(str, BUCKETS), "+Inf"), done.buckets):
                 total += count
                 cumulative.append((bound, total))
             seconds.add_metric([course], cumulative, done.seconds)
-        yield from (*gauges.values(), memory, starts, failed, seconds)
+        yield from (*gauges.values(), memory, starts, failed, graded, seconds)
         yield from self.admission()
         yield from self.scores()
 

@@ -13,6 +13,7 @@ tarball of the home unless asked not to (`nbunits student delete`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -158,6 +159,9 @@ def plan_deletion(settings: Settings, user: str, *, backup: bool) -> Deletion:
     # The static versions they share, in each course: pages, index, lock.
     files += [path for folder in _listdir(settings.shares_dir) if COURSE_RE.fullmatch(folder.name)
               for path in shares.files_of(settings, StudentUnits(folder.name, user))]
+    # The results of their graded submissions (helper/grading.py), in each course.
+    files += [path for folder in _listdir(settings.grades_dir) if COURSE_RE.fullmatch(folder.name)
+              and (folder / user).is_dir() for path in sorted((folder / user).iterdir())]
     aliases = {}
     for path in _listdir(settings.aliases_dir):
         course = path.stem
@@ -199,6 +203,9 @@ def delete(settings: Settings, plan: Deletion, *, course: str | None = None,
             shutil.rmtree(plan.home)  # fd-based: never follows a symlink in it
     for path in plan.files:
         path.unlink(missing_ok=True)
+        if path.parent.parent.parent == settings.grades_dir:
+            with contextlib.suppress(OSError):  # their folder of results, now empty
+                path.parent.rmdir()
     for course, ids in plan.aliases.items():
         save_aliases(settings, course, {k: v for k, v in load_aliases(settings, course).items()
                                         if k not in ids})

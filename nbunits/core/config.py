@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import tomli_w
 
@@ -295,6 +296,24 @@ class Settings:
         """The source versions of the course's graded notebooks (solutions, hidden tests:
         admin/graded.py), root's only (0700/0600): students get release versions."""
         return self.state_dir / "sources" / check_course(course)
+
+    @property
+    def grades_dir(self) -> Path:
+        return self.state_dir / "grades"
+
+    def course_grades(self, course: str) -> Path:
+        """The results of the course's gradings (helper/grading.py), root's only
+        (0700/0600): a folder per student, a file per notebook."""
+        return self.grades_dir / check_course(course)
+
+    def grade_file(self, units: StudentUnits, notebook: str) -> Path:
+        """A student's last grading of one notebook (replaced by a resubmission)."""
+        return self.course_grades(units.course) / units.user / (quote(notebook, safe="") + ".json")
+
+    def grading_dir(self, units: StudentUnits) -> Path:
+        """One grading's notebook in and out, root's (0700): the grading unit's stdin and
+        stdout (units/course/nbunits-@COURSE@-grade@.service), opened by PID 1."""
+        return self.run_dir / "grading" / units.course / units.user
 
     def course_copies(self, course: str) -> Path:
         """The manifests of the course's students' copies."""
@@ -682,6 +701,11 @@ def check_staff_roles(roles: tuple[str, ...]) -> list[str]:
     return problems
 
 
+# The longest grading_timeout: a student's request waits for the grading's answer, and
+# nginx waits for it at most 15 minutes (nbunits-students.conf).
+MAX_GRADING_TIMEOUT = 600
+
+
 @dataclass(frozen=True)
 class CourseConfig:
     """One course's settings, each declared once (core/settings.py): its key in
@@ -737,6 +761,9 @@ class CourseConfig:
         0, S.COUNT_OR_ZERO, "the course's own cap on its students' servers running at once, "
         "below the host's (0: the host's cap only); past it, a launch that would start "
         "one more is refused (503)", section="limits")
+    grading_timeout: int = setting(
+        120, S.SECONDS, "seconds a submitted notebook may run when it is graded (the whole "
+        "run, in a fresh container; docs/admin.md, \"Grading\")", section="limits")
     network: str = setting("none", S.choice("NETWORK", *NETWORKS), "the containers' network: none "
                            "(loopback only) or slirp4netns (outbound only)", section="limits")
     network_allow: tuple[str, ...] = setting(
@@ -827,6 +854,9 @@ class CourseConfig:
                 and 0 < self.link_lifetime < self.max_lifetime + 3600:
             problems.append(f"link_lifetime={self.link_lifetime!r} (0, or at least "
                             "max_lifetime + 3600 seconds)")
+        if S.SECONDS.valid(self.grading_timeout) and self.grading_timeout > MAX_GRADING_TIMEOUT:
+            problems.append(f"grading_timeout={self.grading_timeout!r} (at most "
+                            f"{MAX_GRADING_TIMEOUT} seconds: nginx waits for the answer)")
         if self.network_allow and self.network == "none":
             problems.append("network_allow needs network = slirp4netns")
         problems += self._launch_problems()

@@ -46,6 +46,9 @@ class Code(StrEnum):
     COURSE_EXISTS = "course_exists"
     EXPORT_FAILED = "export_failed"
     FORBIDDEN = "forbidden"
+    GRADING_FAILED = "grading_failed"
+    GRADING_STOPPED = "grading_stopped"
+    GRADING_TIMEOUT = "grading_timeout"
     HAS_WORK = "has_work"
     HELPER_FAILED = "helper_failed"
     IMAGE_BUILD_FAILED = "image_build_failed"
@@ -58,6 +61,7 @@ class Code(StrEnum):
     NO_ORIGIN = "no_origin"
     NO_SCORE_DESTINATION = "no_score_destination"
     NO_SECRET = "no_secret"
+    NOT_GRADED = "not_graded"
     QUOTA_FAILED = "quota_failed"
     QUOTA_UNAVAILABLE = "quota_unavailable"
     REFUSED_IMAGE = "refused_image"
@@ -125,6 +129,12 @@ MEANINGS: dict[Code, Meaning] = {
     Code.EXPORT_FAILED: Meaning(None, "an archive of students' work could not be written "
                                 "(the folder full or read-only): nothing was deleted"),
     Code.FORBIDDEN: Meaning(403, "a link or launch that does not open this (the same answer whoever asks)"),
+    Code.GRADING_FAILED: Meaning(None, "a submitted notebook's grading did not run (podman or "
+                                 "its unit failed: `nbunits logs`)"),
+    Code.GRADING_STOPPED: Meaning(422, "a submitted notebook stopped before its end (its "
+                                  "kernel died, or it used all the memory it may)"),
+    Code.GRADING_TIMEOUT: Meaning(422, "a submitted notebook ran past the course's "
+                                  "grading_timeout and was stopped"),
     Code.HAS_WORK: Meaning(None, "linking an id would hide the work it has"),
     Code.HELPER_FAILED: Meaning(None, "nbunits-helper answered something it should not"),
     Code.IMAGE_BUILD_FAILED: Meaning(None, "a course's image did not build"),
@@ -139,6 +149,8 @@ MEANINGS: dict[Code, Meaning] = {
     Code.NO_ORIGIN: Meaning(None, "a course with neither a git repository nor a folder"),
     Code.NO_SCORE_DESTINATION: Meaning(None, "a score for a student who has not opened that "
                                        "notebook from the LMS by LTI: nowhere to send it"),
+    Code.NOT_GRADED: Meaning(409, "a notebook submitted for grading that the course does not "
+                             "grade (no nbgrader metadata)"),
     Code.NO_SECRET: Meaning(None, "a secret nbunits needs is missing"),
     Code.QUOTA_FAILED: Meaning(None, "a disk quota could not be set"),
     Code.QUOTA_UNAVAILABLE: Meaning(None, "a course has disk_quota, the homes' file system has no quotas"),

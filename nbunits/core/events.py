@@ -41,6 +41,7 @@ class Event(enum.Enum):
     EXPORTED = "84d7b4058c7e492b8aeec3fec65c3427"     # students' work of a course exported (archives)
     SCORE_SENT = "bd7d22d4642747658ca67d4fc1f8ef81"   # a student's score reached the LMS
     SCORE_FAILED = "dc2e287d66a3466fbb4837dc4924c993"  # sending a score failed; it is kept, retried
+    GRADED = "5b0f0d3e7c9a4f7e9d2a61c8e4b7a913"       # a student's submission graded (its score)
 
 
 # Python logging levels of each event (journald's PRIORITY follows), by number:

@@ -24,7 +24,8 @@ from nbunits.core.errors import Code, NbunitsError
 COURSE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 RESERVED_COURSES = frozenset({"dispatcher", "helper", "proxy"})
 # A student's units beside the front socket and the container: name suffix -> unit type.
-SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket"}
+SUFFIXED_UNITS = {"-proxy": "service", "-lock": "service", "-jupyter": "socket",
+                  "-grade": "service"}
 RESERVED_SUFFIXES = tuple(SUFFIXED_UNITS)
 
 # The slice every course's slice (and so every student's unit) is in.
@@ -188,6 +189,11 @@ class StudentUnits:
         return f"nbunits-{self.course}-lock@{self.user}.service"
 
     @property
+    def grading(self) -> str:
+        """The unit that runs one submitted notebook of the student's (helper/grading.py)."""
+        return f"nbunits-{self.course}-grade@{self.user}.service"
+
+    @property
     def url_prefix(self) -> str:
         return f"/nb/{self.course}/{self.user}/"
 
@@ -212,7 +218,7 @@ UNIT_RE = re.compile(
 @dataclass(frozen=True)
 class ParsedUnit:
     units: StudentUnits
-    kind: str  # "socket", "container", "proxy", "lock" or "jupyter" (Jupyter's socket)
+    kind: str  # "socket", "container", "proxy", "lock", "jupyter" (Jupyter's socket) or "grade"
 
 
 def parse_unit(name: str) -> ParsedUnit | None:
@@ -286,13 +292,15 @@ PODMAN_RUNROOT_MAX = 50
 USER_LENGTH = 18  # "nb" and 16 base32 characters: user_for
 
 
-def podman_run_dir(course: str) -> str:
-    """The folder under /run that holds the podman runroot of each student of
-    `course` (/run/<it>/<user>): what the course unit's template calls @PODMAN_RUN@."""
-    folder = f"nbunits/podman/{check_course(course)}"
-    if len(f"/run/{folder}/") + USER_LENGTH <= PODMAN_RUNROOT_MAX:
+def podman_run_dir(course: str, under: str = "nbunits/podman", runroot: str = "") -> str:
+    """The folder under /run that holds, for each student of `course`, the folder of
+    their podman runroot (/run/<it>/<user><runroot>): the course unit's @PODMAN_RUN@
+    and the grading unit's @GRADE_RUN@ (under nbunits/grade, runroot /run)."""
+    folder = f"{under}/{check_course(course)}"
+    fixed = len(f"/run/{under}/") + USER_LENGTH + len(runroot) + 1
+    if fixed + len(course) <= PODMAN_RUNROOT_MAX:
         return folder
-    return "nbunits/podman/_" + hashlib.sha256(course.encode()).hexdigest()[:10]
+    return f"{under}/_" + hashlib.sha256(course.encode()).hexdigest()[:PODMAN_RUNROOT_MAX - fixed - 1]
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,7 @@ def known_language(language: str) -> str:
 
 
 # What a student may do from inside their Jupyter (the Course menu, the banner).
-STUDENT_ACTIONS = frozenset({"info", "reset", "share", "unshare"})
+STUDENT_ACTIONS = frozenset({"info", "reset", "share", "unshare", "submit"})
 
 
 @dataclass(frozen=True)
@@ -432,15 +432,20 @@ class StudentState:
     changes: tuple[str, ...]  # what changed, in a student's words
     kept: str  # reset: where the old copy is kept ("" if nothing was kept)
     url: str  # share: the static version's link ("" if not shared)
+    # submit: the grading's result (helper/grading.py's Grade as JSON), else None
+    grade: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StudentState:
         changes = data.get("changes")
         if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
             raise ProtocolError("'changes' must be a list of strings")
+        grade = data.get("grade")
+        if grade is not None and not isinstance(grade, dict):
+            raise ProtocolError("'grade' must be an object")
         return cls(get_str(data, "student_id"), get_str(data, "course"),
                    get_str(data, "notebook"), get_bool(data, "newer"), tuple(changes),
-                   get_str(data, "kept"), get_str(data, "url"))
+                   get_str(data, "kept"), get_str(data, "url"), grade)
 
 
 Reply = Opened | Done | Woke | Html | Link | Students | Notebooks | StudentState

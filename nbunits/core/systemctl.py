@@ -15,9 +15,9 @@ from nbunits.core.names import container_pattern, course_unit_patterns, parse_un
 from nbunits.core.run import run, run_async
 
 
-def systemctl(*args: str, check: bool = True) -> str:
+def systemctl(*args: str, check: bool = True, timeout: float = 300) -> str:
     """`systemctl ARGS`; its output. A failure raises CommandError unless check=False."""
-    return run(["systemctl", *args], check=check).stdout
+    return run(["systemctl", *args], check=check, timeout=timeout).stdout
 
 
 async def systemctl_async(*args: str, check: bool = True, timeout: float = 120

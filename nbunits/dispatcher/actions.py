@@ -17,7 +17,7 @@ import logging
 from aiohttp import web
 
 from nbunits.core import i18n
-from nbunits.core.config import Settings
+from nbunits.core.config import MAX_GRADING_TIMEOUT, Settings
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.protocol import Html, SharedViewRequest, StudentRequest, StudentState, ask
 from nbunits.dispatcher import origins
@@ -25,6 +25,10 @@ from nbunits.dispatcher.language import decide
 from nbunits.dispatcher.pages import student_hint, student_message
 
 logger = logging.getLogger(__name__)
+
+# A grading takes the course's grading_timeout (at most MAX_GRADING_TIMEOUT) and its
+# container's start and stop: the helper bounds it; this only stops a lost answer.
+SUBMIT_TIMEOUT = MAX_GRADING_TIMEOUT + 180
 
 # Static HTML: nothing in it may run, load or be framed elsewhere.
 STATIC_HEADERS = {
@@ -57,7 +61,8 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
             raise i18n.error(Code.BAD_REQUEST, lang, "action.bad_request")
         reply = await ask(settings.helper_socket, StudentRequest(
             request.match_info["course"], request.match_info["user"],
-            request.match_info["cap"], request.match_info["what"], notebook, lang), StudentState)
+            request.match_info["cap"], request.match_info["what"], notebook, lang), StudentState,
+            timeout=SUBMIT_TIMEOUT if request.match_info["what"] == "submit" else 120)
     except NbunitsError as exc:
         status = exc.meaning.status or 500
         if exc.code != Code.TOO_MANY:  # the helper says those, once a minute per student
@@ -83,7 +88,8 @@ async def student_action(request: web.Request, settings: Settings) -> web.Respon
     url = origins.main_url(settings.server, request, reply.url) if reply.url else reply.url
     answer = {"student_id": reply.student_id, "course": reply.course,
               "notebook": reply.notebook, "newer": reply.newer,
-              "changes": list(reply.changes), "kept": reply.kept, "url": url}
+              "changes": list(reply.changes), "kept": reply.kept, "url": url,
+              "grade": reply.grade}
     return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
 

@@ -19,6 +19,7 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         "COURSE": course.name,
         "SLICE": course_slice(course.name),
         "PODMAN_RUN": podman_run_dir(course.name),
+        "GRADE_RUN": podman_run_dir(course.name, "nbunits/grade", "/run"),
         "IMAGE": course.image,
         "ROOTFS": rootfs.unit_words((str(image.path),)),
         "IMAGE_ENV": rootfs.unit_words(tuple(f"--env={e}" for e in image.env)),
@@ -44,6 +45,9 @@ def course_placeholders(course: CourseConfig, settings: Settings) -> dict[str, s
         # Jupyter checks for idle kernels this often; a tenth of the timeout is close enough.
         "CULL_INTERVAL": str(max(1, min(60, course.kernel_idle_timeout // 10))),
         "MEMORY_MAX": course.memory_max,
+        # A submitted notebook's run (units/course/nbunits-@COURSE@-grade@.service).
+        "GRADING_TIMEOUT": str(course.grading_timeout),
+        "GRADING_BACKSTOP": str(course.grading_timeout + 60),
         "CPU_QUOTA": course.cpu_quota,
         "TASKS_MAX": str(course.tasks_max),
         "COURSE_MEMORY_MAX": course.course_memory_max,

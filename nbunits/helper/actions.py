@@ -5,7 +5,9 @@ capability in the path, as for /nb/) and the dispatcher; nbunits-helper (root)
 checks the capability again and acts on that student's files only:
 - info: their LMS id, and whether the course has a newer version of a notebook;
 - reset: a fresh copy of the current master, the old copy kept (copies.reset);
-- share / unshare: a static version at an unguessable link (shares.py).
+- share / unshare: a static version at an unguessable link (shares.py);
+- submit: their saved copy of a graded notebook, graded (grading.py), by workers of
+  its own (a host-wide cap: helper/service.py).
 They work whatever the course's launch settings (LTI only included): holding the
 capability is what proves the student. Each is root's work for one student, so it
 is bounded: per student (bounds.py: a rate, one at a time), in time and apart from
@@ -26,7 +28,7 @@ from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import StudentUnits, shared_path
 from nbunits.core.protocol import StudentRequest, StudentState
 from nbunits.helper import capability as caps
-from nbunits.helper import copies, languages, shares, staff, users
+from nbunits.helper import copies, grading, languages, shares, staff, users
 from nbunits.helper.notebooks import MAX_NOTEBOOK_BYTES, master_path, read_copy
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,14 @@ def act(settings: Settings, request: StudentRequest) -> StudentState:
                     extra=fields)
         return _with_share(settings, units, StudentState(
             student.id, units.course, notebook, False, (), kept, ""))
+    if request.what == "submit":
+        if not _in_course(config.source, notebook):
+            raise i18n.error(Code.UNKNOWN_NOTEBOOK, who.language, "action.not_in_course",
+                             "action.not_in_course.hint")
+        grade = grading.submit(settings, config, units, theirs.home, theirs.rel(notebook),
+                               notebook, who.language)
+        return StudentState(student.id, units.course, notebook, False, (), "", "",
+                            grade.to_json())
     if request.what == "share":
         token = _share(settings, who, theirs, notebook)
         logger.info("student shared %s", notebook, extra=fields)

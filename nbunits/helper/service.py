@@ -51,7 +51,7 @@ from nbunits.core.protocol import (
     ok_reply,
 )
 from nbunits.core.service import listen_socket, log_context, notify_ready, setup_logging
-from nbunits.helper import actions, outbox, shares, workers
+from nbunits.helper import actions, grading, outbox, shares, workers
 from nbunits.helper.admission import Admission
 from nbunits.helper.bounds import StudentBounds
 from nbunits.helper.provision import (
@@ -70,6 +70,16 @@ logger = logging.getLogger(__name__)
 # How long a student's action may wait for its turn (the student's earlier ones, then
 # a worker): with workers.RUN_TIME, within nginx's patience with it (60 s).
 ACTION_WAIT = 20.0
+# Seconds a grading's worker may take beyond the course's grading_timeout (the unit's
+# own margin, grading.UNIT_MARGIN, and the file work before and after).
+GRADING_MARGIN = grading.UNIT_MARGIN + 30
+
+
+def gradings_at_once(cpus: int) -> int:
+    """The host-wide cap on gradings running at once (each is a container running a
+    student's code): one per two CPUs. Past it, a submission is refused at once
+    ("try again in a minute", Retry-After), never queued behind long runs."""
+    return max(1, cpus // 2)
 
 
 @dataclass
@@ -79,16 +89,22 @@ class StudentActions:
 
     bounds: StudentBounds
     workers: Workers
+    gradings: Workers  # submissions: a pool of their own, its size the host-wide cap
 
     @classmethod
     def make(cls, settings: Settings) -> StudentActions:
-        return cls(StudentBounds(), Workers(settings, workers.size(len(os.sched_getaffinity(0)))))
+        cpus = len(os.sched_getaffinity(0))
+        return cls(StudentBounds(), Workers(settings, workers.size(cpus)),
+                   Workers(settings, gradings_at_once(cpus)))
 
     async def act(self, settings: Settings, request: StudentRequest) -> StudentState:
         start = time.monotonic()
         async with self.bounds.turn(request.course, request.user, ACTION_WAIT,
                                     request.language or i18n.DEFAULT):
-            actions.asker(settings, request)  # a few small files: who asks, checked first
+            who = actions.asker(settings, request)  # a few small files: who asks, checked first
+            if request.what == "submit":  # no wait: a full pool refuses at once
+                return await self.gradings.run(
+                    request, 0, run_time=who.config.grading_timeout + GRADING_MARGIN)
             return await self.workers.run(request, ACTION_WAIT - (time.monotonic() - start))
 
 
@@ -169,6 +185,7 @@ async def handle_request(settings: Settings, raw: Any, admission: Admission | No
             return await handle_request(settings, raw, admission, own)
         finally:
             await own.workers.close()
+            await own.gradings.close()
     fields = _fields(raw)
     log_context(fields.get("COURSE"), fields.get("STUDENT"), new=True)
     try:
@@ -234,6 +251,7 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
             await server.serve_forever()
     finally:
         await students.workers.close()
+        await students.gradings.close()
 
 
 def main() -> None:

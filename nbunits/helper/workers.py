@@ -98,8 +98,11 @@ class Workers:
         for _ in range(size):
             self.idle.put_nowait(None)  # a worker not started yet
 
-    async def run(self, request: StudentRequest, wait: float) -> StudentState:
-        """Do `request` in a worker, after waiting at most `wait` seconds for one."""
+    async def run(self, request: StudentRequest, wait: float,
+                  run_time: float | None = None) -> StudentState:
+        """Do `request` in a worker, after waiting at most `wait` seconds for one, in
+        at most `run_time` seconds (the pool's own by default)."""
+        run_time = run_time or self.run_time
         try:
             # (asyncio.timeout: a worker handed over as the time runs out stays queued)
             async with asyncio.timeout(max(wait, 0.001)):
@@ -111,13 +114,13 @@ class Workers:
         try:
             if worker is None:
                 worker = await _Worker.start(self.settings, self.target)
-            kind, value = await asyncio.wait_for(worker.ask(request), self.run_time)
+            kind, value = await asyncio.wait_for(worker.ask(request), run_time)
         except BaseException as exc:  # over its time, dead, or the request cancelled
             if worker is not None:
                 await worker.end()
             worker = None
             if isinstance(exc, TimeoutError):
-                raise self._overdue(request) from None
+                raise self._overdue(request, run_time) from None
             if isinstance(exc, (OSError, EOFError, ValueError, pickle.UnpicklingError)):
                 raise NbunitsError(Code.HELPER_FAILED, f"a worker of students' actions "
                                    f"ended: {exc!r}") from exc
@@ -141,9 +144,9 @@ class Workers:
                   STUDENT_BOUND="workers")
         self.turned_away = 0
 
-    def _overdue(self, request: StudentRequest) -> NbunitsError:
+    def _overdue(self, request: StudentRequest, run_time: float) -> NbunitsError:
         logger.warning("student actions: %s of %s stopped after %g s (its worker was "
-                       "killed)", request.what, request.notebook or "-", self.run_time,
+                       "killed)", request.what, request.notebook or "-", run_time,
                        extra={"COURSE": request.course, "STUDENT": request.user,
                               "ERROR_CODE": Code.ACTION_TIMEOUT})
         return i18n.error(Code.ACTION_TIMEOUT, request.language or i18n.DEFAULT,

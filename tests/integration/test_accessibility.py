@@ -175,7 +175,8 @@ def test_nbunits_pages_pass_axe_wcag_aa_and_the_start_is_announced(
 
 COURSE = "a11y"
 # The Course menu's items, in order, and the dialog each opens (None: a download).
-ITEMS = [("Reset to original", "Replace your copy"), ("Share a static version", "Anyone with this link"),
+ITEMS = [("Submit for grading", "not graded"),  # the demo's notebook is not graded: refused
+         ("Reset to original", "Replace your copy"), ("Share a static version", "Anyone with this link"),
          ("Stop sharing", "no longer works"), ("Download my work", None),
          ("Show my student id", "Your student id")]
 # nbunits' own elements in Jupyter's page; the rest is JupyterLab's (docs/accessibility.md).

@@ -64,6 +64,7 @@ def installed_units(user: str) -> dict[str, str]:
         "nbunits-listen.service": "nbunits-listen.service",
         "course/nbunits-@COURSE@@.service": f"nbunits-demo@{user}.service",
         "course/nbunits-@COURSE@-proxy@.service": f"nbunits-demo-proxy@{user}.service",
+        "course/nbunits-@COURSE@-grade@.service": f"nbunits-demo-grade@{user}.service",
         "nbunits-metrics.service": "nbunits-metrics.service",
         "nbunits-course-end.service": "nbunits-course-end.service",
         "nbunits-scores.service": "nbunits-scores.service",

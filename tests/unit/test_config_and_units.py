@@ -114,6 +114,7 @@ def test_a_course_takes_only_signed_launches_unless_told_otherwise(tmp_path):
     ('[course]\nsource = "/x"\ncolour = "red"\n', "unknown settings"),
     ('[course]\nmemory_max = "1G"\n', "source"),
     ('[course]\nsource = "/x"\nproxy_idle_timeout = -1\n', "proxy_idle_timeout"),
+    ('[course]\nsource = "/x"\ngrading_timeout = 601\n', "grading_timeout=601 (at most 600"),
 ])
 def test_bad_course_settings_are_named(tmp_path, text, words):
     settings = make_course(tmp_path, text)
@@ -135,8 +136,11 @@ def test_rendered_units_carry_the_settings_and_no_placeholder(tmp_path):
     units = render_course(config, recorded(make_store(tmp_path)))
     assert set(units) == {"nbunits-python3-s2@.socket", "nbunits-python3-s2@.service",
                           "nbunits-python3-s2-proxy@.service", "nbunits-python3-s2-lock@.service",
-                          "nbunits-python3-s2-jupyter@.socket",
+                          "nbunits-python3-s2-jupyter@.socket", "nbunits-python3-s2-grade@.service",
                           "nbunits-python3\\x2ds2.slice"}
+    grade = units["nbunits-python3-s2-grade@.service"]
+    assert "MemoryMax=3G" in grade and "TimeoutStartSec=180" in grade and "timeout" in grade
+    assert "--network=none" in grade and "PrivateNetwork=yes" in grade and "IPAddressDeny=any" in grade
     service = units["nbunits-python3-s2@.service"]
     assert "MemoryMax=3G" in service and "TasksMax=99" in service
     assert "Slice=nbunits-python3\\x2ds2.slice" in service

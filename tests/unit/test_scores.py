@@ -226,3 +226,16 @@ def test_verified_launches_say_where_their_scores_go(tmp_path: Path) -> None:
     body, headers = signed_11(lis_outcome_service_url="javascript:x", lis_result_sourcedid="s")
     launch = verify_lti11(URL, body, headers, COURSE, SECRET, NonceStore())
     assert launch.notebook == "welcome.ipynb" and launch.destination is None
+
+
+def test_a_grading_s_score_goes_to_the_outbox_where_the_launch_said(settings: Settings) -> None:
+    """helper/grading.py puts each graded submission's score in the outbox, or says
+    it is not sent when no verified launch of that notebook takes scores."""
+    from nbunits.helper.grading import Grade, to_lms
+    grade = Grade("w1/a.ipynb", 2.0, 3.0, (), "2026-12-07T23:00:00+00:00")
+    assert to_lms(settings, UNITS, grade) is False  # a legacy link: nowhere to send it
+    assert outbox.scores(settings) == []
+    outbox.record(settings, UNITS, "w1/a.ipynb", D13)
+    assert to_lms(settings, UNITS, grade) is True
+    [queued] = outbox.scores(settings)
+    assert (queued.given, queued.maximum, queued.notebook) == (2.0, 3.0, "w1/a.ipynb")

@@ -1,8 +1,8 @@
 /**
  * nbunits: what a student can do from inside their notebook.
  *
- * A "Course" menu (Reset to original, Share a static version, Stop sharing,
- * Download my work, Show my student id); on a notebook whose course has a newer
+ * A "Course" menu (Submit for grading, Reset to original, Share a static version,
+ * Stop sharing, Download my work, Show my student id); on a notebook whose course has a newer
  * version, a banner saying what changed with the reset at hand; and a banner
  * before the server stops, a message after (stopping.ts). Every action is a
  * request to /_nbunits/student/<course>/<user>/<capability>/<action>, on the same
@@ -32,9 +32,26 @@ interface IState {
   changes: string[];
   kept: string;
   url: string;
+  grade: IGrade | null;
+}
+
+/** A grading's result (helper/grading.py: Grade). */
+interface IGrade {
+  total: number;
+  max: number;
+  tests: {
+    grade_id: string;
+    points: number;
+    max: number;
+    passed: boolean;
+    error: string;
+    message: string;
+  }[];
+  sent: boolean;
 }
 
 const COMMANDS = {
+  submit: 'nbunits:submit',
   reset: 'nbunits:reset',
   share: 'nbunits:share',
   unshare: 'nbunits:unshare',
@@ -147,6 +164,40 @@ async function share(panel: NotebookPanel): Promise<void> {
   });
 }
 
+/**
+ * "Submit for grading": the saved notebook (saved first) is graded by nbunits in a
+ * fresh container, with the course's own tests; the dialog says the score and what
+ * each test said.
+ */
+async function submit(panel: NotebookPanel): Promise<void> {
+  if (panel.context.model.dirty) {
+    await panel.context.save(); // grade what the student sees
+  }
+  const state = await ask('submit', panel.context.path);
+  const grade = state.grade;
+  if (!grade) {
+    throw new Error(t('lab.error.ours'));
+  }
+  const list = document.createElement('ul');
+  grade.tests.forEach(test => {
+    const values = { test: test.grade_id, points: test.points, max: test.max };
+    const error = test.message ? `${test.error}: ${test.message}` : test.error;
+    list.appendChild(
+      text('li', test.passed ? t('lab.submit.passed', values) : t('lab.submit.failed', { ...values, error }))
+    );
+  });
+  await showDialog({
+    title: t('lab.submit.title'),
+    body: body(
+      text('p', t('lab.submit.score', { score: grade.total, max: grade.max }), 'nbunits-score'),
+      text('p', grade.sent ? t('lab.submit.sent') : t('lab.submit.not_sent')),
+      list,
+      text('p', t('lab.submit.saved'))
+    ),
+    buttons: [Dialog.okButton()]
+  });
+}
+
 async function unshare(panel: NotebookPanel): Promise<void> {
   await ask('unshare', panel.context.path);
   await showDialog({
@@ -244,6 +295,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
+    app.commands.addCommand(COMMANDS.submit, withNotebook(t('lab.menu.submit'), submit));
     app.commands.addCommand(COMMANDS.reset, withNotebook(t('lab.menu.reset'), reset));
     app.commands.addCommand(COMMANDS.share, withNotebook(t('lab.menu.share'), share));
     app.commands.addCommand(COMMANDS.unshare, withNotebook(t('lab.menu.unshare'), unshare));
@@ -263,9 +315,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       menu.id = 'nbunits-course-menu';
       // No separator: Lumino renders one focusable (tabindex) yet presentational,
       // which axe-core reports (aria-required-children; test_accessibility.py).
-      [COMMANDS.reset, COMMANDS.share, COMMANDS.unshare, COMMANDS.download, COMMANDS.id].forEach(
-        command => menu.addItem({ command })
-      );
+      [
+        COMMANDS.submit,
+        COMMANDS.reset,
+        COMMANDS.share,
+        COMMANDS.unshare,
+        COMMANDS.download,
+        COMMANDS.id
+      ].forEach(command => menu.addItem({ command }));
       mainMenu.addMenu(menu, true, { rank: 2000 });
     }
     if (tracker) {

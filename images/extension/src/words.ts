@@ -44,6 +44,19 @@ export const ENGLISH: Record<string, string> = {
     'turns the link off.',
   'lab.unshare.title': 'No longer shared',
   'lab.unshare.body': 'The link to this notebook no longer works.',
+  'lab.menu.submit': 'Submit for grading',
+  'lab.submit.title': 'Graded',
+  'lab.submit.score': 'Your score: {score}/{max}',
+  'lab.submit.sent': 'This score is sent to your course (its grades).',
+  'lab.submit.not_sent':
+    'This score is not sent to your course: this notebook was not opened from a graded ' +
+    'component of it.',
+  'lab.submit.passed': '{test}: passed ({points}/{max})',
+  'lab.submit.failed': '{test}: failed ({points}/{max}): {error}',
+  'lab.submit.saved':
+    "Your saved notebook was run from the start in a fresh kernel, with the course's own " +
+    'tests; your kernel here is untouched. Submit again after changes: your last ' +
+    'submission counts.',
   'lab.id.title': 'My student id',
   'lab.id.course': 'Your student id in the course {course}:',
   'lab.id.why': 'The course team may ask for it when you need help.',
