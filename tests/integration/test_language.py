@@ -154,8 +154,8 @@ def test_jupyterlab_speaks_the_students_language_in_chromium(nb: Nbunits, tmp_pa
                 browser.close()
 
 
-MENU_ITEMS = ("lab.menu.reset", "lab.menu.share", "lab.menu.unshare", "lab.menu.download",
-              "lab.menu.id")
+MENU_ITEMS = ("lab.menu.submit", "lab.menu.reset", "lab.menu.share", "lab.menu.unshare",
+              "lab.menu.download", "lab.menu.id")
 
 
 def course_menu(frame: Any, words: dict[str, str]) -> None:
