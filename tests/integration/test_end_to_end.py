@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from urllib.parse import urlsplit
 
 from nbunits.core.names import user_for
 from testbed.browser import (
+    Opened,
     execute,
     open_exercise,
     open_notebook_kernel,
@@ -82,6 +84,25 @@ def test_the_notebook_s_kernel_starts_with_the_server_and_serves_the_notebook(
             assert await execute(session, opened, kernel, "6*7") == "42"
             async with session.get(opened.url("api/kernels"), headers=opened.headers) as resp:
                 assert [k["id"] for k in await resp.json()] == [kernel]
+    asyncio.run(scenario())
+
+
+def test_a_notebook_that_asks_while_its_kernel_starts_ahead_gets_that_kernel(
+        nb: Nbunits) -> None:
+    """The notebook asks for its session at once, while the kernel ahead is still
+    starting: it waits for that kernel and gets it; no second kernel starts."""
+    async def scenario() -> None:
+        async with client(nb) as session:
+            async with session.get(f"/ipythonExercice/demo/{NOTEBOOK}/{secrets.token_hex(16)}",
+                                   allow_redirects=False) as resp:
+                assert resp.status == 302, resp.status  # Jupyter answers: the kernel starts
+                prefix = "/".join(urlsplit(resp.headers["Location"]).path.split("/")[:5]) + "/"
+            opened = Opened(prefix, prefix.split("/")[3], prefix.split("/")[4], NOTEBOOK, 200, "")
+            kernel = await open_notebook_kernel(session, opened)  # at once: a race
+            assert await execute(session, opened, kernel, "6*7") == "42"
+            async with session.get(opened.url("api/kernels"), headers=opened.headers) as resp:
+                assert [k["id"] for k in await resp.json()] == [kernel]
+            assert [s["kernel"]["id"] for s in await sessions(session, opened)] == [kernel]
     asyncio.run(scenario())
 
 

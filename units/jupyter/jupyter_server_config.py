@@ -530,8 +530,22 @@ def kernel_ahead(path: str) -> None:
             serverapp.log.warning("no kernel ahead for %s: %r", path, exc)
 
     async def start(serverapp: "typing.Any") -> None:
-        tasks.add(asyncio.get_running_loop().create_task(ahead(serverapp)))
+        task = asyncio.get_running_loop().create_task(ahead(serverapp))
+        tasks.add(task)
+        # A notebook that asks for its session while the kernel ahead is starting
+        # (POST api/sessions: Jupyter checks session_exists first) waits for it, and
+        # gets it: never a second kernel for the same notebook beside it.
+        manager = serverapp.session_manager
+        exists = manager.session_exists
 
+        async def session_exists(path: str) -> bool:
+            if path == ahead_path and not task.done():
+                await asyncio.wait({task})
+            return bool(await exists(path=path))
+
+        manager.session_exists = session_exists
+
+    ahead_path = path
     tasks: set = set()  # a reference to the task until the server ends
     module = types.ModuleType("nbunits_kernel_ahead")
     module.__dict__.update(
