@@ -17,7 +17,7 @@ import tomli_w
 from nbunits.core import i18n
 from nbunits.core.events import Event
 from nbunits.core.names import uid_for, user_for
-from testbed.browser import Opened, execute, open_exercise, start_kernel
+from testbed.browser import Opened, execute, open_exercise, open_notebook_kernel, start_kernel
 
 from .conftest import Nbunits, client
 
@@ -29,7 +29,7 @@ def _open(nb: Nbunits, student: str, course: str = "demo") -> Opened:
         async with client(nb) as session:
             opened = await open_exercise(session, course, NOTEBOOK, student)
             assert opened.page_status == 200, opened.page[:300]
-            kernel = await start_kernel(session, opened)
+            kernel = await open_notebook_kernel(session, opened)  # as the notebook does
             assert await execute(session, opened, kernel, "6 * 7") == "42"
             return opened
     return asyncio.run(go())
@@ -113,7 +113,7 @@ def test_idle_students_are_unloaded_and_a_bookmark_or_the_course_link_wakes_them
             async with session.get(f"{opened.prefix}notebooks/{NOTEBOOK}",
                                    headers={"Accept": "text/html"}) as resp:
                 assert resp.status == 200, (await resp.text())[:300]
-            kernel = await start_kernel(session, opened)
+            kernel = await open_notebook_kernel(session, opened)
             assert await execute(session, opened, kernel, "6 * 7") == "42"
     asyncio.run(bookmark())
     assert _loaded(nb, socket)
