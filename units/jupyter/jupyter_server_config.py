@@ -176,21 +176,27 @@ def _sd_notify(message: bytes) -> None:
         sock.sendall(message)
 
 
-def ready_extension() -> None:
-    """A server extension made here (no package to install in course images)."""
+def server_extension(name: str, load: typing.Callable | None = None,
+                     start: typing.Callable | None = None) -> None:
+    """A server extension made here (no package to install in course images): `load`
+    runs as Jupyter loads it, `start` (async) once Jupyter listens."""
     import types
 
-    module = types.ModuleType("nbunits_ready")
+    module = types.ModuleType(name)
+    module.__dict__.update(
+        _jupyter_server_extension_points=lambda: [{"module": name}],
+        _load_jupyter_server_extension=load or (lambda serverapp: None))
+    if start is not None:
+        module._start_jupyter_server_extension = start
+    sys.modules[name] = module
+    c.ServerApp.jpserver_extensions.update({name: True})
 
+
+def ready_extension() -> None:
     async def start(serverapp: object) -> None:
         _sd_notify(b"READY=1\nSTATUS=Jupyter answers")
 
-    module.__dict__.update(
-        _jupyter_server_extension_points=lambda: [{"module": "nbunits_ready"}],
-        _load_jupyter_server_extension=lambda serverapp: None,
-        _start_jupyter_server_extension=start)
-    sys.modules["nbunits_ready"] = module
-    c.ServerApp.jpserver_extensions.update({"nbunits_ready": True})
+    server_extension("nbunits_ready", start=start)
 
 
 if "jupyter_server" in sys.modules and os.environ.get("NOTIFY_SOCKET"):
@@ -399,7 +405,6 @@ class ArchivePipe:
 
 def download_extension() -> None:
     """The handler of "Download my work", as a server extension made here."""
-    import types
     from concurrent.futures import ThreadPoolExecutor
 
     from jupyter_server.auth.decorator import authorized
@@ -459,12 +464,7 @@ def download_extension() -> None:
         route = url_path_join(serverapp.web_app.settings["base_url"], DOWNLOAD_PATH)
         serverapp.web_app.add_handlers(".*$", [(route, DownloadHandler)])
 
-    module = types.ModuleType("nbunits_download")
-    module.__dict__.update(
-        _jupyter_server_extension_points=lambda: [{"module": "nbunits_download"}],
-        _load_jupyter_server_extension=load)
-    sys.modules["nbunits_download"] = module
-    c.ServerApp.jpserver_extensions.update({"nbunits_download": True})
+    server_extension("nbunits_download", load=load)
 
 
 if "jupyter_server" in sys.modules:
@@ -508,7 +508,6 @@ if "jupyter_server" in sys.modules:
 def kernel_ahead(path: str) -> None:
     import asyncio
     import json
-    import types
 
     def kernel_of(serverapp: "typing.Any") -> str:
         full = os.path.join(serverapp.root_dir, path)
@@ -547,13 +546,7 @@ def kernel_ahead(path: str) -> None:
 
     ahead_path = path
     tasks: set = set()  # a reference to the task until the server ends
-    module = types.ModuleType("nbunits_kernel_ahead")
-    module.__dict__.update(
-        _jupyter_server_extension_points=lambda: [{"module": "nbunits_kernel_ahead"}],
-        _load_jupyter_server_extension=lambda serverapp: None,
-        _start_jupyter_server_extension=start)
-    sys.modules["nbunits_kernel_ahead"] = module
-    c.ServerApp.jpserver_extensions.update({"nbunits_kernel_ahead": True})
+    server_extension("nbunits_kernel_ahead", start=start)
 
 
 # Notebooks larger than this (their outputs) are not read for their kernel's name.
