@@ -2,10 +2,9 @@
 
 Each pending score of the outbox (helper/outbox.py) goes where the student's last
 verified launch of the notebook said:
-- LTI 1.3, Assignment and Grade Services: an OAuth 2 client-credentials grant at
-  the registration's token_url, authenticated by a JWT signed with the tool's key
-  (whose public half the LMS reads at /lti/1.3/jwks), for the score scope only;
-  then the score, POSTed to {line item}/scores (AGS 2.0, "Score publish service").
+- LTI 1.3, Assignment and Grade Services: a token for the score scope only
+  (helper/lms.py), then the score, POSTed to {line item}/scores (AGS 2.0, "Score
+  publish service").
 - LTI 1.1, Basic Outcomes: replaceResult (POX XML, the score as a fraction 0..1)
   to lis_outcome_service_url, OAuth 1 signed with the course's key and secret,
   with the body's hash (oauth_body_hash).
@@ -22,41 +21,27 @@ import logging
 import os
 import re
 import secrets
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
-import jwt
 from oauthlib.oauth1 import SIGNATURE_TYPE_AUTH_HEADER, Client
 
 from nbunits.core.config import Settings, load_course, load_secrets
-from nbunits.core.errors import Code, NbunitsError
+from nbunits.core.errors import NbunitsError
 from nbunits.core.events import Event, send
-from nbunits.core.jwks import ToolKey, tool_key
 from nbunits.core.outcomes import SCORE_SCOPE, Destination
 from nbunits.helper import outbox
+from nbunits.helper.lms import LmsError, Session, refused
 
 logger = logging.getLogger(__name__)
 
 SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
 POX_TYPE = "application/xml"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_SECONDS = 300
-TIMEOUT = 20.0  # seconds for each request to the LMS
-MAX_ANSWER = 64 * 1024
 IDENTIFIER = "nbunits-scores"  # the journal's SYSLOG_IDENTIFIER of its events
 SUCCESS = re.compile(rb"<(?:\w+:)?imsx_codeMajor>\s*success\s*</")
-
-
-class SendError(NbunitsError):
-    def __init__(self, message: str) -> None:
-        super().__init__(Code.LMS_FAILED, message)
 
 
 # --- what is sent (pure) --------------------------------------------------------------
@@ -70,20 +55,6 @@ def score_body(sub: str, given: float, maximum: float, comment: str, when: float
     if comment:
         body["comment"] = comment
     return body
-
-
-def client_assertion(key: ToolKey, client_id: str, token_url: str, now: float) -> str:
-    """The JWT that authenticates the tool at the token endpoint (IMS Security
-    Framework 1.0, 4.1): iss = sub = the client id, aud = the token endpoint."""
-    issued = int(now)
-    return jwt.encode({"iss": client_id, "sub": client_id, "aud": token_url, "iat": issued,
-                       "exp": issued + ASSERTION_SECONDS, "jti": secrets.token_urlsafe(18)},
-                      key.private, algorithm="RS256", headers={"kid": key.kid})
-
-
-def token_form(assertion: str) -> dict[str, str]:
-    return {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion, "scope": SCORE_SCOPE}
 
 
 def scores_url(lineitem: str) -> str:
@@ -119,45 +90,9 @@ def sign11(url: str, body: str, key: str, secret: str) -> dict[str, str]:
 
 # --- the LMS, over HTTP ----------------------------------------------------------------
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A token or score goes where the launch said, never where a redirect points."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    """POST; (status, the answer's first bytes). Errors of the network raise SendError."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with _OPENER.open(request, timeout=TIMEOUT) as answer:
-            return answer.status, answer.read(MAX_ANSWER)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(MAX_ANSWER)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SendError(f"cannot reach {urlsplit(url).netloc}: {reason}") from exc
-
-
-Post = Callable[[str, bytes, dict[str, str]], tuple[int, bytes]]
-
-
-def refused(what: str, url: str, status: int, answer: bytes) -> SendError:
-    text = answer[:200].decode(errors="replace").replace("\n", " ")
-    return SendError(f"{what} refused by {urlsplit(url).netloc}: HTTP {status} {text}".strip())
-
-
 @dataclass
-class Sender:
-    """One run's LMS sessions: a token per (token URL, client), fetched once."""
-
-    settings: Settings
-    http: Post = post
-    now: Callable[[], float] = time.time
-    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+class Sender(Session):
+    """One run's sending: its tokens got once (lms.Session)."""
 
     def send(self, score: outbox.Score, to: Destination) -> None:
         if to.version == "1.3":
@@ -165,38 +100,13 @@ class Sender:
         else:
             self.send11(score, to)
 
-    def token(self, course: str, to: Destination) -> str:
-        registration = load_course(self.settings, course).registration(to.issuer, to.client_id)
-        if registration is None or not registration.token_url:
-            raise SendError(f"no token_url for the LTI 1.3 client {to.client_id} of course "
-                            f"{course}: nbunits course update {course} "
-                            f"--lti13-client-id {to.client_id} --lti13-token-url URL")
-        cached = self.tokens.get((registration.token_url, to.client_id))
-        if cached:
-            return cached
-        assertion = client_assertion(tool_key(self.settings.lti_tool_key), to.client_id,
-                                     registration.token_url, self.now())
-        status, answer = self.http(registration.token_url,
-                                   urlencode(token_form(assertion)).encode(),
-                                   {"Content-Type": "application/x-www-form-urlencoded",
-                                    "Accept": "application/json"})
-        if status != 200:
-            raise refused("the token request", registration.token_url, status, answer)
-        try:
-            token = json.loads(answer)["access_token"]
-            if not isinstance(token, str) or not token:
-                raise ValueError("no access_token")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SendError(f"the token endpoint's answer is not a token: {exc}") from exc
-        self.tokens[(registration.token_url, to.client_id)] = token
-        return token
-
     def send13(self, score: outbox.Score, to: Destination) -> None:
         # When the score was given, not sent: a platform keeps the latest timestamp's.
         body = score_body(to.user, score.given, score.maximum, score.comment, score.enqueued)
         url = scores_url(to.url)
         status, answer = self.http(url, json.dumps(body).encode(), {
-            "Content-Type": SCORE_TYPE, "Authorization": f"Bearer {self.token(score.course, to)}"})
+            "Content-Type": SCORE_TYPE,
+            "Authorization": f"Bearer {self.token(score.course, to.issuer, to.client_id, SCORE_SCOPE)}"})
         if status not in (200, 201, 202, 204):
             raise refused("the score", url, status, answer)
 
@@ -204,7 +114,7 @@ class Sender:
         config = load_course(self.settings, score.course)
         secret = load_secrets(self.settings, score.course).lti11_secret
         if not config.lti11_key or config.lti11_key != to.consumer_key or not secret:
-            raise SendError(f"course {score.course}'s LTI 1.1 key is no longer the one the "
+            raise LmsError(f"course {score.course}'s LTI 1.1 key is no longer the one the "
                             "launch was signed with (or it has no secret)")
         body = replace_result_xml(secrets.token_hex(8), to.user, score.given / score.maximum)
         headers = {"Content-Type": POX_TYPE, **sign11(to.url, body, config.lti11_key, secret)}

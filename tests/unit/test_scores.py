@@ -24,7 +24,7 @@ from nbunits.core.names import StudentUnits, Target
 from nbunits.core.outcomes import AGS_CLAIM, SCORE_SCOPE, BadDestination, Destination, from_lti13
 from nbunits.core.protocol import OpenRequest, ProtocolError, decode_request, encode_request
 from nbunits.dispatcher.launch import LTI13_CLAIM, destination_of
-from nbunits.helper import outbox, scores
+from nbunits.helper import lms, outbox, scores
 from tests import openedx  # noqa: F401  # configures Django for lti_consumer
 
 LINEITEM = "https://lms.test/api/lti_consumer/v1/lti/7/lti-ags/3?x=1"
@@ -85,13 +85,13 @@ def test_the_score_body_is_an_ags_score() -> None:
 
 def test_the_client_assertion_names_the_client_and_the_token_endpoint() -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    token = scores.client_assertion(ToolKey(private, "kid1"), "client", TOKEN_URL, 1000.0)
+    token = lms.client_assertion(ToolKey(private, "kid1"), "client", TOKEN_URL, 1000.0)
     assert jwt.get_unverified_header(token)["kid"] == "kid1"
     claims = jwt.decode(token, private.public_key(), algorithms=["RS256"], audience=TOKEN_URL,
                         options={"verify_exp": False})
     assert claims["iss"] == claims["sub"] == "client" and claims["aud"] == TOKEN_URL
     assert claims["jti"] and 0 < claims["exp"] - claims["iat"] <= 300
-    form = scores.token_form(token)
+    form = lms.token_form(token, SCORE_SCOPE)
     assert form["grant_type"] == "client_credentials" and form["scope"] == SCORE_SCOPE
     assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -162,23 +162,24 @@ def test_a_failure_keeps_the_score_pending_with_backoff_then_it_is_sent_once(
     course = CourseConfig("demo", Path("/nonexistent"), lti13=(Lti13Registration(
         issuer="https://lms.test", client_id="client", token_url=TOKEN_URL),))
     monkeypatch.setattr(scores, "load_course", lambda settings, name: course)
+    monkeypatch.setattr(lms, "load_course", lambda settings, name: course)
     monkeypatch.setattr(scores, "load_secrets", lambda settings, name: CourseSecrets())
-    monkeypatch.setattr(scores, "tool_key", lambda path: ToolKey(
+    monkeypatch.setattr(lms, "tool_key", lambda path: ToolKey(
         rsa.generate_private_key(public_exponent=65537, key_size=2048), "k"))
     monkeypatch.setattr(scores, "send", lambda *args, **kwargs: None)  # the journal
     outbox.record(settings, UNITS, "w1/a.ipynb", D13)
     given = outbox.enqueue(settings, "demo", UNITS.user, "w1/a.ipynb", 3, 4)
-    lms, clock = FakeLms(), [1000.0]
-    sender = scores.Sender(settings, lms, lambda: clock[0])
+    platform, clock = FakeLms(), [1000.0]
+    sender = scores.Sender(settings, platform, lambda: clock[0])
     assert scores.send_pending(settings, sender) == scores.Run(0, 1, 1)
     [failed] = outbox.scores(settings)
     assert failed.state == "failed" and failed.next_try == 1060 and "HTTP 503" in failed.last_error
     assert failed.given == 3
-    lms.up = True
+    platform.up = True
     assert scores.send_pending(settings, sender) == scores.Run(0, 0, 1)  # not due yet
     clock[0] = 1061
     assert scores.send_pending(settings, sender) == scores.Run(1, 0, 0)
-    url, body, headers = lms.posts[-1]
+    url, body, headers = platform.posts[-1]
     assert url == scores.scores_url(LINEITEM) and headers["Authorization"] == "Bearer t"
     assert headers["Content-Type"] == "application/vnd.ims.lis.v1.score+json"
     assert json.loads(body)["scoreGiven"] == 3 and json.loads(body)["userId"] == "sub-1"
