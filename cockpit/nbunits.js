@@ -89,6 +89,12 @@ async function refresh() {
             s.course, courses.find(c => c.name === s.course).notebooks.length, s.provisioned,
             s.running, Object.values(s.starts_per_day).reduce((a, b) => a + b, 0)])));
 
+        // Each student's current score, per notebook (nbunits course stats).
+        const scored = stats.flatMap(s => Object.entries(s.scores).map(([notebook, n]) => row([
+            s.course, notebook, n.count, `${n.median}/${n.maximum} (${n.median_percent}%)`])));
+        document.querySelector("#scores tbody").replaceChildren(
+            ...(scored.length ? scored : [row(["-", "no scores yet", "", ""])]));
+
         const perDay = {};
         stats.forEach(s => Object.entries(s.starts_per_day)
             .forEach(([day, n]) => { perDay[day] = (perDay[day] || 0) + n; }));

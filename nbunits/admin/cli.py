@@ -292,6 +292,12 @@ def cmd_course_stats(settings: Settings, args: argparse.Namespace) -> None:
         print(f"    {day}  {count}")
     if not usage.starts_per_day:
         print("    none")
+    print("  scores (each student's current one):")
+    for notebook, scored in usage.scores.items():
+        print(f"    {escape(notebook)}  {scored.count} student(s), median "
+              f"{scored.median:g}/{scored.maximum:g} ({scored.median_percent:g}%)")
+    if not usage.scores:
+        print("    none")
 
 
 def cmd_course_list(settings: Settings, args: argparse.Namespace) -> None:

@@ -43,7 +43,7 @@ from nbunits.core.files import write_atomic
 from nbunits.core.names import StudentUnits, check_course
 from nbunits.core.names import course_image as image_name
 from nbunits.core.systemctl import active_users, daemon_reload, stop_course, systemctl
-from nbunits.helper import btrfs, copies, hostlock, merge, shares
+from nbunits.helper import btrfs, copies, gradebook, hostlock, merge, shares
 from nbunits.helper.notebooks import NotebookError, find_masters
 
 Say = Callable[[str], None]
@@ -434,6 +434,8 @@ class Usage:
     running: int
     copies: int
     starts_per_day: dict[str, int]
+    # Per notebook, each student's current score (helper/gradebook.py): count, median.
+    scores: dict[str, gradebook.NotebookScores]
 
 
 def usage(settings: Settings, name: str, days: int = 14) -> Usage:
@@ -443,4 +445,5 @@ def usage(settings: Settings, name: str, days: int = 14) -> Usage:
     count = sum(len(copies.load_manifest(p)) for p in manifests.glob("nb*.json")) \
         if manifests.is_dir() else 0
     return Usage(name, len(provisioned_students(settings, name)), len(active_users(name)),
-                 count, dict(sorted(Counter(start_days(name, days)).items())))
+                 count, dict(sorted(Counter(start_days(name, days)).items())),
+                 gradebook.per_notebook(gradebook.results(settings, name)))

@@ -306,6 +306,10 @@ def test_cockpit_page_shows_and_acts_in_a_real_browser(nb: Nbunits, running, tmp
     box.run("chpasswd", input=f"root:{password}\n")
     box.systemctl("restart", "cockpit.socket")
     front = Forwarder(box.leader_pid, 9090).start()
+    # A grading's result, as helper/grading.py stores it (test_grading: the real chain).
+    box.write_file(f"/var/lib/nbunits/grades/{COURSE}/{user}/welcome.ipynb.json", json.dumps(
+        {"notebook": "welcome.ipynb", "total": 7, "max": 10, "tests": [], "sent": False,
+         "when": "2026-12-01T10:00:00+00:00"}), 0o600)
     names = Names({**nb.site.names.names, COCKPIT: front.listen_host})
 
     with sync_playwright() as playwright:
@@ -321,6 +325,8 @@ def test_cockpit_page_shows_and_acts_in_a_real_browser(nb: Nbunits, running, tmp
             frame = page.frame_locator("iframe[name='cockpit1:localhost/nbunits']")
             expect(frame.locator("#courses tbody")).to_contain_text(COURSE, timeout=60_000)
             expect(frame.locator("#students tbody")).to_contain_text(student)
+            expect(frame.locator("#scores tbody")).to_contain_text("welcome.ipynb")
+            expect(frame.locator("#scores tbody")).to_contain_text("7/10 (70%)")
             assert frame.locator("#starts-graph rect").count() >= 1
             assert frame.locator("#memory-graph").count() == 1
             frame.locator(f"button[data-student='{user}']").click()

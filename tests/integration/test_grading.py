@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import time
 from typing import Any
 
@@ -192,3 +193,20 @@ def test_an_endless_loop_is_stopped_and_the_network_is_out_of_reach(
     assert nb.box.run("test", "-e", f"{results}/hw.ipynb.json", check=False).returncode == 0
     nb.nbunits("student", "delete", user, "--yes")
     assert nb.box.run("test", "-e", results, check=False).returncode == 1
+
+
+def test_course_stats_count_each_students_current_score_with_their_median(
+        nb: Nbunits, course: Teacher) -> None:
+    # The oracle: what the gradings stored, read here on their own (a file per student).
+    files = nb.box.run("sh", "-c", f"ls /var/lib/nbunits/grades/{COURSE}/*/hw.ipynb.json",
+                       check=False).stdout.split()
+    totals = sorted(json.loads(nb.box.read_file(path))["total"] for path in files)
+    if not totals:  # this test alone: one grading first
+        test_a_correct_solution_scores_full_and_the_students_kernel_keeps_its_state(nb, course)
+        totals = [3.0]
+    stats = json.loads(nb.nbunits("course", "stats", COURSE, "--json").stdout)
+    assert stats["scores"] == {"hw.ipynb": {
+        "count": len(totals), "median": statistics.median(totals), "maximum": 3,
+        "median_percent": round(100 * statistics.median(totals) / 3, 1)}}, stats["scores"]
+    text = nb.nbunits("course", "stats", COURSE).stdout
+    assert f"hw.ipynb  {len(totals)} student(s), median {statistics.median(totals):g}/3" in text
