@@ -8,7 +8,8 @@ get_lti_1p3_custom_parameters, run on a stand-in block), the OAuth1 signing, the
 login initiation URL, the preflight checks and the signed id_token; deep
 linking: the LtiDeepLinkingRequest it builds, and how it checks and saves the
 tool's answer (check_and_decode_deep_linking_token, its content item serializers)
-and launches the chosen item (set_dl_content_launch_parameters). What the real
+and launches the chosen item (set_dl_content_launch_parameters); names and roles: the
+NRPS launch claim (enable_nrps) and the memberships view's serializer and renderer. What the real
 platform also does and we imitate: the ids (a per-course anonymous id of 32 hex
 for 1.1; the global external id, a UUID, for 1.3) and the forum-role override of
 _get_lti_1p3_user_role. Test-only: the product never imports this.
@@ -36,6 +37,12 @@ from lti_consumer.lti_1p1.consumer import LtiConsumer1p1  # noqa: E402
 from lti_consumer.lti_1p3.consumer import LtiAdvantageConsumer  # noqa: E402
 from lti_consumer.lti_1p3.extensions.rest_framework.constants import (  # noqa: E402
     LTI_DL_CONTENT_TYPE_SERIALIZER_MAP,
+)
+from lti_consumer.lti_1p3.extensions.rest_framework.renderers import (  # noqa: E402
+    MembershipResultRenderer,
+)
+from lti_consumer.lti_1p3.extensions.rest_framework.serializers import (  # noqa: E402
+    LtiNrpsContextMembershipPIISerializer,
 )
 from lti_consumer.lti_xblock import LTI_1P1_ROLE_MAP, LtiConsumerXBlock  # noqa: E402
 from lti_consumer.utils import get_lti_1p3_context_types_claim  # noqa: E402
@@ -109,6 +116,8 @@ class Platform13:
     return_url: str = ""
     # What the request's accept_types say (None: Open edX's own list).
     accept_types: list[str] | None = None
+    # Names and Roles enabled ("lti_1p3_enable_nrps"): the context's memberships URL.
+    memberships_url: str = ""
 
     def consumer(self) -> LtiAdvantageConsumer:
         consumer = LtiAdvantageConsumer(
@@ -123,6 +132,8 @@ class Platform13:
                 claim = consumer.dl.get_lti_deep_linking_launch_claim
                 consumer.dl.get_lti_deep_linking_launch_claim = functools.partial(
                     claim, accept_types=self.accept_types)
+        if self.memberships_url:
+            consumer.enable_nrps(self.memberships_url)
         return consumer
 
     def deep_link_login(self, *, external_user_id: str, role: str, context_id: str,
@@ -159,6 +170,24 @@ class Platform13:
             context_title="Python for all - Org", context_label=context_id,
             custom_parameters=studio_params_13(custom))
         return Launch13(self, data, self.consumer().prepare_preflight_url(data), content_item)
+
+
+def membership_page(url: str, course_key: str, members: list[dict[str, Any]], *,
+                    limit: int | None = None, page: int = 1) -> tuple[bytes, str | None]:
+    """What Open edX's memberships view (LtiNrpsContextMembershipViewSet.list) answers:
+    `members` as its LMS gives them (external_id, Open edX roles, name, email), sorted
+    by id, cut into pages by ?limit=&page= as it does, serialized by its PII
+    serializer and rendered by its MembershipResultRenderer. Returns the body and the
+    URL of the next page (its Link rel="next"), if any."""
+    ordered = sorted(members, key=lambda m: m["id"])
+    next_url = None
+    if limit is not None:
+        ordered, more = ordered[(page - 1) * limit:page * limit], page * limit < len(members)
+        if more:
+            next_url = f"{url.split('?')[0]}?limit={limit}&page={page + 1}"
+    data = LtiNrpsContextMembershipPIISerializer(
+        {"id": url, "context": {"id": course_key}, "members": ordered}).data
+    return MembershipResultRenderer().render(data), next_url
 
 
 @dataclass

@@ -310,6 +310,11 @@ class Settings:
         """A student's last grading of one notebook (replaced by a resubmission)."""
         return self.course_grades(units.course) / units.user / (quote(notebook, safe="") + ".json")
 
+    def roster_dir(self, run_id: str) -> Path:
+        """One read of a course's learners from its LMS, root's (0700): the request in
+        and the list out of units/nbunits-roster@.service, opened by PID 1."""
+        return self.run_dir / "roster" / run_id
+
     def grading_dir(self, units: StudentUnits) -> Path:
         """One grading's notebook in and out, root's (0700): the grading unit's stdin and
         stdout (units/course/nbunits-@COURSE@-grade@.service), opened by PID 1."""

@@ -33,13 +33,13 @@ class BadDestination(ValueError):
     """Claims that do not fit: nothing is recorded."""
 
 
-def _url(value: object, what: str) -> str:
+def check_url(value: object, what: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_URL or not URL_RE.fullmatch(value):
         raise BadDestination(f"{what} is not an http(s) URL of at most {MAX_URL} characters")
     return value
 
 
-def _opaque(value: object, what: str, *, empty: bool = False) -> str:
+def check_opaque(value: object, what: str, *, empty: bool = False) -> str:
     if not isinstance(value, str) or len(value) > MAX_ID or (not value and not empty) \
             or not value.isprintable():
         raise BadDestination(f"{what} must be printable text of 1 to {MAX_ID} characters")
@@ -62,18 +62,18 @@ class Destination:
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
             raise BadDestination(f"unknown LTI version {self.version!r}")
-        _url(self.url, "the line item" if self.version == "1.3" else "lis_outcome_service_url")
-        _opaque(self.user, "the user")
+        check_url(self.url, "the line item" if self.version == "1.3" else "lis_outcome_service_url")
+        check_opaque(self.user, "the user")
         if self.version == "1.3":
-            _opaque(self.issuer, "iss")
-            _opaque(self.client_id, "the client id")
-            _opaque(self.deployment_id, "the deployment id", empty=True)
+            check_opaque(self.issuer, "iss")
+            check_opaque(self.client_id, "the client id")
+            check_opaque(self.deployment_id, "the deployment id", empty=True)
             if not isinstance(self.scopes, tuple) or len(self.scopes) > MAX_SCOPES:
                 raise BadDestination(f"at most {MAX_SCOPES} scopes")
             for scope in self.scopes:
-                _opaque(scope, "a scope")
+                check_opaque(scope, "a scope")
         else:
-            _opaque(self.consumer_key, "the consumer key")
+            check_opaque(self.consumer_key, "the consumer key")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "scopes": list(self.scopes)}

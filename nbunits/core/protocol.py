@@ -50,6 +50,7 @@ from nbunits.core.names import (
     check_user,
 )
 from nbunits.core.outcomes import BadDestination, Destination
+from nbunits.core.roster import Roster
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -203,17 +204,27 @@ class StaffStudentsRequest:
     action: ClassVar[str] = "staff_students"
     course: str
     notebook: str
+    # Where the LMS lists the course's learners (the launch's NRPS claim), if it does.
+    roster: Roster | None = None
 
     def __post_init__(self) -> None:
         check_course(self.course)
         check_notebook(self.notebook)
 
     def to_json(self) -> dict[str, Any]:
-        return {"course": self.course, "notebook": self.notebook}
+        return {"course": self.course, "notebook": self.notebook,
+                **({"roster": self.roster.to_json()} if self.roster else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StaffStudentsRequest:
-        return cls(get_str(data, "course"), get_str(data, "notebook"))
+        roster = data.get("roster")
+        if roster is not None and not isinstance(roster, dict):
+            raise ProtocolError("roster must be an object")
+        try:
+            where = Roster.from_json(roster) if roster is not None else None
+        except BadDestination as exc:
+            raise ProtocolError(f"roster: {exc}") from exc
+        return cls(get_str(data, "course"), get_str(data, "notebook"), where)
 
 
 def known_language(language: str) -> str:
@@ -382,22 +393,50 @@ class Link:
 
 @dataclass(frozen=True)
 class StudentEntry:
-    user: str
-    id: str  # the LMS's id, as recorded
+    user: str  # "" for a learner the LMS lists who never opened a notebook here
+    id: str  # the LMS's id, as recorded (or as the LMS lists it)
     url: str  # a signed staff link to their copy, "" if they have none
+    name: str = ""  # as the LMS lists it (its Names and Roles service), if it does
+    active: float = 0.0  # when last active (Unix time; 0: never, or not known)
+    score: tuple[float, float] | None = None  # their current (given, maximum), if any
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StudentEntry:
+        active, score = data.get("active", 0.0), data.get("score")
+        if isinstance(active, bool) or not isinstance(active, (int, float)):
+            raise ProtocolError("'active' must be a number")
+        if score is not None and not (
+                isinstance(score, list) and len(score) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in score)):
+            raise ProtocolError("'score' must be [given, maximum] or null")
+        return cls(get_str(data, "user"), get_str(data, "id"), get_str(data, "url"),
+                   get_opt_str(data, "name") or "", float(active),
+                   (float(score[0]), float(score[1])) if score else None)
+
+
+ROSTER_STATES = ("", "read", "partial", "failed")
 
 
 @dataclass(frozen=True)
 class Students:
     students: tuple[StudentEntry, ...]
+    # The LMS's list of learners (NRPS): "" not asked, "read", "partial" (cut), "failed";
+    # how many learners it listed (they come first in `students`).
+    roster: str = ""
+    learners: int = 0
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Students:
         entries = data.get("students")
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ProtocolError("'students' must be a list of objects")
-        return cls(tuple(StudentEntry(get_str(e, "user"), get_str(e, "id"), get_str(e, "url"))
-                         for e in entries))
+        roster = get_opt_str(data, "roster") or ""
+        if roster not in ROSTER_STATES:
+            raise ProtocolError(f"unknown roster state {roster!r}")
+        learners = data.get("learners", 0)
+        if isinstance(learners, bool) or not isinstance(learners, int) or learners < 0:
+            raise ProtocolError("'learners' must be a count")
+        return cls(tuple(StudentEntry.from_json(e) for e in entries), roster, learners)
 
 
 @dataclass(frozen=True)

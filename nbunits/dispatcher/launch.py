@@ -21,11 +21,12 @@ from typing import Any
 import jwt
 from oauthlib.oauth1 import RequestValidator, SignatureOnlyEndpoint
 
-from nbunits.core import i18n
+from nbunits.core import i18n, roster
 from nbunits.core.config import DEFAULT_STAFF_ROLES, CourseConfig, Lti13Registration
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import check_notebook, check_student_id
 from nbunits.core.outcomes import BadDestination, Destination, from_lti11, from_lti13
+from nbunits.core.roster import Roster
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Launch:
     # Where the student's score for this notebook goes, as this launch says (None:
     # it says nothing, or nothing usable): recorded by root's helper (core/outcomes.py).
     destination: Destination | None = None
+    # Staff's page only: where the LMS lists the course's learners (core/roster.py).
+    roster: Roster | None = None
 
     @property
     def staff_page(self) -> bool:
@@ -330,7 +333,19 @@ def resource_link_launch(claims: Mapping[str, Any], course: CourseConfig,
                         roles=roles_of(claims),
                         view=custom_param(custom, "student", ""),
                         locale=str(field(claims, "launch_presentation", "locale")))
-    return replace(launch, destination=destination_of(lambda: from_lti13(claims), course.name))
+    return replace(launch, destination=destination_of(lambda: from_lti13(claims), course.name),
+                   roster=roster_of(claims, course.name) if launch.staff_page else None)
+
+
+def roster_of(claims: Mapping[str, Any], course: str) -> Roster | None:
+    """A staff launch's NRPS claim; None without one, or with one that does not fit
+    (the staff page then lists who opened a notebook, as without)."""
+    try:
+        return roster.from_lti13(claims)
+    except BadDestination as exc:
+        logger.warning("this launch's Names and Roles claim is not usable: %s", exc,
+                       extra={"COURSE": course})
+        return None
 
 
 def roles_of(claims: Mapping[str, Any]) -> list[str]:

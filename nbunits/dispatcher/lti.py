@@ -240,9 +240,9 @@ class Handlers:
         if launch.staff_page:
             # The course's students, each with a read-only link; only root holds
             # the signing secret, so the helper makes the links.
-            listed = await ask(settings.helper_socket,
-                               StaffStudentsRequest(launch.course, launch.notebook), Students)
-            return staff_page(launch.course, launch.notebook, listed.students,
+            listed = await ask(settings.helper_socket, StaffStudentsRequest(
+                launch.course, launch.notebook, launch.roster), Students)
+            return staff_page(launch.course, launch.notebook, listed,
                               decide(request, settings))
         if launch.staff and launch.view:
             # Staff naming a student: that student's copy, read-only. Only root

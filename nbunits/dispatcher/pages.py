@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from html import escape
 from pathlib import PurePosixPath
@@ -15,7 +16,7 @@ from aiohttp import web
 from nbunits.core import i18n
 from nbunits.core.errors import MEANINGS, Code, NbunitsError
 from nbunits.core.pages import STYLE, busy_html, js, retrying
-from nbunits.core.protocol import NotebookEntry, StudentEntry, Woke
+from nbunits.core.protocol import NotebookEntry, Students, Woke
 
 logger = logging.getLogger(__name__)
 
@@ -241,31 +242,51 @@ def busy_page(message: str, retry_after: int, *, reload: bool,
 
 _STAFF = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;color:#222}}
-td,th{{padding:.2em .8em;text-align:left}} code{{font-size:.9em}}</style></head>
-<body><h1>{heading}</h1>
-<p>{intro} {count}</p>
-<table><tr><th>{student}</th><th>{copy}</th></tr>
-{rows}</table></body></html>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
+td,th{{padding:.2em .8em;text-align:left}} code{{font-size:.9em}} .note{{color:#8a4b00}}</style>
+</head>
+<body><main><h1>{heading}</h1>
+<p>{intro} {count}</p>{note}
+<table><tr><th scope="col">{student}</th><th scope="col">{active}</th>
+<th scope="col">{score}</th><th scope="col">{copy}</th></tr>
+{rows}</table></main></body></html>
 """
 
 
-def staff_page(course: str, notebook: str, students: Sequence[StudentEntry],
+def staff_page(course: str, notebook: str, listed: Students,
                lang: str = i18n.DEFAULT) -> web.Response:
-    """A staff LTI launch naming no student: the course's students, with links."""
+    """A staff LTI launch naming no student: the course's students (with the LMS's
+    list of learners when it gives one), when each was last active, their score for
+    `notebook` and a read-only link to their copy."""
     rows = []
-    for student in students:
+    for student in listed.students:
+        who = f"<code>{escape(student.id)}</code>" + (
+            f" ({escape(student.user)})" if student.user else "")
+        if student.name:
+            who = f"{escape(student.name)}<br>{who}"
         link = (f'<a href="{escape(student.url)}" target="_blank">'
                 f'{i18n.html(lang, "staff.view")}</a>'
                 if student.url else i18n.html(lang, "staff.no_copy"))
-        rows.append(f"<tr><td><code>{escape(student.id)}</code> "
-                    f"({escape(student.user)})</td><td>{link}</td></tr>")
+        active = (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(student.active))
+                  if student.active else i18n.html(lang, "staff.never"))
+        score = (f"{student.score[0]:g}/{student.score[1]:g}" if student.score
+                 else i18n.html(lang, "staff.no_score"))
+        rows.append(f"<tr><td>{who}</td><td>{active}</td><td>{score}</td><td>{link}</td></tr>")
+    if listed.roster in ("", "failed"):
+        count = i18n.html(lang, "staff.count", count=str(sum(1 for s in listed.students
+                                                             if s.user)))
+    else:  # the LMS's learners come first
+        opened = sum(1 for s in listed.students[:listed.learners] if s.user)
+        count = i18n.html(lang, "staff.count_roster", count=str(listed.learners),
+                          opened=str(opened))
+    note = (f'<p class="note" role="status">{i18n.html(lang, "staff.roster_" + listed.roster)}</p>'
+            if listed.roster in ("failed", "partial") else "")
     body = _STAFF.format(
         lang=lang, title=i18n.html(lang, "staff.title", course=escape(course)),
         heading=i18n.html(lang, "staff.heading", notebook=f"<code>{escape(notebook)}</code>"),
-        intro=i18n.html(lang, "staff.intro"),
-        count=i18n.html(lang, "staff.count", count=str(len(students))),
-        student=i18n.html(lang, "staff.student"), copy=i18n.html(lang, "staff.copy"),
+        intro=i18n.html(lang, "staff.intro"), count=count, note=note,
+        student=i18n.html(lang, "staff.student"), active=i18n.html(lang, "staff.active"),
+        score=i18n.html(lang, "staff.score"), copy=i18n.html(lang, "staff.copy"),
         rows="\n".join(rows))
     return web.Response(text=body, content_type="text/html", headers={
         "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "Content-Language": lang})

@@ -336,6 +336,15 @@ def exists(home: Path, relative: PurePosixPath) -> bool:
         return False
 
 
+def modified(home: Path, relative: PurePosixPath) -> float | None:
+    """When the student last saved a file (None if missing), its own symlinks not followed."""
+    try:
+        with _open_dir(home) as home_fd, _walk_dirs(home_fd, relative.parts[:-1]) as dir_fd:
+            return os.stat(relative.parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mtime
+    except (FileNotFoundError, NotebookError):
+        return None
+
+
 def remove_file(home: Path, relative: PurePosixPath) -> None:
     """Remove a file nbunits wrote (a marker), never following symlinks; missing is fine."""
     with contextlib.suppress(FileNotFoundError, NotebookError), _open_dir(home) as home_fd, \

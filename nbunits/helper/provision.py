@@ -8,6 +8,7 @@ request creates no user, writes no file and starts no unit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import pwd
@@ -19,18 +20,29 @@ from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
 from nbunits.core import i18n, rootfs
+from nbunits.core.aliases import canonical
 from nbunits.core.config import CourseConfig, Settings, load_course, provisioned_students
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.events import Event
 from nbunits.core.events import log as log_event
 from nbunits.core.files import write_atomic
-from nbunits.core.names import StudentUnits, Target, check_notebook, check_user, notebook_url
+from nbunits.core.names import (
+    StudentUnits,
+    Target,
+    check_notebook,
+    check_student_id,
+    check_user,
+    notebook_url,
+    user_for,
+)
+from nbunits.core.protocol import StudentEntry, Students
+from nbunits.core.roster import Roster
 from nbunits.core.systemctl import systemctl_async
-from nbunits.helper import activity, copies, hostlock, languages, quota, staff, users
+from nbunits.helper import activity, copies, gradebook, hostlock, languages, members, quota, staff, users
 from nbunits.helper import capability as caps
 from nbunits.helper.admission import Admission
 from nbunits.helper.capability import jupyter_config, read_secret
-from nbunits.helper.notebooks import exists, find_masters, master_path, read_copy, read_master
+from nbunits.helper.notebooks import exists, find_masters, master_path, modified, read_copy, read_master
 from nbunits.helper.notebooks import title as notebook_title
 
 logger = logging.getLogger(__name__)
@@ -406,21 +418,81 @@ def staff_link(settings: Settings, target: Target) -> str:
     return staff.link(read_secret(settings), course, user, notebook, STAFF_LAUNCH_HOURS)
 
 
-def staff_students(settings: Settings, course: str, notebook: str) -> list[dict[str, str]]:
-    """The course's students (whoever opened one of its notebooks), each with a signed
-    staff link to their copy of `notebook` ("" if they have none), for a verified
-    staff LTI launch that names no student."""
+def staff_students(settings: Settings, course: str, notebook: str,
+                   where: Roster | None = None) -> Students:
+    """For a verified staff LTI launch that names no student: the course's students,
+    each with a signed staff link to their copy of `notebook` (none without a copy),
+    when they were last active and their current score for it. With `where` (the
+    launch's NRPS claim), every active learner the LMS lists comes first, opened a
+    notebook or not; those who opened one and are not on the list follow."""
     config = load_course(settings, course)
     master_path(config.source, notebook)  # a notebook of this course
     secret = read_secret(settings)
+    scores = gradebook.results(settings, course)
+    listed, state = [], ""
+    if where is not None:
+        try:
+            read = members.read_in_unit(settings, course, where)
+            listed, state = read.learners, "read" if read.complete else "partial"
+        except NbunitsError as exc:
+            logger.warning("the LMS's list of learners could not be read: %s", exc.message,
+                           extra={"COURSE": course})
+            state = "failed"
+
+    def entry(user: str, student_id: str, name: str = "") -> StudentEntry:
+        units = StudentUnits(course, user)
+        has_copy = notebook in copies.load_manifest(settings.copies_file(units))
+        score = scores.get((user, notebook))
+        return StudentEntry(
+            user, student_id, staff.link(secret, course, user, notebook, STAFF_LAUNCH_HOURS)
+            if has_copy else "", name, last_active(settings, units, notebook),
+            (score.given, score.maximum) if score else None)
+
+    opened = set(provisioned_students(settings, course))
     found = []
-    for user in provisioned_students(settings, course):
-        has_copy = notebook in copies.load_manifest(settings.copies_file(StudentUnits(course, user)))
-        found.append({"user": user, "id": users.recorded_id(settings, user) or "",
-                      "url": staff.link(secret, course, user, notebook, STAFF_LAUNCH_HOURS)
-                      if has_copy else ""})
-    logger.info("staff list of %s: %d student(s)", notebook, len(found), extra={"COURSE": course})
-    return found
+    for member in listed:
+        user = _user_of(settings, course, member.user_id)
+        if user in opened:
+            opened.discard(user)
+            found.append(entry(user, member.user_id, member.name))
+        else:
+            found.append(StudentEntry("", member.user_id, "", member.name))
+    found += [entry(user, users.recorded_id(settings, user) or "") for user in sorted(opened)]
+    logger.info("staff list of %s: %d student(s)%s", notebook, len(found),
+                f" (the LMS's list: {state})" if state else "", extra={"COURSE": course})
+    return Students(tuple(found), state, len(listed))
+
+
+def _user_of(settings: Settings, course: str, student_id: str) -> str:
+    """The Linux user a launch as `student_id` opens ("" for an id no launch takes)."""
+    try:
+        return user_for(canonical(settings, course, check_student_id(student_id)))
+    except NbunitsError:
+        return ""
+
+
+def last_active(settings: Settings, units: StudentUnits, notebook: str) -> float:
+    """The later of their last launch (root's mark, kept while they are recent) and
+    their copy's last save (0: neither)."""
+    times = []
+    with contextlib.suppress(OSError):
+        times.append(settings.recent_mark(units).stat().st_mtime)
+    home = home_of(settings, units.user)
+    if home is not None:
+        saved = modified(home, PurePosixPath(units.course, *check_notebook(notebook).parts))
+        if saved is not None:
+            times.append(min(saved, time.time()))  # a student's file may say any time
+    return max(times, default=0.0)
+
+
+def home_of(settings: Settings, user: str) -> Path | None:
+    try:
+        return Path(pwd.getpwnam(user).pw_dir)
+    except KeyError:
+        # Several hosts: a student who never ran here has their home on the shared storage.
+        if settings.server.multi_host and users.recorded_id(settings, user):
+            return settings.home(user)
+        return None
 
 
 # Notebooks listed to an author picking one (deep linking): a course has tens.
@@ -453,13 +525,9 @@ async def staff_view(settings: Settings, course: str, user: str, notebook: str,
     check_user(user)
     relative = PurePosixPath(course, *check_notebook(notebook).parts)
     staff.check(read_secret(settings), course, user, notebook, expires, sig)
-    try:
-        home = Path(pwd.getpwnam(user).pw_dir)
-    except KeyError:
-        # Several hosts: a student who never ran here has their home on the shared storage.
-        if not (settings.server.multi_host and users.recorded_id(settings, user)):
-            raise NbunitsError(Code.UNKNOWN_STUDENT, f"no student {user}") from None
-        home = settings.home(user)
+    home = home_of(settings, user)
+    if home is None:
+        raise NbunitsError(Code.UNKNOWN_STUDENT, f"no student {user}")
     data = await asyncio.to_thread(read_copy, home, relative)
     if data is None:
         raise NbunitsError(Code.UNKNOWN_NOTEBOOK, f"{user} has no copy of {notebook}")

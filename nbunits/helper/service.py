@@ -39,9 +39,7 @@ from nbunits.core.protocol import (
     StaffStudentsRequest,
     StaffViewRequest,
     StartRequest,
-    StudentEntry,
     StudentRequest,
-    Students,
     StudentState,
     WakeRequest,
     Woke,
@@ -139,9 +137,9 @@ async def act(settings: Settings, request: Request, admission: Admission,
                                      request.expires, request.sig, request.language))
     if isinstance(request, StaffStudentsRequest):
         # After a verified staff LTI launch naming no student.
-        found = await asyncio.to_thread(staff_students, settings, request.course,
-                                        request.notebook)
-        return Students(tuple(StudentEntry(**entry) for entry in found))
+        # With the launch's NRPS claim, the LMS's own list of learners is read too.
+        return await asyncio.to_thread(staff_students, settings, request.course,
+                                       request.notebook, request.roster)
     if isinstance(request, CourseNotebooksRequest):
         # After a verified LTI 1.3 deep-linking launch (an author picks a notebook).
         found = await asyncio.to_thread(course_notebooks, settings, request.course)

@@ -53,6 +53,10 @@ CONFIG = str(uuid.uuid4())
 TOKEN_URL = f"{LMS}/api/lti_consumer/v1/token/{CONFIG}"
 LINEITEMS = f"{LMS}/api/lti_consumer/v1/lti/7/lti-ags"
 OUTCOMES = f"{LMS}/courses/{CONTEXT}/xblock/block1/handler_noauth/outcome_service_handler"
+MEMBERSHIPS = f"{LMS}/api/lti_consumer/v1/lti/7/memberships"
+NRPS_SCOPE = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
+NRPS_TYPE = "application/vnd.ims.lti-nrps.v2.membershipcontainer+json"
+PAGE_AT_MOST = 2  # members per page, whatever limit is asked (NRPS 2.0 lets a platform)
 BASE = f"https://{SERVER}"
 KEY, SECRET = "scores-key", secrets.token_hex(16)
 SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
@@ -88,6 +92,9 @@ class StandIn:
         self.failing = False  # answer 503 to everything
         self.scores: list[Received] = []
         self.outcomes: list[tuple[str, str, float, str]] = []
+        # The course's members as Open edX's LMS gives them to its memberships view.
+        self.members: list[dict[str, Any]] = []
+        self.membership_asks: list[str] = []  # the URL of each memberships request
         self.refusals: list[str] = []  # what the checks refused, and why
         self.jtis: set[str] = set()
         self.tool_public: Any = None
@@ -110,6 +117,7 @@ class StandIn:
         app.router.add_post("/api/lti_consumer/v1/token/{config}", self.token)
         app.router.add_post("/api/lti_consumer/v1/lti/7/lti-ags/{item}/scores", self.score)
         app.router.add_post(urlsplit(OUTCOMES).path, self.outcome)
+        app.router.add_get(urlsplit(MEMBERSHIPS).path, self.memberships)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         self.loop = asyncio.get_running_loop()
@@ -193,6 +201,30 @@ class StandIn:
         self.scores.append(Received(request.match_info["item"], body))
         return web.json_response({}, status=200)
 
+    async def memberships(self, request: web.Request) -> web.Response:
+        """Open edX's memberships view (NRPS 2.0): the bearer token checked by the
+        consumer's check_token for the membership scope, its media type, and its pages
+        (?limit=&page=, Link rel="next") serialized and rendered by its own code
+        (openedx.membership_page), by PAGE_AT_MOST members at most."""
+        self.membership_asks.append(str(request.url))
+        if self.failing:
+            return web.Response(status=503, text="down for maintenance")
+        auth = request.headers.get("Authorization", "")
+        try:
+            allowed = auth.startswith("Bearer ") and self.component.consumer().check_token(
+                auth[7:], [NRPS_SCOPE])
+        except Exception as exc:
+            return self.refused(f"check_token: {type(exc).__name__} {exc}", 401)
+        if not allowed:
+            return self.refused("no token with the membership scope", 403)
+        if NRPS_TYPE not in request.headers.get("Accept", ""):
+            return self.refused(f"Accept: {request.headers.get('Accept')}", 406)
+        limit = min(int(request.query.get("limit", PAGE_AT_MOST)), PAGE_AT_MOST)
+        body, next_url = openedx.membership_page(
+            MEMBERSHIPS, CONTEXT, self.members, limit=limit, page=int(request.query.get("page", 1)))
+        headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
+        return web.Response(body=body, content_type=NRPS_TYPE, headers=headers)
+
     async def outcome(self, request: web.Request) -> web.Response:
         """The LTI 1.1 XBlock's outcome_service_handler: OAuth body signature, then
         its replaceResult parser."""
@@ -232,7 +264,7 @@ def lms(nb: Nbunits) -> Iterator[StandIn]:
     (nb.shared / "scores-platform.json").write_text(json.dumps({"keys": [{**public, "kid": "p1"}]}))
     (nb.shared / "scores-11.secret").write_text(SECRET + "\n")
     component = GradedComponent(ISSUER, f"{BASE}/lti/1.3/login", f"{BASE}/lti/1.3/launch", pem,
-                                "p1", lineitem=f"{LINEITEMS}/3")
+                                "p1", memberships_url=MEMBERSHIPS, lineitem=f"{LINEITEMS}/3")
     nb.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo",
                "--lti-context-id", CONTEXT, "--lti11-key", KEY,
                "--lti11-secret-file", f"{SHARED_IN_BOX}/scores-11.secret",
@@ -256,9 +288,13 @@ def lms(nb: Nbunits) -> Iterator[StandIn]:
     yield stand_in.start()
 
 
-async def _launch13(nb: Nbunits, lms: StandIn, sub: str) -> int:
+async def _launch13(nb: Nbunits, lms: StandIn, sub: str, role: str = "student") -> int:
     """Open edX's LTI 1.3 launch of the graded component, through the browser's steps."""
-    started = lms.component.login(external_user_id=sub, role="student", context_id=CONTEXT,
+    return (await _launched_page(nb, lms, sub, role))[0]
+
+
+async def _launched_page(nb: Nbunits, lms: StandIn, sub: str, role: str) -> tuple[int, str]:
+    started = lms.component.login(external_user_id=sub, role=role, context_id=CONTEXT,
                                   resource_link_id=f"block-v1:x+type@lti_consumer+block@{sub}",
                                   custom=[f"notebook={NOTEBOOK}"])
     async with client(nb) as session:
@@ -266,8 +302,9 @@ async def _launch13(nb: Nbunits, lms: StandIn, sub: str) -> int:
         async with session.get(f"{login.path}?{login.query}", allow_redirects=False) as resp:
             assert resp.status == 302, await resp.text()
             form = started.answer(resp.headers["Location"])
-        async with session.post("/lti/1.3/launch", data=form, allow_redirects=False) as resp:
-            return resp.status
+        async with session.post("/lti/1.3/launch", data=form, allow_redirects=False,
+                                headers={"Accept-Language": "en"}) as resp:
+            return resp.status, await resp.text()
 
 
 async def _launch11(nb: Nbunits, user_id: str) -> int:
@@ -395,3 +432,52 @@ def test_the_sender_is_a_hardened_oneshot_the_timer_runs(nb: Nbunits) -> None:
     score = exposure(nb, "nbunits-scores.service")
     print(f"nbunits-scores.service exposure: {score}")
     assert score <= recorded["nbunits-scores.service"]  # test_security.py records it
+
+
+def _row(page: str, text: str) -> str:
+    """The staff page's table row that holds `text`."""
+    [row] = [r for r in page.split("<tr>") if text in r]
+    return row
+
+
+def test_staff_see_every_learner_the_lms_lists_with_activity_and_score(
+        nb: Nbunits, lms: StandIn) -> None:
+    ada, bob = _launched13(nb, lms), _launched13(nb, lms)
+    nb.nbunits("score", "set", COURSE, ada, NOTEBOOK, "7", "10")
+    lms.members = [
+        {"id": 1, "external_id": ada, "roles": ["student"], "name": "Ada <i>Lovelace</i>",
+         "email": "ada@x.org"},
+        {"id": 2, "external_id": bob, "roles": ["student"], "name": "Bob", "email": "b@x.org"},
+        {"id": 3, "external_id": str(uuid.uuid4()), "roles": ["student"], "name": "Carol",
+         "email": "c@x.org"},
+        {"id": 4, "external_id": str(uuid.uuid4()), "roles": ["instructor"], "name": "Prof",
+         "email": "p@x.org"},
+        {"id": 5, "external_id": str(uuid.uuid4()), "roles": ["student"], "name": "Dan",
+         "email": "d@x.org"}]
+    asked_before = len(lms.membership_asks)
+    # A learner's launch carries the claim too (Open edX sends it in every launch):
+    # it reads no list.
+    assert asyncio.run(_launch13(nb, lms, bob)) in (200, 302)
+    assert len(lms.membership_asks) == asked_before
+    status, page = asyncio.run(_launched_page(nb, lms, str(uuid.uuid4()), "instructor"))
+    assert status == 200, page[:300]
+    asks = lms.membership_asks[asked_before:]
+    assert len(asks) == 3 and not lms.refusals, (asks, lms.refusals)  # 4 learners, 2 a page
+    # Every learner the LMS lists, opened a notebook or not; staff are not learners.
+    assert "The course lists 4 learner(s); 2 of them have opened" in page, page
+    assert "Prof" not in page and "Dan" in page
+    ada_row = _row(page, ada)
+    assert "Ada &lt;i&gt;Lovelace&lt;/i&gt;" in ada_row and "<i>" not in page
+    assert "7/10" in ada_row and f"({user_for(ada)})" in ada_row
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in ada_row and "/staff/" in ada_row
+    assert "none yet" in _row(page, bob) and "read-only view" in _row(page, bob)
+    carol = _row(page, "Carol")
+    assert "never" in carol and "no copy yet" in carol and "/staff/" not in carol
+    # The LMS down: the page still lists who opened a notebook, and says why no more.
+    lms.failing = True
+    try:
+        status, page = asyncio.run(_launched_page(nb, lms, str(uuid.uuid4()), "instructor"))
+    finally:
+        lms.failing = False
+    assert status == 200 and "could not be read from the LMS" in page, page[:300]
+    assert ada in page and "Carol" not in page and "7/10" in _row(page, ada)

@@ -68,6 +68,7 @@ def installed_units(user: str) -> dict[str, str]:
         "nbunits-metrics.service": "nbunits-metrics.service",
         "nbunits-course-end.service": "nbunits-course-end.service",
         "nbunits-scores.service": "nbunits-scores.service",
+        "nbunits-roster@.service": "nbunits-roster@exposure.service",
     }
 
 
