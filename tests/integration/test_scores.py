@@ -15,8 +15,11 @@ are Open edX's, with grades enabled (enable_ags; LTI 1.1's lis_outcome_service_u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -26,7 +29,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import aiohttp
 import jwt
+import nbformat
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +47,7 @@ from testbed.forward import enter_netns
 from tests import openedx
 
 from .conftest import REPO, SERVER, SHARED_IN_BOX, Nbunits, client
+from .test_graded import homework
 from .test_security import exposure
 
 COURSE, CONTEXT = "scores", "course-v1:Scores+Py+2026"
@@ -63,6 +69,7 @@ SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 NOTEBOOK = "welcome.ipynb"
+GRADED = "hw.ipynb"
 
 
 @dataclass
@@ -265,7 +272,10 @@ def lms(nb: Nbunits) -> Iterator[StandIn]:
     (nb.shared / "scores-11.secret").write_text(SECRET + "\n")
     component = GradedComponent(ISSUER, f"{BASE}/lti/1.3/login", f"{BASE}/lti/1.3/launch", pem,
                                 "p1", memberships_url=MEMBERSHIPS, lineitem=f"{LINEITEMS}/3")
-    nb.nbunits("course", "add", COURSE, "--dir", "/opt/nbunits/src/examples/demo",
+    # The demo course and a graded notebook (nbgrader's cells: test_grading's homework).
+    shutil.copytree(REPO / "examples" / "demo", nb.shared / "scores-course", dirs_exist_ok=True)
+    (nb.shared / "scores-course" / GRADED).write_text(homework())
+    nb.nbunits("course", "add", COURSE, "--dir", f"{SHARED_IN_BOX}/scores-course",
                "--lti-context-id", CONTEXT, "--lti11-key", KEY,
                "--lti11-secret-file", f"{SHARED_IN_BOX}/scores-11.secret",
                "--lti13-issuer", ISSUER, "--lti13-client-id", component.client_id,
@@ -293,18 +303,24 @@ async def _launch13(nb: Nbunits, lms: StandIn, sub: str, role: str = "student") 
     return (await _launched_page(nb, lms, sub, role))[0]
 
 
-async def _launched_page(nb: Nbunits, lms: StandIn, sub: str, role: str) -> tuple[int, str]:
+async def _launched_page(nb: Nbunits, lms: StandIn, sub: str, role: str,
+                         notebook: str = NOTEBOOK,
+                         session: aiohttp.ClientSession | None = None) -> tuple[int, str]:
+    """(status, body) of the launch's answer: the staff page, or for a learner the
+    redirect to their notebook (its Location as the body)."""
     started = lms.component.login(external_user_id=sub, role=role, context_id=CONTEXT,
                                   resource_link_id=f"block-v1:x+type@lti_consumer+block@{sub}",
-                                  custom=[f"notebook={NOTEBOOK}"])
-    async with client(nb) as session:
+                                  custom=[f"notebook={notebook}"])
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(client(nb))
         login = urlsplit(started.login_url)
         async with session.get(f"{login.path}?{login.query}", allow_redirects=False) as resp:
             assert resp.status == 302, await resp.text()
             form = started.answer(resp.headers["Location"])
         async with session.post("/lti/1.3/launch", data=form, allow_redirects=False,
                                 headers={"Accept-Language": "en"}) as resp:
-            return resp.status, await resp.text()
+            return resp.status, resp.headers.get("Location") or await resp.text()
 
 
 async def _launch11(nb: Nbunits, user_id: str) -> int:
@@ -481,3 +497,37 @@ def test_staff_see_every_learner_the_lms_lists_with_activity_and_score(
         lms.failing = False
     assert status == 200 and "could not be read from the LMS" in page, page[:300]
     assert ada in page and "Carol" not in page and "7/10" in _row(page, ada)
+
+
+def test_a_graded_submission_reaches_the_lms_for_the_launch_that_opened_it(
+        nb: Nbunits, lms: StandIn) -> None:
+    """The whole chain: Open edX's launch of a graded component, the student's saved
+    work, Submit from the Course menu (as the extension posts it), the grading in its
+    own container, the score to the launch's line item for the launch's user, and the
+    student told it went."""
+    sub = str(uuid.uuid4())
+
+    async def go() -> tuple[int, dict[str, Any]]:
+        async with client(nb) as session:
+            status, location = await _launched_page(nb, lms, sub, "student", GRADED, session)
+            assert status == 302, location
+            prefix = "/".join(urlsplit(location).path.split("/")[:5]) + "/"
+            path = nb.home / user_for(sub) / COURSE / GRADED  # their copy, as Jupyter saves it
+            copy = nbformat.read(path, 4)
+            copy.cells[1].source = "def square(x):\n    return x * x"
+            nbformat.write(copy, path)
+            os.chown(path, nb.uid(user_for(sub)), nb.uid(user_for(sub)))
+            api = prefix.replace("/nb/", "/_nbunits/student/", 1)
+            async with session.post(api + "submit", json={"notebook": GRADED},
+                                    headers={"Accept-Language": "en"}) as resp:
+                return resp.status, await resp.json()
+
+    status, answer = asyncio.run(go())
+    assert status == 200, answer
+    grade = answer["grade"]
+    assert (grade["total"], grade["max"], grade["sent"]) == (2, 2, True), grade
+    got = _until(lambda: [r for r in lms.scores if r.body["userId"] == sub])
+    assert [(r.lineitem, r.body["scoreGiven"], r.body["scoreMaximum"]) for r in got] == \
+        [("3", 2, 2)], lms.refusals
+    assert _until(lambda: [r for r in _listed(nb, user_for(sub))
+                           if (r["notebook"], r["state"]) == (GRADED, "sent")])
