@@ -178,7 +178,9 @@ async def open_notebook(request: web.Request, target: Target,
         logger.info("handing %s to the student's host", target.notebook)
         secret = handoff.read_secret(settings.hosts_secret)
         # 303: an LTI launch's POST becomes the GET that the front hashes by user.
-        raise web.HTTPSeeOther(handoff.url(secret, handoff.Handoff(target, reset)),
+        handed_on = handoff.Handoff(target, reset, request.get(LAUNCH_LOCALE, ""),
+                                    request.get(lti.LAUNCH_DESTINATION))
+        raise web.HTTPSeeOther(handoff.url(secret, handed_on),
                                headers={"Cache-Control": "no-store"})
     launch_locale = request.get(LAUNCH_LOCALE, "")
     fallback = negotiate("", request.headers.get("Accept-Language"),
@@ -238,6 +240,10 @@ async def handed_over(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest() from None
     token = params.query(request, {"t": params.HANDOFF}).get("t", "")
     given = handoff.verify(handoff.read_secret(settings.hosts_secret), course, user, token)
+    # What the launch said of the student, as the launching host verified it.
+    request[LAUNCH_LOCALE] = given.locale
+    if given.destination is not None:
+        request[lti.LAUNCH_DESTINATION] = given.destination
     return await open_notebook(request, given.target, reset=given.reset, handed=True)
 
 

@@ -10,8 +10,9 @@ which verifies it as a single host does and then, instead of opening the noteboo
 itself, answers `303 /_nbunits/handoff/<course>/<user>?t=<token>`: the front hashes
 that user to their host, whose dispatcher checks the token and opens the notebook.
 
-The token binds what the launch proved (course, student id, notebook, reset) to
-that path's course and user, for LIFETIME seconds, with an HMAC-SHA256 keyed by the
+The token binds what the launch proved (course, student id, notebook, reset, and
+the launch's locale and where the student's score goes, core/outcomes.py) to that
+path's course and user, for LIFETIME seconds, with an HMAC-SHA256 keyed by the
 hosts' shared secret (/etc/nbunits/hosts.secret, the same file on every host). A
 forged or altered token, or one for another user than the path's, is refused and
 changes nothing; since the front chooses the host from the path and the token must
@@ -26,12 +27,16 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nbunits.core.errors import Code, NbunitsError
 from nbunits.core.names import HANDOFF_TOKEN_RE, Target, handoff_path
+from nbunits.core.outcomes import BadDestination, Destination
+
+logger = logging.getLogger(__name__)
 
 LIFETIME = 60
 _CONTEXT = b"nbunits-handoff\n"
@@ -41,6 +46,13 @@ _CONTEXT = b"nbunits-handoff\n"
 class Handoff:
     target: Target
     reset: bool = False
+    locale: str = ""  # the launch's, as the LMS sent it ("": none)
+    destination: Destination | None = None  # where the student's score goes, if it said
+
+
+# The token's payload at most (HANDOFF_TOKEN_RE): a destination that would not fit is
+# left out (the launch opens; its score has nowhere to go), as an unusable one is.
+MAX_PAYLOAD = 6000
 
 
 def read_secret(path: Path) -> bytes:
@@ -67,8 +79,13 @@ def _mac(secret: bytes, payload: str) -> str:
 def sign(secret: bytes, handoff: Handoff, now: float | None = None) -> str:
     target = handoff.target
     expires = int(time.time() if now is None else now) + LIFETIME
-    payload = _b64(json.dumps([target.course, target.student, target.notebook,
-                               handoff.reset, expires], separators=(",", ":")).encode())
+    fields = [target.course, target.student, target.notebook, handoff.reset, expires,
+              handoff.locale]
+    payload = _b64(json.dumps([*fields, handoff.destination.to_json()
+                               if handoff.destination else None], separators=(",", ":")).encode())
+    if len(payload) > MAX_PAYLOAD:
+        logger.warning("the launch's score destination is too long to hand over: left out")
+        payload = _b64(json.dumps([*fields, None], separators=(",", ":")).encode())
     return f"{payload}.{_mac(secret, payload)}"
 
 
@@ -88,12 +105,15 @@ def verify(secret: bytes, course: str, user: str, token: str,
         raise NbunitsError(Code.FORBIDDEN, "this hand-off is not signed by a host of this "
                            "service", student_hint="open the notebook from your course page")
     try:
-        course_, student, notebook, reset, expires = json.loads(
-            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, TypeError) as exc:  # signed by us: only a bug gets here
+        fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        # Five fields: a token of the release before, honoured during an upgrade.
+        course_, student, notebook, reset, expires, locale, where = (
+            fields if len(fields) == 7 else [*fields, "", None])
+        destination = Destination.from_json(where) if where is not None else None
+    except (ValueError, TypeError, BadDestination) as exc:  # signed by a host: a bug
         raise NbunitsError(Code.BAD_REQUEST, "this hand-off is malformed") from exc
     if not (isinstance(expires, int) and isinstance(reset, bool)
-            and all(isinstance(v, str) for v in (course_, student, notebook))):
+            and all(isinstance(v, str) for v in (course_, student, notebook, locale))):
         raise NbunitsError(Code.BAD_REQUEST, "this hand-off is malformed")
     now = time.time() if now is None else now
     if not now <= expires <= now + LIFETIME + 5:
@@ -103,4 +123,4 @@ def verify(secret: bytes, course: str, user: str, token: str,
     if (target.course, target.user) != (course, user):
         raise NbunitsError(Code.FORBIDDEN, "this hand-off is for another student",
                            student_hint="open the notebook from your course page")
-    return Handoff(target, reset)
+    return Handoff(target, reset, locale, destination)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import re
 import resource
@@ -18,6 +20,7 @@ from nbunits.admin import nginx
 from nbunits.core.config import CourseConfig, Server, Settings, server_from_toml
 from nbunits.core.errors import NbunitsError
 from nbunits.core.names import Target, parse_unit, user_for
+from nbunits.core.outcomes import SCORE_SCOPE, Destination
 from nbunits.core.protocol import MAX_REQUEST_BYTES
 from nbunits.dispatcher import handoff
 from nbunits.dispatcher.app import create_app
@@ -35,6 +38,28 @@ def test_a_handoff_opens_what_the_launch_proved_for_the_path_s_student():
     assert path == f"/_nbunits/handoff/demo/{TARGET.user}"
     given = handoff.verify(SECRET, "demo", TARGET.user, query, now=1010)
     assert given == handoff.Handoff(TARGET, reset=True)
+
+
+WHERE = Destination("1.3", "https://lms.test/li/3", "sub-1", issuer="https://lms.test",
+                    client_id="c", deployment_id="1", scopes=(SCORE_SCOPE,))
+
+
+def test_a_handoff_carries_the_launch_s_locale_and_where_its_score_goes():
+    carried = handoff.Handoff(TARGET, False, "fr-FR", WHERE)
+    token = handoff.sign(SECRET, carried, now=1000)
+    assert handoff.verify(SECRET, "demo", TARGET.user, token, now=1010) == carried
+    # A token of the release before (five fields) is honoured during an upgrade.
+    payload = base64.urlsafe_b64encode(json.dumps(
+        ["demo", TARGET.student, TARGET.notebook, True, 1060]).encode()).rstrip(b"=").decode()
+    old = f"{payload}.{handoff._mac(SECRET, payload)}"
+    assert handoff.verify(SECRET, "demo", TARGET.user, old, now=1010) == \
+        handoff.Handoff(TARGET, reset=True)
+    # A destination too long for a URL is left out; the launch still opens.
+    huge = Destination("1.3", "https://lms.test/" + "a" * 2000, "s" * 1000, issuer="i" * 1000,
+                       client_id="c" * 1000, scopes=("x" * 1000,) * 5)
+    token = handoff.sign(SECRET, handoff.Handoff(TARGET, False, "fr", huge), now=1000)
+    assert handoff.verify(SECRET, "demo", TARGET.user, token, now=1010) == \
+        handoff.Handoff(TARGET, False, "fr")
 
 
 def test_a_forged_altered_expired_or_moved_handoff_is_refused():
@@ -157,13 +182,13 @@ def test_one_of_several_hosts_hands_a_launch_over_and_opens_only_a_valid_handoff
             resp = await client.get("/ipythonExercice/demo/w1/a b.ipynb/s1?reset=1",
                                     allow_redirects=False)
             assert resp.status == 303 and helper.requests == []  # nothing made here
-            handoff = resp.headers["Location"]
-            assert handoff.startswith(f"/_nbunits/handoff/demo/{target.user}?t=")
-            resp = await client.get(handoff, allow_redirects=False)
+            location = resp.headers["Location"]
+            assert location.startswith(f"/_nbunits/handoff/demo/{target.user}?t=")
+            resp = await client.get(location, allow_redirects=False)
             assert resp.status == 302 and resp.headers["Location"].startswith(PREFIX)
             assert helper.requests == [{"action": "open", "course": "demo", "student": "s1",
                                         "notebook": "w1/a b.ipynb", "reset": True, "locale": "", "language": "en"}]
-            token = handoff.split("?t=")[1]
+            token = location.split("?t=")[1]
             other = user_for("s2")
             for path, status in ((f"/_nbunits/handoff/demo/{other}?t={token}", 403),
                                  (f"/_nbunits/handoff/demo/{target.user}?t=x{token}", 403),
@@ -173,6 +198,12 @@ def test_one_of_several_hosts_hands_a_launch_over_and_opens_only_a_valid_handoff
                 resp = await client.get(path, allow_redirects=False)
                 assert resp.status == status, (path, resp.status)
             assert len(helper.requests) == 1
+            # An LTI launch's locale and score destination reach the student's host.
+            carried = handoff.url(SECRET, handoff.Handoff(target, False, "fr", WHERE))
+            resp = await client.get(carried, allow_redirects=False)
+            assert resp.status == 302, await resp.text()
+            assert (helper.requests[-1]["locale"], helper.requests[-1]["destination"]) == \
+                ("fr", WHERE.to_json())
 
     asyncio.run(main())
 
