@@ -17,7 +17,7 @@ import pytest
 
 from nbunits.core import i18n
 from nbunits.core.pages import busy_html
-from nbunits.core.protocol import NotebookEntry, StudentEntry
+from nbunits.core.protocol import NotebookEntry, StudentEntry, Students
 from nbunits.dispatcher import pages
 from testbed import axe
 from testbed.browser import open_exercise, save_notebook
@@ -59,7 +59,10 @@ def rendered_pages() -> dict[str, str]:
     for lang in i18n.available():
         started = (pages._starting_head(lang, "/nb/x", "welcome.ipynb")
                    + pages._FAILED.format(text_js=pages.js(i18n.text(lang, "starting.cannot_start"))))
-        student = StudentEntry(id="a1b2", user="s-a1b2", url="/staff/demo/s-a1b2/w.ipynb?x=1")
+        listed = Students((
+            StudentEntry(id="a1b2", user="s-a1b2", url="/staff/demo/s-a1b2/w.ipynb?x=1",
+                         name="Ada Lovelace", active=1_796_000_000.0, score=(7.0, 10.0)),
+            StudentEntry(id="c3d4", user="", url="", name="Carol")), "partial", 2)
         picked = [NotebookEntry("week1/loops.ipynb", "Week 1: loops"),
                   NotebookEntry("welcome.ipynb", "")]
         found |= {f"{name} ({lang})": html for name, html in {
@@ -71,7 +74,7 @@ def rendered_pages() -> dict[str, str]:
             "course ended": pages.error_page(410, "This course ended on 2026-06-30.",
                                              "Your work was kept until then.", lang).text or "",
             "removed notebook": pages.removed_page("/nb/x", "old.ipynb", lang).text or "",
-            "staff list": pages.staff_page("demo", "w.ipynb", [student], lang).text or "",
+            "staff list": pages.staff_page("demo", "w.ipynb", listed, lang).text or "",
             "start failed": started,
             "deep-link picker": pages.deep_link_page("demo", picked, "t.i.cket",
                                                      "/lti/1.3/deep-link", lang).text or "",
