@@ -248,6 +248,11 @@ def user_unit_patterns(user: str) -> list[str]:
     return [f"nbunits-*@{u}.socket", f"nbunits-*@{u}.service"]
 
 
+def grading_pattern(course: str) -> str:
+    """systemctl pattern for the gradings running in one course (helper/grading.py)."""
+    return f"nbunits-{check_course(course)}-grade@*.service"
+
+
 def container_pattern(course: str) -> str:
     """systemctl pattern for the Jupyter (container) units of one course."""
     return f"nbunits-{check_course(course)}@*.service"

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from nbunits.core.names import container_pattern, course_unit_patterns, parse_unit
+from nbunits.core.names import (
+    container_pattern,
+    course_unit_patterns,
+    grading_pattern,
+    parse_unit,
+)
 from nbunits.core.run import run, run_async
 
 
@@ -78,5 +83,6 @@ def active_users(course: str) -> list[str]:
 
 
 def stop_course(course: str) -> None:
-    """Stop every student unit of a course (what is not loaded is not there to stop)."""
-    systemctl("stop", *course_unit_patterns(course), check=False)
+    """Stop every student unit of a course, gradings included (what is not loaded is
+    not there to stop): a course removed or expired runs nothing of its students."""
+    systemctl("stop", *course_unit_patterns(course), grading_pattern(course), check=False)

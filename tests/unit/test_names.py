@@ -134,3 +134,22 @@ def test_every_course_s_podman_runroot_fits_podman_s_limit():
     assert long_one != podman_run_dir("python-for-data-science-2027")
     with pytest.raises(InvalidName):  # the digest is never a course's own name
         check_course(long_one.rsplit("/", 1)[1])
+
+
+def test_a_course_wide_stop_reaches_its_gradings_and_no_other_courses(monkeypatch) -> None:
+    """`course remove` and a course's end stop every unit of its students, a grading
+    that runs then included (core/systemctl.py stop_course)."""
+    from fnmatch import fnmatch
+
+    from nbunits.core import systemctl
+    from nbunits.core.names import StudentUnits
+
+    asked: list[str] = []
+    monkeypatch.setattr(systemctl, "systemctl", lambda *args, **kw: asked.extend(args) or "")
+    systemctl.stop_course("py")
+    assert asked[0] == "stop"
+    units, other = StudentUnits("py", user_for("s1")), StudentUnits("py-2", user_for("s1"))
+    for name in (units.grading, *units.started):
+        assert any(fnmatch(name, p) for p in asked[1:]), name
+    assert not any(fnmatch(name, p) for p in asked[1:]
+                   for name in (other.grading, *other.started))
