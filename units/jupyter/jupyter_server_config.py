@@ -554,3 +554,50 @@ MAX_AHEAD_BYTES = 10 * 1024 * 1024
 
 if "jupyter_server" in sys.modules and os.environ.get("NBUNITS_OPEN_NOTEBOOK"):
     kernel_ahead(os.environ.pop("NBUNITS_OPEN_NOTEBOOK"))
+
+
+# What counts as a student's activity, for the idle stop (docs/admin.md, "Idle stop").
+# Jupyter counts every request to its API, and JupyterLab (Notebook 7 too) polls it
+# while its tab is visible: api/kernels and api/sessions every 10 s, the file browser's
+# folder, the kernel specs. A notebook left open in the foreground therefore held its
+# server, its kernel culled or not, until the course's max_lifetime (8 h by default).
+# Here a read (GET, HEAD) is not activity; what changes something is (a save, a new
+# kernel or session, a rename, a deletion), and so is running code: Jupyter counts a
+# kernel's messages as its activity on its own. The stop banner's "Keep it running"
+# posts to <base URL>nbunits/active, which is nothing but activity.
+ACTIVE_PATH = "nbunits/active"
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def reads_are_not_activity() -> None:
+    from jupyter_server.auth.decorator import authorized
+    from jupyter_server.base.handlers import APIHandler
+    from jupyter_server.utils import url_path_join
+    from tornado import web
+
+    counted = APIHandler.update_api_activity
+
+    def update_api_activity(self: "typing.Any") -> None:
+        if self.request.method not in READS:
+            counted(self)
+
+    APIHandler.update_api_activity = update_api_activity
+
+    class ActiveHandler(APIHandler):
+        auth_resource = "contents"
+
+        @web.authenticated
+        @authorized
+        def post(self) -> None:
+            self.set_status(204)
+            self.finish()
+
+    def load(serverapp: "typing.Any") -> None:
+        route = url_path_join(serverapp.web_app.settings["base_url"], ACTIVE_PATH)
+        serverapp.web_app.add_handlers(".*$", [(route, ActiveHandler)])
+
+    server_extension("nbunits_active", load=load)
+
+
+if "jupyter_server" in sys.modules:
+    reads_are_not_activity()
