@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import ahead, browser, density, parts, peer, profile, scale, variants
+from . import ahead, browser, density, memory, parts, peer, profile, scale, variants
 from .box import booted
 from .goals import goals_table
 from .stats import ratio, summary
@@ -166,6 +166,10 @@ def _run_parts(args: argparse.Namespace, want: list[str], out: dict, started: fl
             say(f"kernel ahead: {args.ahead} rounds of new students with it, without it, "
                 "and a floor start; then each student again")
             out["ahead"] = ahead.ahead_runs(bench, args.ahead, warmup.user)
+        if args.memory:
+            parts.settle(bench)
+            say(f"memory: {args.memory} students active at once, each with an idle kernel")
+            out["memory"] = memory.memory_runs(bench, args.memory)
         if args.browser:
             parts.settle(bench)
             say(f"browser: {args.browser} rounds of a new student's click in Chromium, kernel "
@@ -408,6 +412,8 @@ def table(r: dict) -> str:
                        if "cpu_median" in s else "")
                 lines.append(f"| {name} | {ms(s['median'])} | {ms(s['p95'])} | {s['n']} | "
                              f"{s['vs_baseline']:.2f}x ({s['delta_ms']:+.0f} ms) | {cpu} |")
+    if "memory" in r:
+        lines += ["", *memory.table(r["memory"])]
     if "ahead" in r:
         lines += ["", "The click to the first output, kernel ahead or not, interleaved in one run "
                   "(floor: the bare `podman run` -> /api/status 200, "
@@ -463,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ahead", type=int, default=0, metavar="N",
                         help="N rounds: click to first output with the kernel started ahead, "
                              "without, and the floor, interleaved (bench/ahead.py) [0: not run]")
+    parser.add_argument("--memory", type=int, default=0, metavar="N",
+                        help="N students active at once: each process's PSS and private "
+                             "memory (bench/memory.py) [0: not run]")
     parser.add_argument("--browser", type=int, default=0, metavar="N",
                         help="N rounds: a new student's click to the first output in Chromium, "
                              "kernel ahead and without (bench/browser.py) [0: not run]")
