@@ -418,6 +418,7 @@ _LOG_RULES: tuple[tuple[re.Pattern[str], str | None], ...] = (
     (re.compile(r"^/shared/"), "/shared/[token]"),
     (re.compile(r"^/(?:lti|staff|_nbunits/(?:handoff|page))/|^/_nbunits/health$"), None),
     (re.compile(r"(?s)^(?P<p>/[^/]*/)."), r"\g<p>[...]"),
+    (re.compile(r"(?s)^/."), "/[...]"),
 )
 
 

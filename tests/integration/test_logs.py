@@ -67,10 +67,13 @@ def test_the_access_log_writes_no_share_token_and_no_student_id(nb: Nbunits) -> 
             return shared.rsplit("/", 1)[1], [opened.user]
 
     token, [user] = asyncio.run(requests())
-    logged = [re.search(r'"([A-Z]+ \S+) HTTP/1.1" ([0-9]{3}) ', line).groups()
-              for line in nb.box.read_file("/var/log/nginx/access.log").splitlines()
-              if f'"{marker}"' in line]
-    assert [" ".join(entry) for entry in logged] == [
+
+    def read() -> list[tuple[str, ...]]:
+        return [re.search(r'"([A-Z]+ \S+) HTTP/1.1" ([0-9]{3}) ', line).groups()
+                for line in nb.box.read_file("/var/log/nginx/access.log").splitlines()
+                if f'"{marker}"' in line]
+
+    expected = [
         f"POST /_nbunits/student/demo/{user}/[capability] 200",
         "GET /shared/[token] 200",
         "GET /shared/[token] 404",  # made up: the dispatcher's 404
@@ -86,6 +89,12 @@ def test_the_access_log_writes_no_share_token_and_no_student_id(nb: Nbunits) -> 
         "GET /x/[...] 301",
         "GET /ipythonExercice/demo/[student] 421",  # a name this server does not serve
         "GET /x/[...] 421"]
+    # nginx writes a request's line once its answer is sent: the last may come a
+    # moment after the client has it.
+    deadline = time.monotonic() + 5
+    while len(logged := read()) < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [" ".join(entry) for entry in logged] == expected
     logs = nb.box.run("sh", "-c", "cat /var/log/nginx/*.log").stdout
     assert "[token]" in logs
     for secret in (student, refused, token, made_up):

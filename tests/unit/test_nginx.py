@@ -164,7 +164,8 @@ def test_the_access_log_cuts_paths_as_the_dispatcher_s_lines_do() -> None:
         f"/_nbunits/handoff/demo/{USER}": f"/_nbunits/handoff/demo/{USER}",
         "/_nbunits/page/not-found": "/_nbunits/page/not-found", "/_nbunits/health": "/_nbunits/health",
         "/x/s1d": "/x/[...]", "/x/\ns1d": "/x/[...]", "/_nbunits/healthy/s1d": "/_nbunits/[...]",
-        "/favicon.ico": "/favicon.ico", "/": "/", f"/a{cap}": "/a[capability]",
+        "/favicon.ico": "/[...]", "/": "/", f"/a{cap}": "/a[capability]",
+        "/" + "a" * 255: "/[...]", "/s1d\nx": "/[...]",  # an id typed after the host name
     }
     for path, logged in samples.items():
         assert (nginx_log(path), loggable_path(path)) == (logged, logged), path
