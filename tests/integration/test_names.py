@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
@@ -98,8 +99,10 @@ def test_jupyter_itself_refuses_another_host(nb: Nbunits) -> None:
 def _access_log_peer(nb: Nbunits, marker: str) -> str:
     """The client address nginx logged for the request whose User-Agent is `marker`
     (the logged path may be another: nginx logs the page it answered with)."""
-    lines = [line for line in nb.box.read_file("/var/log/nginx/access.log").splitlines()
-             if marker in line]
+    deadline = time.monotonic() + 5  # nginx writes the line once the answer is sent
+    while not (lines := [line for line in nb.box.read_file("/var/log/nginx/access.log")
+                         .splitlines() if marker in line]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert lines, marker
     return lines[-1].split()[0]
 
