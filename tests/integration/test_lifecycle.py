@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import datetime
 
 import aiohttp
 
@@ -105,40 +104,6 @@ def _keep_a_tab_open_until_it_stops(nb: Nbunits, course: str, timeout: float) ->
 def test_idle_stop_layer2_jupyter_culls_and_shuts_down_despite_an_open_tab(nb: Nbunits) -> None:
     nb.add_course("idle2", proxy_idle_timeout=3600, kernel_idle_timeout=10, jupyter_idle_timeout=12)
     _keep_a_tab_open_until_it_stops(nb, "idle2", timeout=150)  # Jupyter checks once a minute
-
-
-def test_a_visible_tabs_polls_are_not_activity_a_save_or_keep_it_running_is(
-        nb: Nbunits) -> None:
-    """What JupyterLab asks every 10 s while its tab is visible must not hold the
-    server up until its lifetime's end: reads are not activity, changes are."""
-
-    async def go() -> list[datetime]:
-        session, opened, _ = await _open_with_kernel(nb, "demo", secrets.token_hex(16))
-        async with session:
-            async def last_activity() -> datetime:  # api/status: not activity itself
-                async with session.get(opened.url("api/status"), headers=opened.headers) as resp:
-                    return datetime.fromisoformat((await resp.json())["last_activity"])
-
-            seen = [await last_activity()]
-            await asyncio.sleep(1.5)
-            for path in ("api/kernels", "api/sessions", "api/contents", "api/kernelspecs",
-                         f"api/contents/{NOTEBOOK}", "api/me"):
-                async with session.get(opened.url(path), headers=opened.headers) as resp:
-                    assert resp.status == 200, (path, resp.status)
-            seen.append(await last_activity())
-            async with session.post(opened.url("nbunits/active"), headers=opened.headers) as resp:
-                assert resp.status == 204, await resp.text()  # the banner's "Keep it running"
-            seen.append(await last_activity())
-            async with session.get(opened.url("nbunits/active"), headers=opened.headers) as resp:
-                assert resp.status == 405
-            await asyncio.sleep(1.5)
-            await save_notebook(session, opened, "# saved")
-            seen.append(await last_activity())
-            return seen
-
-    before, after_polls, after_keep, after_save = asyncio.run(go())
-    assert after_polls == before, "JupyterLab's polls counted as activity"
-    assert before < after_keep < after_save
 
 
 def test_idle_stop_layer3_maximum_lifetime_is_a_clean_stop(nb: Nbunits) -> None:

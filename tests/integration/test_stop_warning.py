@@ -23,12 +23,10 @@ LIFE, IDLE = "stop1", "stop2"
 NOTEBOOK = "welcome.ipynb"
 TYPED = "# typed just before the end"
 # The idle student left the tab in the background: the page is told so, as a browser
-# tells a hidden tab, and JupyterLab's polls pause. (A tab left in the foreground
-# idle-stops too, its polls being no activity: test_lifecycle. But a poll of its that
-# reaches the socket just as Jupyter stops can start the server again, once: the page
-# lets go only when it sees the stop. Left for the next change of stopping.ts.)
+# tells a hidden tab, and JupyterLab's polls (which Jupyter counts as activity) pause.
 HIDDEN = """Object.defineProperty(document, 'visibilityState', {get: () => 'hidden'});
 Object.defineProperty(document, 'hidden', {get: () => true});"""
+
 
 def student_unit(page: Any) -> tuple[str, str]:
     """The user and the container unit of the notebook framed in `page`."""

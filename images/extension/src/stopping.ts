@@ -256,13 +256,12 @@ export class StopWatch {
   }
 
   /** The banner's button: save now (before the lifetime's end), or show activity
-   * (an idle stop: a request the server counts postpones it). */
+   * (an idle stop: any request the server counts postpones it). */
   private async act(reason: Reason): Promise<void> {
     await this.saveAll();
     if (reason === 'idle') {
-      // A read is no activity (jupyter_server_config.py): this POST is nothing else.
-      const url = URLExt.join(this.server.baseUrl, 'nbunits/active');
-      await ServerConnection.makeRequest(url, { method: 'POST' }, this.server).catch(
+      const url = URLExt.join(this.server.baseUrl, 'api/contents') + '?content=0';
+      await ServerConnection.makeRequest(url, { cache: 'no-store' }, this.server).catch(
         () => undefined
       );
     }
