@@ -517,8 +517,10 @@ class Settings:
         """(course, user, notebook)'s latest score: pending, failing or sent."""
         return self.scores_dir / "outbox" / units.course / units.user / _notebook_key(notebook)
 
-    def score_files(self) -> list[Path]:
-        return sorted((self.scores_dir / "outbox").glob("*/*/*.json"))
+    def score_files(self, course: str = "") -> list[Path]:
+        """The latest scores of one course's students (every course's: "")."""
+        folder = check_course(course) if course else "*"
+        return sorted((self.scores_dir / "outbox").glob(f"{folder}/*/*.json"))
 
 
 def _notebook_key(notebook: str) -> str:

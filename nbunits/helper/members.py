@@ -76,10 +76,10 @@ def read(settings: Settings, course: str, where: Roster, *, fetch: Get = get,
             url = roster.next_page(answer.headers.get("link", ""), url)
         except ValueError as exc:
             return _cut(course, found, f"after page {pages}: {exc}")
-    logger.info("the LMS lists %d learner(s) in %d page(s)", len(found), pages,
-                extra={"COURSE": course})
     if len(found) > roster.MAX_LISTED:
         return _cut(course, found, f"at {roster.MAX_LISTED} learners")
+    logger.info("the LMS lists %d learner(s) in %d page(s)", len(found), pages,
+                extra={"COURSE": course})
     return Listed(list(found.values()), complete=True)
 
 

@@ -177,7 +177,7 @@ def read(path: Path) -> Score:
 
 def scores(settings: Settings, course: str = "") -> list[Score]:
     found = []
-    for path in settings.score_files():
+    for path in settings.score_files(course):  # a course's own folder only
         try:
             score = read(path)
         except NbunitsError as exc:
